@@ -1,0 +1,161 @@
+//! The command line: clap definitions, global options, and dispatch to one module per command.
+//! Commands call the library and print; data goes to stdout (as JSON with `--json`), messages
+//! and progress to stderr.
+
+mod docs;
+mod gc;
+mod output;
+mod roots;
+mod store;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::lock::LockMode;
+use crate::progress::Progress;
+use crate::store::{OpenOptions, Store};
+
+const AFTER_HELP: &str = "\
+Examples:
+  strata store add ./rootfs --name base --root tags/base
+  strata store checkout tags/base /tmp/base --link auto
+  strata store diff tags/base tags/next
+  strata gc --dry-run
+
+Docs: docs/README.md in the source tree; `strata man` prints the manual page.";
+
+/// Build operating-system images from a content-addressed store.
+///
+/// Every tree strata imports or builds is stored once, by content (blake3), as an immutable
+/// entry; checkouts are hardlinks or reflinks of the stored objects. Entries, trees and roots
+/// are named by a unique hex prefix of their id (at least 4 characters) or by a root name.
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// The store directory [default: /var/lib/strata as root, else $XDG_DATA_HOME/strata]
+    #[arg(long, global = true, env = "STRATA_STORE", value_name = "PATH")]
+    store: Option<PathBuf>,
+
+    /// Print machine-readable JSON on stdout instead of text
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Print nothing but results and errors; no progress bars
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    /// Log more (-v: debug, -vv: trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Seconds to wait for a store locked by another strata process before failing
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60)]
+    lock_wait: u64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Add, inspect, check out and verify store entries
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+    /// Name entries so that gc keeps them
+    #[command(subcommand)]
+    Roots(roots::RootsCommand),
+    /// Delete entries, trees and objects that no root keeps alive
+    #[command(after_help = "Examples:\n  strata gc --dry-run\n  strata gc --json")]
+    Gc(gc::GcArgs),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  strata completions bash > /etc/bash_completion.d/strata\n  strata completions zsh > ~/.zfunc/_strata"
+    )]
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory
+    #[command(after_help = "Examples:\n  strata man | man -l -\n  strata man --dir /usr/local/share/man/man1")]
+    Man(docs::ManArgs),
+}
+
+/// Global options resolved once.
+pub(crate) struct Ctx {
+    store_path: PathBuf,
+    json: bool,
+    quiet: bool,
+    lock_wait: Duration,
+    progress: Progress,
+}
+
+impl Ctx {
+    fn open(&self, lock: LockMode) -> anyhow::Result<Store> {
+        let opts = OpenOptions { lock, lock_wait: self.lock_wait };
+        let quiet = self.quiet;
+        let path = self.store_path.clone();
+        Store::open(&self.store_path, &opts, move || {
+            if !quiet {
+                eprintln!("waiting for the lock on store `{}` (another strata process holds it)", path.display());
+            }
+        })
+    }
+
+    /// A message for humans, on stderr, unless quiet.
+    fn note(&self, msg: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+fn default_store() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/strata");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("strata")
+}
+
+/// Parse arguments, run, print `error: …` once on failure.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "strata=debug,info",
+        _ => "strata=trace,debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Ctx {
+        store_path: cli.store.clone().unwrap_or_else(default_store),
+        json: cli.json,
+        quiet: cli.quiet,
+        lock_wait: Duration::from_secs(cli.lock_wait),
+        progress: Progress::new(cli.quiet),
+    };
+    match cli.command {
+        Command::Store(cmd) => store::run(&ctx, cmd),
+        Command::Roots(cmd) => roots::run(&ctx, cmd),
+        Command::Gc(args) => gc::run(&ctx, args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
+    }
+}

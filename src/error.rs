@@ -1,0 +1,22 @@
+//! Errors a caller branches on. Everything else travels as `anyhow::Error` with context that names
+//! the path or id involved.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("`{path}` is not a strata store: {reason}")]
+    NotAStore { path: PathBuf, reason: String },
+    #[error("store `{path}` has layout version {found}; this strata understands up to {supported}: upgrade strata")]
+    LayoutTooNew { path: PathBuf, found: u32, supported: u32 },
+    #[error(
+        "store database `{path}` has schema version {found}; this strata understands up to {supported}: upgrade strata"
+    )]
+    SchemaTooNew { path: PathBuf, found: u32, supported: u32 },
+    #[error("store `{path}` is locked by another strata process ({held}); waited {waited_secs} s (see --lock-wait)")]
+    LockBusy { path: PathBuf, held: &'static str, waited_secs: u64 },
+    #[error("no entry, tree or root named `{0}` in the store (see `strata store ls` and `strata roots ls`)")]
+    NotFound(String),
+    #[error("`{prefix}` is ambiguous: it matches {}", candidates.join(", "))]
+    Ambiguous { prefix: String, candidates: Vec<String> },
+}

@@ -1,0 +1,274 @@
+//! Importing a directory into the store as an entry (`strata store add`).
+//!
+//! Four passes, so that re-importing known content writes nothing and memory stays flat:
+//! 1. scan: one sorted walk that records every node's metadata (never following symlinks) and
+//!    refuses what a tree cannot hold (sockets) before anything is written;
+//! 2. hash: content digests on all cores, one read per distinct inode;
+//! 3. store: only objects the database does not know are copied into `objects/` (holes kept,
+//!    a file that changed since it was hashed is an error), then one `syncfs`;
+//! 4. record: trees are encoded bottom-up and written with the entry in one transaction.
+//!
+//! A failed import leaves no rows; object files it already moved into place are orphans for gc.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rayon::prelude::*;
+
+use crate::db::NewEntry;
+use crate::digest::Digest;
+use crate::entry::{entry_key, EntryKind};
+use crate::meta::Meta;
+use crate::object::{hash_file, Stamp};
+use crate::progress::Progress;
+use crate::store::{check_root_name, Store};
+use crate::tree::{object_id, Name, Node, Tree};
+
+/// What an import did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImportReport {
+    pub key: Digest,
+    pub tree: Digest,
+    /// Regular files (every path of a hardlinked file counts).
+    pub files: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Objects the store did not have before.
+    pub new_objects: u64,
+    /// Bytes of those new objects.
+    pub new_bytes: u64,
+    /// Whether the entry is new (false: the same tree was imported before).
+    pub new_entry: bool,
+}
+
+struct ScanFile {
+    path: PathBuf,
+    meta: Meta,
+    stamp: Stamp,
+    devino: (u64, u64),
+    nlink: u64,
+    link: u32,
+    content: Digest,
+}
+
+enum ScanNode {
+    Dir(ScanDir),
+    File(usize),
+    Other(Node),
+}
+
+struct ScanDir {
+    meta: Meta,
+    entries: Vec<(Name, ScanNode)>,
+}
+
+/// Import the directory `src` as an entry named `name`, optionally pointed at by root `root`.
+pub fn import_dir(
+    store: &mut Store,
+    src: &Path,
+    name: &str,
+    root: Option<&str>,
+    progress: &Progress,
+) -> anyhow::Result<ImportReport> {
+    if let Some(root) = root {
+        check_root_name(root)?;
+    }
+    let top = fs_err::metadata(src)?;
+    if !top.is_dir() {
+        anyhow::bail!("`{}` is not a directory", src.display());
+    }
+
+    // 1. scan
+    let spinner = progress.spinner("scanning");
+    let mut files = Vec::new();
+    let root_dir = scan_dir(src, &top, &mut files, &spinner)?;
+    spinner.finish_and_clear();
+    assign_link_groups(&mut files);
+
+    // 2. hash
+    let total: u64 = files.iter().map(|f| f.stamp.size).sum();
+    let bar = progress.bytes(total, "hashing");
+    let first_of_inode: HashMap<(u64, u64), usize> = {
+        let mut m = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            m.entry(f.devino).or_insert(i);
+        }
+        m
+    };
+    files.par_iter_mut().enumerate().try_for_each(|(i, f)| -> anyhow::Result<()> {
+        if first_of_inode[&f.devino] != i {
+            return Ok(());
+        }
+        let mut file = fs_err::File::open(&f.path)?;
+        let st = file.metadata()?;
+        f.stamp = Stamp::of(&st);
+        f.content = hash_file(file.file_mut(), f.stamp.size)
+            .with_context(|| format!("failed to read `{}`", f.path.display()))?;
+        bar.inc(f.stamp.size);
+        Ok(())
+    })?;
+    for i in 0..files.len() {
+        let first = first_of_inode[&files[i].devino];
+        if first != i {
+            files[i].content = files[first].content;
+            files[i].stamp = files[first].stamp;
+        }
+    }
+    bar.finish_and_clear();
+
+    // 3. store new objects
+    let mut unique: Vec<(Digest, usize)> = Vec::new();
+    {
+        let mut seen = std::collections::HashSet::new();
+        for (i, f) in files.iter().enumerate() {
+            let id = object_id(&f.meta, f.stamp.size, &f.content);
+            if seen.insert(id) {
+                unique.push((id, i));
+            }
+        }
+    }
+    let ids: Vec<Digest> = unique.iter().map(|(id, _)| *id).collect();
+    let known = store.db().known_objects(&ids)?;
+    let missing: Vec<(Digest, usize)> = unique.iter().zip(&known).filter(|(_, k)| !**k).map(|(u, _)| *u).collect();
+    let new_bytes: u64 = missing.iter().map(|(_, i)| files[*i].stamp.size).sum();
+    let objects = store.object_store();
+    let bar = progress.bytes(new_bytes, "storing");
+    missing.par_iter().try_for_each(|(id, i)| -> anyhow::Result<()> {
+        let f = &files[*i];
+        objects.insert_file(id, &f.path, f.stamp, &f.meta)?;
+        bar.inc(f.stamp.size);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    if !missing.is_empty() {
+        store.sync()?;
+    }
+
+    // 4. record
+    let mut trees = Vec::new();
+    let tree = encode_dir(&root_dir, &files, &mut trees);
+    let report_files = files.len() as u64;
+    let bytes = total;
+    let key = entry_key(EntryKind::Import, &[], &[tree]);
+    let tx = store.db_mut().transaction()?;
+    for (id, i) in &missing {
+        tx.insert_object(id, files[*i].stamp.size)?;
+    }
+    for (id, data) in &trees {
+        tx.insert_tree(id, data)?;
+    }
+    let new_entry = tx.insert_entry(&NewEntry {
+        key,
+        kind: EntryKind::Import.as_str(),
+        name,
+        tree,
+        files: report_files,
+        bytes,
+        refs: &[],
+    })?;
+    tx.commit()?;
+    if let Some(root) = root {
+        let tx = store.db_mut().transaction()?;
+        tx.set_root(root, &key)?;
+        tx.commit()?;
+    }
+    Ok(ImportReport { key, tree, files: report_files, bytes, new_objects: missing.len() as u64, new_bytes, new_entry })
+}
+
+fn scan_dir(
+    path: &Path,
+    st: &std::fs::Metadata,
+    files: &mut Vec<ScanFile>,
+    spinner: &indicatif::ProgressBar,
+) -> anyhow::Result<ScanDir> {
+    let meta = Meta::read(path, st)?;
+    let mut names = Vec::new();
+    for entry in fs_err::read_dir(path)? {
+        names.push(entry?.file_name());
+    }
+    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+    let mut entries = Vec::with_capacity(names.len());
+    for os_name in names {
+        let child = path.join(&os_name);
+        let name = Name::new(os_name.as_encoded_bytes().to_vec())
+            .with_context(|| format!("cannot store `{}`", child.display()))?;
+        let cst = fs_err::symlink_metadata(&child)?;
+        let ft = cst.file_type();
+        spinner.inc(1);
+        let node = if ft.is_dir() {
+            ScanNode::Dir(scan_dir(&child, &cst, files, spinner)?)
+        } else if ft.is_file() {
+            files.push(ScanFile {
+                meta: Meta::read(&child, &cst)?,
+                stamp: Stamp::of(&cst),
+                devino: (cst.dev(), cst.ino()),
+                nlink: cst.nlink(),
+                link: 0,
+                content: Digest([0; 32]),
+                path: child,
+            });
+            ScanNode::File(files.len() - 1)
+        } else if ft.is_symlink() {
+            let target = fs_err::read_link(&child)?;
+            let mut meta = Meta::read(&child, &cst)?;
+            meta.mode = 0o777;
+            ScanNode::Other(Node::Symlink { meta, target: target.into_os_string().into_encoded_bytes() })
+        } else if ft.is_char_device() {
+            ScanNode::Other(Node::CharDevice { meta: Meta::read(&child, &cst)?, rdev: cst.rdev() })
+        } else if ft.is_block_device() {
+            ScanNode::Other(Node::BlockDevice { meta: Meta::read(&child, &cst)?, rdev: cst.rdev() })
+        } else if ft.is_fifo() {
+            ScanNode::Other(Node::Fifo { meta: Meta::read(&child, &cst)? })
+        } else if ft.is_socket() {
+            anyhow::bail!(
+                "`{}` is a socket: sockets cannot be stored in a tree (they belong to a running system); remove it or import a copy without it",
+                child.display()
+            );
+        } else {
+            anyhow::bail!("`{}` has an unknown file type", child.display());
+        };
+        entries.push((name, node));
+    }
+    Ok(ScanDir { meta, entries })
+}
+
+/// Number hardlink groups 1, 2, … in walk order, counting only links inside the imported tree.
+fn assign_link_groups(files: &mut [ScanFile]) {
+    let mut count: HashMap<(u64, u64), u32> = HashMap::new();
+    for f in files.iter().filter(|f| f.nlink > 1) {
+        *count.entry(f.devino).or_default() += 1;
+    }
+    let mut group: HashMap<(u64, u64), u32> = HashMap::new();
+    for f in files.iter_mut() {
+        if count.get(&f.devino).copied().unwrap_or(0) > 1 {
+            let next = group.len() as u32 + 1;
+            f.link = *group.entry(f.devino).or_insert(next);
+        }
+    }
+}
+
+/// Encode `dir` and its subdirectories bottom-up, pushing every (id, encoding) into `out`.
+fn encode_dir(dir: &ScanDir, files: &[ScanFile], out: &mut Vec<(Digest, Vec<u8>)>) -> Digest {
+    let entries = dir
+        .entries
+        .iter()
+        .map(|(name, node)| {
+            let node = match node {
+                ScanNode::Dir(d) => Node::Directory { tree: encode_dir(d, files, out) },
+                ScanNode::File(i) => {
+                    let f = &files[*i];
+                    Node::File { meta: f.meta.clone(), size: f.stamp.size, content: f.content, link: f.link }
+                }
+                ScanNode::Other(n) => n.clone(),
+            };
+            (name.clone(), node)
+        })
+        .collect();
+    let tree = Tree { meta: dir.meta.clone(), entries };
+    let data = tree.encode();
+    let id = Digest::of(&data);
+    out.push((id, data));
+    id
+}

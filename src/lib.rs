@@ -1,0 +1,23 @@
+//! strata: operating-system images built from a content-addressed store.
+//!
+//! The library holds all behaviour; `src/cli` only parses arguments and prints. Start with
+//! [`store`] (the on-disk layout and its invariants), [`tree`] (the Merkle encoding) and
+//! [`import`]/[`checkout`] (moving trees in and out).
+
+pub mod checkout;
+pub mod cli;
+pub mod db;
+pub mod diff;
+pub mod digest;
+pub mod entry;
+pub mod error;
+pub mod gc;
+pub mod import;
+pub mod lock;
+pub mod meta;
+pub mod object;
+pub mod progress;
+pub mod store;
+pub mod tree;
+pub mod verify;
+pub mod walk;
