@@ -94,25 +94,16 @@ fn node_diff(a: &Node, b: &Node) -> Vec<&'static str> {
         return vec!["type"];
     }
     let mut what = Vec::new();
-    match (a, b) {
+    let differs = match (a, b) {
         (Node::File { size: sa, content: ca, .. }, Node::File { size: sb, content: cb, .. }) => {
-            if sa != sb || ca != cb {
-                what.push("content");
-            }
+            (sa != sb || ca != cb).then_some("content")
         }
-        (Node::Symlink { target: ta, .. }, Node::Symlink { target: tb, .. }) => {
-            if ta != tb {
-                what.push("target");
-            }
-        }
+        (Node::Symlink { target: ta, .. }, Node::Symlink { target: tb, .. }) => (ta != tb).then_some("target"),
         (Node::CharDevice { rdev: ra, .. }, Node::CharDevice { rdev: rb, .. })
-        | (Node::BlockDevice { rdev: ra, .. }, Node::BlockDevice { rdev: rb, .. }) => {
-            if ra != rb {
-                what.push("device");
-            }
-        }
-        _ => {}
-    }
+        | (Node::BlockDevice { rdev: ra, .. }, Node::BlockDevice { rdev: rb, .. }) => (ra != rb).then_some("device"),
+        _ => None,
+    };
+    what.extend(differs);
     if let (Some(ma), Some(mb)) = (a.meta(), b.meta()) {
         what.extend(meta_diff(ma, mb));
     }

@@ -73,7 +73,7 @@ mod tests {
         }
         assert_eq!(
             entry_key(EntryKind::Import, &[], &[t]).to_hex(),
-            "0000000000000000000000000000000000000000000000000000000000000000"
+            "10d88403de7c0fdf522c1bf89eb978a6526d1f9952d3bd577525bb3be577fd3c"
         );
     }
 }

@@ -34,7 +34,7 @@ impl StoreLock {
     pub fn try_exclusive(path: &Path) -> anyhow::Result<Option<StoreLock>> {
         let file = fs_err::OpenOptions::new().create(true).truncate(false).write(true).open(path)?.into_parts().0;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(flock) => Ok(Some(StoreLock { flock: flock, mode: LockMode::Exclusive })),
+            Ok(flock) => Ok(Some(StoreLock { flock, mode: LockMode::Exclusive })),
             Err((_, Errno::EWOULDBLOCK)) => Ok(None),
             Err((_, e)) => Err(anyhow::Error::new(e).context(format!("failed to lock `{}`", path.display()))),
         }
@@ -60,7 +60,7 @@ impl StoreLock {
         let mut on_wait = Some(on_wait);
         loop {
             match Flock::lock(file, arg) {
-                Ok(flock) => return Ok(StoreLock { flock: flock, mode }),
+                Ok(flock) => return Ok(StoreLock { flock, mode }),
                 Err((f, Errno::EWOULDBLOCK)) => {
                     file = f;
                     if start.elapsed() >= wait {

@@ -130,6 +130,11 @@ impl Store {
         self.privileged
     }
 
+    /// A `Sync` handle for writing objects from worker threads.
+    pub fn object_store(&self) -> crate::object::ObjectStore {
+        crate::object::ObjectStore::new(self.objects_dir(), self.tmp_dir(), self.privileged)
+    }
+
     pub fn objects_dir(&self) -> PathBuf {
         self.root.join("objects")
     }
@@ -318,12 +323,5 @@ mod tests {
         ] {
             assert_eq!(check_root_name(name).is_ok(), ok, "{name}");
         }
-    }
-}
-
-impl Store {
-    /// A `Sync` handle for writing objects from worker threads.
-    pub fn object_store(&self) -> crate::object::ObjectStore {
-        crate::object::ObjectStore::new(self.objects_dir(), self.tmp_dir(), self.privileged)
     }
 }

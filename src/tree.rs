@@ -377,7 +377,7 @@ mod tests {
                 (Name::new("sh").unwrap(), Node::Symlink { meta: meta(0o777), target: b"bash".to_vec() }),
             ],
         };
-        assert_eq!(tree.id().to_hex(), "7b6fd9dd5dd4dc4e0cbd29c5bb1fb0b02f0e3eb04b94b30ecb6f6e6c3d9f7a43");
+        assert_eq!(tree.id().to_hex(), "ce1b8764ccb2ff454a1b35a53e79f7dc93368189cee2fd881dd680e14048b363");
     }
 
     #[test]

@@ -1,0 +1,218 @@
+//! Helpers shared by the integration tests: running the real binary against a temporary store,
+//! building fixture trees, and describing a directory exactly (a manifest) to compare trees.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_strata")
+}
+
+/// These tests create device nodes, set owners and mount file systems: they need root, and say
+/// so instead of silently passing.
+pub fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "the integration tests must run as root (see README: tools/test.sh)");
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        require_root();
+        Env { dir: tempfile::Builder::new().prefix("strata-test-").tempdir().unwrap() }
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--store").arg(self.store()).args(args).env_remove("STRATA_STORE").env_remove("RUST_LOG");
+        c
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(out.status.success(), "strata {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Run and require failure; returns stderr.
+    pub fn fail(&self, args: &[&str]) -> String {
+        let out: Output = self.cmd(args).output().unwrap();
+        assert!(!out.status.success(), "strata {args:?} succeeded but should fail");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+}
+
+/// Build a tree holding every kind of node the store must keep exactly.
+pub fn special_fixture(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let w = |p: &str, content: &[u8], mode: u32| {
+        let path = root.join(p);
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(&path, content).unwrap();
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    fs_err::create_dir_all(root).unwrap();
+    w("etc/hostname", b"fixture\n", 0o644);
+    w("etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o640);
+    w("usr/bin/su", b"\x7fELF pretend setuid binary", 0o4755);
+    w("usr/bin/wall", b"\x7fELF pretend setgid binary", 0o2755);
+    w("usr/bin/ping", b"\x7fELF pretend capability binary", 0o755);
+    w("usr/lib/a", b"shared content", 0o644);
+    w("usr/share/empty", b"", 0o644);
+    w("usr/share/same-as-a", b"shared content", 0o644); // identical, but not a hardlink
+    fs_err::hard_link(root.join("usr/lib/a"), root.join("usr/lib/a-link")).unwrap();
+    fs_err::hard_link(root.join("usr/lib/a"), root.join("etc/a-link")).unwrap();
+    fs_err::create_dir_all(root.join("tmp")).unwrap();
+    fs_err::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    fs_err::create_dir_all(root.join("dev")).unwrap();
+    nix::sys::stat::mknod(
+        &root.join("dev/null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    nix::sys::stat::mknod(
+        &root.join("dev/loop9"),
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o660),
+        nix::sys::stat::makedev(7, 9),
+    )
+    .unwrap();
+    nix::unistd::mkfifo(&root.join("dev/initctl"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::os::unix::fs::symlink("../usr/bin/su", root.join("etc/su-link")).unwrap();
+    std::os::unix::fs::symlink("dangling/target", root.join("etc/dangling")).unwrap();
+    std::os::unix::fs::symlink("loop-b", root.join("etc/loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", root.join("etc/loop-b")).unwrap();
+    w("etc/name with\nnewline", b"odd name", 0o644);
+    w("etc/caf\u{e9}", b"utf-8 name", 0o644);
+    // security.capability: cap_net_raw+ep (VFS_CAP_REVISION_2).
+    let cap = [0u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    xattr::set(root.join("usr/bin/ping"), "security.capability", &cap).unwrap();
+    xattr::set(root.join("etc/hostname"), "security.selinux", b"system_u:object_r:etc_t:s0\0").unwrap();
+    xattr::set(root.join("etc/hostname"), "user.comment", b"from the fixture").unwrap();
+    xattr::set(root.join("usr"), "user.dir-attr", b"on a directory").unwrap();
+    let chown = |p: &str, u: u32, g: u32| {
+        nix::unistd::fchownat(
+            None,
+            &root.join(p),
+            Some(u.into()),
+            Some(g.into()),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    };
+    chown("etc/shadow", 0, 42);
+    chown("usr/bin/wall", 0, 5);
+    chown("etc/dangling", 1000, 1000);
+    chown("usr/share", 1234, 5678);
+    // chown cleared the setgid bit of wall; set it again.
+    fs_err::set_permissions(root.join("usr/bin/wall"), std::fs::Permissions::from_mode(0o2755)).unwrap();
+}
+
+/// Everything the store promises to keep, per path: type, mode, owner, xattrs, content or target
+/// or device number, and the hardlink group (numbered by first appearance).
+pub fn manifest(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut inode_count: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut paths = Vec::new();
+    collect(root, root, &mut paths);
+    paths.sort();
+    for p in &paths {
+        let st = fs_err::symlink_metadata(p).unwrap();
+        if st.is_file() {
+            *inode_count.entry((st.dev(), st.ino())).or_default() += 1;
+        }
+    }
+    for p in paths {
+        let st = fs_err::symlink_metadata(&p).unwrap();
+        let ft = st.file_type();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let mut xattrs: Vec<String> = xattr::list(&p)
+            .unwrap()
+            .map(|n| {
+                format!("{}={}", n.to_string_lossy(), hex::encode(xattr::get(&p, &n).unwrap().unwrap_or_default()))
+            })
+            .collect();
+        xattrs.sort();
+        let what = if ft.is_file() {
+            let key = (st.dev(), st.ino());
+            let group = if inode_count[&key] > 1 {
+                let n = groups.len() + 1;
+                *groups.entry(key).or_insert(n)
+            } else {
+                0
+            };
+            format!("file {} link-group {group}", blake3::hash(&fs_err::read(&p).unwrap()).to_hex())
+        } else if ft.is_dir() {
+            "dir".to_string()
+        } else if ft.is_symlink() {
+            format!("symlink -> {}", fs_err::read_link(&p).unwrap().display())
+        } else if ft.is_char_device() {
+            format!("chardev {}", st.rdev())
+        } else if ft.is_block_device() {
+            format!("blockdev {}", st.rdev())
+        } else if ft.is_fifo() {
+            "fifo".to_string()
+        } else {
+            "other".to_string()
+        };
+        let mode = if ft.is_symlink() { 0o777 } else { st.mode() & 0o7777 };
+        out.insert(rel, format!("{what} mode {mode:o} owner {}:{} xattrs [{}]", st.uid(), st.gid(), xattrs.join(" ")));
+    }
+    out
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    let _ = root;
+    for e in fs_err::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            collect(root, &e.path(), out);
+        } else {
+            out.push(e.path());
+        }
+    }
+}
+
+/// A tree of `n` small files spread over directories, deterministic content.
+pub fn many_files(root: &Path, n: usize) {
+    for i in 0..n {
+        let dir = root.join(format!("d{:02}/e{:02}", i % 37, i % 11));
+        fs_err::create_dir_all(&dir).unwrap();
+        let body = format!("file {i}\n").repeat(1 + i % 50);
+        fs_err::write(dir.join(format!("f{i}")), body).unwrap();
+    }
+}
+
+/// The number of object files in a store.
+pub fn object_files(store: &Path) -> usize {
+    let mut n = 0;
+    for d in fs_err::read_dir(store.join("objects")).unwrap() {
+        n += fs_err::read_dir(d.unwrap().path()).unwrap().count();
+    }
+    n
+}

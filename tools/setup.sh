@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install everything strata needs on a fresh Debian 12 machine (as root), then build it.
+# Safe to run again: apt and cargo skip what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "tools/setup.sh: run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+
+packages=(
+  build-essential pkg-config libsqlite3-dev   # building strata
+  libostree-dev ostree                         # OSTree export and the ostree CLI used as a peer in benchmarks
+  attr util-linux e2fsprogs xfsprogs btrfs-progs  # tests: xattrs, flock, setpriv, reflink file systems
+  b3sum hyperfine time rsync                   # benchmarks
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  # rustup's default location, for shells that did not source it.
+  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+fi
+cargo build --release --locked
