@@ -157,14 +157,14 @@ fn materialize(
 
     let objects = store.object_store();
     let (first_jobs, linked_jobs): (Vec<&FileJob>, Vec<&FileJob>) = jobs.iter().partition(|j| j.link_to.is_none());
-    let method = resolve_mode(mode, &objects, root, first_jobs.first().copied(), privileged)?;
+    let (method, probed) = resolve_mode(mode, &objects, root, first_jobs.first().copied(), privileged)?;
     let bar = progress.items(jobs.len() as u64, "checkout");
     let fallbacks = std::sync::atomic::AtomicU64::new(0);
     // The probe in resolve_mode may have placed the first file already.
-    first_jobs.par_iter().try_for_each(|job| -> anyhow::Result<()> {
-        if !job.path.exists() {
-            place_file(&objects, job, method, privileged, &fallbacks)?;
-        }
+    let skip = usize::from(probed);
+    bar.inc(skip as u64);
+    first_jobs[skip..].par_iter().try_for_each(|job| -> anyhow::Result<()> {
+        place_file(&objects, job, method, privileged, &fallbacks)?;
         bar.inc(1);
         Ok(())
     })?;
@@ -202,24 +202,25 @@ fn materialize(
     })
 }
 
-/// Decide the method for `auto` (placing `probe` while trying reflink) or check an explicit one.
+/// Decide the method for `auto` or check an explicit one. Trying reflink places `probe`; the
+/// returned flag says whether it was placed.
 fn resolve_mode(
     mode: LinkMode,
     objects: &ObjectStore,
     root: &Path,
     probe: Option<&FileJob>,
     privileged: bool,
-) -> anyhow::Result<LinkMode> {
+) -> anyhow::Result<(LinkMode, bool)> {
     let same_fs = fs_err::metadata(objects.dir())?.dev() == fs_err::metadata(root)?.dev();
     match mode {
         LinkMode::Auto => {
             if let Some(job) = probe {
                 if reflink_copy::reflink(objects.path(&job.object), &job.path).is_ok() {
                     finish_copy(job, privileged)?;
-                    return Ok(LinkMode::Reflink);
+                    return Ok((LinkMode::Reflink, true));
                 }
             }
-            Ok(if same_fs { LinkMode::Hardlink } else { LinkMode::Copy })
+            Ok((if same_fs { LinkMode::Hardlink } else { LinkMode::Copy }, false))
         }
         LinkMode::Hardlink if !same_fs => anyhow::bail!(
             "cannot hardlink: `{}` is on another file system than the store; use --link copy or auto",
@@ -235,9 +236,9 @@ fn resolve_mode(
                 })?;
                 finish_copy(job, privileged)?;
             }
-            Ok(LinkMode::Reflink)
+            Ok((LinkMode::Reflink, probe.is_some()))
         }
-        other => Ok(other),
+        other => Ok((other, false)),
     }
 }
 

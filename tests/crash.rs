@@ -24,7 +24,8 @@ fn source(env: &Env, variant: usize) -> PathBuf {
 }
 
 fn kill_after(env: &Env, args: &[&str], delay: Duration) -> bool {
-    let mut child = env.cmd(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child =
+        env.cmd(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     std::thread::sleep(delay);
     let finished = child.try_wait().unwrap().is_some();
     let _ = child.kill(); // SIGKILL
@@ -108,8 +109,13 @@ fn killed_add_and_gc_leave_a_clean_store() {
     }
     env.ok(&["gc"]);
     check_store(&env, &sources, "final gc");
-    let names: Vec<String> =
-        env.json(&["store", "ls"]).as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = env
+        .json(&["store", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
     assert!(names.iter().all(|n| ["v0", "v2", "v4"].contains(&n.as_str())), "{names:?}");
     assert_eq!(env.json(&["store", "verify"])["orphan_files"], 0);
 }

@@ -58,10 +58,14 @@ fn auto_uses_reflink_on_xfs_and_copy_across_file_systems() {
     use std::os::unix::fs::PermissionsExt;
     fs_err::set_permissions(dest.join("usr/lib/a"), std::fs::Permissions::from_mode(0o644)).unwrap();
     fs_err::write(dest.join("usr/lib/a"), "changed").unwrap();
-    let out = Command::new(common::bin()).arg("--store").arg(&store).args(["store", "verify", "--full"]).output().unwrap();
+    let out =
+        Command::new(common::bin()).arg("--store").arg(&store).args(["store", "verify", "--full"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let explicit = mnt.dir.join("co-explicit");
-    assert_eq!(strata(&["store", "checkout", "tags/f", explicit.to_str().unwrap(), "--link", "reflink"])["method"], "reflink");
+    assert_eq!(
+        strata(&["store", "checkout", "tags/f", explicit.to_str().unwrap(), "--link", "reflink"])["method"],
+        "reflink"
+    );
 
     // From the store on xfs to a directory on the root file system: auto copies, hardlink is refused.
     let other = env.path("co-other-fs");

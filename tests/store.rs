@@ -377,3 +377,55 @@ fn help_completions_and_man_page() {
     env.ok(&["man", "--dir", dir.to_str().unwrap()]);
     assert!(dir.join("strata-store-add.1").exists());
 }
+
+#[test]
+fn concurrent_adds_of_overlapping_trees_both_land() {
+    let env = Env::new();
+    let a = env.path("a");
+    let b = env.path("b");
+    common::many_files(&a, 400);
+    common::many_files(&b, 600); // the first 400 files are the same objects as in `a`
+    env.ok(&["store", "ls"]); // create the store first
+    let spawn = |p: &std::path::Path, root: &str| {
+        env.cmd(&["--json", "store", "add", p.to_str().unwrap(), "--root", root]).output().unwrap()
+    };
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| spawn(&a, "tags/a"));
+        let hb = s.spawn(|| spawn(&b, "tags/b"));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    assert!(ra.status.success(), "{}", String::from_utf8_lossy(&ra.stderr));
+    assert!(rb.status.success(), "{}", String::from_utf8_lossy(&rb.stderr));
+    env.ok(&["store", "verify", "--full"]);
+    assert_eq!(object_files(&env.store()), 600);
+    for (root, src) in [("tags/a", &a), ("tags/b", &b)] {
+        let out = env.path(&format!("out-{}", &root[5..]));
+        env.ok(&["store", "checkout", root, out.to_str().unwrap(), "--link", "copy"]);
+        assert_eq!(manifest(&out), manifest(src));
+    }
+}
+
+#[test]
+fn hardlink_checkouts_past_the_link_limit_fall_back_to_copies() {
+    // ext4 allows 65,000 links per inode; three checkouts of 22,000 identical empty files need more.
+    let env = Env::new();
+    let src = env.path("src");
+    for d in 0..22 {
+        let dir = src.join(format!("pkg{d}"));
+        fs_err::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            fs_err::File::create(dir.join(format!("__init__{f}.py"))).unwrap();
+        }
+    }
+    env.ok(&["store", "add", src.to_str().unwrap(), "--root", "tags/empty"]);
+    let mut copied = 0;
+    for i in 0..3 {
+        let dest = env.path(&format!("co{i}"));
+        let r = env.json(&["store", "checkout", "tags/empty", dest.to_str().unwrap(), "--link", "hardlink"]);
+        assert_eq!(r["method"], "hardlink");
+        copied += r["copied_at_link_limit"].as_u64().unwrap();
+        assert_eq!(fs_err::read_dir(dest.join("pkg21")).unwrap().count(), 1000);
+    }
+    assert!(copied >= 1000, "expected the third checkout to copy past the link limit, copied {copied}");
+    env.ok(&["store", "verify", "--full"]);
+}
