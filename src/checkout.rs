@@ -158,6 +158,7 @@ fn materialize(
     let objects = store.object_store();
     let (first_jobs, linked_jobs): (Vec<&FileJob>, Vec<&FileJob>) = jobs.iter().partition(|j| j.link_to.is_none());
     let (method, probed) = resolve_mode(mode, &objects, root, first_jobs.first().copied(), privileged)?;
+    tracing::debug!(method = method.as_str(), files = jobs.len(), dirs = dirs.len(), "checkout");
     let bar = progress.items(jobs.len() as u64, "checkout");
     let fallbacks = std::sync::atomic::AtomicU64::new(0);
     // The probe in resolve_mode may have placed the first file already.

@@ -69,6 +69,7 @@ pub fn gc(store: &mut Store, dry_run: bool, progress: &Progress) -> anyhow::Resu
         objects: dead_objects.len() as u64,
         bytes: dead_objects.iter().map(|o| o.1).sum(),
     };
+    tracing::debug!(?report, live_entries = live_entries.len(), live_objects = live_objects.len(), "gc plan");
     let known: HashSet<Digest> = db.all_objects()?.into_iter().map(|o| o.0).collect();
     if dry_run {
         for_each_object_file(store, |id, len| {

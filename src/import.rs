@@ -80,12 +80,16 @@ pub fn import_dir(
         anyhow::bail!("`{}` is not a directory", src.display());
     }
 
+    let started = std::time::Instant::now();
+    let _span = tracing::debug_span!("import", src = %src.display()).entered();
+
     // 1. scan
     let spinner = progress.spinner("scanning");
     let mut files = Vec::new();
     let root_dir = scan_dir(src, &top, &mut files, &spinner)?;
     spinner.finish_and_clear();
     assign_link_groups(&mut files);
+    tracing::debug!(files = files.len(), ms = started.elapsed().as_millis() as u64, "scanned");
 
     // 2. hash
     let total: u64 = files.iter().map(|f| f.stamp.size).sum();
@@ -117,6 +121,7 @@ pub fn import_dir(
         }
     }
     bar.finish_and_clear();
+    tracing::debug!(bytes = total, ms = started.elapsed().as_millis() as u64, "hashed");
 
     // 3. store new objects
     let mut unique: Vec<(Digest, usize)> = Vec::new();
@@ -145,6 +150,12 @@ pub fn import_dir(
     if !missing.is_empty() {
         store.sync()?;
     }
+    tracing::debug!(
+        new_objects = missing.len(),
+        new_bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "stored and synced"
+    );
 
     // 4. record
     let mut trees = Vec::new();
@@ -169,6 +180,7 @@ pub fn import_dir(
         refs: &[],
     })?;
     tx.commit()?;
+    tracing::debug!(%key, %tree, trees = trees.len(), ms = started.elapsed().as_millis() as u64, "recorded");
     if let Some(root) = root {
         let tx = store.db_mut().transaction()?;
         tx.set_root(root, &key)?;
