@@ -5,7 +5,8 @@
 #   checkout: strata store checkout  vs  ostree checkout -H, cp -al, cp -a
 # Usage: sudo bash benches/store.sh [TREE]
 # TREE defaults to a Debian bookworm tree made with debootstrap from the host's apt mirror
-# (minbase + systemd, the kernel, perl and python3: about 25,000 files).
+# (minbase + systemd, the kernel, toolchain headers, python3, vim, git and more: about 27,000
+# entries, 22,700 regular files, 1.1 GB). Its /dev is emptied: OSTree cannot store device nodes.
 # Prints a markdown table of medians (hyperfine) and strata's peak memory; warm page cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +18,10 @@ runs=${RUNS:-5}
 mkdir -p "$work"
 tree=${1:-$work/debian}
 if [ ! -d "$tree/usr" ]; then
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,linux-image-amd64,perl,python3,udev,kmod \
+  debootstrap --variant=minbase \
+    --include=systemd,systemd-sysv,linux-image-amd64,perl,python3,udev,kmod,tzdata,linux-libc-dev,libc6-dev,vim,git,man-db,manpages,locales,python3-pip,iproute2,openssh-server,curl \
     bookworm "$tree" "$(bash tools/debian-mirror.sh)"
+  rm -rf "${tree:?}"/dev/*
 fi
 strata=$PWD/target/release/strata
 files=$(find "$tree" -xdev -type f | wc -l)
@@ -46,7 +49,7 @@ $strata --quiet --store "$s" store add "$tree" --root tags/bench > /dev/null
 ostree --repo="$r" init --mode=bare && ostree --repo="$r" commit --branch=bench --tree=dir="$tree" > /dev/null
 
 hyperfine --style basic --runs "$runs" --export-json "$work/checkout.json" \
-  -n "strata store add (again)" "$strata --quiet --store $s store add $tree" \
+  --prepare "true" -n "strata store add (again)" "$strata --quiet --store $s store add $tree" \
   --prepare "rm -rf $d" -n "strata checkout --link hardlink" "$strata --quiet --store $s store checkout tags/bench $d --link hardlink" \
   --prepare "rm -rf $d" -n "ostree checkout -H" "ostree --repo=$r checkout -H bench $d" \
   --prepare "rm -rf $d" -n "cp -al" "cp -al $tree $d" \
