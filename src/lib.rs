@@ -7,6 +7,8 @@
 pub mod checkout;
 pub mod cli;
 pub mod db;
+pub mod deb;
+pub mod deb822;
 pub mod diff;
 pub mod digest;
 pub mod entry;
@@ -19,5 +21,6 @@ pub mod object;
 pub mod progress;
 pub mod store;
 pub mod tree;
+pub mod tree_builder;
 pub mod verify;
 pub mod walk;

@@ -83,6 +83,39 @@ impl ObjectStore {
         self.finish(id, tmp, meta)
     }
 
+    /// Write the content of `reader` (at most `limit` bytes) to a temporary file while hashing it.
+    /// The caller asks the database whether the object is known, then [`commit`](Self::commit)s
+    /// or drops the result: content from a stream is read exactly once.
+    pub fn stage(&self, reader: &mut dyn io::Read, meta: &Meta, limit: u64) -> anyhow::Result<Staged> {
+        use std::io::Write;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".obj-")
+            .tempfile_in(&self.tmp)
+            .with_context(|| format!("failed to create a temporary file in `{}`", self.tmp.display()))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 128 * 1024];
+        let mut size: u64 = 0;
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            if size > limit {
+                anyhow::bail!("content is larger than the limit of {limit} bytes");
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).with_context(|| format!("failed to write `{}`", tmp.path().display()))?;
+        }
+        let content: Digest = hasher.finalize().into();
+        Ok(Staged { id: crate::tree::object_id(meta, size, &content), size, content, meta: meta.clone(), tmp })
+    }
+
+    /// Move a staged object into place.
+    pub fn commit(&self, staged: Staged) -> anyhow::Result<()> {
+        self.finish(&staged.id, staged.tmp, &staged.meta)
+    }
+
     /// Give a written temporary file the object's metadata and move it into place.
     fn finish(&self, id: &Digest, tmp: tempfile::NamedTempFile, meta: &Meta) -> anyhow::Result<()> {
         use nix::sys::stat::{fchmod, futimens, Mode};
@@ -108,6 +141,15 @@ impl ObjectStore {
             .with_context(|| format!("failed to move object into `{}`", dest.display()))?;
         Ok(())
     }
+}
+
+/// An object written to `tmp/` and hashed, not yet moved into `objects/`. Dropping it deletes it.
+pub struct Staged {
+    pub id: Digest,
+    pub size: u64,
+    pub content: Digest,
+    meta: Meta,
+    tmp: tempfile::NamedTempFile,
 }
 
 /// Copy `size` bytes from `src` to `dst`, keeping holes: only data ranges are copied (in the

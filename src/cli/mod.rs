@@ -5,6 +5,7 @@
 mod docs;
 mod gc;
 mod output;
+mod package;
 mod roots;
 mod store;
 
@@ -64,6 +65,9 @@ enum Command {
     /// Add, inspect, check out and verify store entries
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Turn package files into cached store entries
+    #[command(subcommand)]
+    Package(package::PackageCommand),
     /// Name entries so that gc keeps them
     #[command(subcommand)]
     Roots(roots::RootsCommand),
@@ -154,6 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Store(cmd) => store::run(&ctx, cmd),
+        Command::Package(cmd) => package::run(&ctx, cmd),
         Command::Roots(cmd) => roots::run(&ctx, cmd),
         Command::Gc(args) => gc::run(&ctx, args),
         Command::Completions(args) => docs::completions(args),

@@ -1,0 +1,421 @@
+//! Unpacking a Debian binary package (`.deb`) straight into the store as a `package` entry.
+//!
+//! A `.deb` is an `ar` archive: `debian-binary` (format `2.x`), `control.tar[.gz|.xz|.zst]`, then
+//! `data.tar[.gz|.xz|.zst]`. Both tar streams are read once: each regular file is written to
+//! `tmp/` while it is hashed and kept only if the store does not have that object yet. Nothing is
+//! ever written to a real directory, so no member can escape: the tree is built in memory by
+//! [`TreeBuilder`], which refuses `..`, members below symlinks or files, and duplicates.
+//!
+//! The entry's tree has two top-level directories: `control/` (the control archive: `control`,
+//! `md5sums`, `conffiles`, maintainer scripts) and `data/` (the files the package installs).
+//! Its key is computed from the package file's SHA-256 (the checksum repositories publish), so a
+//! second image that needs the same package unpacks nothing.
+//!
+//! Package contents are untrusted: sizes and member counts are limited ([`Limits`]), and every
+//! error names the package file, the archive member and the offending entry.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use crate::db::NewEntry;
+use crate::diff::escape_path;
+use crate::digest::Digest;
+use crate::entry::{entry_key, EntryKind};
+use crate::meta::Meta;
+use crate::store::Store;
+use crate::tree::{Name, Node};
+use crate::tree_builder::{implicit_dir_meta, TreeBuilder};
+
+/// Guards against decompression bombs and pathological archives.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Total bytes of all files in the package.
+    pub max_bytes: u64,
+    /// Members of the data archive.
+    pub max_members: u64,
+    /// Total bytes of the control archive's files.
+    pub max_control_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: 16 << 30, max_members: 1_000_000, max_control_bytes: 64 << 20 }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PackageReport {
+    pub key: Digest,
+    pub tree: Digest,
+    pub package: String,
+    pub version: String,
+    pub architecture: String,
+    pub sha256: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub new_objects: u64,
+    /// The entry was already in the store: nothing was unpacked.
+    pub cached: bool,
+}
+
+/// The entry key of the package whose file has this SHA-256.
+pub fn package_key(sha256_hex: &str) -> Digest {
+    entry_key(EntryKind::Package, &[("format", b"deb"), ("sha256", sha256_hex.as_bytes())], &[])
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    let mut file = fs_err::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("failed to read `{}`", path.display()))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Unpack `path` into the store (or find it there) and return its entry.
+pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result<PackageReport> {
+    let sha256 = sha256_file(path)?;
+    let key = package_key(&sha256);
+    if let Some(e) = store.db().entry(&key)? {
+        let (package, version, architecture) = split_name(&e.name);
+        return Ok(PackageReport {
+            key,
+            tree: e.tree,
+            package,
+            version,
+            architecture,
+            sha256,
+            files: e.files,
+            bytes: e.bytes,
+            new_objects: 0,
+            cached: true,
+        });
+    }
+    let ctx = || format!("bad package `{}`", path.display());
+    let mut unpacked = Unpacker { store, new: Vec::new(), new_set: HashSet::new(), files: 0, bytes: 0 };
+    let (control, data, fields) = unpacked.read_deb(path, limits).with_context(ctx)?;
+    let Unpacker { store, new, files, bytes, .. } = unpacked;
+
+    let mut trees = Vec::new();
+    let mut top = TreeBuilder::new(implicit_dir_meta());
+    let control_id = control.finish(&mut trees);
+    let data_id = data.finish(&mut trees);
+    top.insert_tree(Name::new("control").expect("name"), control_id);
+    top.insert_tree(Name::new("data").expect("name"), data_id);
+    let tree = top.finish(&mut trees);
+
+    let package = fields.get("Package").unwrap_or_default().to_string();
+    let version = fields.get("Version").unwrap_or_default().to_string();
+    let architecture = fields.get("Architecture").unwrap_or_default().to_string();
+    if package.is_empty() || version.is_empty() || architecture.is_empty() {
+        bail!("bad package `{}`: control file lacks Package, Version or Architecture", path.display());
+    }
+    if !new.is_empty() {
+        store.sync()?;
+    }
+    let name = format!("{package}_{version}_{architecture}");
+    let tx = store.db_mut().transaction()?;
+    for (id, size) in &new {
+        tx.insert_object(id, *size)?;
+    }
+    for (id, data) in &trees {
+        tx.insert_tree(id, data)?;
+    }
+    tx.insert_entry(&NewEntry { key, kind: EntryKind::Package.as_str(), name: &name, tree, files, bytes, refs: &[] })?;
+    tx.commit()?;
+    Ok(PackageReport {
+        key,
+        tree,
+        package,
+        version,
+        architecture,
+        sha256,
+        files,
+        bytes,
+        new_objects: new.len() as u64,
+        cached: false,
+    })
+}
+
+fn split_name(name: &str) -> (String, String, String) {
+    let mut parts = name.splitn(3, '_').map(str::to_string);
+    (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
+}
+
+struct Unpacker<'s> {
+    store: &'s mut Store,
+    /// Objects this unpack moved into place: (id, size).
+    new: Vec<(Digest, u64)>,
+    new_set: HashSet<Digest>,
+    files: u64,
+    bytes: u64,
+}
+
+/// Sees each regular file of a control archive with its content.
+type SmallFiles<'a> = dyn FnMut(&[Name], &[u8]) + 'a;
+
+/// The control file's fields, looked up by name.
+struct Fields(crate::deb822::Paragraph);
+
+impl Fields {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name)
+    }
+}
+
+impl Unpacker<'_> {
+    fn read_deb(&mut self, path: &Path, limits: &Limits) -> anyhow::Result<(TreeBuilder, TreeBuilder, Fields)> {
+        let file = fs_err::File::open(path)?;
+        let mut ar = ar::Archive::new(std::io::BufReader::new(file));
+        let mut seen_version = false;
+        let mut control: Option<(TreeBuilder, Fields)> = None;
+        let mut data: Option<TreeBuilder> = None;
+        while let Some(member) = ar.next_entry() {
+            let mut member = member.context("not an ar archive, or a damaged one")?;
+            let name = String::from_utf8_lossy(member.header().identifier()).into_owned();
+            let name = name.trim_end_matches('/').to_string();
+            let mctx = || format!("member `{name}`");
+            if !seen_version {
+                if name != "debian-binary" {
+                    bail!("the first member is `{name}`, expected `debian-binary`");
+                }
+                let mut v = String::new();
+                member.by_ref().take(64).read_to_string(&mut v).with_context(mctx)?;
+                if !v.starts_with("2.") {
+                    bail!("member `debian-binary`: format `{}` is not supported (expected 2.x)", v.trim());
+                }
+                seen_version = true;
+            } else if let Some(comp) = name.strip_prefix("control.tar") {
+                if control.is_some() {
+                    bail!("member `{name}`: a second control archive");
+                }
+                let reader = decompressor(comp, &mut member).with_context(mctx)?;
+                let (builder, fields) = self.read_control(reader, limits).with_context(mctx)?;
+                control = Some((builder, fields));
+            } else if let Some(comp) = name.strip_prefix("data.tar") {
+                if control.is_none() {
+                    bail!("member `{name}` comes before the control archive");
+                }
+                if data.is_some() {
+                    bail!("member `{name}`: a second data archive");
+                }
+                let reader = decompressor(comp, &mut member).with_context(mctx)?;
+                data = Some(self.read_tar(reader, limits.max_bytes, limits.max_members).with_context(mctx)?);
+            } else if name.starts_with('_') {
+                // Reserved for local additions; dpkg ignores them too.
+            } else {
+                bail!("unexpected member `{name}`");
+            }
+        }
+        let Some((control, fields)) = control else { bail!("no control archive (control.tar.*)") };
+        let Some(data) = data else { bail!("no data archive (data.tar.*)") };
+        Ok((control, data, fields))
+    }
+
+    fn read_control(&mut self, reader: Box<dyn Read + '_>, limits: &Limits) -> anyhow::Result<(TreeBuilder, Fields)> {
+        let mut control_text = None;
+        let mut keep_control = |path: &[Name], content: &[u8]| {
+            if path.len() == 1 && path[0].as_bytes() == b"control" {
+                control_text = Some(content.to_vec());
+            }
+        };
+        let builder = self.read_tar_with(reader, limits.max_control_bytes, 10_000, Some(&mut keep_control))?;
+        let text = control_text.ok_or_else(|| anyhow::anyhow!("no `control` file in the control archive"))?;
+        let text = String::from_utf8(text).map_err(|_| anyhow::anyhow!("file `control` is not UTF-8"))?;
+        let mut paras = crate::deb822::parse(&text).context("file `control`")?;
+        if paras.len() != 1 {
+            bail!("file `control` has {} paragraphs, expected 1", paras.len());
+        }
+        Ok((builder, Fields(paras.remove(0))))
+    }
+
+    fn read_tar(
+        &mut self,
+        reader: Box<dyn Read + '_>,
+        max_bytes: u64,
+        max_members: u64,
+    ) -> anyhow::Result<TreeBuilder> {
+        self.read_tar_with(reader, max_bytes, max_members, None)
+    }
+
+    /// Read a tar stream into a tree. With `small` (the control archive), regular files are read
+    /// into memory (bounded by `max_bytes`) and shown to it; otherwise content streams into objects.
+    fn read_tar_with(
+        &mut self,
+        reader: Box<dyn Read + '_>,
+        max_bytes: u64,
+        max_members: u64,
+        mut small: Option<&mut SmallFiles<'_>>,
+    ) -> anyhow::Result<TreeBuilder> {
+        let objects = self.store.object_store();
+        let mut builder = TreeBuilder::new(implicit_dir_meta());
+        let mut archive = tar::Archive::new(reader);
+        let mut members: u64 = 0;
+        let mut budget = max_bytes;
+        let mut groups: HashMap<Vec<Name>, u32> = HashMap::new();
+        for entry in archive.entries().context("not a tar archive")? {
+            let mut entry = entry.context("damaged tar archive")?;
+            members += 1;
+            if members > max_members {
+                bail!("more than {max_members} entries");
+            }
+            let raw = entry.path_bytes().into_owned();
+            let shown = escape_path(&raw);
+            let ectx = || format!("entry `{shown}`");
+            let path = member_path(&raw).with_context(ectx)?;
+            let header = entry.header().clone();
+            let kind = header.entry_type();
+            let mut meta = Meta {
+                mode: header.mode().with_context(ectx)? & 0o7777,
+                uid: u32::try_from(header.uid().with_context(ectx)?).context("uid out of range").with_context(ectx)?,
+                gid: u32::try_from(header.gid().with_context(ectx)?).context("gid out of range").with_context(ectx)?,
+                xattrs: Vec::new(),
+            };
+            if let Some(exts) = entry.pax_extensions().with_context(ectx)? {
+                for ext in exts {
+                    let ext = ext.with_context(ectx)?;
+                    if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                        meta.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                    }
+                }
+                meta.xattrs.sort();
+                meta.xattrs.dedup_by(|a, b| a.0 == b.0);
+            }
+            use tar::EntryType as T;
+            match kind {
+                T::Directory => builder.mkdir(&path, meta).with_context(ectx)?,
+                T::Regular | T::Continuous => {
+                    let size = header.size().with_context(ectx)?;
+                    if size > budget {
+                        bail!("entry `{shown}`: the package is larger than the limit of {max_bytes} bytes");
+                    }
+                    let staged = match small.as_mut() {
+                        Some(small) => {
+                            let mut content = Vec::new();
+                            (&mut entry).take(budget + 1).read_to_end(&mut content).with_context(ectx)?;
+                            small(&path, &content);
+                            objects.stage(&mut content.as_slice(), &meta, budget).with_context(ectx)?
+                        }
+                        None => objects.stage(&mut entry, &meta, budget).with_context(ectx)?,
+                    };
+                    budget -= staged.size;
+                    self.files += 1;
+                    self.bytes += staged.size;
+                    let node = Node::File { meta, size: staged.size, content: staged.content, link: 0 };
+                    self.keep(&objects, staged)?;
+                    builder.insert(&path, node).with_context(ectx)?;
+                }
+                T::Symlink => {
+                    let target = entry
+                        .link_name_bytes()
+                        .ok_or_else(|| anyhow::anyhow!("symlink without a target"))
+                        .with_context(ectx)?;
+                    meta.mode = 0o777;
+                    builder.insert(&path, Node::Symlink { meta, target: target.into_owned() }).with_context(ectx)?;
+                }
+                T::Link => {
+                    let target = entry
+                        .link_name_bytes()
+                        .ok_or_else(|| anyhow::anyhow!("hardlink without a target"))
+                        .with_context(ectx)?;
+                    let target_path = member_path(&target).with_context(ectx)?;
+                    let node = match builder.get(&target_path) {
+                        Some(node @ Node::File { .. }) => node.clone(),
+                        _ => bail!(
+                            "entry `{shown}`: hardlink to `{}`, which is not an earlier regular file",
+                            escape_path(&target)
+                        ),
+                    };
+                    let next = groups.len() as u32 + 1;
+                    let group = *groups.entry(target_path.clone()).or_insert(next);
+                    builder.set_link(&target_path, group);
+                    builder.insert(&path, node).with_context(ectx)?;
+                    builder.set_link(&path, group);
+                    if let Some(Node::File { size, .. }) = builder.get(&path) {
+                        self.files += 1;
+                        self.bytes += size;
+                    }
+                }
+                T::Char | T::Block => {
+                    let major = header.device_major().with_context(ectx)?.unwrap_or(0);
+                    let minor = header.device_minor().with_context(ectx)?.unwrap_or(0);
+                    let rdev = nix::sys::stat::makedev(major.into(), minor.into());
+                    let node = if kind == T::Char {
+                        Node::CharDevice { meta, rdev }
+                    } else {
+                        Node::BlockDevice { meta, rdev }
+                    };
+                    builder.insert(&path, node).with_context(ectx)?;
+                }
+                T::Fifo => builder.insert(&path, Node::Fifo { meta }).with_context(ectx)?,
+                T::XGlobalHeader => {}
+                other => bail!("entry `{shown}`: unsupported tar entry type {:?}", other.as_byte() as char),
+            }
+        }
+        Ok(builder)
+    }
+
+    /// Move a staged object into place unless the store (or this unpack) already has it.
+    fn keep(&mut self, objects: &crate::object::ObjectStore, staged: crate::object::Staged) -> anyhow::Result<()> {
+        if self.new_set.contains(&staged.id) || self.store.db().known_objects(&[staged.id])?[0] {
+            return Ok(());
+        }
+        self.new_set.insert(staged.id);
+        self.new.push((staged.id, staged.size));
+        objects.commit(staged)
+    }
+}
+
+/// The decompressing reader for a member name suffix (`""`, `.gz`, `.xz`, `.zst`).
+fn decompressor<'a>(suffix: &str, r: &'a mut dyn Read) -> anyhow::Result<Box<dyn Read + 'a>> {
+    Ok(match suffix {
+        "" => Box::new(r),
+        ".gz" => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        ".xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(r)),
+        ".zst" => Box::new(zstd::stream::read::Decoder::new(r)?),
+        other => bail!("compression `{other}` is not supported (expected none, .gz, .xz or .zst)"),
+    })
+}
+
+/// Normalize a tar member path: `./usr/bin/x` and `usr/bin/x` name the same file; `.` parts are
+/// dropped; absolute paths and `..` are refused. The empty list is the archive's root.
+pub fn member_path(raw: &[u8]) -> anyhow::Result<Vec<Name>> {
+    if raw.starts_with(b"/") {
+        bail!("absolute path: members must be relative to the package root");
+    }
+    let mut out = Vec::new();
+    for part in raw.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => bail!("path contains `..`: it would leave the package root"),
+            _ => out.push(Name::new(part.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_path_table() {
+        let ok: &[(&[u8], &[&str])] = &[
+            (b"./usr/bin/x", &["usr", "bin", "x"]),
+            (b"usr//lib/./a", &["usr", "lib", "a"]),
+            (b"./", &[]),
+            (b".", &[]),
+        ];
+        for (raw, want) in ok {
+            let got: Vec<String> =
+                member_path(raw).unwrap().iter().map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned()).collect();
+            assert_eq!(got, *want);
+        }
+        for raw in [&b"/etc/passwd"[..], b"./../etc/passwd", b"usr/../../x", b".."] {
+            assert!(member_path(raw).is_err(), "{}", String::from_utf8_lossy(raw));
+        }
+    }
+}
