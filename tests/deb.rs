@@ -149,6 +149,9 @@ fn raw_deb(path: &Path, members: &[(&str, Vec<u8>)]) {
     }
 }
 
+/// The members of an ar archive: (name, content).
+type ArMembers<'a> = Vec<(&'a str, Vec<u8>)>;
+
 fn control_tar() -> Vec<u8> {
     raw_tar(&[m(b"./control", tar::EntryType::Regular, b"Package: evil\nVersion: 1\nArchitecture: all\n", b"")])
 }
@@ -160,7 +163,7 @@ fn hostile_packages_fail_with_the_member_named_and_the_store_still_verifies() {
     let good = build_deb(&env, "good", "1", "gzip", |_| {});
     env.ok(&["package", "unpack", good.to_str().unwrap()]);
     let before = env.ok(&["store", "ls", "--json"]);
-    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(&str, ArMembers, &str)> = vec![
         (
             "dotdot",
             vec![
