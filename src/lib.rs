@@ -7,8 +7,7 @@
 pub mod checkout;
 pub mod cli;
 pub mod db;
-pub mod deb;
-pub mod deb822;
+pub mod debian;
 pub mod diff;
 pub mod digest;
 pub mod entry;

@@ -25,7 +25,7 @@ pub enum PackageCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Refuse a package whose files add up to more than this many bytes (decompression bombs)
-        #[arg(long, value_name = "BYTES", default_value_t = crate::deb::Limits::default().max_bytes)]
+        #[arg(long, value_name = "BYTES", default_value_t = crate::debian::unpack::Limits::default().max_bytes)]
         max_bytes: u64,
     },
 }
@@ -33,11 +33,11 @@ pub enum PackageCommand {
 pub fn run(ctx: &Ctx, cmd: PackageCommand) -> anyhow::Result<ExitCode> {
     let PackageCommand::Unpack { files, max_bytes } = cmd;
     let mut store = ctx.open(LockMode::Shared)?;
-    let limits = crate::deb::Limits { max_bytes, ..Default::default() };
+    let limits = crate::debian::unpack::Limits { max_bytes, ..Default::default() };
     let bar = ctx.progress.items(files.len() as u64, "unpacking");
     let mut reports = Vec::new();
     for file in &files {
-        let r = crate::deb::unpack(&mut store, file, &limits)?;
+        let r = crate::debian::unpack::unpack(&mut store, file, &limits)?;
         bar.inc(1);
         if !ctx.json {
             bar.suspend(|| {

@@ -158,7 +158,7 @@ struct Unpacker<'s> {
 type SmallFiles<'a> = dyn FnMut(&[Name], &[u8]) + 'a;
 
 /// The control file's fields, looked up by name.
-struct Fields(crate::deb822::Paragraph);
+struct Fields(crate::debian::deb822::Paragraph);
 
 impl Fields {
     fn get(&self, name: &str) -> Option<&str> {
@@ -225,7 +225,7 @@ impl Unpacker<'_> {
         let builder = self.read_tar_with(reader, limits.max_control_bytes, 10_000, Some(&mut keep_control))?;
         let text = control_text.ok_or_else(|| anyhow::anyhow!("no `control` file in the control archive"))?;
         let text = String::from_utf8(text).map_err(|_| anyhow::anyhow!("file `control` is not UTF-8"))?;
-        let mut paras = crate::deb822::parse(&text).context("file `control`")?;
+        let mut paras = crate::debian::deb822::parse(&text).context("file `control`")?;
         if paras.len() != 1 {
             bail!("file `control` has {} paragraphs, expected 1", paras.len());
         }
