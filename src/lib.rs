@@ -12,6 +12,7 @@ pub mod diff;
 pub mod digest;
 pub mod entry;
 pub mod error;
+pub mod fetch;
 pub mod gc;
 pub mod import;
 pub mod lock;

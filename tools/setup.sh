@@ -12,7 +12,9 @@ fi
 packages=(
   build-essential pkg-config libsqlite3-dev   # building strata
   libostree-dev ostree                         # OSTree export and the ostree CLI used as a peer in benchmarks
+  gpgv                                         # verifying apt Release files
   attr util-linux e2fsprogs xfsprogs btrfs-progs  # tests: xattrs, flock, setpriv, reflink file systems
+  dpkg-dev apt-utils gnupg python3             # tests: build .debs, apt-ftparchive repositories, signing keys, HTTP server
   b3sum hyperfine time rsync                   # benchmarks
 )
 missing=()

@@ -3,13 +3,27 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::{output, Ctx};
 use crate::lock::LockMode;
 
 #[derive(Subcommand, Debug)]
 pub enum PackageCommand {
+    /// Resolve packages against apt repositories and print the chosen set (nothing is installed)
+    ///
+    /// Release files are verified with gpgv against the keyrings the sources name, indexes by
+    /// their checksums. Dependencies, alternatives, virtual packages, Conflicts and Breaks are
+    /// solved with a SAT solver; an impossible request prints the chain of reasons.
+    #[command(
+        after_help = "Examples:\n  strata package resolve --host-sources --required systemd\n  strata package resolve --repo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://MIRROR/debian bookworm main' nginx --json"
+    )]
+    Resolve(RepoArgs),
+    /// Resolve, download (in parallel, resumable, verified) and unpack packages into entries
+    #[command(
+        after_help = "Examples:\n  strata package fetch --host-sources --required\n  strata package fetch --host-sources --exclude exim4-base mailutils"
+    )]
+    Fetch(RepoArgs),
     /// Unpack Debian packages (.deb) into package entries, keyed by their SHA-256
     ///
     /// Each package is read once, straight into the store: files the store already has are not
@@ -30,8 +44,104 @@ pub enum PackageCommand {
     },
 }
 
+#[derive(Args, Debug)]
+pub struct RepoArgs {
+    /// An apt source: `deb [signed-by=KEYRING] URI SUITE COMPONENT...` (flat: `deb [...] URI ./`)
+    #[arg(long = "repo", value_name = "LINE")]
+    repos: Vec<String>,
+    /// Also use the build host's configured apt sources and their keyrings
+    #[arg(long)]
+    host_sources: bool,
+    /// The architecture to install (`all` packages are included)
+    #[arg(long, default_value = "amd64")]
+    arch: String,
+    /// Also install every package with Priority: required or Essential: yes (a Debian base)
+    #[arg(long)]
+    required: bool,
+    /// Never install this package (repeatable)
+    #[arg(long, value_name = "PACKAGE")]
+    exclude: Vec<String>,
+    /// Packages to install
+    packages: Vec<String>,
+}
+
+impl RepoArgs {
+    fn sources(&self) -> anyhow::Result<Vec<crate::debian::repo::AptSource>> {
+        let mut out = Vec::new();
+        if self.host_sources {
+            out.extend(crate::debian::repo::host_sources()?);
+        }
+        for line in &self.repos {
+            out.push(crate::debian::repo::parse_source_line(line)?);
+        }
+        if out.is_empty() {
+            anyhow::bail!("no repositories: pass --repo LINE or --host-sources");
+        }
+        Ok(out)
+    }
+
+    fn request(&self) -> crate::debian::solve::Request {
+        crate::debian::solve::Request {
+            install: self.packages.clone(),
+            required: self.required,
+            exclude: self.exclude.clone(),
+        }
+    }
+}
+
 pub fn run(ctx: &Ctx, cmd: PackageCommand) -> anyhow::Result<ExitCode> {
-    let PackageCommand::Unpack { files, max_bytes } = cmd;
+    match cmd {
+        PackageCommand::Resolve(args) => resolve(ctx, args, false),
+        PackageCommand::Fetch(args) => resolve(ctx, args, true),
+        PackageCommand::Unpack { files, max_bytes } => unpack(ctx, files, max_bytes),
+    }
+}
+
+fn resolve(ctx: &Ctx, args: RepoArgs, fetch: bool) -> anyhow::Result<ExitCode> {
+    use crate::debian::packages;
+    if args.packages.is_empty() && !args.required {
+        anyhow::bail!("nothing to install: name packages or pass --required");
+    }
+    let sources = args.sources()?;
+    let mut store = ctx.open(LockMode::Shared)?;
+    let fetcher = packages::fetcher(&store)?;
+    let resolved = packages::resolve(&fetcher, &sources, &args.arch, &args.request(), &ctx.progress)?;
+    if !fetch {
+        if ctx.json {
+            let v: Vec<_> = resolved
+                .chosen()
+                .map(|r| serde_json::json!({"package": r.name, "version": r.version.to_string(), "architecture": r.architecture, "url": r.want.url, "size": r.want.size, "sha256": r.want.sha256}))
+                .collect();
+            output::json(&v)?;
+        } else {
+            for r in resolved.chosen() {
+                println!("{} {} {}", r.name, r.version, r.architecture);
+            }
+            let size: u64 = resolved.chosen().map(|r| r.want.size).sum();
+            ctx.note(format!("{} packages, {} to download at most", resolved.chosen.len(), output::bytes(size)));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let limits = crate::debian::unpack::Limits::default();
+    let reports = packages::fetch_and_unpack(&mut store, &fetcher, &resolved, &limits, &ctx.progress)?;
+    if ctx.json {
+        output::json(&reports)?;
+    } else {
+        for r in &reports {
+            println!("{} {} {}", r.key, r.package, r.version);
+        }
+        let cached = reports.iter().filter(|r| r.cached).count();
+        let new: u64 = reports.iter().map(|r| r.new_objects).sum();
+        ctx.note(format!(
+            "{} packages: {} unpacked, {cached} cached; {new} new objects",
+            reports.len(),
+            reports.len() - cached
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unpack(ctx: &Ctx, files: Vec<PathBuf>, max_bytes: u64) -> anyhow::Result<ExitCode> {
     let mut store = ctx.open(LockMode::Shared)?;
     let limits = crate::debian::unpack::Limits { max_bytes, ..Default::default() };
     let bar = ctx.progress.items(files.len() as u64, "unpacking");

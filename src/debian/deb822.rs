@@ -31,12 +31,21 @@ pub enum ParseError {
 /// Parse every paragraph of `text`.
 pub fn parse(text: &str) -> Result<Vec<Paragraph>, ParseError> {
     let mut out = Vec::new();
+    for_each(text, |p| {
+        out.push(p);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Call `f` with each paragraph of `text` in turn, without holding them all (indexes are large).
+pub fn for_each<E: From<ParseError>>(text: &str, mut f: impl FnMut(Paragraph) -> Result<(), E>) -> Result<(), E> {
     let mut cur = Paragraph::default();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         if line.trim().is_empty() {
             if !cur.fields.is_empty() {
-                out.push(std::mem::take(&mut cur));
+                f(std::mem::take(&mut cur))?;
             }
             continue;
         }
@@ -45,28 +54,28 @@ pub fn parse(text: &str) -> Result<Vec<Paragraph>, ParseError> {
         }
         if line.starts_with([' ', '\t']) {
             let Some((_, value)) = cur.fields.last_mut() else {
-                return Err(ParseError::Continuation { line: line_no });
+                return Err(ParseError::Continuation { line: line_no }.into());
             };
             value.push('\n');
             value.push_str(line.trim());
             continue;
         }
         let Some((name, value)) = line.split_once(':') else {
-            return Err(ParseError::NotAField { line: line_no, text: line.chars().take(60).collect() });
+            return Err(ParseError::NotAField { line: line_no, text: line.chars().take(60).collect() }.into());
         };
         let name = name.trim();
         if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(ParseError::NotAField { line: line_no, text: line.chars().take(60).collect() });
+            return Err(ParseError::NotAField { line: line_no, text: line.chars().take(60).collect() }.into());
         }
         if cur.get(name).is_some() {
-            return Err(ParseError::Duplicate { line: line_no, field: name.to_string() });
+            return Err(ParseError::Duplicate { line: line_no, field: name.to_string() }.into());
         }
         cur.fields.push((name.to_string(), value.trim().to_string()));
     }
     if !cur.fields.is_empty() {
-        out.push(cur);
+        f(cur)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

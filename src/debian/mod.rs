@@ -4,6 +4,9 @@
 //! are pure functions over bytes or text, and their errors name the file, line or member.
 
 pub mod deb822;
+pub mod packages;
 pub mod relation;
+pub mod repo;
+pub mod solve;
 pub mod unpack;
 pub mod version;

@@ -1,0 +1,401 @@
+//! apt repositories: sources, signed Release files, and Packages indexes.
+//!
+//! Trust flows one way: `InRelease` (or `Release` + `Release.gpg`) is verified with `gpgv`
+//! against the keyrings the source names, and only the text `gpgv` prints as signed is parsed.
+//! Every index is then checked against the SHA-256 and size in that text (and fetched by hash
+//! when the repository offers it), and every package against the SHA-256 in its index.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+use super::deb822::{self, Paragraph};
+use super::relation::{self, Dep, Group};
+use super::version::Version;
+use crate::fetch::{Fetcher, Want};
+use crate::progress::Progress;
+
+/// One `deb` line: where, which suite and components, and which keyrings sign it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AptSource {
+    pub uri: String,
+    /// A suite (`bookworm`), or for a flat repository a path ending in `/` (`./`).
+    pub suite: String,
+    pub components: Vec<String>,
+    /// Keyrings that may sign the Release file; empty means apt's trusted keyrings.
+    pub signed_by: Vec<PathBuf>,
+}
+
+impl AptSource {
+    pub fn is_flat(&self) -> bool {
+        self.suite.ends_with('/')
+    }
+
+    /// The directory holding the Release files.
+    fn dist_url(&self) -> String {
+        let uri = self.uri.trim_end_matches('/');
+        if self.is_flat() {
+            format!("{uri}/{}", self.suite.trim_end_matches('/')).trim_end_matches("/.").to_string()
+        } else {
+            format!("{uri}/dists/{}", self.suite)
+        }
+    }
+
+    fn keyrings(&self) -> Vec<PathBuf> {
+        if !self.signed_by.is_empty() {
+            return self.signed_by.clone();
+        }
+        let mut out: Vec<PathBuf> = fs_err::read_dir("/etc/apt/trusted.gpg.d")
+            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "gpg")).collect())
+            .unwrap_or_default();
+        if Path::new("/etc/apt/trusted.gpg").exists() {
+            out.push("/etc/apt/trusted.gpg".into());
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Parse a one-line source: `deb [signed-by=/k.gpg] http://host/debian bookworm main contrib`.
+pub fn parse_source_line(line: &str) -> anyhow::Result<AptSource> {
+    let err = |why: &str| anyhow::anyhow!("invalid apt source `{line}`: {why}");
+    let rest = line.trim().strip_prefix("deb ").ok_or_else(|| err("expected it to start with `deb `"))?;
+    let mut rest = rest.trim_start();
+    let mut signed_by = Vec::new();
+    if let Some(opts) = rest.strip_prefix('[') {
+        let (opts, after) = opts.split_once(']').ok_or_else(|| err("`[` without `]`"))?;
+        for opt in opts.split_whitespace() {
+            match opt.split_once('=') {
+                Some(("signed-by", v)) => signed_by.extend(v.split(',').map(PathBuf::from)),
+                Some(("arch" | "trusted" | "lang" | "target" | "check-valid-until", _)) => {}
+                _ => return Err(err(&format!("unsupported option `{opt}`"))),
+            }
+        }
+        rest = after;
+    }
+    let mut words = rest.split_whitespace();
+    let uri = words.next().ok_or_else(|| err("no URI"))?.to_string();
+    let suite = words.next().ok_or_else(|| err("no suite"))?.to_string();
+    let components: Vec<String> = words.map(str::to_string).collect();
+    let source = AptSource { uri, suite, components, signed_by };
+    if source.is_flat() != source.components.is_empty() {
+        return Err(err("a suite ending in `/` (flat repository) takes no components; any other suite needs one"));
+    }
+    Ok(source)
+}
+
+/// The build host's configured sources (`/etc/apt/sources.list`, `sources.list.d/*.list` and
+/// deb822 `*.sources`), `deb` types only.
+pub fn host_sources() -> anyhow::Result<Vec<AptSource>> {
+    let mut out = Vec::new();
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(rd) = fs_err::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        more.sort();
+        files.extend(more);
+    }
+    for file in files {
+        let Ok(text) = fs_err::read_to_string(&file) else { continue };
+        let ctx = || format!("in `{}`", file.display());
+        match file.extension().and_then(|e| e.to_str()) {
+            Some("sources") => {
+                for p in deb822::parse(&text).with_context(ctx)? {
+                    out.extend(sources_from_deb822(&p).with_context(ctx)?);
+                }
+            }
+            Some("list") | None
+                if file.file_name().is_some_and(|n| n == "sources.list") || file.extension().is_some() =>
+            {
+                for (i, line) in text.lines().enumerate() {
+                    let line = line.split('#').next().unwrap_or("").trim();
+                    if line.starts_with("deb ") {
+                        out.push(parse_source_line(line).with_context(|| format!("line {} {}", i + 1, ctx()))?);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if out.is_empty() {
+        bail!("the build host has no `deb` sources in /etc/apt/sources.list or /etc/apt/sources.list.d");
+    }
+    Ok(out)
+}
+
+fn sources_from_deb822(p: &Paragraph) -> anyhow::Result<Vec<AptSource>> {
+    if p.get("Enabled").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
+        return Ok(vec![]);
+    }
+    if !p.get("Types").unwrap_or("").split_whitespace().any(|t| t == "deb") {
+        return Ok(vec![]);
+    }
+    let words = |f: &str| -> Vec<String> { p.get(f).unwrap_or("").split_whitespace().map(str::to_string).collect() };
+    let signed_by: Vec<PathBuf> = match p.get("Signed-By") {
+        Some(v) if v.contains("BEGIN PGP") => bail!("inline Signed-By keys are not supported; use a keyring file"),
+        Some(v) => v.split_whitespace().map(PathBuf::from).collect(),
+        None => vec![],
+    };
+    let mut out = Vec::new();
+    for uri in words("URIs") {
+        for suite in words("Suites") {
+            out.push(AptSource {
+                uri: uri.clone(),
+                suite,
+                components: words("Components"),
+                signed_by: signed_by.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One binary package as an index describes it.
+#[derive(Clone, Debug)]
+pub struct PackageRecord {
+    pub name: String,
+    pub version: Version,
+    pub architecture: String,
+    pub multi_arch: Option<String>,
+    pub priority: Option<String>,
+    pub essential: bool,
+    pub depends: Vec<Group>,
+    pub pre_depends: Vec<Group>,
+    pub provides: Vec<Dep>,
+    pub conflicts: Vec<Group>,
+    pub breaks: Vec<Group>,
+    /// The package file: URL and checksum.
+    pub want: Want,
+}
+
+/// A verified, parsed Release file.
+#[derive(Debug)]
+pub struct Release {
+    /// Index path -> (size, sha256).
+    pub files: BTreeMap<String, (u64, String)>,
+    pub by_hash: bool,
+}
+
+/// Parse the signed text of a Release file.
+pub fn parse_release(text: &str) -> anyhow::Result<Release> {
+    let paras = deb822::parse(text)?;
+    let p = paras.first().ok_or_else(|| anyhow::anyhow!("empty Release file"))?;
+    let sums = p.get("SHA256").ok_or_else(|| anyhow::anyhow!("Release file has no SHA256 field"))?;
+    let mut files = BTreeMap::new();
+    for (i, line) in sums.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [sha, size, path] = parts[..] else {
+            bail!("SHA256 line {}: expected `SHA256 SIZE PATH`, found `{line}`", i + 1);
+        };
+        let size = size.parse().with_context(|| format!("SHA256 line {}: size `{size}`", i + 1))?;
+        files.insert(path.to_string(), (size, sha.to_ascii_lowercase()));
+    }
+    Ok(Release { files, by_hash: p.get("Acquire-By-Hash").is_some_and(|v| v.eq_ignore_ascii_case("yes")) })
+}
+
+/// Fetch and verify the Release file of `source`, returning its signed text.
+fn fetch_release(fetcher: &Fetcher, source: &AptSource, work: &Path) -> anyhow::Result<String> {
+    let base = source.dist_url();
+    let keyrings = source.keyrings();
+    if keyrings.is_empty() {
+        bail!("no keyring to verify {base}: name one with signed-by=");
+    }
+    if let Some(inrelease) = fetcher.get_small(&format!("{base}/InRelease"))? {
+        let file = work.join("InRelease");
+        fs_err::write(&file, &inrelease)?;
+        return gpgv(&keyrings, &[&file], &format!("{base}/InRelease"));
+    }
+    let release = fetcher
+        .get_small(&format!("{base}/Release"))?
+        .ok_or_else(|| anyhow::anyhow!("{base}: no InRelease or Release file"))?;
+    let sig = fetcher
+        .get_small(&format!("{base}/Release.gpg"))?
+        .ok_or_else(|| anyhow::anyhow!("{base}/Release is not signed (no Release.gpg)"))?;
+    let (rel_file, sig_file) = (work.join("Release"), work.join("Release.gpg"));
+    fs_err::write(&rel_file, &release)?;
+    fs_err::write(&sig_file, &sig)?;
+    gpgv(&keyrings, &[&sig_file, &rel_file], &format!("{base}/Release"))
+}
+
+/// Verify with `gpgv` and return the signed text (for a detached signature, the data file).
+fn gpgv(keyrings: &[PathBuf], args: &[&Path], what: &str) -> anyhow::Result<String> {
+    let mut cmd = Command::new("gpgv");
+    cmd.arg("--quiet");
+    for k in keyrings {
+        cmd.arg("--keyring").arg(k);
+    }
+    let detached = args.len() == 2;
+    if !detached {
+        cmd.args(["--output", "-"]);
+    }
+    cmd.args(args);
+    let out = cmd.output().context("failed to run gpgv (install the `gpgv` package)")?;
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        let why = why.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("; ");
+        let rings: Vec<String> = keyrings.iter().map(|k| k.display().to_string()).collect();
+        bail!("{what}: signature verification failed against {}: {why}", rings.join(", "));
+    }
+    let text = if detached { fs_err::read(args[1])? } else { out.stdout };
+    String::from_utf8(text).map_err(|_| anyhow::anyhow!("{what}: signed text is not UTF-8"))
+}
+
+/// Fetch the Packages indexes of `sources` for `arch` (and `all`) and parse them.
+pub fn load_indexes(
+    fetcher: &Fetcher,
+    sources: &[AptSource],
+    arch: &str,
+    progress: &Progress,
+) -> anyhow::Result<Vec<PackageRecord>> {
+    let work = tempfile::tempdir()?;
+    let mut wants = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        let dir = work.path().join(i.to_string());
+        fs_err::create_dir_all(&dir)?;
+        let text = fetch_release(fetcher, source, &dir)?;
+        let release = parse_release(&text).with_context(|| format!("bad Release file at {}", source.dist_url()))?;
+        let components: Vec<String> = if source.is_flat() { vec![String::new()] } else { source.components.clone() };
+        for comp in components {
+            let dir = if comp.is_empty() { String::new() } else { format!("{comp}/binary-{arch}/") };
+            let pick = ["Packages.xz", "Packages.gz", "Packages"]
+                .iter()
+                .map(|f| format!("{dir}{f}"))
+                .find(|p| release.files.contains_key(p))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{}: the Release file lists no {dir}Packages index", source.dist_url())
+                })?;
+            let (size, sha) = release.files[&pick].clone();
+            let url = if release.by_hash {
+                format!("{}/{dir}by-hash/SHA256/{sha}", source.dist_url())
+            } else {
+                format!("{}/{pick}", source.dist_url())
+            };
+            wants.push((source.clone(), pick, Want { url, size, sha256: sha }));
+        }
+    }
+    let paths = fetcher.get_all(&wants.iter().map(|w| w.2.clone()).collect::<Vec<_>>(), progress)?;
+    let mut out = Vec::new();
+    for ((source, name, want), path) in wants.iter().zip(paths) {
+        let text = decompress_index(&path, name).with_context(|| format!("index {}", want.url))?;
+        parse_packages(&text, source, arch, &mut out).with_context(|| format!("index {}", want.url))?;
+    }
+    Ok(out)
+}
+
+fn decompress_index(path: &Path, name: &str) -> anyhow::Result<String> {
+    let file = fs_err::File::open(path)?;
+    let mut reader: Box<dyn Read> = if name.ends_with(".xz") {
+        Box::new(xz2::read::XzDecoder::new_multi_decoder(file))
+    } else if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut text = String::new();
+    reader.by_ref().take(2 << 30).read_to_string(&mut text).context("not UTF-8 text or damaged")?;
+    Ok(text)
+}
+
+/// Parse a Packages index, keeping packages for `arch` and `all`.
+pub fn parse_packages(text: &str, source: &AptSource, arch: &str, out: &mut Vec<PackageRecord>) -> anyhow::Result<()> {
+    let base = source.uri.trim_end_matches('/').to_string();
+    let flat_dir =
+        if source.is_flat() { format!("{base}/{}", source.suite.trim_end_matches('/')) } else { base.clone() };
+    deb822::for_each(text, |p: Paragraph| -> anyhow::Result<()> {
+        let name = p.get("Package").ok_or_else(|| anyhow::anyhow!("a paragraph without Package"))?;
+        let ctx = || format!("package `{name}`");
+        let architecture = p.get("Architecture").unwrap_or("");
+        if architecture != arch && architecture != "all" {
+            return Ok(());
+        }
+        let field = |f: &str| -> anyhow::Result<Vec<Group>> {
+            relation::parse(p.get(f).unwrap_or("")).with_context(|| format!("{}: field {f}", ctx()))
+        };
+        let filename = p.get("Filename").ok_or_else(|| anyhow::anyhow!("no Filename")).with_context(ctx)?;
+        if filename.split('/').any(|c| c == "..") || filename.starts_with('/') {
+            bail!("{}: Filename `{filename}` leaves the repository", ctx());
+        }
+        let root = if source.is_flat() { &flat_dir } else { &base };
+        let want = Want {
+            url: format!("{root}/{}", filename.trim_start_matches("./")),
+            size: p
+                .get("Size")
+                .ok_or_else(|| anyhow::anyhow!("no Size"))
+                .with_context(ctx)?
+                .parse()
+                .context("bad Size")
+                .with_context(ctx)?,
+            sha256: p.get("SHA256").ok_or_else(|| anyhow::anyhow!("no SHA256")).with_context(ctx)?.to_ascii_lowercase(),
+        };
+        let provides = field("Provides")?.into_iter().flatten().collect();
+        out.push(PackageRecord {
+            name: name.to_string(),
+            version: Version::parse(p.get("Version").unwrap_or("")).with_context(ctx)?,
+            architecture: architecture.to_string(),
+            multi_arch: p.get("Multi-Arch").map(str::to_string),
+            priority: p.get("Priority").map(str::to_string),
+            essential: p.get("Essential").is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+            depends: field("Depends")?,
+            pre_depends: field("Pre-Depends")?,
+            provides,
+            conflicts: field("Conflicts")?,
+            breaks: field("Breaks")?,
+            want,
+        });
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_line_table() {
+        let s = parse_source_line("deb [signed-by=/k.gpg arch=amd64] http://h/debian bookworm main contrib").unwrap();
+        assert_eq!(s.uri, "http://h/debian");
+        assert_eq!(s.components, ["main", "contrib"]);
+        assert_eq!(s.signed_by, [PathBuf::from("/k.gpg")]);
+        assert_eq!(s.dist_url(), "http://h/debian/dists/bookworm");
+        let flat = parse_source_line("deb [signed-by=/k.gpg] file:///srv/repo ./").unwrap();
+        assert!(flat.is_flat());
+        assert_eq!(flat.dist_url(), "file:///srv/repo");
+        for (bad, why) in [
+            ("deb-src http://h/debian bookworm main", "start with `deb `"),
+            ("deb http://h/debian", "no suite"),
+            ("deb http://h/debian bookworm", "needs one"),
+            ("deb [foo=bar] http://h/debian bookworm main", "unsupported option `foo=bar`"),
+            ("deb [signed-by=/k http://h bookworm main", "`[` without `]`"),
+        ] {
+            let err = parse_source_line(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn release_and_packages_parse() {
+        let rel = parse_release(
+            "Origin: Test\nAcquire-By-Hash: yes\nSHA256:\n 0123abcd 10 main/binary-amd64/Packages\n ffee 20 main/binary-amd64/Packages.xz\n",
+        )
+        .unwrap();
+        assert!(rel.by_hash);
+        assert_eq!(rel.files["main/binary-amd64/Packages.xz"], (20, "ffee".to_string()));
+        assert!(parse_release("Origin: x\nSHA256:\n abc notanumber path\n").is_err());
+
+        let source = parse_source_line("deb http://h/debian bookworm main").unwrap();
+        let index = "Package: aa\nVersion: 1.0-1\nArchitecture: amd64\nDepends: bb (>= 2) | cc\nProvides: virt\nFilename: pool/main/a/aa.deb\nSize: 10\nSHA256: AB\n\n\
+Package: other-arch\nVersion: 1\nArchitecture: arm64\nFilename: x\nSize: 1\nSHA256: 00\n";
+        let mut out = Vec::new();
+        parse_packages(index, &source, "amd64", &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].want.url, "http://h/debian/pool/main/a/aa.deb");
+        assert_eq!(out[0].want.sha256, "ab");
+        assert_eq!(out[0].depends[0].len(), 2);
+        assert_eq!(out[0].provides[0].name, "virt");
+        let evil = "Package: a\nVersion: 1\nArchitecture: all\nFilename: ../../etc/passwd\nSize: 1\nSHA256: 00\n";
+        let err = parse_packages(evil, &source, "amd64", &mut Vec::new()).unwrap_err();
+        assert!(format!("{err:#}").contains("leaves the repository"), "{err:#}");
+    }
+}
