@@ -216,3 +216,35 @@ pub fn object_files(store: &Path) -> usize {
     }
     n
 }
+
+/// Build a small package with the real `dpkg-deb`: `fields` are extra control lines
+/// (`Depends: …`), `files` are (path, content) pairs under the package root.
+pub fn simple_deb(out_dir: &Path, name: &str, version: &str, fields: &str, files: &[(&str, &str)]) -> PathBuf {
+    let root = out_dir.join(format!(".build-{name}-{version}"));
+    fs_err::create_dir_all(root.join("DEBIAN")).unwrap();
+    let mut control =
+        format!("Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: T <t@example.org>\n");
+    for line in fields.lines().filter(|l| !l.is_empty()) {
+        control.push_str(line);
+        control.push('\n');
+    }
+    control.push_str("Description: test package\n");
+    fs_err::write(root.join("DEBIAN/control"), control).unwrap();
+    for (path, content) in files {
+        let p = root.join(path);
+        fs_err::create_dir_all(p.parent().unwrap()).unwrap();
+        fs_err::write(p, content).unwrap();
+    }
+    let deb = out_dir.join(format!("{name}_{version}_amd64.deb"));
+    let out = Command::new("dpkg-deb").args(["--root-owner-group", "--build"]).arg(&root).arg(&deb).output().unwrap();
+    assert!(out.status.success(), "dpkg-deb: {}", String::from_utf8_lossy(&out.stderr));
+    fs_err::remove_dir_all(&root).unwrap();
+    deb
+}
+
+/// Run a shell command line, requiring success.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
