@@ -72,9 +72,54 @@ pub fn import_dir(
     root: Option<&str>,
     progress: &Progress,
 ) -> anyhow::Result<ImportReport> {
+    let (tree, stats) = import_tree(store, src, false, progress)?;
+    let key = entry_key(EntryKind::Import, &[], &[tree]);
+    let tx = store.db_mut().transaction()?;
+    let new_entry = tx.insert_entry(&NewEntry {
+        key,
+        kind: EntryKind::Import.as_str(),
+        name,
+        tree,
+        files: stats.files,
+        bytes: stats.bytes,
+        refs: &[],
+    })?;
+    tx.commit()?;
     if let Some(root) = root {
         check_root_name(root)?;
+        let tx = store.db_mut().transaction()?;
+        tx.set_root(root, &key)?;
+        tx.commit()?;
     }
+    Ok(ImportReport {
+        key,
+        tree,
+        files: stats.files,
+        bytes: stats.bytes,
+        new_objects: stats.new_objects,
+        new_bytes: stats.new_bytes,
+        new_entry,
+    })
+}
+
+/// What [`import_tree`] stored.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TreeStats {
+    pub files: u64,
+    pub bytes: u64,
+    pub new_objects: u64,
+    pub new_bytes: u64,
+}
+
+/// Store the directory `src` as a tree (objects and tree rows, committed) and return its id.
+/// With `overlay_upper`, `src` is an overlayfs upper directory: opaque markers are kept and
+/// whiteouts (0/0 character devices) are stored as such, for [`crate::layer::apply`].
+pub fn import_tree(
+    store: &mut Store,
+    src: &Path,
+    overlay_upper: bool,
+    progress: &Progress,
+) -> anyhow::Result<(Digest, TreeStats)> {
     let top = fs_err::metadata(src)?;
     if !top.is_dir() {
         anyhow::bail!("`{}` is not a directory", src.display());
@@ -86,7 +131,7 @@ pub fn import_dir(
     // 1. scan
     let spinner = progress.spinner("scanning");
     let mut files = Vec::new();
-    let root_dir = scan_dir(src, &top, &mut files, &spinner)?;
+    let root_dir = scan_dir(src, &top, overlay_upper, &mut files, &spinner)?;
     spinner.finish_and_clear();
     assign_link_groups(&mut files);
     tracing::debug!(files = files.len(), ms = started.elapsed().as_millis() as u64, "scanned");
@@ -160,9 +205,6 @@ pub fn import_dir(
     // 4. record
     let mut trees = Vec::new();
     let tree = encode_dir(&root_dir, &files, &mut trees);
-    let report_files = files.len() as u64;
-    let bytes = total;
-    let key = entry_key(EntryKind::Import, &[], &[tree]);
     let tx = store.db_mut().transaction()?;
     for (id, i) in &missing {
         tx.insert_object(id, files[*i].stamp.size)?;
@@ -170,32 +212,22 @@ pub fn import_dir(
     for (id, data) in &trees {
         tx.insert_tree(id, data)?;
     }
-    let new_entry = tx.insert_entry(&NewEntry {
-        key,
-        kind: EntryKind::Import.as_str(),
-        name,
-        tree,
-        files: report_files,
-        bytes,
-        refs: &[],
-    })?;
     tx.commit()?;
-    tracing::debug!(%key, %tree, trees = trees.len(), ms = started.elapsed().as_millis() as u64, "recorded");
-    if let Some(root) = root {
-        let tx = store.db_mut().transaction()?;
-        tx.set_root(root, &key)?;
-        tx.commit()?;
-    }
-    Ok(ImportReport { key, tree, files: report_files, bytes, new_objects: missing.len() as u64, new_bytes, new_entry })
+    tracing::debug!(%tree, trees = trees.len(), ms = started.elapsed().as_millis() as u64, "recorded");
+    Ok((
+        tree,
+        TreeStats { files: files.len() as u64, bytes: total, new_objects: missing.len() as u64, new_bytes },
+    ))
 }
 
 fn scan_dir(
     path: &Path,
     st: &std::fs::Metadata,
+    overlay_upper: bool,
     files: &mut Vec<ScanFile>,
     spinner: &indicatif::ProgressBar,
 ) -> anyhow::Result<ScanDir> {
-    let meta = Meta::read(path, st)?;
+    let meta = Meta::read_as(path, st, overlay_upper)?;
     let mut names = Vec::new();
     for entry in fs_err::read_dir(path)? {
         names.push(entry?.file_name());
@@ -210,7 +242,7 @@ fn scan_dir(
         let ft = cst.file_type();
         spinner.inc(1);
         let node = if ft.is_dir() {
-            ScanNode::Dir(scan_dir(&child, &cst, files, spinner)?)
+            ScanNode::Dir(scan_dir(&child, &cst, overlay_upper, files, spinner)?)
         } else if ft.is_file() {
             files.push(ScanFile {
                 meta: Meta::read(&child, &cst)?,

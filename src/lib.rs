@@ -4,6 +4,7 @@
 //! [`store`] (the on-disk layout and its invariants), [`tree`] (the Merkle encoding) and
 //! [`import`]/[`checkout`] (moving trees in and out).
 
+pub mod batch;
 pub mod checkout;
 pub mod cli;
 pub mod db;
@@ -15,10 +16,13 @@ pub mod error;
 pub mod fetch;
 pub mod gc;
 pub mod import;
+pub mod layer;
 pub mod lock;
+pub mod merge;
 pub mod meta;
 pub mod object;
 pub mod progress;
+pub mod sandbox;
 pub mod store;
 pub mod tree;
 pub mod tree_builder;

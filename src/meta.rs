@@ -16,6 +16,10 @@ use anyhow::Context;
 /// Extended attributes, sorted by name.
 pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// How a captured layer marks an opaque directory (overlayfs' `trusted.overlay.opaque`).
+/// It never reaches a flattened tree: [`crate::layer::apply`] consumes it.
+pub const OPAQUE_XATTR: &[u8] = b"strata.layer.opaque";
+
 /// Extended attributes that describe the file system underneath, not the file: never recorded.
 const IGNORED_XATTR_PREFIXES: &[&[u8]] = &[b"trusted.overlay.", b"security.ima", b"security.evm"];
 
@@ -30,7 +34,22 @@ pub struct Meta {
 impl Meta {
     /// Metadata of the node at `path` (not following a final symlink), given its `lstat`.
     pub fn read(path: &Path, st: &std::fs::Metadata) -> anyhow::Result<Meta> {
-        Ok(Meta { mode: st.mode() & 0o7777, uid: st.uid(), gid: st.gid(), xattrs: read_xattrs(path)? })
+        Meta::read_as(path, st, false)
+    }
+
+    /// Like [`Meta::read`]; with `overlay_upper`, the `trusted.overlay.opaque` marker of an
+    /// overlayfs upper directory is kept (as [`OPAQUE_XATTR`]) so a captured layer can say that a
+    /// directory replaces the one below instead of merging with it.
+    pub fn read_as(path: &Path, st: &std::fs::Metadata, overlay_upper: bool) -> anyhow::Result<Meta> {
+        let mut xattrs = read_xattrs(path)?;
+        if overlay_upper
+            && st.is_dir()
+            && xattr::get(path, "trusted.overlay.opaque").ok().flatten().as_deref() == Some(b"y")
+        {
+            xattrs.push((OPAQUE_XATTR.to_vec(), b"y".to_vec()));
+            xattrs.sort();
+        }
+        Ok(Meta { mode: st.mode() & 0o7777, uid: st.uid(), gid: st.gid(), xattrs })
     }
 
     /// Apply owner, mode and xattrs to `path` (which must not be a symlink when `is_symlink` is
@@ -60,7 +79,7 @@ impl Meta {
             .with_context(|| format!("failed to set mode {:o} on `{}`", self.mode, path.display()))?;
         }
         for (name, value) in &self.xattrs {
-            if !privileged && !name.starts_with(b"user.") {
+            if (!privileged && !name.starts_with(b"user.")) || name.as_slice() == OPAQUE_XATTR {
                 continue;
             }
             let name_os = std::ffi::OsStr::from_bytes(name);

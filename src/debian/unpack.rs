@@ -14,12 +14,13 @@
 //! Package contents are untrusted: sizes and member counts are limited ([`Limits`]), and every
 //! error names the package file, the archive member and the offending entry.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context};
 
+use crate::batch::Batch;
 use crate::db::NewEntry;
 use crate::diff::escape_path;
 use crate::digest::Digest;
@@ -95,17 +96,16 @@ pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result
         });
     }
     let ctx = || format!("bad package `{}`", path.display());
-    let mut unpacked = Unpacker { store, new: Vec::new(), new_set: HashSet::new(), files: 0, bytes: 0 };
+    let mut unpacked = Unpacker { store, batch: Batch::new(), files: 0, bytes: 0 };
     let (control, data, fields) = unpacked.read_deb(path, limits).with_context(ctx)?;
-    let Unpacker { store, new, files, bytes, .. } = unpacked;
+    let Unpacker { store, mut batch, files, bytes } = unpacked;
 
-    let mut trees = Vec::new();
     let mut top = TreeBuilder::new(implicit_dir_meta());
-    let control_id = control.finish(&mut trees);
-    let data_id = data.finish(&mut trees);
+    let control_id = control.finish(&mut batch.trees);
+    let data_id = data.finish(&mut batch.trees);
     top.insert_tree(Name::new("control").expect("name"), control_id);
     top.insert_tree(Name::new("data").expect("name"), data_id);
-    let tree = top.finish(&mut trees);
+    let tree = top.finish(&mut batch.trees);
 
     let package = fields.get("Package").unwrap_or_default().to_string();
     let version = fields.get("Version").unwrap_or_default().to_string();
@@ -113,19 +113,10 @@ pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result
     if package.is_empty() || version.is_empty() || architecture.is_empty() {
         bail!("bad package `{}`: control file lacks Package, Version or Architecture", path.display());
     }
-    if !new.is_empty() {
-        store.sync()?;
-    }
     let name = format!("{package}_{version}_{architecture}");
-    let tx = store.db_mut().transaction()?;
-    for (id, size) in &new {
-        tx.insert_object(id, *size)?;
-    }
-    for (id, data) in &trees {
-        tx.insert_tree(id, data)?;
-    }
-    tx.insert_entry(&NewEntry { key, kind: EntryKind::Package.as_str(), name: &name, tree, files, bytes, refs: &[] })?;
-    tx.commit()?;
+    let new_objects = batch.new_objects();
+    let entry = NewEntry { key, kind: EntryKind::Package.as_str(), name: &name, tree, files, bytes, refs: &[] };
+    batch.commit(store, Some(&entry))?;
     Ok(PackageReport {
         key,
         tree,
@@ -135,7 +126,7 @@ pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result
         sha256,
         files,
         bytes,
-        new_objects: new.len() as u64,
+        new_objects,
         cached: false,
     })
 }
@@ -147,9 +138,7 @@ fn split_name(name: &str) -> (String, String, String) {
 
 struct Unpacker<'s> {
     store: &'s mut Store,
-    /// Objects this unpack moved into place: (id, size).
-    new: Vec<(Digest, u64)>,
-    new_set: HashSet<Digest>,
+    batch: Batch,
     files: u64,
     bytes: u64,
 }
@@ -305,7 +294,7 @@ impl Unpacker<'_> {
                     self.files += 1;
                     self.bytes += staged.size;
                     let node = Node::File { meta, size: staged.size, content: staged.content, link: 0 };
-                    self.keep(&objects, staged)?;
+                    self.batch.keep(self.store, staged)?;
                     builder.insert(&path, node).with_context(ectx)?;
                 }
                 T::Symlink => {
@@ -356,16 +345,6 @@ impl Unpacker<'_> {
             }
         }
         Ok(builder)
-    }
-
-    /// Move a staged object into place unless the store (or this unpack) already has it.
-    fn keep(&mut self, objects: &crate::object::ObjectStore, staged: crate::object::Staged) -> anyhow::Result<()> {
-        if self.new_set.contains(&staged.id) || self.store.db().known_objects(&[staged.id])?[0] {
-            return Ok(());
-        }
-        self.new_set.insert(staged.id);
-        self.new.push((staged.id, staged.size));
-        objects.commit(staged)
     }
 }
 
