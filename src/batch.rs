@@ -8,13 +8,13 @@ use crate::db::NewEntry;
 use crate::digest::Digest;
 use crate::meta::Meta;
 use crate::store::Store;
-use crate::tree::{Node, Tree};
+use crate::tree::{Node, Tree, TreeRows};
 
 #[derive(Default)]
 pub struct Batch {
     objects: Vec<(Digest, u64)>,
     seen: HashSet<Digest>,
-    pub trees: Vec<(Digest, Vec<u8>)>,
+    pub trees: TreeRows,
 }
 
 impl Batch {
@@ -44,10 +44,7 @@ impl Batch {
 
     /// Encode a tree into the batch and return its id.
     pub fn put_tree(&mut self, tree: &Tree) -> Digest {
-        let data = tree.encode();
-        let id = Digest::of(&data);
-        self.trees.push((id, data));
-        id
+        tree.encode_into(&mut self.trees)
     }
 
     pub fn new_objects(&self) -> u64 {

@@ -24,7 +24,7 @@ use crate::meta::Meta;
 use crate::object::{hash_file, Stamp};
 use crate::progress::Progress;
 use crate::store::{check_root_name, Store};
-use crate::tree::{object_id, Name, Node, Tree};
+use crate::tree::{object_id, Name, Node, Tree, TreeRows};
 
 /// What an import did.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -214,10 +214,7 @@ pub fn import_tree(
     }
     tx.commit()?;
     tracing::debug!(%tree, trees = trees.len(), ms = started.elapsed().as_millis() as u64, "recorded");
-    Ok((
-        tree,
-        TreeStats { files: files.len() as u64, bytes: total, new_objects: missing.len() as u64, new_bytes },
-    ))
+    Ok((tree, TreeStats { files: files.len() as u64, bytes: total, new_objects: missing.len() as u64, new_bytes }))
 }
 
 fn scan_dir(
@@ -294,7 +291,7 @@ fn assign_link_groups(files: &mut [ScanFile]) {
 }
 
 /// Encode `dir` and its subdirectories bottom-up, pushing every (id, encoding) into `out`.
-fn encode_dir(dir: &ScanDir, files: &[ScanFile], out: &mut Vec<(Digest, Vec<u8>)>) -> Digest {
+fn encode_dir(dir: &ScanDir, files: &[ScanFile], out: &mut TreeRows) -> Digest {
     let entries = dir
         .entries
         .iter()
@@ -310,9 +307,5 @@ fn encode_dir(dir: &ScanDir, files: &[ScanFile], out: &mut Vec<(Digest, Vec<u8>)
             (name.clone(), node)
         })
         .collect();
-    let tree = Tree { meta: dir.meta.clone(), entries };
-    let data = tree.encode();
-    let id = Digest::of(&data);
-    out.push((id, data));
-    id
+    Tree { meta: dir.meta.clone(), entries }.encode_into(out)
 }

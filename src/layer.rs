@@ -10,7 +10,7 @@
 use crate::digest::Digest;
 use crate::meta::OPAQUE_XATTR;
 use crate::store::Store;
-use crate::tree::{Node, Tree};
+use crate::tree::{Node, Tree, TreeRows};
 
 fn is_whiteout(node: &Node) -> bool {
     matches!(node, Node::CharDevice { rdev: 0, .. })
@@ -23,7 +23,7 @@ fn strip_opaque(tree: &mut Tree) -> bool {
 }
 
 /// Flatten `layer` onto `base`; new tree rows go to `out`.
-pub fn apply(store: &Store, base: &Digest, layer: &Digest, out: &mut Vec<(Digest, Vec<u8>)>) -> anyhow::Result<Digest> {
+pub fn apply(store: &Store, base: &Digest, layer: &Digest, out: &mut TreeRows) -> anyhow::Result<Digest> {
     let mut top = store.tree(layer)?;
     let opaque = strip_opaque(&mut top);
     if opaque {
@@ -38,27 +38,31 @@ pub fn apply(store: &Store, base: &Digest, layer: &Digest, out: &mut Vec<(Digest
         }
         let node = unlink(node);
         let merged = match (entries.get(&name), &node) {
-            (Some(Node::Directory { tree: b }), Node::Directory { tree: l }) => Node::Directory { tree: apply(store, b, l, out)? },
+            (Some(Node::Directory { tree: b }), Node::Directory { tree: l }) => {
+                Node::Directory { tree: apply(store, b, l, out)? }
+            }
             (_, Node::Directory { tree: l }) => Node::Directory { tree: clean(store, store.tree(l)?, out)? },
             _ => node,
         };
         entries.insert(name, merged);
     }
-    Ok(emit(Tree { meta: top.meta, entries: entries.into_iter().collect() }, out))
+    Ok(Tree { meta: top.meta, entries: entries.into_iter().collect() }.encode_into(out))
 }
 
 /// A layer subtree with no base below it: drop whiteouts and opaque markers.
-fn clean(store: &Store, mut tree: Tree, out: &mut Vec<(Digest, Vec<u8>)>) -> anyhow::Result<Digest> {
+fn clean(store: &Store, mut tree: Tree, out: &mut TreeRows) -> anyhow::Result<Digest> {
     strip_opaque(&mut tree);
     let mut entries = Vec::with_capacity(tree.entries.len());
     for (name, node) in tree.entries {
         match node {
             n if is_whiteout(&n) => {}
-            Node::Directory { tree } => entries.push((name, Node::Directory { tree: clean(store, store.tree(&tree)?, out)? })),
+            Node::Directory { tree } => {
+                entries.push((name, Node::Directory { tree: clean(store, store.tree(&tree)?, out)? }))
+            }
             n => entries.push((name, unlink(n))),
         }
     }
-    Ok(emit(Tree { meta: tree.meta, entries }, out))
+    Ok(Tree { meta: tree.meta, entries }.encode_into(out))
 }
 
 fn unlink(node: Node) -> Node {
@@ -66,11 +70,4 @@ fn unlink(node: Node) -> Node {
         Node::File { meta, size, content, .. } => Node::File { meta, size, content, link: 0 },
         n => n,
     }
-}
-
-fn emit(tree: Tree, out: &mut Vec<(Digest, Vec<u8>)>) -> Digest {
-    let data = tree.encode();
-    let id = Digest::of(&data);
-    out.push((id, data));
-    id
 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::diff::escape_path;
 use crate::digest::Digest;
 use crate::store::Store;
-use crate::tree::{Name, Node, Tree};
+use crate::tree::{Name, Node, Tree, TreeRows};
 
 /// One tree to merge, with the package that owns it.
 #[derive(Clone, Debug)]
@@ -42,22 +42,22 @@ pub struct MergeError {
 struct Merger<'s> {
     store: &'s Store,
     inputs: &'s [Input],
-    out: Vec<(Digest, Vec<u8>)>,
+    out: &'s mut TreeRows,
     conflicts: Vec<Conflict>,
     /// (input, old group) -> new group.
     links: HashMap<(usize, u32), u32>,
     has_links: HashMap<Digest, bool>,
 }
 
-/// Merge `inputs` (in order) into one tree. Returns the tree id and the new tree rows to record.
-pub fn merge(store: &Store, inputs: &[Input]) -> anyhow::Result<(Digest, Vec<(Digest, Vec<u8>)>)> {
-    let mut m = Merger { store, inputs, out: Vec::new(), conflicts: Vec::new(), links: HashMap::new(), has_links: HashMap::new() };
+/// Merge `inputs` (in order) into one tree; new tree rows go to `out`.
+pub fn merge(store: &Store, inputs: &[Input], out: &mut TreeRows) -> anyhow::Result<Digest> {
+    let mut m = Merger { store, inputs, out, conflicts: Vec::new(), links: HashMap::new(), has_links: HashMap::new() };
     let sources: Vec<(usize, Digest)> = inputs.iter().enumerate().map(|(i, input)| (i, input.tree)).collect();
     let id = m.merge_dirs(b"", &sources)?;
     if !m.conflicts.is_empty() {
         return Err(MergeError { conflicts: m.conflicts }.into());
     }
-    Ok((id, m.out))
+    Ok(id)
 }
 
 impl Merger<'_> {
@@ -102,7 +102,7 @@ impl Merger<'_> {
             };
             entries.push((name, node));
         }
-        Ok(self.emit(Tree { meta, entries }))
+        Ok(Tree { meta, entries }.encode_into(self.out))
     }
 
     /// The winning non-directory node at one path, if the owners agree or Replaces decides:
@@ -148,7 +148,7 @@ impl Merger<'_> {
             };
             entries.push((name, node));
         }
-        Ok(self.emit(Tree { meta: tree.meta, entries }))
+        Ok(Tree { meta: tree.meta, entries }.encode_into(self.out))
     }
 
     fn contains_links(&mut self, id: &Digest) -> anyhow::Result<bool> {
@@ -166,13 +166,6 @@ impl Merger<'_> {
         }
         self.has_links.insert(*id, found);
         Ok(found)
-    }
-
-    fn emit(&mut self, tree: Tree) -> Digest {
-        let data = tree.encode();
-        let id = Digest::of(&data);
-        self.out.push((id, data));
-        id
     }
 }
 

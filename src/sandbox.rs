@@ -89,7 +89,18 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
     let mut cmd = Command::new("timeout");
     cmd.arg("--kill-after=10")
         .arg(format!("{}", timeout.as_secs().max(1)))
-        .args(["unshare", "--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kill-child", "--propagation", "private"])
+        .args([
+            "unshare",
+            "--mount",
+            "--pid",
+            "--net",
+            "--ipc",
+            "--uts",
+            "--fork",
+            "--kill-child",
+            "--propagation",
+            "private",
+        ])
         .args(["/bin/sh", "-c", &setup])
         .env_clear();
     for (k, v) in SCRIPT_ENV {
@@ -100,7 +111,9 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     match out.status.code() {
         Some(0) => {}
-        Some(124) | Some(137) | None => bail!("the script timed out after {} s; last output:\n{}", timeout.as_secs(), tail(&log)),
+        Some(124) | Some(137) | None => {
+            bail!("the script timed out after {} s; last output:\n{}", timeout.as_secs(), tail(&log))
+        }
         Some(code) => bail!("the script failed with exit status {code}; last output:\n{}", tail(&log)),
     }
     let (layer, _) = crate::import::import_tree(store, &upper, true, progress)?;

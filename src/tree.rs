@@ -30,6 +30,9 @@ const MAGIC: &[u8] = b"strata-tree\0";
 const VERSION: u8 = 1;
 const OBJECT_MAGIC: &[u8] = b"strata-object\0";
 
+/// Encoded trees waiting to be recorded: (tree id, canonical encoding).
+pub type TreeRows = Vec<(Digest, Vec<u8>)>;
+
 /// One path component: non-empty, not `.` or `..`, no `/` and no NUL, at most 255 bytes.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Name(Vec<u8>);
@@ -211,6 +214,14 @@ impl Tree {
             }
         }
         out
+    }
+
+    /// Encode, push (id, encoding) to `out` (rows to record), and return the id.
+    pub fn encode_into(&self, out: &mut TreeRows) -> Digest {
+        let data = self.encode();
+        let id = Digest::of(&data);
+        out.push((id, data));
+        id
     }
 
     /// The tree id: blake3 of the canonical encoding.

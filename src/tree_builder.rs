@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::digest::Digest;
 use crate::meta::Meta;
-use crate::tree::{Name, Node, Tree};
+use crate::tree::{Name, Node, Tree, TreeRows};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BuildError {
@@ -152,13 +152,13 @@ impl TreeBuilder {
     }
 
     /// Encode every directory bottom-up into `out` and return the root tree id.
-    pub fn finish(self, out: &mut Vec<(Digest, Vec<u8>)>) -> Digest {
+    pub fn finish(self, out: &mut TreeRows) -> Digest {
         let mut renumber = HashMap::new();
         encode(self.root, out, &mut renumber)
     }
 }
 
-fn encode(dir: Dir, out: &mut Vec<(Digest, Vec<u8>)>, renumber: &mut HashMap<u32, u32>) -> Digest {
+fn encode(dir: Dir, out: &mut TreeRows, renumber: &mut HashMap<u32, u32>) -> Digest {
     let mut entries = Vec::with_capacity(dir.entries.len());
     for (name, slot) in dir.entries {
         let node = match slot {
@@ -171,11 +171,7 @@ fn encode(dir: Dir, out: &mut Vec<(Digest, Vec<u8>)>, renumber: &mut HashMap<u32
         };
         entries.push((name, node));
     }
-    let tree = Tree { meta: dir.meta, entries };
-    let data = tree.encode();
-    let id = Digest::of(&data);
-    out.push((id, data));
-    id
+    Tree { meta: dir.meta, entries }.encode_into(out)
 }
 
 #[cfg(test)]

@@ -117,18 +117,7 @@ pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result
     let new_objects = batch.new_objects();
     let entry = NewEntry { key, kind: EntryKind::Package.as_str(), name: &name, tree, files, bytes, refs: &[] };
     batch.commit(store, Some(&entry))?;
-    Ok(PackageReport {
-        key,
-        tree,
-        package,
-        version,
-        architecture,
-        sha256,
-        files,
-        bytes,
-        new_objects,
-        cached: false,
-    })
+    Ok(PackageReport { key, tree, package, version, architecture, sha256, files, bytes, new_objects, cached: false })
 }
 
 fn split_name(name: &str) -> (String, String, String) {
