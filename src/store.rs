@@ -162,6 +162,29 @@ impl Store {
         Tree::decode(&data).with_context(|| format!("tree {id} in the store is corrupt"))
     }
 
+    /// The node at `path` (components) under tree `root`; `None` if it does not exist.
+    pub fn lookup(&self, root: &Digest, path: &[&[u8]]) -> anyhow::Result<Option<crate::tree::Node>> {
+        let Some((last, parents)) = path.split_last() else {
+            return Ok(Some(crate::tree::Node::Directory { tree: *root }));
+        };
+        let mut dir = *root;
+        for name in parents {
+            match self.tree(&dir)?.get(name) {
+                Some(crate::tree::Node::Directory { tree }) => dir = *tree,
+                _ => return Ok(None),
+            }
+        }
+        Ok(self.tree(&dir)?.get(last).cloned())
+    }
+
+    /// The content of a regular file node (read into memory: for small files such as control data).
+    pub fn read_file(&self, node: &crate::tree::Node) -> anyhow::Result<Vec<u8>> {
+        let crate::tree::Node::File { meta, size, content, .. } = node else {
+            anyhow::bail!("not a regular file");
+        };
+        Ok(fs_err::read(self.object_path(&crate::tree::object_id(meta, *size, content)))?)
+    }
+
     /// Resolve a user-given id: a root name, or a unique hex prefix (at least [`MIN_PREFIX`]
     /// characters) of an entry key or, failing that, of a tree id.
     pub fn resolve(&self, spec: &str) -> anyhow::Result<Target> {

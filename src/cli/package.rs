@@ -19,6 +19,16 @@ pub enum PackageCommand {
         after_help = "Examples:\n  strata package resolve --host-sources --required systemd\n  strata package resolve --repo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://MIRROR/debian bookworm main' nginx --json"
     )]
     Resolve(RepoArgs),
+    /// Build a Debian root tree from packages, as cached steps (like debootstrap)
+    ///
+    /// Resolves and fetches the packages, merges their trees with the dpkg database (file
+    /// conflicts are errors), runs the maintainer scripts in a sandbox (namespaces, overlayfs, no
+    /// network) and records the result as a `rootfs` entry. Every step is cached: the same
+    /// package set again is all hits.
+    #[command(
+        after_help = "Examples:\n  strata package bootstrap --host-sources --required apt --exclude usrmerge --root tags/bookworm\n  strata store checkout tags/bookworm /srv/rootfs --link copy"
+    )]
+    Bootstrap(BootstrapArgs),
     /// Resolve, download (in parallel, resumable, verified) and unpack packages into entries
     #[command(
         after_help = "Examples:\n  strata package fetch --host-sources --required\n  strata package fetch --host-sources --exclude exim4-base mailutils"
@@ -42,6 +52,21 @@ pub enum PackageCommand {
         #[arg(long, value_name = "BYTES", default_value_t = crate::debian::unpack::Limits::default().max_bytes)]
         max_bytes: u64,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct BootstrapArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Keep /bin, /sbin and /lib as real directories instead of links into /usr
+    #[arg(long)]
+    no_merged_usr: bool,
+    /// Create or move this root to the root-tree entry
+    #[arg(long)]
+    root: Option<String>,
+    /// Seconds the maintainer scripts may run before they are killed
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    script_timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -93,6 +118,7 @@ pub fn run(ctx: &Ctx, cmd: PackageCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PackageCommand::Resolve(args) => resolve(ctx, args, false),
         PackageCommand::Fetch(args) => resolve(ctx, args, true),
+        PackageCommand::Bootstrap(args) => bootstrap(ctx, args),
         PackageCommand::Unpack { files, max_bytes } => unpack(ctx, files, max_bytes),
     }
 }
@@ -137,6 +163,46 @@ fn resolve(ctx: &Ctx, args: RepoArgs, fetch: bool) -> anyhow::Result<ExitCode> {
             reports.len(),
             reports.len() - cached
         ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bootstrap(ctx: &Ctx, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
+    use crate::debian::{bootstrap, packages};
+    if let Some(root) = &args.root {
+        crate::store::check_root_name(root)?;
+    }
+    let sources = args.repo.sources()?;
+    let mut store = ctx.open(LockMode::Shared)?;
+    let fetcher = packages::fetcher(&store)?;
+    let resolved = packages::resolve(&fetcher, &sources, &args.repo.arch, &args.repo.request(), &ctx.progress)?;
+    let limits = crate::debian::unpack::Limits::default();
+    let reports = packages::fetch_and_unpack(&mut store, &fetcher, &resolved, &limits, &ctx.progress)?;
+    let pairs: Vec<_> = resolved.chosen().cloned().zip(reports).collect();
+    let opts = bootstrap::Options {
+        merged_usr: !args.no_merged_usr,
+        script_timeout: std::time::Duration::from_secs(args.script_timeout),
+    };
+    let report = bootstrap::bootstrap(&mut store, &pairs, &opts, &ctx.progress)?;
+    if let Some(root) = &args.root {
+        let tx = store.db_mut().transaction()?;
+        tx.set_root(root, &report.rootfs.key)?;
+        tx.commit()?;
+    }
+    if ctx.json {
+        output::json(&serde_json::json!({
+            "packages": pairs.len(),
+            "packages_cached": pairs.iter().filter(|(_, r)| r.cached).count(),
+            "steps": report.steps,
+            "rootfs": report.rootfs,
+        }))?;
+    } else {
+        println!("{}", report.rootfs.key);
+        for s in report.steps.iter().chain([&report.rootfs]) {
+            ctx.note(format!("{:<7} {} {}", s.kind, s.key.short(), if s.cached { "cached" } else { "built" }));
+        }
+        let cached = pairs.iter().filter(|(_, r)| r.cached).count();
+        ctx.note(format!("{} packages ({cached} cached); rootfs tree {}", pairs.len(), report.rootfs.tree.short()));
     }
     Ok(ExitCode::SUCCESS)
 }

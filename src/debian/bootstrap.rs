@@ -1,0 +1,336 @@
+//! A Debian root tree from package entries, as cached steps:
+//!
+//! 1. `merge`: every package's `data/` tree (moved under `/usr` for a merged-/usr system), the
+//!    `/bin`, `/sbin`, `/lib*` → `usr/…` symlinks, and the dpkg database (`status` with every
+//!    package `unpacked`, `info/*.list`, `md5sums`, `conffiles`, maintainer scripts) merged as
+//!    trees, with file conflicts reported by path and packages. Key: the package keys.
+//! 2. `layer`: the maintainer scripts run in the sandbox over that merge: `preinst install` of
+//!    Essential packages first, then the others, then `dpkg --configure -a`, with services kept
+//!    from starting (`policy-rc.d`). Key: the merge key and the script.
+//! 3. `rootfs`: the layer flattened onto the merge. Key: both keys.
+//!
+//! Every step whose key is in the store is a hit: building the same package set again costs
+//! only the key lookups.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::deb822;
+use super::repo::PackageRecord;
+use super::unpack::PackageReport;
+use crate::batch::Batch;
+use crate::db::NewEntry;
+use crate::digest::Digest;
+use crate::entry::{entry_key, EntryKind};
+use crate::merge::{merge, Input};
+use crate::meta::Meta;
+use crate::progress::Progress;
+use crate::store::Store;
+use crate::tree::{Name, Node, Tree};
+use crate::tree_builder::{implicit_dir_meta, TreeBuilder};
+
+/// Bump when the merge or script logic changes, so old cached steps are not reused.
+const STEPS_VERSION: &[u8] = b"1";
+/// Top-level directories that a merged-/usr system keeps under `/usr`.
+const MERGED_DIRS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub merged_usr: bool,
+    pub script_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { merged_usr: true, script_timeout: Duration::from_secs(1800) }
+    }
+}
+
+/// One step's outcome.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Step {
+    pub kind: &'static str,
+    pub key: Digest,
+    pub tree: Digest,
+    pub cached: bool,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BootstrapReport {
+    pub steps: Vec<Step>,
+    pub rootfs: Step,
+}
+
+/// Build (or find) the root tree of `packages` (unpacked entries with their index records).
+pub fn bootstrap(
+    store: &mut Store,
+    packages: &[(PackageRecord, PackageReport)],
+    opts: &Options,
+    progress: &Progress,
+) -> anyhow::Result<BootstrapReport> {
+    let mut keys: Vec<Digest> = packages.iter().map(|(_, r)| r.key).collect();
+    keys.sort();
+    let merged_usr: &[u8] = if opts.merged_usr { b"yes" } else { b"no" };
+    let merge_key = entry_key(EntryKind::Merge, &[("debian", STEPS_VERSION), ("merged-usr", merged_usr)], &keys);
+    let merge_step = match store.db().entry(&merge_key)? {
+        Some(e) => Step { kind: "merge", key: merge_key, tree: e.tree, cached: true },
+        None => {
+            let tree = build_merge(store, packages, opts, merge_key, &keys)?;
+            Step { kind: "merge", key: merge_key, tree, cached: false }
+        }
+    };
+
+    let script = configure_script(packages);
+    let layer_key = entry_key(EntryKind::Layer, &[("script", script.as_bytes())], &[merge_key]);
+    let layer_step = match store.db().entry(&layer_key)? {
+        Some(e) => Step { kind: "layer", key: layer_key, tree: e.tree, cached: true },
+        None => {
+            let out = crate::sandbox::run(store, &merge_step.tree, &script, opts.script_timeout, progress)
+                .context("maintainer scripts failed")?;
+            let entry = NewEntry {
+                key: layer_key,
+                kind: EntryKind::Layer.as_str(),
+                name: "debian-maintainer-scripts",
+                tree: out.layer,
+                files: 0,
+                bytes: 0,
+                refs: &[merge_key],
+            };
+            Batch::new().commit(store, Some(&entry))?;
+            Step { kind: "layer", key: layer_key, tree: out.layer, cached: false }
+        }
+    };
+
+    let rootfs_key = entry_key(EntryKind::Rootfs, &[], &[merge_key, layer_key]);
+    let rootfs = match store.db().entry(&rootfs_key)? {
+        Some(e) => Step { kind: "rootfs", key: rootfs_key, tree: e.tree, cached: true },
+        None => {
+            let mut batch = Batch::new();
+            let tree = crate::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
+            batch.commit(store, None)?;
+            let (files, bytes) = count(store, &tree)?;
+            let entry = NewEntry {
+                key: rootfs_key,
+                kind: EntryKind::Rootfs.as_str(),
+                name: "debian-rootfs",
+                tree,
+                files,
+                bytes,
+                refs: &[merge_key, layer_key],
+            };
+            Batch::new().commit(store, Some(&entry))?;
+            Step { kind: "rootfs", key: rootfs_key, tree, cached: false }
+        }
+    };
+    Ok(BootstrapReport { steps: vec![merge_step, layer_step], rootfs })
+}
+
+fn count(store: &Store, tree: &Digest) -> anyhow::Result<(u64, u64)> {
+    let mut files = 0;
+    let mut bytes = 0;
+    for item in crate::walk::flatten(store, tree)? {
+        if let crate::walk::ItemKind::Leaf(Node::File { size, .. }) = item.kind {
+            files += 1;
+            bytes += size;
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// The script the `layer` step runs: preinst of Essential packages, then of the rest, then
+/// configure everything.
+fn configure_script(packages: &[(PackageRecord, PackageReport)]) -> String {
+    let mut names: Vec<(bool, String, &str, &str)> =
+        packages.iter().map(|(r, _)| (!r.essential, info_name(r), r.name.as_str(), r.architecture.as_str())).collect();
+    names.sort();
+    let mut s = String::from(
+        "# strata: configure a Debian tree\n\
+         printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d\n\
+         chmod 755 /usr/sbin/policy-rc.d\n",
+    );
+    // The environment dpkg gives maintainer scripts (dpkg-maintscript-helper relies on it).
+    for (_, info, pkg, arch) in &names {
+        s.push_str(&format!(
+            "if [ -x /var/lib/dpkg/info/{info}.preinst ]; then DPKG_MAINTSCRIPT_PACKAGE={pkg} DPKG_MAINTSCRIPT_ARCH={arch} \
+             DPKG_MAINTSCRIPT_NAME=preinst DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 DPKG_ADMINDIR=/var/lib/dpkg DPKG_ROOT= \
+             /var/lib/dpkg/info/{info}.preinst install || {{ echo \"strata: the preinst script of {pkg} failed\" >&2; exit 1; }}; fi\n"
+        ));
+    }
+    s.push_str("dpkg --configure -a\ndpkg --triggers-only -a || true\nldconfig\nrm -f /usr/sbin/policy-rc.d\n");
+    s
+}
+
+/// The name dpkg uses for a package's info files (`pkg`, or `pkg:arch` for Multi-Arch: same).
+fn info_name(r: &PackageRecord) -> String {
+    if r.multi_arch.as_deref() == Some("same") {
+        format!("{}:{}", r.name, r.architecture)
+    } else {
+        r.name.clone()
+    }
+}
+
+fn name(s: &str) -> Name {
+    Name::new(s).expect("valid name")
+}
+
+fn build_merge(
+    store: &mut Store,
+    packages: &[(PackageRecord, PackageReport)],
+    opts: &Options,
+    key: Digest,
+    refs: &[Digest],
+) -> anyhow::Result<Digest> {
+    let mut batch = Batch::new();
+    let file_meta = |mode| Meta { mode, uid: 0, gid: 0, xattrs: vec![] };
+    let mut inputs = Vec::new();
+
+    // The merged-/usr symlinks.
+    if opts.merged_usr {
+        let mut b = TreeBuilder::new(implicit_dir_meta());
+        for d in ["bin", "sbin", "lib", "lib64"] {
+            b.insert(&[name(d)], Node::Symlink { meta: file_meta(0o777), target: format!("usr/{d}").into_bytes() })?;
+        }
+        inputs.push(Input { owner: "(merged /usr)".into(), tree: b.finish(&mut batch.trees), replaces: vec![] });
+    }
+
+    let mut status = String::new();
+    let mut db = TreeBuilder::new(implicit_dir_meta());
+    let info_dir = [name("var"), name("lib"), name("dpkg"), name("info")];
+    db.mkdir(&info_dir, implicit_dir_meta())?;
+    for (record, report) in packages {
+        let ctx = || format!("package {} {}", record.name, record.version);
+        let data = match store.lookup(&report.tree, &[b"data"])? {
+            Some(Node::Directory { tree }) => tree,
+            _ => anyhow::bail!("{}: entry {} has no data/ tree", ctx(), report.key.short()),
+        };
+        let control_tree = match store.lookup(&report.tree, &[b"control"])? {
+            Some(Node::Directory { tree }) => store.tree(&tree)?,
+            _ => anyhow::bail!("{}: entry {} has no control/ tree", ctx(), report.key.short()),
+        };
+        let control_text = match control_tree.get(b"control") {
+            Some(n) => {
+                String::from_utf8(store.read_file(n)?).with_context(|| format!("{}: control is not UTF-8", ctx()))?
+            }
+            None => anyhow::bail!("{}: no control file", ctx()),
+        };
+        let fields = deb822::parse(&control_text).with_context(ctx)?.into_iter().next().unwrap_or_default();
+        let replaces: Vec<String> = super::relation::parse(fields.get("Replaces").unwrap_or(""))
+            .with_context(ctx)?
+            .into_iter()
+            .flatten()
+            .map(|d| d.name)
+            .collect();
+        let info = info_name(record);
+
+        // info/<pkg>.list: every path the package ships, as dpkg records it.
+        let mut list = String::from("/.\n");
+        for item in crate::walk::flatten(store, &data)?.iter().skip(1) {
+            list.push('/');
+            list.push_str(&item.path.to_string_lossy());
+            list.push('\n');
+        }
+        db.insert(
+            &[&info_dir[..], &[name(&format!("{info}.list"))]].concat(),
+            batch.put_bytes(store, list.as_bytes(), file_meta(0o644))?,
+        )?;
+        // Control files dpkg keeps: md5sums, conffiles, scripts, triggers, shlibs, symbols, templates.
+        for (fname, node) in &control_tree.entries {
+            let fname_str = String::from_utf8_lossy(fname.as_bytes()).into_owned();
+            if fname_str == "control" || !matches!(node, Node::File { .. }) {
+                continue;
+            }
+            db.insert(&[&info_dir[..], &[name(&format!("{info}.{fname_str}"))]].concat(), node.clone())?;
+        }
+        // The status paragraph: the control file, marked unpacked, with conffile checksums.
+        let mut conffiles = String::new();
+        if let Some(n) = control_tree.get(b"conffiles") {
+            for path in
+                String::from_utf8_lossy(&store.read_file(n)?).lines().map(str::trim).filter(|l| l.starts_with('/'))
+            {
+                let parts: Vec<&[u8]> = path.trim_start_matches('/').split('/').map(str::as_bytes).collect();
+                let md5 = match store.lookup(&data, &parts)? {
+                    Some(node @ Node::File { .. }) => {
+                        use md5::Digest as _;
+                        hex::encode(md5::Md5::digest(store.read_file(&node)?))
+                    }
+                    _ => "newconffile".to_string(),
+                };
+                conffiles.push_str(&format!(" {path} {md5}\n"));
+            }
+        }
+        status.push_str(&status_paragraph(&control_text, &conffiles));
+
+        let data = if opts.merged_usr { usrmerge(store, &data, &record.name)? } else { data };
+        inputs.push(Input { owner: record.name.clone(), tree: data, replaces });
+    }
+    let dpkg_dir = &info_dir[..3];
+    for (file, content) in [("status", status.as_str()), ("available", ""), ("diversions", ""), ("statoverride", "")] {
+        db.insert(&[dpkg_dir, &[name(file)]].concat(), batch.put_bytes(store, content.as_bytes(), file_meta(0o644))?)?;
+    }
+    db.mkdir(&[dpkg_dir, &[name("updates")]].concat(), implicit_dir_meta())?;
+    db.mkdir(&[dpkg_dir, &[name("triggers")]].concat(), implicit_dir_meta())?;
+    db.insert(
+        &[dpkg_dir, &[name("triggers"), name("Unincorp")]].concat(),
+        batch.put_bytes(store, b"", file_meta(0o644))?,
+    )?;
+    inputs.push(Input { owner: "(dpkg database)".into(), tree: db.finish(&mut batch.trees), replaces: vec![] });
+    // The database and symlink trees must be recorded before the merge reads them.
+    batch.commit(store, None)?;
+
+    let mut merged = Batch::new();
+    let tree = merge(store, &inputs, &mut merged.trees)?;
+    merged.commit(store, None)?;
+    let (files, bytes) = count(store, &tree)?;
+    let entry = NewEntry { key, kind: EntryKind::Merge.as_str(), name: "debian-merge", tree, files, bytes, refs };
+    Batch::new().commit(store, Some(&entry))?;
+    Ok(tree)
+}
+
+/// The status paragraph of a package: its control text with `Status` after `Package`, and
+/// `Conffiles` at the end.
+fn status_paragraph(control: &str, conffiles: &str) -> String {
+    let mut out = String::new();
+    for line in control.lines().filter(|l| !l.trim().is_empty()) {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("Package:") {
+            out.push_str("Status: install ok unpacked\n");
+        }
+    }
+    if !conffiles.is_empty() {
+        out.push_str("Conffiles:\n");
+        out.push_str(conffiles);
+    }
+    out.push('\n');
+    out
+}
+
+/// A package tree with `/bin`, `/sbin` and `/lib*` moved under `/usr` (merged /usr). The split
+/// trees are recorded first (unreferenced trees are harmless; gc removes them) so that the merge
+/// can read them.
+fn usrmerge(store: &mut Store, data: &Digest, owner: &str) -> anyhow::Result<Digest> {
+    let root = store.tree(data)?;
+    let is_merged = |n: &Name, node: &Node| {
+        matches!(node, Node::Directory { .. }) && MERGED_DIRS.iter().any(|d| n.as_bytes() == d.as_bytes())
+    };
+    if !root.entries.iter().any(|(n, node)| is_merged(n, node)) {
+        return Ok(*data);
+    }
+    let (moved, rest): (Vec<_>, Vec<_>) = root.entries.into_iter().partition(|(n, node)| is_merged(n, node));
+    let mut split = Batch::new();
+    let usr = split.put_tree(&Tree { meta: implicit_dir_meta(), entries: moved });
+    let moved_root =
+        split.put_tree(&Tree { meta: root.meta.clone(), entries: vec![(name("usr"), Node::Directory { tree: usr })] });
+    let rest_root = split.put_tree(&Tree { meta: root.meta, entries: rest });
+    split.commit(store, None)?;
+    let inputs = [
+        Input { owner: owner.to_string(), tree: rest_root, replaces: vec![] },
+        Input { owner: format!("{owner} (merged /usr)"), tree: moved_root, replaces: vec![] },
+    ];
+    let mut merged = Batch::new();
+    let id = merge(store, &inputs, &mut merged.trees)
+        .with_context(|| format!("package {owner}: moving /bin, /sbin and /lib* under /usr"))?;
+    merged.commit(store, None)?;
+    Ok(id)
+}
