@@ -255,6 +255,13 @@ impl Tx<'_> {
         Ok(self.tx.execute("DELETE FROM roots WHERE name = ?1", [name])? == 1)
     }
 
+    /// Check foreign keys at commit instead of per statement, so that a set of entries that
+    /// reference each other can be deleted in any order.
+    pub fn defer_foreign_keys(&self) -> anyhow::Result<()> {
+        self.tx.pragma_update(None, "defer_foreign_keys", "ON")?;
+        Ok(())
+    }
+
     pub fn delete_entry(&self, key: &Digest) -> anyhow::Result<()> {
         self.tx.execute("DELETE FROM entries WHERE key = ?1", [key.as_bytes()])?;
         Ok(())
@@ -317,6 +324,37 @@ mod tests {
         drop(conn);
         let err = Db::open(&path).err().unwrap();
         assert!(matches!(err.downcast_ref::<StoreError>(), Some(StoreError::SchemaTooNew { .. })), "{err:#}");
+    }
+
+    #[test]
+    fn entries_that_reference_each_other_delete_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        let tree = Digest::of(b"tree");
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let refs_b = [a];
+        let tx = db.transaction().unwrap();
+        tx.insert_tree(&tree, b"x").unwrap();
+        let e = |key, refs| NewEntry { key, kind: "layer", name: "n", tree, files: 0, bytes: 0, refs };
+        tx.insert_entry(&e(a, &[])).unwrap();
+        tx.insert_entry(&e(b, &refs_b)).unwrap();
+        tx.commit().unwrap();
+        let tx = db.transaction().unwrap();
+        tx.defer_foreign_keys().unwrap();
+        tx.delete_entry(&a).unwrap(); // still referenced by b until b goes too
+        tx.delete_entry(&b).unwrap();
+        tx.commit().unwrap();
+        assert!(db.entries().unwrap().is_empty());
+        // Without b going too, the commit is refused and nothing changes.
+        let tx = db.transaction().unwrap();
+        tx.insert_entry(&e(a, &[])).unwrap();
+        tx.insert_entry(&e(b, &refs_b)).unwrap();
+        tx.commit().unwrap();
+        let tx = db.transaction().unwrap();
+        tx.defer_foreign_keys().unwrap();
+        tx.delete_entry(&a).unwrap();
+        assert!(tx.commit().is_err());
+        assert_eq!(db.entries().unwrap().len(), 2);
     }
 
     #[test]

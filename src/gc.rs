@@ -83,6 +83,8 @@ pub fn gc(store: &mut Store, dry_run: bool, progress: &Progress) -> anyhow::Resu
     }
 
     let tx = store.db_mut().transaction()?;
+    // Dead entries may reference each other; only live ones can be referenced by live ones.
+    tx.defer_foreign_keys()?;
     for key in &dead_entries {
         tx.delete_entry(key)?;
     }
