@@ -158,6 +158,9 @@ fn configure_script(packages: &[(PackageRecord, PackageReport)]) -> String {
         ));
     }
     s.push_str("dpkg --configure -a\ndpkg --triggers-only -a || true\nldconfig\nrm -f /usr/sbin/policy-rc.d\n");
+    // Logs and caches that record the time or inode numbers of this run: the same packages must
+    // give the same tree.
+    s.push_str("rm -f /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache /var/log/apt/*.log\n");
     s
 }
 
