@@ -183,7 +183,7 @@ fn bootstrap(ctx: &Ctx, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         merged_usr: !args.no_merged_usr,
         script_timeout: std::time::Duration::from_secs(args.script_timeout),
     };
-    let report = bootstrap::bootstrap(&mut store, &pairs, &opts, &ctx.progress)?;
+    let report = bootstrap::bootstrap(&mut store, &pairs, (&resolved.sources, &resolved.lists), &opts, &ctx.progress)?;
     if let Some(root) = &args.root {
         let tx = store.db_mut().transaction()?;
         tx.set_root(root, &report.rootfs.key)?;

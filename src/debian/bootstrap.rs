@@ -7,7 +7,8 @@
 //! 2. `layer`: the maintainer scripts run in the sandbox over that merge: `preinst install` of
 //!    Essential packages first, then the others, then `dpkg --configure -a`, with services kept
 //!    from starting (`policy-rc.d`). Key: the merge key and the script.
-//! 3. `rootfs`: the layer flattened onto the merge. Key: both keys.
+//! 3. `rootfs`: the layer flattened onto the merge, plus apt's sources and index files so that
+//!    apt inside the image knows the same packages. Key: both keys and the apt tree.
 //!
 //! Every step whose key is in the store is a hit: building the same package set again costs
 //! only the key lookups.
@@ -17,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::deb822;
-use super::repo::PackageRecord;
+use super::repo::{AptSource, ListContent, ListFile, PackageRecord};
 use super::unpack::PackageReport;
 use crate::batch::Batch;
 use crate::db::NewEntry;
@@ -63,9 +64,11 @@ pub struct BootstrapReport {
 }
 
 /// Build (or find) the root tree of `packages` (unpacked entries with their index records).
+/// `apt` is what apt inside the image should know: the sources and their index files.
 pub fn bootstrap(
     store: &mut Store,
     packages: &[(PackageRecord, PackageReport)],
+    apt: (&[AptSource], &[ListFile]),
     opts: &Options,
     progress: &Progress,
 ) -> anyhow::Result<BootstrapReport> {
@@ -102,12 +105,16 @@ pub fn bootstrap(
         }
     };
 
-    let rootfs_key = entry_key(EntryKind::Rootfs, &[], &[merge_key, layer_key]);
+    let (apt_key, apt_tree) = apt_lists(store, apt.0, apt.1)?;
+    let rootfs_key = entry_key(EntryKind::Rootfs, &[], &[merge_key, layer_key, apt_tree]);
     let rootfs = match store.db().entry(&rootfs_key)? {
         Some(e) => Step { kind: "rootfs", key: rootfs_key, tree: e.tree, cached: true },
         None => {
             let mut batch = Batch::new();
-            let tree = crate::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
+            let configured = crate::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
+            batch.commit(store, None)?;
+            let mut batch = Batch::new();
+            let tree = crate::layer::apply(store, &configured, &apt_tree, &mut batch.trees)?;
             batch.commit(store, None)?;
             let (files, bytes) = count(store, &tree)?;
             let entry = NewEntry {
@@ -117,13 +124,53 @@ pub fn bootstrap(
                 tree,
                 files,
                 bytes,
-                refs: &[merge_key, layer_key],
+                refs: &[merge_key, layer_key, apt_key],
             };
             Batch::new().commit(store, Some(&entry))?;
             Step { kind: "rootfs", key: rootfs_key, tree, cached: false }
         }
     };
     Ok(BootstrapReport { steps: vec![merge_step, layer_step], rootfs })
+}
+
+/// A tree with `/etc/apt/sources.list` and `/var/lib/apt/lists`, as a cached `layer` entry
+/// keyed by the sources and the identities of the index files; returns its key and tree id.
+fn apt_lists(store: &mut Store, sources: &[AptSource], lists: &[ListFile]) -> anyhow::Result<(Digest, Digest)> {
+    let text: String = sources.iter().map(|s| format!("{s}\n")).collect();
+    let mut params: Vec<(String, Vec<u8>)> = vec![("sources.list".into(), text.clone().into_bytes())];
+    for l in lists {
+        let identity = match &l.content {
+            ListContent::Bytes(b) => Digest::of(b).to_hex(),
+            ListContent::Index { path, .. } => path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        };
+        params.push((l.name.clone(), identity.into_bytes()));
+    }
+    let params: Vec<(&str, &[u8])> = params.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+    let key = entry_key(EntryKind::Layer, &params, &[]);
+    if let Some(e) = store.db().entry(&key)? {
+        return Ok((key, e.tree));
+    }
+    let meta = Meta { mode: 0o644, uid: 0, gid: 0, xattrs: vec![] };
+    let mut batch = Batch::new();
+    let mut b = TreeBuilder::new(implicit_dir_meta());
+    b.insert(
+        &[name("etc"), name("apt"), name("sources.list")],
+        batch.put_bytes(store, text.as_bytes(), meta.clone())?,
+    )?;
+    let dir = [name("var"), name("lib"), name("apt"), name("lists")];
+    b.mkdir(&[&dir[..], &[name("partial")]].concat(), Meta { mode: 0o700, ..implicit_dir_meta() })?;
+    for l in lists {
+        let content = l.content.read().with_context(|| format!("apt list {}", l.name))?;
+        b.insert(
+            &[&dir[..], &[Name::new(l.name.as_str())?]].concat(),
+            batch.put_bytes(store, &content, meta.clone())?,
+        )?;
+    }
+    let id = b.finish(&mut batch.trees);
+    let entry =
+        NewEntry { key, kind: EntryKind::Layer.as_str(), name: "apt-lists", tree: id, files: 0, bytes: 0, refs: &[] };
+    batch.commit(store, Some(&entry))?;
+    Ok((key, id))
 }
 
 fn count(store: &Store, tree: &Digest) -> anyhow::Result<(u64, u64)> {

@@ -12,10 +12,13 @@ use crate::fetch::Fetcher;
 use crate::progress::Progress;
 use crate::store::Store;
 
-/// The resolved set: every record the indexes offered, and the chosen ones (sorted by name).
+/// The resolved set: every record the indexes offered, the chosen ones (sorted by name), and
+/// the files apt inside the image needs to know the same packages.
 pub struct Resolved {
     pub records: Vec<PackageRecord>,
     pub chosen: Vec<usize>,
+    pub lists: Vec<super::repo::ListFile>,
+    pub sources: Vec<AptSource>,
 }
 
 impl Resolved {
@@ -36,9 +39,9 @@ pub fn resolve(
     request: &Request,
     progress: &Progress,
 ) -> anyhow::Result<Resolved> {
-    let records = load_indexes(fetcher, sources, arch, progress)?;
-    let chosen = solve(&records, request)?;
-    Ok(Resolved { records, chosen })
+    let indexes = load_indexes(fetcher, sources, arch, progress)?;
+    let chosen = solve(&indexes.records, request)?;
+    Ok(Resolved { records: indexes.records, chosen, lists: indexes.lists, sources: sources.to_vec() })
 }
 
 /// Download the chosen packages and unpack each into its entry (cached ones are hits).

@@ -59,6 +59,22 @@ impl AptSource {
     }
 }
 
+impl std::fmt::Display for AptSource {
+    /// The one-line form, as `sources.list` has it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deb ")?;
+        if !self.signed_by.is_empty() {
+            let keys: Vec<String> = self.signed_by.iter().map(|k| k.display().to_string()).collect();
+            write!(f, "[signed-by={}] ", keys.join(","))?;
+        }
+        write!(f, "{} {}", self.uri, self.suite)?;
+        for c in &self.components {
+            write!(f, " {c}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Parse a one-line source: `deb [signed-by=/k.gpg] http://host/debian bookworm main contrib`.
 pub fn parse_source_line(line: &str) -> anyhow::Result<AptSource> {
     let err = |why: &str| anyhow::anyhow!("invalid apt source `{line}`: {why}");
@@ -195,8 +211,14 @@ pub fn parse_release(text: &str) -> anyhow::Result<Release> {
     Ok(Release { files, by_hash: p.get("Acquire-By-Hash").is_some_and(|v| v.eq_ignore_ascii_case("yes")) })
 }
 
-/// Fetch and verify the Release file of `source`, returning its signed text.
-fn fetch_release(fetcher: &Fetcher, source: &AptSource, work: &Path) -> anyhow::Result<String> {
+/// A verified Release: its signed text, and the files as fetched (for apt's lists directory).
+struct FetchedRelease {
+    text: String,
+    raw: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// Fetch and verify the Release file of `source`.
+fn fetch_release(fetcher: &Fetcher, source: &AptSource, work: &Path) -> anyhow::Result<FetchedRelease> {
     let base = source.dist_url();
     let keyrings = source.keyrings();
     if keyrings.is_empty() {
@@ -205,7 +227,8 @@ fn fetch_release(fetcher: &Fetcher, source: &AptSource, work: &Path) -> anyhow::
     if let Some(inrelease) = fetcher.get_small(&format!("{base}/InRelease"))? {
         let file = work.join("InRelease");
         fs_err::write(&file, &inrelease)?;
-        return gpgv(&keyrings, &[&file], &format!("{base}/InRelease"));
+        let text = gpgv(&keyrings, &[&file], &format!("{base}/InRelease"))?;
+        return Ok(FetchedRelease { text, raw: vec![("InRelease", inrelease)] });
     }
     let release = fetcher
         .get_small(&format!("{base}/Release"))?
@@ -216,7 +239,55 @@ fn fetch_release(fetcher: &Fetcher, source: &AptSource, work: &Path) -> anyhow::
     let (rel_file, sig_file) = (work.join("Release"), work.join("Release.gpg"));
     fs_err::write(&rel_file, &release)?;
     fs_err::write(&sig_file, &sig)?;
-    gpgv(&keyrings, &[&sig_file, &rel_file], &format!("{base}/Release"))
+    let text = gpgv(&keyrings, &[&sig_file, &rel_file], &format!("{base}/Release"))?;
+    Ok(FetchedRelease { text, raw: vec![("Release", release), ("Release.gpg", sig)] })
+}
+
+/// A file for the image's `/var/lib/apt/lists`, so that apt inside it knows the same packages.
+#[derive(Clone, Debug)]
+pub struct ListFile {
+    /// apt's file name for it (`host_debian_dists_bookworm_InRelease`).
+    pub name: String,
+    pub content: ListContent,
+}
+
+#[derive(Clone, Debug)]
+pub enum ListContent {
+    Bytes(Vec<u8>),
+    /// A cached index, decompressed when written.
+    Index {
+        path: PathBuf,
+        compressed_name: String,
+    },
+}
+
+impl ListContent {
+    pub fn read(&self) -> anyhow::Result<Vec<u8>> {
+        match self {
+            ListContent::Bytes(b) => Ok(b.clone()),
+            ListContent::Index { path, compressed_name } => Ok(decompress_index(path, compressed_name)?.into_bytes()),
+        }
+    }
+}
+
+/// apt's name for a file under `/var/lib/apt/lists` (its `URItoFileName`).
+pub fn apt_list_name(url: &str) -> String {
+    let no_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let mut out = String::new();
+    for c in no_scheme.chars() {
+        match c {
+            '/' => out.push('_'),
+            c if "\\|{}[]<>\"^~_=!@#$%^&*".contains(c) => out.push_str(&format!("%{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The indexes of a set of sources: the packages they offer, and apt's view of them.
+pub struct Indexes {
+    pub records: Vec<PackageRecord>,
+    pub lists: Vec<ListFile>,
 }
 
 /// Verify with `gpgv` and return the signed text (for a detached signature, the data file).
@@ -248,13 +319,21 @@ pub fn load_indexes(
     sources: &[AptSource],
     arch: &str,
     progress: &Progress,
-) -> anyhow::Result<Vec<PackageRecord>> {
+) -> anyhow::Result<Indexes> {
     let work = tempfile::tempdir()?;
     let mut wants = Vec::new();
+    let mut lists = Vec::new();
     for (i, source) in sources.iter().enumerate() {
         let dir = work.path().join(i.to_string());
         fs_err::create_dir_all(&dir)?;
-        let text = fetch_release(fetcher, source, &dir)?;
+        let fetched = fetch_release(fetcher, source, &dir)?;
+        for (name, bytes) in fetched.raw {
+            lists.push(ListFile {
+                name: apt_list_name(&format!("{}/{name}", source.dist_url())),
+                content: ListContent::Bytes(bytes),
+            });
+        }
+        let text = fetched.text;
         let release = parse_release(&text).with_context(|| format!("bad Release file at {}", source.dist_url()))?;
         let components: Vec<String> = if source.is_flat() { vec![String::new()] } else { source.components.clone() };
         for comp in components {
@@ -280,8 +359,13 @@ pub fn load_indexes(
     for ((source, name, want), path) in wants.iter().zip(paths) {
         let text = decompress_index(&path, name).with_context(|| format!("index {}", want.url))?;
         parse_packages(&text, source, arch, &mut out).with_context(|| format!("index {}", want.url))?;
+        let plain = name.trim_end_matches(".xz").trim_end_matches(".gz");
+        lists.push(ListFile {
+            name: apt_list_name(&format!("{}/{plain}", source.dist_url())),
+            content: ListContent::Index { path, compressed_name: name.clone() },
+        });
     }
-    Ok(out)
+    Ok(Indexes { records: out, lists })
 }
 
 fn decompress_index(path: &Path, name: &str) -> anyhow::Result<String> {
@@ -359,6 +443,7 @@ mod tests {
         assert_eq!(s.components, ["main", "contrib"]);
         assert_eq!(s.signed_by, [PathBuf::from("/k.gpg")]);
         assert_eq!(s.dist_url(), "http://h/debian/dists/bookworm");
+        assert_eq!(s.to_string(), "deb [signed-by=/k.gpg] http://h/debian bookworm main contrib");
         let flat = parse_source_line("deb [signed-by=/k.gpg] file:///srv/repo ./").unwrap();
         assert!(flat.is_flat());
         assert_eq!(flat.dist_url(), "file:///srv/repo");
@@ -372,6 +457,15 @@ mod tests {
             let err = parse_source_line(bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn apt_list_names() {
+        assert_eq!(
+            apt_list_name("http://deb.example.org/debian/dists/bookworm/main/binary-amd64/Packages"),
+            "deb.example.org_debian_dists_bookworm_main_binary-amd64_Packages"
+        );
+        assert_eq!(apt_list_name("http://127.0.0.1:8080/my_repo/InRelease"), "127.0.0.1:8080_my%5frepo_InRelease");
     }
 
     #[test]
