@@ -208,6 +208,8 @@ fn configure_script(packages: &[(PackageRecord, PackageReport)]) -> String {
     // Logs and caches that record the time or inode numbers of this run: the same packages must
     // give the same tree.
     s.push_str("rm -f /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache /var/log/apt/*.log\n");
+    // A machine id belongs to a machine, not an image: systemd generates it at first boot.
+    s.push_str("if [ -e /etc/machine-id ]; then : > /etc/machine-id; fi\nrm -f /var/lib/dbus/machine-id\n");
     s
 }
 
