@@ -294,6 +294,19 @@ fn build_merge(
             }
             db.insert(&[&info_dir[..], &[name(&format!("{info}.{fname_str}"))]].concat(), node.clone())?;
         }
+        // Packages without md5sums get them computed, as dpkg does when it unpacks them.
+        if control_tree.get(b"md5sums").is_none() {
+            let mut sums = String::new();
+            for item in crate::walk::flatten(store, &data)? {
+                if let crate::walk::ItemKind::Leaf(node @ Node::File { .. }) = &item.kind {
+                    use md5::Digest as _;
+                    let md5 = hex::encode(md5::Md5::digest(store.read_file(node)?));
+                    sums.push_str(&format!("{md5}  {}\n", item.path.to_string_lossy()));
+                }
+            }
+            let node = batch.put_bytes(store, sums.as_bytes(), file_meta(0o644))?;
+            db.insert(&[&info_dir[..], &[name(&format!("{info}.md5sums"))]].concat(), node)?;
+        }
         // The status paragraph: the control file, marked unpacked, with conffile checksums.
         let mut conffiles = String::new();
         if let Some(n) = control_tree.get(b"conffiles") {
