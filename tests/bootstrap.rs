@@ -88,8 +88,11 @@ fn bookworm_with_systemd_and_a_kernel_passes_dpkg_and_apt_checks() {
     assert_eq!(third["rootfs"]["tree"], first["rootfs"]["tree"], "two builds of the same set differ");
 }
 
+/// A test package: name, extra control fields, files (path, content), postinst body.
+type TestPackage<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
 /// A local repository of test packages with maintainer scripts, next to the real archive.
-fn local_repo(env: &Env, packages: &[(&str, &str, &[(&str, &str)], &str)]) -> String {
+fn local_repo(env: &Env, packages: &[TestPackage<'_>]) -> String {
     let repo = env.path("local");
     let pool = repo.join("pool");
     fs_err::create_dir_all(&pool).unwrap();
