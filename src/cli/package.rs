@@ -61,6 +61,10 @@ pub struct BootstrapArgs {
     /// Keep /bin, /sbin and /lib as real directories instead of links into /usr
     #[arg(long)]
     no_merged_usr: bool,
+    /// Add the packages to this Debian root tree (an entry or root made by bootstrap) instead of
+    /// building from scratch: only the missing packages are merged and configured
+    #[arg(long, value_name = "ID")]
+    base: Option<String>,
     /// Create or move this root to the root-tree entry
     #[arg(long)]
     root: Option<String>,
@@ -110,6 +114,7 @@ impl RepoArgs {
             install: self.packages.clone(),
             required: self.required,
             exclude: self.exclude.clone(),
+            locked: Default::default(),
         }
     }
 }
@@ -174,8 +179,23 @@ fn bootstrap(ctx: &Ctx, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     }
     let sources = args.repo.sources()?;
     let mut store = ctx.open(LockMode::Shared)?;
+    let base = match &args.base {
+        None => None,
+        Some(id) => match store.resolve(id)? {
+            crate::store::Target::Entry(e) if e.kind == "rootfs" => Some(e),
+            _ => anyhow::bail!("--base {id}: not a root tree made by `strata package bootstrap`"),
+        },
+    };
+    let mut request = args.repo.request();
+    if let Some(b) = &base {
+        // Keep every package of the base, at its version.
+        for (name, version) in bootstrap::installed(&store, b)? {
+            request.install.push(name.clone());
+            request.locked.insert(name, version);
+        }
+    }
     let fetcher = packages::fetcher(&store)?;
-    let resolved = packages::resolve(&fetcher, &sources, &args.repo.arch, &args.repo.request(), &ctx.progress)?;
+    let resolved = packages::resolve(&fetcher, &sources, &args.repo.arch, &request, &ctx.progress)?;
     let limits = crate::debian::unpack::Limits::default();
     let reports = packages::fetch_and_unpack(&mut store, &fetcher, &resolved, &limits, &ctx.progress)?;
     let pairs: Vec<_> = resolved.chosen().cloned().zip(reports).collect();
@@ -183,7 +203,14 @@ fn bootstrap(ctx: &Ctx, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         merged_usr: !args.no_merged_usr,
         script_timeout: std::time::Duration::from_secs(args.script_timeout),
     };
-    let report = bootstrap::bootstrap(&mut store, &pairs, (&resolved.sources, &resolved.lists), &opts, &ctx.progress)?;
+    let report = bootstrap::bootstrap_on(
+        &mut store,
+        base.as_ref(),
+        &pairs,
+        (&resolved.sources, &resolved.lists),
+        &opts,
+        &ctx.progress,
+    )?;
     if let Some(root) = &args.root {
         let tx = store.db_mut().transaction()?;
         tx.set_root(root, &report.rootfs.key)?;

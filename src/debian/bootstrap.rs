@@ -33,6 +33,31 @@ use crate::tree_builder::{implicit_dir_meta, TreeBuilder};
 
 /// Bump when the merge or script logic changes, so old cached steps are not reused.
 const STEPS_VERSION: &[u8] = b"1";
+/// The packages installed in a Debian root tree: name -> version.
+pub fn installed(
+    store: &Store,
+    tree_entry: &crate::db::EntryRow,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    installed_in(&base_status(store, tree_entry)?)
+}
+
+fn base_status(store: &Store, b: &crate::db::EntryRow) -> anyhow::Result<String> {
+    match store.lookup(&b.tree, &[b"var", b"lib", b"dpkg", b"status"])? {
+        Some(node @ Node::File { .. }) => Ok(String::from_utf8(store.read_file(&node)?)?),
+        _ => anyhow::bail!("{} ({}) has no dpkg database: it is not a Debian tree", b.key.short(), b.name),
+    }
+}
+
+fn installed_in(status: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    Ok(deb822::parse(status)?
+        .iter()
+        .filter(|p| p.get("Status").is_some_and(|s| s.ends_with(" installed")))
+        .filter_map(|p| Some((p.get("Package")?.to_string(), p.get("Version")?.to_string())))
+        .collect())
+}
+
+/// The owner name of a base tree's files in merge conflict reports.
+const BASE_OWNER: &str = "(base image)";
 /// Top-level directories that a merged-/usr system keeps under `/usr`.
 const MERGED_DIRS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
@@ -72,14 +97,57 @@ pub fn bootstrap(
     opts: &Options,
     progress: &Progress,
 ) -> anyhow::Result<BootstrapReport> {
+    bootstrap_on(store, None, packages, apt, opts, progress)
+}
+
+/// Like [`bootstrap`], on top of an existing Debian root tree (a `rootfs` entry): only the
+/// packages it lacks are merged in and configured, so adding a package to a built image costs
+/// that package and its scripts. `packages` is the whole resolved set; a package of the base that
+/// it would change or remove is an error (build from scratch instead).
+pub fn bootstrap_on(
+    store: &mut Store,
+    base: Option<&crate::db::EntryRow>,
+    packages: &[(PackageRecord, PackageReport)],
+    apt: (&[AptSource], &[ListFile]),
+    opts: &Options,
+    progress: &Progress,
+) -> anyhow::Result<BootstrapReport> {
+    let (base_status, packages) = match base {
+        None => (None, packages.to_vec()),
+        Some(b) => {
+            let status = base_status(store, b)?;
+            let installed = installed_in(&status)?;
+            let mut new = Vec::new();
+            for (r, rep) in packages {
+                match installed.get(&r.name) {
+                    Some(v) if *v == r.version.to_string() => {}
+                    Some(v) => anyhow::bail!(
+                        "the base has {} {v} but the package set needs {}: adding packages cannot upgrade the base; build it again",
+                        r.name,
+                        r.version
+                    ),
+                    None => new.push((r.clone(), rep.clone())),
+                }
+            }
+            (Some((b, status)), new)
+        }
+    };
+    let packages = &packages[..];
     let mut keys: Vec<Digest> = packages.iter().map(|(_, r)| r.key).collect();
     keys.sort();
     let merged_usr: &[u8] = if opts.merged_usr { b"yes" } else { b"no" };
-    let merge_key = entry_key(EntryKind::Merge, &[("debian", STEPS_VERSION), ("merged-usr", merged_usr)], &keys);
+    let mut inputs_keys = keys.clone();
+    // New packages overwrite files of the base that they also ship (configuration a script wrote,
+    // say), as dpkg does for files no package owns.
+    if let Some((b, _)) = &base_status {
+        inputs_keys.insert(0, b.key);
+    }
+    let merge_key = entry_key(EntryKind::Merge, &[("debian", STEPS_VERSION), ("merged-usr", merged_usr)], &inputs_keys);
     let merge_step = match store.db().entry(&merge_key)? {
         Some(e) => Step { kind: "merge", key: merge_key, tree: e.tree, cached: true },
         None => {
-            let tree = build_merge(store, packages, opts, merge_key, &keys)?;
+            let base = base_status.as_ref().map(|(b, status)| (b.tree, status.as_str()));
+            let tree = build_merge(store, base, packages, opts, merge_key, &inputs_keys)?;
             Step { kind: "merge", key: merge_key, tree, cached: false }
         }
     };
@@ -226,8 +294,10 @@ fn name(s: &str) -> Name {
     Name::new(s).expect("valid name")
 }
 
+/// Merge `packages` and their dpkg database, onto `base` (its tree and dpkg status) if given.
 fn build_merge(
     store: &mut Store,
+    base: Option<(Digest, &str)>,
     packages: &[(PackageRecord, PackageReport)],
     opts: &Options,
     key: Digest,
@@ -237,8 +307,10 @@ fn build_merge(
     let file_meta = |mode| Meta { mode, uid: 0, gid: 0, xattrs: vec![] };
     let mut inputs = Vec::new();
 
-    // The merged-/usr symlinks.
-    if opts.merged_usr {
+    if let Some((tree, _)) = base {
+        inputs.push(Input { owner: BASE_OWNER.into(), tree, replaces: vec![] });
+    } else if opts.merged_usr {
+        // The merged-/usr symlinks.
         let mut b = TreeBuilder::new(implicit_dir_meta());
         for d in ["bin", "sbin", "lib", "lib64"] {
             b.insert(&[name(d)], Node::Symlink { meta: file_meta(0o777), target: format!("usr/{d}").into_bytes() })?;
@@ -246,7 +318,7 @@ fn build_merge(
         inputs.push(Input { owner: "(merged /usr)".into(), tree: b.finish(&mut batch.trees), replaces: vec![] });
     }
 
-    let mut status = String::new();
+    let mut status = base.map(|(_, s)| s.trim_end().to_string() + "\n\n").unwrap_or_default();
     let mut db = TreeBuilder::new(implicit_dir_meta());
     let info_dir = [name("var"), name("lib"), name("dpkg"), name("info")];
     db.mkdir(&info_dir, implicit_dir_meta())?;
@@ -327,19 +399,26 @@ fn build_merge(
         status.push_str(&status_paragraph(&control_text, &conffiles));
 
         let data = if opts.merged_usr { usrmerge(store, &data, &record.name)? } else { data };
+        let mut replaces = replaces;
+        if base.is_some() {
+            replaces.push(BASE_OWNER.into());
+        }
         inputs.push(Input { owner: record.name.clone(), tree: data, replaces });
     }
     let dpkg_dir = &info_dir[..3];
-    for (file, content) in [("status", status.as_str()), ("available", ""), ("diversions", ""), ("statoverride", "")] {
-        db.insert(&[dpkg_dir, &[name(file)]].concat(), batch.put_bytes(store, content.as_bytes(), file_meta(0o644))?)?;
+    db.insert(&[dpkg_dir, &[name("status")]].concat(), batch.put_bytes(store, status.as_bytes(), file_meta(0o644))?)?;
+    if base.is_none() {
+        for file in ["available", "diversions", "statoverride"] {
+            db.insert(&[dpkg_dir, &[name(file)]].concat(), batch.put_bytes(store, b"", file_meta(0o644))?)?;
+        }
+        db.mkdir(&[dpkg_dir, &[name("updates")]].concat(), implicit_dir_meta())?;
+        db.mkdir(&[dpkg_dir, &[name("triggers")]].concat(), implicit_dir_meta())?;
+        let unincorp = [dpkg_dir, &[name("triggers"), name("Unincorp")]].concat();
+        db.insert(&unincorp, batch.put_bytes(store, b"", file_meta(0o644))?)?;
     }
-    db.mkdir(&[dpkg_dir, &[name("updates")]].concat(), implicit_dir_meta())?;
-    db.mkdir(&[dpkg_dir, &[name("triggers")]].concat(), implicit_dir_meta())?;
-    db.insert(
-        &[dpkg_dir, &[name("triggers"), name("Unincorp")]].concat(),
-        batch.put_bytes(store, b"", file_meta(0o644))?,
-    )?;
-    inputs.push(Input { owner: "(dpkg database)".into(), tree: db.finish(&mut batch.trees), replaces: vec![] });
+    // The new status file replaces the base's.
+    let db_tree = db.finish(&mut batch.trees);
+    inputs.push(Input { owner: "(dpkg database)".into(), tree: db_tree, replaces: vec![BASE_OWNER.into()] });
     // The database and symlink trees must be recorded before the merge reads them.
     batch.commit(store, None)?;
 

@@ -53,6 +53,8 @@ pub struct Request {
     pub required: bool,
     /// Names that must not be installed.
     pub exclude: Vec<String>,
+    /// Packages that must keep this exact version if installed (those of a base image).
+    pub locked: std::collections::BTreeMap<String, String>,
 }
 
 struct Provider<'a> {
@@ -63,10 +65,12 @@ struct Provider<'a> {
     /// virtual name -> providing record indexes.
     providers: HashMap<&'a str, Vec<usize>>,
     excluded: BTreeSet<&'a str>,
+    locked: &'a std::collections::BTreeMap<String, String>,
 }
 
 impl<'a> Provider<'a> {
-    fn new(records: &'a [PackageRecord], exclude: &'a [String]) -> Provider<'a> {
+    fn new(records: &'a [PackageRecord], request: &'a Request) -> Provider<'a> {
+        let exclude = &request.exclude;
         let pool = Pool::new();
         let mut by_name: HashMap<NameId, Vec<SolvableId>> = HashMap::new();
         let mut record_of = HashMap::new();
@@ -92,6 +96,7 @@ impl<'a> Provider<'a> {
             record_of,
             providers,
             excluded: exclude.iter().map(String::as_str).collect(),
+            locked: &request.locked,
         }
     }
 
@@ -200,9 +205,16 @@ impl DependencyProvider for Provider<'_> {
         } else {
             vec![]
         };
+        // A locked name may only take its locked version (that of the base image).
+        let name_str = self.pool.resolve_package_name(name);
+        let locked = self
+            .locked
+            .get(name_str.as_str())
+            .and_then(|v| candidates.iter().copied().find(|&s| self.record(s).version.to_string() == *v));
         Some(Candidates {
             candidates,
             excluded,
+            locked,
             hint_dependencies_available: HintDependenciesAvailable::All,
             ..Default::default()
         })
@@ -245,7 +257,7 @@ impl DependencyProvider for Provider<'_> {
 /// Resolve `request` against `records`: the chosen records (indexes into `records`), sorted by
 /// name, or an explanation of why no solution exists.
 pub fn solve(records: &[PackageRecord], request: &Request) -> anyhow::Result<Vec<usize>> {
-    let provider = Provider::new(records, &request.exclude);
+    let provider = Provider::new(records, request);
     let mut names: Vec<&str> = request.install.iter().map(String::as_str).collect();
     if request.required {
         for r in records {
@@ -312,6 +324,7 @@ mod tests {
             install: install.iter().map(|s| s.to_string()).collect(),
             exclude: exclude.iter().map(|s| s.to_string()).collect(),
             required,
+            locked: Default::default(),
         };
         solve(records, &req)
             .map(|ids| ids.iter().map(|&i| format!("{} {}", records[i].name, records[i].version)).collect())
