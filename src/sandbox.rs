@@ -1,15 +1,15 @@
 //! Running scripts (maintainer scripts, `config.sh`) against a stored tree, and capturing what
 //! they change as a layer.
 //!
-//! The tree is checked out by hardlinks into `checkouts/<tree id>` once and used read-only as the
-//! lower directory of an overlayfs; the script runs in new mount, PID and network namespaces
+//! The tree is checked out by hardlinks into the run's directory under `tmp/` and used read-only
+//! as the lower directory of an overlayfs; the script runs in new mount, PID and network namespaces
 //! (`unshare`), chrooted into the overlay, with `/proc`, a minimal `/dev`, `/run` and `/tmp`
 //! mounted over it (so they never reach the layer). The network namespace has no interfaces but
 //! a down loopback: no network. When the script ends, the PID namespace ends and every process it
 //! left behind is killed; a script running longer than its timeout is killed too. The overlay's
 //! upper directory is then stored as the layer tree.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -30,14 +30,6 @@ pub const SCRIPT_ENV: &[(&str, &str)] = &[
     ("SOURCE_DATE_EPOCH", "0"),
 ];
 
-/// A read-only hardlinked checkout of `tree` for use as an overlay lower directory.
-fn lower_dir(store: &Store, tree: &Digest) -> anyhow::Result<PathBuf> {
-    let dir = store.root().join("checkouts").join(tree.to_hex());
-    if !dir.exists() {
-        checkout(store, tree, &dir, LinkMode::Hardlink, &Progress::hidden())?;
-    }
-    Ok(dir)
-}
 
 /// What a script run produced.
 pub struct RunOutput {
@@ -55,8 +47,10 @@ pub fn run(
     timeout: Duration,
     progress: &Progress,
 ) -> anyhow::Result<RunOutput> {
-    let lower = lower_dir(store, base)?;
     let work = tempfile::Builder::new().prefix("run-").tempdir_in(store.tmp_dir())?;
+    // A hardlinked checkout of the base, private to this run, as the read-only lower directory.
+    let lower = work.path().join("lower");
+    checkout(store, base, &lower, LinkMode::Hardlink, &Progress::hidden())?;
     let (upper, ovl_work, merged) = (work.path().join("upper"), work.path().join("work"), work.path().join("root"));
     for d in [&upper, &ovl_work, &merged] {
         fs_err::create_dir(d)?;
@@ -117,6 +111,8 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
         Some(code) => bail!("the script failed with exit status {code}; last output:\n{}", tail(&log)),
     }
     let (layer, _) = crate::import::import_tree(store, &upper, true, progress)?;
+    crate::store::make_writable(work.path());
+    drop(work);
     Ok(RunOutput { layer, log })
 }
 
