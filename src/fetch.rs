@@ -20,7 +20,7 @@ const PARALLEL: usize = 6;
 const MAX_UNVERIFIED: u64 = 64 << 20;
 
 /// A file to fetch, with what the index says about it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Want {
     pub url: String,
     pub size: u64,
@@ -44,6 +44,11 @@ impl Fetcher {
             .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Fetcher { dir: dir.to_path_buf(), agent })
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The cache path of a file with this SHA-256 (present or not).

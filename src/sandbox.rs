@@ -30,7 +30,6 @@ pub const SCRIPT_ENV: &[(&str, &str)] = &[
     ("SOURCE_DATE_EPOCH", "0"),
 ];
 
-
 /// What a script run produced.
 pub struct RunOutput {
     /// The captured layer tree (whiteouts and opaque markers included).

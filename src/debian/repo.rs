@@ -212,9 +212,24 @@ pub fn parse_release(text: &str) -> anyhow::Result<Release> {
 }
 
 /// A verified Release: its signed text, and the files as fetched (for apt's lists directory).
-struct FetchedRelease {
-    text: String,
+pub struct FetchedRelease {
+    pub source: AptSource,
+    pub text: String,
     raw: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// Fetch and verify the Release file of every source.
+pub fn fetch_releases(fetcher: &Fetcher, sources: &[AptSource]) -> anyhow::Result<Vec<FetchedRelease>> {
+    let work = tempfile::tempdir()?;
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, source)| {
+            let dir = work.path().join(i.to_string());
+            fs_err::create_dir_all(&dir)?;
+            fetch_release(fetcher, source, &dir)
+        })
+        .collect()
 }
 
 /// Fetch and verify the Release file of `source`.
@@ -228,7 +243,7 @@ fn fetch_release(fetcher: &Fetcher, source: &AptSource, work: &Path) -> anyhow::
         let file = work.join("InRelease");
         fs_err::write(&file, &inrelease)?;
         let text = gpgv(&keyrings, &[&file], &format!("{base}/InRelease"))?;
-        return Ok(FetchedRelease { text, raw: vec![("InRelease", inrelease)] });
+        return Ok(FetchedRelease { source: source.clone(), text, raw: vec![("InRelease", inrelease)] });
     }
     let release = fetcher
         .get_small(&format!("{base}/Release"))?
@@ -240,18 +255,18 @@ fn fetch_release(fetcher: &Fetcher, source: &AptSource, work: &Path) -> anyhow::
     fs_err::write(&rel_file, &release)?;
     fs_err::write(&sig_file, &sig)?;
     let text = gpgv(&keyrings, &[&sig_file, &rel_file], &format!("{base}/Release"))?;
-    Ok(FetchedRelease { text, raw: vec![("Release", release), ("Release.gpg", sig)] })
+    Ok(FetchedRelease { source: source.clone(), text, raw: vec![("Release", release), ("Release.gpg", sig)] })
 }
 
 /// A file for the image's `/var/lib/apt/lists`, so that apt inside it knows the same packages.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ListFile {
     /// apt's file name for it (`host_debian_dists_bookworm_InRelease`).
     pub name: String,
     pub content: ListContent,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum ListContent {
     Bytes(Vec<u8>),
     /// A cached index, decompressed when written.
@@ -313,28 +328,25 @@ fn gpgv(keyrings: &[PathBuf], args: &[&Path], what: &str) -> anyhow::Result<Stri
     String::from_utf8(text).map_err(|_| anyhow::anyhow!("{what}: signed text is not UTF-8"))
 }
 
-/// Fetch the Packages indexes of `sources` for `arch` (and `all`) and parse them.
+/// Fetch the Packages indexes the verified `releases` list for `arch` (and `all`) and parse them.
 pub fn load_indexes(
     fetcher: &Fetcher,
-    sources: &[AptSource],
+    releases: &[FetchedRelease],
     arch: &str,
     progress: &Progress,
 ) -> anyhow::Result<Indexes> {
-    let work = tempfile::tempdir()?;
     let mut wants = Vec::new();
     let mut lists = Vec::new();
-    for (i, source) in sources.iter().enumerate() {
-        let dir = work.path().join(i.to_string());
-        fs_err::create_dir_all(&dir)?;
-        let fetched = fetch_release(fetcher, source, &dir)?;
-        for (name, bytes) in fetched.raw {
+    for fetched in releases {
+        let source = &fetched.source;
+        for (name, bytes) in &fetched.raw {
             lists.push(ListFile {
                 name: apt_list_name(&format!("{}/{name}", source.dist_url())),
-                content: ListContent::Bytes(bytes),
+                content: ListContent::Bytes(bytes.clone()),
             });
         }
-        let text = fetched.text;
-        let release = parse_release(&text).with_context(|| format!("bad Release file at {}", source.dist_url()))?;
+        let release =
+            parse_release(&fetched.text).with_context(|| format!("bad Release file at {}", source.dist_url()))?;
         let components: Vec<String> = if source.is_flat() { vec![String::new()] } else { source.components.clone() };
         for comp in components {
             let dir = if comp.is_empty() { String::new() } else { format!("{comp}/binary-{arch}/") };
