@@ -10,6 +10,7 @@
 //! <store>/tmp/               work in progress, same file system as objects/; emptied when the
 //!                            store is opened with nobody else using it, and by gc
 //! <store>/cache/downloads/   fetched files, by checksum
+//! <store>/cache/resolutions/ dependency resolutions, by request and signed Release texts
 //! ```
 //!
 //! Write order (the crash-safety invariant): object files are written under `tmp/` and renamed
