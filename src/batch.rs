@@ -34,6 +34,13 @@ impl Batch {
         Ok(true)
     }
 
+    /// Record an object that is already in place under `objects/` (written by parallel workers).
+    pub fn record_placed(&mut self, id: Digest, size: u64) {
+        if self.seen.insert(id) {
+            self.objects.push((id, size));
+        }
+    }
+
     /// Store `bytes` as a file object with `meta`; returns the file node.
     pub fn put_bytes(&mut self, store: &Store, bytes: &[u8], meta: Meta) -> anyhow::Result<Node> {
         let staged = store.object_store().stage(&mut &*bytes, &meta, u64::MAX)?;

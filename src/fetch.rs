@@ -85,6 +85,17 @@ impl Fetcher {
         if done.exists() {
             return Ok(done);
         }
+        // One downloader per file, across threads and processes: the others wait, then find it done.
+        let lock_file = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("partial").join(format!("{sha}.lock")))?;
+        let _lock = nix::fcntl::Flock::lock(lock_file.into_parts().0, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::Error::new(e).context(format!("failed to lock the download of {}", want.url)))?;
+        if done.exists() {
+            return Ok(done);
+        }
         let partial = self.dir.join("partial").join(&sha);
         let have = fs_err::metadata(&partial).map(|m| m.len()).unwrap_or(0);
         let have = if have >= want.size { 0 } else { have };
@@ -99,6 +110,7 @@ impl Fetcher {
         let copied = std::io::copy(&mut reader.by_ref().take(limit + 1), &mut file)
             .with_context(|| format!("download of {} was interrupted; run again to resume", want.url))?;
         file.flush()?;
+        file.sync_all()?;
         drop(file);
         let total = if resumed { have + copied } else { copied };
         let actual = crate::debian::unpack::sha256_file(&partial)?;
@@ -116,6 +128,21 @@ impl Fetcher {
 
     /// Fetch many files, several at a time; paths come back in the order of `wants`.
     pub fn get_all(&self, wants: &[Want], progress: &Progress) -> anyhow::Result<Vec<PathBuf>> {
+        // The same file wanted twice (two sources listing one index) is fetched once.
+        let mut unique: Vec<Want> = Vec::new();
+        for w in wants {
+            if !unique.iter().any(|u| u.sha256 == w.sha256) {
+                unique.push(w.clone());
+            }
+        }
+        let fetched = self.get_unique(&unique, progress)?;
+        Ok(wants
+            .iter()
+            .map(|w| fetched[unique.iter().position(|u| u.sha256 == w.sha256).expect("wanted")].clone())
+            .collect())
+    }
+
+    fn get_unique(&self, wants: &[Want], progress: &Progress) -> anyhow::Result<Vec<PathBuf>> {
         let total: u64 = wants.iter().filter(|w| !self.cached_path(&w.sha256).exists()).map(|w| w.size).sum();
         let bar = progress.bytes(total, "downloading");
         let next = AtomicUsize::new(0);

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use rayon::prelude::*;
 
+use crate::batch::Batch;
 use crate::db::NewEntry;
 use crate::digest::Digest;
 use crate::entry::{entry_key, EntryKind};
@@ -72,10 +73,13 @@ pub fn import_dir(
     root: Option<&str>,
     progress: &Progress,
 ) -> anyhow::Result<ImportReport> {
-    let (tree, stats) = import_tree(store, src, false, progress)?;
+    if let Some(root) = root {
+        check_root_name(root)?;
+    }
+    let (batch, tree, stats) = import_tree(store, src, false, progress)?;
     let key = entry_key(EntryKind::Import, &[], &[tree]);
-    let tx = store.db_mut().transaction()?;
-    let new_entry = tx.insert_entry(&NewEntry {
+    let new_entry = store.db().entry(&key)?.is_none();
+    let entry = NewEntry {
         key,
         kind: EntryKind::Import.as_str(),
         name,
@@ -83,10 +87,9 @@ pub fn import_dir(
         files: stats.files,
         bytes: stats.bytes,
         refs: &[],
-    })?;
-    tx.commit()?;
+    };
+    batch.commit(store, Some(&entry))?;
     if let Some(root) = root {
-        check_root_name(root)?;
         let tx = store.db_mut().transaction()?;
         tx.set_root(root, &key)?;
         tx.commit()?;
@@ -111,7 +114,8 @@ pub struct TreeStats {
     pub new_bytes: u64,
 }
 
-/// Store the directory `src` as a tree (objects and tree rows, committed) and return its id.
+/// Store the directory `src`'s objects and encode its trees; the returned batch (objects already
+/// in place, trees pending) is for the caller to commit, with its entry, in one transaction.
 /// With `overlay_upper`, `src` is an overlayfs upper directory: opaque markers are kept and
 /// whiteouts (0/0 character devices) are stored as such, for [`crate::layer::apply`].
 pub fn import_tree(
@@ -119,7 +123,7 @@ pub fn import_tree(
     src: &Path,
     overlay_upper: bool,
     progress: &Progress,
-) -> anyhow::Result<(Digest, TreeStats)> {
+) -> anyhow::Result<(Batch, Digest, TreeStats)> {
     let top = fs_err::metadata(src)?;
     if !top.is_dir() {
         anyhow::bail!("`{}` is not a directory", src.display());
@@ -192,29 +196,17 @@ pub fn import_tree(
         Ok(())
     })?;
     bar.finish_and_clear();
-    if !missing.is_empty() {
-        store.sync()?;
-    }
-    tracing::debug!(
-        new_objects = missing.len(),
-        new_bytes,
-        ms = started.elapsed().as_millis() as u64,
-        "stored and synced"
-    );
+    tracing::debug!(new_objects = missing.len(), new_bytes, ms = started.elapsed().as_millis() as u64, "stored");
 
-    // 4. record
-    let mut trees = Vec::new();
-    let tree = encode_dir(&root_dir, &files, &mut trees);
-    let tx = store.db_mut().transaction()?;
+    // 4. encode (the caller records)
+    let mut batch = Batch::new();
     for (id, i) in &missing {
-        tx.insert_object(id, files[*i].stamp.size)?;
+        batch.record_placed(*id, files[*i].stamp.size);
     }
-    for (id, data) in &trees {
-        tx.insert_tree(id, data)?;
-    }
-    tx.commit()?;
-    tracing::debug!(%tree, trees = trees.len(), ms = started.elapsed().as_millis() as u64, "recorded");
-    Ok((tree, TreeStats { files: files.len() as u64, bytes: total, new_objects: missing.len() as u64, new_bytes }))
+    let tree = encode_dir(&root_dir, &files, &mut batch.trees);
+    tracing::debug!(%tree, trees = batch.trees.len(), ms = started.elapsed().as_millis() as u64, "encoded");
+    let stats = TreeStats { files: files.len() as u64, bytes: total, new_objects: missing.len() as u64, new_bytes };
+    Ok((batch, tree, stats))
 }
 
 fn scan_dir(

@@ -91,6 +91,11 @@ impl Meta {
     }
 }
 
+/// Whether an extended attribute is part of a node's metadata (and not of the file system below).
+pub fn recorded_xattr(name: &[u8]) -> bool {
+    !IGNORED_XATTR_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 /// All extended attributes of `path` (not following symlinks), sorted by name.
 pub fn read_xattrs(path: &Path) -> anyhow::Result<Xattrs> {
     use std::os::unix::ffi::OsStrExt;
@@ -103,7 +108,7 @@ pub fn read_xattrs(path: &Path) -> anyhow::Result<Xattrs> {
     let mut out = Vec::new();
     for name in names {
         let bytes = name.as_bytes();
-        if IGNORED_XATTR_PREFIXES.iter().any(|p| bytes.starts_with(p)) {
+        if !recorded_xattr(bytes) {
             continue;
         }
         let value = xattr::get(path, &name)

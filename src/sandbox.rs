@@ -54,6 +54,8 @@ pub fn run(
     for d in [&upper, &ovl_work, &merged] {
         fs_err::create_dir(d)?;
     }
+    // The overlay's root takes the upper directory's metadata: make it the base root's.
+    store.tree(base)?.meta.apply(&upper, false, store.privileged())?;
     let script_file = work.path().join("script.sh");
     fs_err::write(&script_file, script)?;
     let setup = format!(
@@ -99,17 +101,21 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
     for (k, v) in SCRIPT_ENV {
         cmd.env(k, v);
     }
+    let started = std::time::Instant::now();
     let out = cmd.output().context("failed to run the sandbox (unshare and timeout from util-linux and coreutils)")?;
     spinner.finish_and_clear();
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let timed_out = started.elapsed() >= timeout;
     match out.status.code() {
         Some(0) => {}
-        Some(124) | Some(137) | None => {
+        Some(124 | 137) | None if timed_out => {
             bail!("the script timed out after {} s; last output:\n{}", timeout.as_secs(), tail(&log))
         }
+        Some(137) | None => bail!("the script was killed (out of memory?); last output:\n{}", tail(&log)),
         Some(code) => bail!("the script failed with exit status {code}; last output:\n{}", tail(&log)),
     }
-    let (layer, _) = crate::import::import_tree(store, &upper, true, progress)?;
+    let (batch, layer, _) = crate::import::import_tree(store, &upper, true, progress)?;
+    batch.commit(store, None)?;
     crate::store::make_writable(work.path());
     drop(work);
     Ok(RunOutput { layer, log })

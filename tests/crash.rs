@@ -10,9 +10,14 @@ use std::time::{Duration, Instant};
 use common::{manifest, Env};
 
 /// A source tree big enough that an import takes a while: many small files and a few large ones.
+/// Every variant's content is its own, so each add writes as much as the first one.
 fn source(env: &Env, variant: usize) -> PathBuf {
     let dir = env.path(&format!("src-{variant}"));
-    common::many_files(&dir, 3000);
+    for i in 0..3000 {
+        let sub = dir.join(format!("d{:02}/e{:02}", i % 37, i % 11));
+        fs_err::create_dir_all(&sub).unwrap();
+        fs_err::write(sub.join(format!("f{i}")), format!("variant {variant} file {i}\n").repeat(1 + i % 50)).unwrap();
+    }
     for i in 0..4 {
         let body: Vec<u8> = (0..(4 << 20)).map(|j: usize| ((j * 31 + i * 7 + variant) % 251) as u8).collect();
         fs_err::write(dir.join(format!("big-{i}")), body).unwrap();
@@ -71,6 +76,9 @@ fn killed_add_and_gc_leave_a_clean_store() {
         sources.insert(format!("v{v}"), dir.clone());
     }
 
+    // Flush the sources first: otherwise the first add's syncfs pays for writing them all, and
+    // the measured time is far longer than a later add takes.
+    common::sh("sync");
     // How long an uninterrupted add takes, in a scratch store.
     let scratch = Env::new();
     let full = timed(&scratch, &add_args(&variants[0], "v0").iter().map(String::as_str).collect::<Vec<_>>());
@@ -78,7 +86,8 @@ fn killed_add_and_gc_leave_a_clean_store() {
     // Kill `store add` at points spread over its run time (and a little beyond).
     let mut killed_mid_way = 0;
     for (v, dir) in variants.iter().enumerate() {
-        let delay = full.mul_f64(0.05 + 1.1 * v as f64 / rounds as f64);
+        // Spread over the add's run time; the last rounds land near or after its end.
+        let delay = full.mul_f64(0.05 + v as f64 / rounds as f64);
         let args = add_args(dir, &format!("v{v}"));
         let finished = kill_after(&env, &args.iter().map(String::as_str).collect::<Vec<_>>(), delay);
         killed_mid_way += usize::from(!finished);

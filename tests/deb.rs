@@ -157,6 +157,29 @@ fn control_tar() -> Vec<u8> {
 }
 
 #[test]
+fn a_chain_of_tar_hardlinks_stays_one_group() {
+    use tar::EntryType::{Link as H, Regular as F};
+    let env = Env::new();
+    let deb = env.path("chain.deb");
+    raw_deb(
+        &deb,
+        &[
+            ("debian-binary", b"2.0\n".to_vec()),
+            ("control.tar", control_tar()),
+            (
+                "data.tar",
+                raw_tar(&[m(b"./a", F, b"same inode", b""), m(b"./b", H, b"", b"./a"), m(b"./c", H, b"", b"./b")]),
+            ),
+        ],
+    );
+    let r = env.json(&["package", "unpack", deb.to_str().unwrap()]);
+    let out = env.path("out");
+    env.ok(&["store", "checkout", r[0]["key"].as_str().unwrap(), out.to_str().unwrap(), "--link", "copy"]);
+    let m = manifest(&out.join("data"));
+    assert!(["a", "b", "c"].iter().all(|p| m[*p].contains("link-group 1")), "{m:?}");
+}
+
+#[test]
 fn hostile_packages_fail_with_the_member_named_and_the_store_still_verifies() {
     use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as S};
     let env = Env::new();
@@ -237,6 +260,22 @@ fn hostile_packages_fail_with_the_member_named_and_the_store_still_verifies() {
             ],
             "file `control`: line 1: expected `Field: value`",
         ),
+        (
+            "pax-bomb",
+            vec![
+                ("debian-binary", b"2.0\n".to_vec()),
+                ("control.tar", control_tar()),
+                (
+                    "data.tar",
+                    raw_tar(&[
+                        m(b"./@PaxHeader", tar::EntryType::XHeader, &vec![b'9'; 1 << 20], b""),
+                        m(b"./a", F, b"x", b""),
+                    ]),
+                ),
+            ],
+            "a tar metadata entry of 1048576 bytes",
+        ),
+        ("ar-long-name", vec![("debian-binary", b"2.0\n".to_vec()), ("/99", vec![])], "long-name extension"),
         (
             "bomb",
             vec![

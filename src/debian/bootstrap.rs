@@ -159,13 +159,14 @@ pub fn bootstrap_on(
         None => {
             let out = crate::sandbox::run(store, &merge_step.tree, &script, opts.script_timeout, progress)
                 .context("maintainer scripts failed")?;
+            let (files, bytes) = count(store, &out.layer)?;
             let entry = NewEntry {
                 key: layer_key,
                 kind: EntryKind::Layer.as_str(),
                 name: "debian-maintainer-scripts",
                 tree: out.layer,
-                files: 0,
-                bytes: 0,
+                files,
+                bytes,
                 refs: &[merge_key],
             };
             Batch::new().commit(store, Some(&entry))?;
@@ -182,7 +183,12 @@ pub fn bootstrap_on(
             let configured = crate::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
             batch.commit(store, None)?;
             let mut batch = Batch::new();
-            let tree = crate::layer::apply(store, &configured, &apt_tree, &mut batch.trees)?;
+            // Merged (not applied as a layer) so that directories keep the configured tree's metadata.
+            let inputs = [
+                Input { owner: BASE_OWNER.into(), tree: configured, replaces: vec![] },
+                Input { owner: "(apt lists)".into(), tree: apt_tree, replaces: vec![BASE_OWNER.into()] },
+            ];
+            let tree = merge(store, &inputs, &mut batch.trees)?;
             batch.commit(store, None)?;
             let (files, bytes) = count(store, &tree)?;
             let entry = NewEntry {
@@ -227,16 +233,25 @@ fn apt_lists(store: &mut Store, sources: &[AptSource], lists: &[ListFile]) -> an
     )?;
     let dir = [name("var"), name("lib"), name("apt"), name("lists")];
     b.mkdir(&[&dir[..], &[name("partial")]].concat(), Meta { mode: 0o700, ..implicit_dir_meta() })?;
+    let mut bytes = text.len() as u64;
     for l in lists {
         let content = l.content.read().with_context(|| format!("apt list {}", l.name))?;
+        bytes += content.len() as u64;
         b.insert(
             &[&dir[..], &[Name::new(l.name.as_str())?]].concat(),
             batch.put_bytes(store, &content, meta.clone())?,
         )?;
     }
     let id = b.finish(&mut batch.trees);
-    let entry =
-        NewEntry { key, kind: EntryKind::Layer.as_str(), name: "apt-lists", tree: id, files: 0, bytes: 0, refs: &[] };
+    let entry = NewEntry {
+        key,
+        kind: EntryKind::Layer.as_str(),
+        name: "apt-lists",
+        tree: id,
+        files: lists.len() as u64 + 1,
+        bytes,
+        refs: &[],
+    };
     batch.commit(store, Some(&entry))?;
     Ok((key, id))
 }
@@ -290,8 +305,16 @@ fn info_name(r: &PackageRecord) -> String {
     }
 }
 
+/// A name strata itself chose (a constant).
 fn name(s: &str) -> Name {
-    Name::new(s).expect("valid name")
+    Name::new(s).expect("a constant name is valid")
+}
+
+/// `info/<package>.<what>`: from package data, so checked.
+fn info_file(info_dir: &[Name], info: &str, what: &str) -> anyhow::Result<Vec<Name>> {
+    let file = Name::new(format!("{info}.{what}"))
+        .map_err(|e| anyhow::anyhow!("cannot name the dpkg database file for {info}.{what}: {e}"))?;
+    Ok([info_dir, &[file]].concat())
 }
 
 /// Merge `packages` and their dpkg database, onto `base` (its tree and dpkg status) if given.
@@ -309,14 +332,9 @@ fn build_merge(
 
     if let Some((tree, _)) = base {
         inputs.push(Input { owner: BASE_OWNER.into(), tree, replaces: vec![] });
-    } else if opts.merged_usr {
-        // The merged-/usr symlinks.
-        let mut b = TreeBuilder::new(implicit_dir_meta());
-        for d in ["bin", "sbin", "lib", "lib64"] {
-            b.insert(&[name(d)], Node::Symlink { meta: file_meta(0o777), target: format!("usr/{d}").into_bytes() })?;
-        }
-        inputs.push(Input { owner: "(merged /usr)".into(), tree: b.finish(&mut batch.trees), replaces: vec![] });
     }
+    // Top-level directories the packages ship that merged /usr moves (they become links).
+    let mut moved_dirs = std::collections::BTreeSet::new();
 
     let mut status = base.map(|(_, s)| s.trim_end().to_string() + "\n\n").unwrap_or_default();
     let mut db = TreeBuilder::new(implicit_dir_meta());
@@ -354,17 +372,14 @@ fn build_merge(
             list.push_str(&item.path.to_string_lossy());
             list.push('\n');
         }
-        db.insert(
-            &[&info_dir[..], &[name(&format!("{info}.list"))]].concat(),
-            batch.put_bytes(store, list.as_bytes(), file_meta(0o644))?,
-        )?;
+        db.insert(&info_file(&info_dir, &info, "list")?, batch.put_bytes(store, list.as_bytes(), file_meta(0o644))?)?;
         // Control files dpkg keeps: md5sums, conffiles, scripts, triggers, shlibs, symbols, templates.
         for (fname, node) in &control_tree.entries {
             let fname_str = String::from_utf8_lossy(fname.as_bytes()).into_owned();
             if fname_str == "control" || !matches!(node, Node::File { .. }) {
                 continue;
             }
-            db.insert(&[&info_dir[..], &[name(&format!("{info}.{fname_str}"))]].concat(), node.clone())?;
+            db.insert(&info_file(&info_dir, &info, &fname_str)?, node.clone())?;
         }
         // Packages without md5sums get them computed, as dpkg does when it unpacks them.
         if control_tree.get(b"md5sums").is_none() {
@@ -377,7 +392,7 @@ fn build_merge(
                 }
             }
             let node = batch.put_bytes(store, sums.as_bytes(), file_meta(0o644))?;
-            db.insert(&[&info_dir[..], &[name(&format!("{info}.md5sums"))]].concat(), node)?;
+            db.insert(&info_file(&info_dir, &info, "md5sums")?, node)?;
         }
         // The status paragraph: the control file, marked unpacked, with conffile checksums.
         let mut conffiles = String::new();
@@ -398,12 +413,21 @@ fn build_merge(
         }
         status.push_str(&status_paragraph(&control_text, &conffiles));
 
-        let data = if opts.merged_usr { usrmerge(store, &data, &record.name)? } else { data };
+        let data = if opts.merged_usr { usrmerge(store, &data, &record.name, &mut moved_dirs)? } else { data };
         let mut replaces = replaces;
         if base.is_some() {
             replaces.push(BASE_OWNER.into());
         }
         inputs.push(Input { owner: record.name.clone(), tree: data, replaces });
+    }
+    if base.is_none() && opts.merged_usr {
+        // The merged-/usr links, one per directory a package ships (bin, sbin, lib always).
+        moved_dirs.extend(["bin", "sbin", "lib"]);
+        let mut b = TreeBuilder::new(implicit_dir_meta());
+        for d in &moved_dirs {
+            b.insert(&[name(d)], Node::Symlink { meta: file_meta(0o777), target: format!("usr/{d}").into_bytes() })?;
+        }
+        inputs.insert(0, Input { owner: "(merged /usr)".into(), tree: b.finish(&mut batch.trees), replaces: vec![] });
     }
     let dpkg_dir = &info_dir[..3];
     db.insert(&[dpkg_dir, &[name("status")]].concat(), batch.put_bytes(store, status.as_bytes(), file_meta(0o644))?)?;
@@ -453,11 +477,18 @@ fn status_paragraph(control: &str, conffiles: &str) -> String {
 /// A package tree with `/bin`, `/sbin` and `/lib*` moved under `/usr` (merged /usr). The split
 /// trees are recorded first (unreferenced trees are harmless; gc removes them) so that the merge
 /// can read them.
-fn usrmerge(store: &mut Store, data: &Digest, owner: &str) -> anyhow::Result<Digest> {
+fn usrmerge(
+    store: &mut Store,
+    data: &Digest,
+    owner: &str,
+    moved_dirs: &mut std::collections::BTreeSet<&'static str>,
+) -> anyhow::Result<Digest> {
     let root = store.tree(data)?;
-    let is_merged = |n: &Name, node: &Node| {
-        matches!(node, Node::Directory { .. }) && MERGED_DIRS.iter().any(|d| n.as_bytes() == d.as_bytes())
+    let merged_dir = |n: &Name, node: &Node| {
+        MERGED_DIRS.iter().find(|d| matches!(node, Node::Directory { .. }) && n.as_bytes() == d.as_bytes())
     };
+    let is_merged = |n: &Name, node: &Node| merged_dir(n, node).is_some();
+    moved_dirs.extend(root.entries.iter().filter_map(|(n, node)| merged_dir(n, node).copied()));
     if !root.entries.iter().any(|(n, node)| is_merged(n, node)) {
         return Ok(*data);
     }

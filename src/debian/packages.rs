@@ -170,6 +170,14 @@ pub fn fetch_and_unpack(
 fn unpack_cached(store: &mut Store, path: &Path, r: &PackageRecord, limits: &Limits) -> anyhow::Result<PackageReport> {
     let report =
         unpack(store, path, limits).with_context(|| format!("package {} {} ({})", r.name, r.version, r.want.url))?;
+    if report.sha256 != r.want.sha256 {
+        anyhow::bail!(
+            "{}: the unpacked file's SHA-256 {} is not the index's {}",
+            r.want.url,
+            report.sha256,
+            r.want.sha256
+        );
+    }
     if report.package != r.name || report.version != r.version.to_string() {
         anyhow::bail!(
             "{}: the index says {} {}, the package file says {} {}",

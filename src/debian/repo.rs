@@ -218,6 +218,54 @@ pub struct FetchedRelease {
     raw: Vec<(&'static str, Vec<u8>)>,
 }
 
+/// Refuse a verified Release that is for another suite or has expired, as apt does: a valid
+/// signature alone does not stop a mirror from replaying an old or different Release.
+fn check_release(source: &AptSource, text: &str, now: i64) -> anyhow::Result<()> {
+    let base = source.dist_url();
+    let p = deb822::parse(text)?.into_iter().next().unwrap_or_default();
+    if !source.is_flat() {
+        let names = [p.get("Suite"), p.get("Codename")];
+        if names.iter().all(|n| n.is_some_and(|n| n != source.suite)) {
+            bail!(
+                "{base}: the Release file is for `{}` (codename `{}`), not `{}`",
+                names[0].unwrap_or(""),
+                names[1].unwrap_or(""),
+                source.suite
+            );
+        }
+    }
+    if let Some(until) = p.get("Valid-Until") {
+        let until_secs = parse_rfc2822(until).with_context(|| format!("{base}: Valid-Until `{until}`"))?;
+        if now > until_secs {
+            bail!("{base}: the Release file expired on {until}: the mirror is stale or replays an old Release");
+        }
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch of a Release date: `Tue, 01 Dec 2026 00:34:33 UTC`.
+fn parse_rfc2822(s: &str) -> anyhow::Result<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, zone] = parts[..] else { bail!("expected `Day, DD Mon YYYY HH:MM:SS UTC`") };
+    if !matches!(zone, "UTC" | "GMT" | "+0000" | "Z") {
+        bail!("only UTC dates are supported");
+    }
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let m =
+        MONTHS.iter().position(|x| *x == month).ok_or_else(|| anyhow::anyhow!("unknown month `{month}`"))? as i64 + 1;
+    let (d, y): (i64, i64) = (day.parse()?, year.parse()?);
+    let hms: Vec<i64> = time.split(':').map(str::parse).collect::<Result<_, _>>()?;
+    let [hh, mm, ss] = hms[..] else { bail!("bad time `{time}`") };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 /// Fetch and verify the Release file of every source.
 pub fn fetch_releases(fetcher: &Fetcher, sources: &[AptSource]) -> anyhow::Result<Vec<FetchedRelease>> {
     let work = tempfile::tempdir()?;
@@ -243,6 +291,7 @@ fn fetch_release(fetcher: &Fetcher, source: &AptSource, work: &Path) -> anyhow::
         let file = work.join("InRelease");
         fs_err::write(&file, &inrelease)?;
         let text = gpgv(&keyrings, &[&file], &format!("{base}/InRelease"))?;
+        check_release(source, &text, now())?;
         return Ok(FetchedRelease { source: source.clone(), text, raw: vec![("InRelease", inrelease)] });
     }
     let release = fetcher
@@ -255,6 +304,7 @@ fn fetch_release(fetcher: &Fetcher, source: &AptSource, work: &Path) -> anyhow::
     fs_err::write(&rel_file, &release)?;
     fs_err::write(&sig_file, &sig)?;
     let text = gpgv(&keyrings, &[&sig_file, &rel_file], &format!("{base}/Release"))?;
+    check_release(source, &text, now())?;
     Ok(FetchedRelease { source: source.clone(), text, raw: vec![("Release", release), ("Release.gpg", sig)] })
 }
 
@@ -303,6 +353,10 @@ pub fn apt_list_name(url: &str) -> String {
 pub struct Indexes {
     pub records: Vec<PackageRecord>,
     pub lists: Vec<ListFile>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Verify with `gpgv` and return the signed text (for a detached signature, the data file).
@@ -402,6 +456,13 @@ pub fn parse_packages(text: &str, source: &AptSource, arch: &str, out: &mut Vec<
     deb822::for_each(text, |p: Paragraph| -> anyhow::Result<()> {
         let name = p.get("Package").ok_or_else(|| anyhow::anyhow!("a paragraph without Package"))?;
         let ctx = || format!("package `{name}`");
+        // Debian policy 5.6.1; the name reaches file names and scripts.
+        let valid = name.len() >= 2
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+        if !valid {
+            bail!("{}: not a valid package name", ctx());
+        }
         let architecture = p.get("Architecture").unwrap_or("");
         if architecture != arch && architecture != "all" {
             return Ok(());
@@ -472,6 +533,24 @@ mod tests {
     }
 
     #[test]
+    fn release_checks_table() {
+        assert_eq!(parse_rfc2822("Tue, 01 Dec 2026 00:34:33 UTC").unwrap(), 1_796_085_273);
+        assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 UTC").unwrap(), 0);
+        assert!(parse_rfc2822("Tue, 01 Dec 2026 00:34:33 +0100").is_err());
+        let src = parse_source_line("deb http://h/debian bookworm main").unwrap();
+        let rel = |extra: &str| format!("Suite: oldstable\nCodename: bookworm\n{extra}");
+        let now = 1_796_000_000;
+        assert!(check_release(&src, &rel(""), now).is_ok());
+        assert!(check_release(&src, &rel("Valid-Until: Tue, 01 Dec 2026 00:34:33 UTC\n"), now).is_ok());
+        let err = check_release(&src, &rel("Valid-Until: Tue, 01 Dec 2026 00:34:33 UTC\n"), now + 100_000).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        let err = check_release(&src, "Suite: stable\nCodename: trixie\n", now).unwrap_err();
+        assert!(err.to_string().contains("not `bookworm`"), "{err}");
+        let by_suite = parse_source_line("deb http://h/debian oldstable main").unwrap();
+        assert!(check_release(&by_suite, &rel(""), now).is_ok());
+    }
+
+    #[test]
     fn apt_list_names() {
         assert_eq!(
             apt_list_name("http://deb.example.org/debian/dists/bookworm/main/binary-amd64/Packages"),
@@ -500,7 +579,10 @@ Package: other-arch\nVersion: 1\nArchitecture: arm64\nFilename: x\nSize: 1\nSHA2
         assert_eq!(out[0].want.sha256, "ab");
         assert_eq!(out[0].depends[0].len(), 2);
         assert_eq!(out[0].provides[0].name, "virt");
-        let evil = "Package: a\nVersion: 1\nArchitecture: all\nFilename: ../../etc/passwd\nSize: 1\nSHA256: 00\n";
+        let bad_name = "Package: x;rm -rf\nVersion: 1\nArchitecture: all\nFilename: x\nSize: 1\nSHA256: 00\n";
+        let err = parse_packages(bad_name, &source, "amd64", &mut Vec::new()).unwrap_err();
+        assert!(format!("{err:#}").contains("not a valid package name"), "{err:#}");
+        let evil = "Package: aa\nVersion: 1\nArchitecture: all\nFilename: ../../etc/passwd\nSize: 1\nSHA256: 00\n";
         let err = parse_packages(evil, &source, "amd64", &mut Vec::new()).unwrap_err();
         assert!(format!("{err:#}").contains("leaves the repository"), "{err:#}");
     }

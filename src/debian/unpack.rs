@@ -14,7 +14,6 @@
 //! Package contents are untrusted: sizes and member counts are limited ([`Limits`]), and every
 //! error names the package file, the archive member and the offending entry.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -147,14 +146,12 @@ impl Fields {
 impl Unpacker<'_> {
     fn read_deb(&mut self, path: &Path, limits: &Limits) -> anyhow::Result<(TreeBuilder, TreeBuilder, Fields)> {
         let file = fs_err::File::open(path)?;
-        let mut ar = ar::Archive::new(std::io::BufReader::new(file));
+        let len = file.metadata()?.len();
+        let mut ar = super::ar::ArReader::new(std::io::BufReader::new(file), len)?;
         let mut seen_version = false;
         let mut control: Option<(TreeBuilder, Fields)> = None;
         let mut data: Option<TreeBuilder> = None;
-        while let Some(member) = ar.next_entry() {
-            let mut member = member.context("not an ar archive, or a damaged one")?;
-            let name = String::from_utf8_lossy(member.header().identifier()).into_owned();
-            let name = name.trim_end_matches('/').to_string();
+        while let Some((name, mut member)) = ar.next_member()? {
             let mctx = || format!("member `{name}`");
             if !seen_version {
                 if name != "debian-binary" {
@@ -233,36 +230,73 @@ impl Unpacker<'_> {
         let mut archive = tar::Archive::new(reader);
         let mut members: u64 = 0;
         let mut budget = max_bytes;
-        let mut groups: HashMap<Vec<Name>, u32> = HashMap::new();
-        for entry in archive.entries().context("not a tar archive")? {
+        let mut next_group: u32 = 0;
+        // Metadata entries (pax headers, GNU long names) are read here, bounded, not by the tar
+        // crate, which would read any size into memory.
+        let mut long_name: Option<Vec<u8>> = None;
+        let mut long_link: Option<Vec<u8>> = None;
+        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for entry in archive.entries().context("not a tar archive")?.raw(true) {
             let mut entry = entry.context("damaged tar archive")?;
             members += 1;
             if members > max_members {
                 bail!("more than {max_members} entries");
             }
-            let raw = entry.path_bytes().into_owned();
-            let shown = escape_path(&raw);
-            let ectx = || format!("entry `{shown}`");
-            let path = member_path(&raw).with_context(ectx)?;
             let header = entry.header().clone();
             let kind = header.entry_type();
+            use tar::EntryType as T;
+            match kind {
+                T::GNULongName => {
+                    long_name = Some(read_meta_entry(&mut entry, &header)?);
+                    continue;
+                }
+                T::GNULongLink => {
+                    long_link = Some(read_meta_entry(&mut entry, &header)?);
+                    continue;
+                }
+                T::XHeader => {
+                    pax = parse_pax(&read_meta_entry(&mut entry, &header)?)?;
+                    continue;
+                }
+                T::XGlobalHeader => {
+                    read_meta_entry(&mut entry, &header)?;
+                    continue;
+                }
+                _ => {}
+            }
+            let pax_value = |key: &[u8]| pax.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            let raw = pax_value(b"path").or(long_name.take()).unwrap_or_else(|| header.path_bytes().into_owned());
+            let link_target = pax_value(b"linkpath")
+                .or(long_link.take())
+                .or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
+            let shown = escape_path(&raw);
+            let ectx = || format!("entry `{shown}`");
+            if pax_value(b"size").is_some() {
+                bail!("entry `{shown}`: pax size records (files over 8 GiB) are not supported");
+            }
+            let path = member_path(&raw).with_context(ectx)?;
+            let id = |key: &[u8], from_header: std::io::Result<u64>| -> anyhow::Result<u32> {
+                let v = match pax_value(key) {
+                    Some(v) => String::from_utf8_lossy(&v).parse::<u64>().context("bad pax id")?,
+                    None => from_header?,
+                };
+                u32::try_from(v).context("id out of range")
+            };
             let mut meta = Meta {
                 mode: header.mode().with_context(ectx)? & 0o7777,
-                uid: u32::try_from(header.uid().with_context(ectx)?).context("uid out of range").with_context(ectx)?,
-                gid: u32::try_from(header.gid().with_context(ectx)?).context("gid out of range").with_context(ectx)?,
+                uid: id(b"uid", header.uid()).with_context(ectx)?,
+                gid: id(b"gid", header.gid()).with_context(ectx)?,
                 xattrs: Vec::new(),
             };
-            if let Some(exts) = entry.pax_extensions().with_context(ectx)? {
-                for ext in exts {
-                    let ext = ext.with_context(ectx)?;
-                    if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                        meta.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+            for (key, value) in std::mem::take(&mut pax) {
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    if crate::meta::recorded_xattr(name) {
+                        meta.xattrs.push((name.to_vec(), value));
                     }
                 }
-                meta.xattrs.sort();
-                meta.xattrs.dedup_by(|a, b| a.0 == b.0);
             }
-            use tar::EntryType as T;
+            meta.xattrs.sort();
+            meta.xattrs.dedup_by(|a, b| a.0 == b.0);
             match kind {
                 T::Directory => builder.mkdir(&path, meta).with_context(ectx)?,
                 T::Regular | T::Continuous => {
@@ -287,18 +321,14 @@ impl Unpacker<'_> {
                     builder.insert(&path, node).with_context(ectx)?;
                 }
                 T::Symlink => {
-                    let target = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| anyhow::anyhow!("symlink without a target"))
-                        .with_context(ectx)?;
+                    let target =
+                        link_target.ok_or_else(|| anyhow::anyhow!("symlink without a target")).with_context(ectx)?;
                     meta.mode = 0o777;
-                    builder.insert(&path, Node::Symlink { meta, target: target.into_owned() }).with_context(ectx)?;
+                    builder.insert(&path, Node::Symlink { meta, target }).with_context(ectx)?;
                 }
                 T::Link => {
-                    let target = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| anyhow::anyhow!("hardlink without a target"))
-                        .with_context(ectx)?;
+                    let target =
+                        link_target.ok_or_else(|| anyhow::anyhow!("hardlink without a target")).with_context(ectx)?;
                     let target_path = member_path(&target).with_context(ectx)?;
                     let node = match builder.get(&target_path) {
                         Some(node @ Node::File { .. }) => node.clone(),
@@ -307,8 +337,14 @@ impl Unpacker<'_> {
                             escape_path(&target)
                         ),
                     };
-                    let next = groups.len() as u32 + 1;
-                    let group = *groups.entry(target_path.clone()).or_insert(next);
+                    // A link to a link joins the existing group.
+                    let group = match node {
+                        Node::File { link, .. } if link != 0 => link,
+                        _ => {
+                            next_group += 1;
+                            next_group
+                        }
+                    };
                     builder.set_link(&target_path, group);
                     builder.insert(&path, node).with_context(ectx)?;
                     builder.set_link(&path, group);
@@ -329,12 +365,49 @@ impl Unpacker<'_> {
                     builder.insert(&path, node).with_context(ectx)?;
                 }
                 T::Fifo => builder.insert(&path, Node::Fifo { meta }).with_context(ectx)?,
-                T::XGlobalHeader => {}
                 other => bail!("entry `{shown}`: unsupported tar entry type {:?}", other.as_byte() as char),
             }
         }
         Ok(builder)
     }
+}
+
+/// The largest pax header or GNU long name accepted.
+const MAX_META_ENTRY: u64 = 64 << 10;
+
+/// Read a metadata entry (pax header, GNU long name), refusing large ones.
+fn read_meta_entry(entry: &mut impl Read, header: &tar::Header) -> anyhow::Result<Vec<u8>> {
+    let size = header.size()?;
+    if size > MAX_META_ENTRY {
+        bail!("a tar metadata entry of {size} bytes (more than {MAX_META_ENTRY})");
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    entry.take(size).read_to_end(&mut buf)?;
+    // GNU long names end with NUL.
+    while buf.last() == Some(&0) {
+        buf.pop();
+    }
+    Ok(buf)
+}
+
+/// Parse pax records: `LEN key=value\n`, LEN counting the whole record.
+fn parse_pax(data: &[u8]) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let damaged = || anyhow::anyhow!("damaged pax header");
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let space = rest.iter().position(|&b| b == b' ').ok_or_else(damaged)?;
+        let len: usize = std::str::from_utf8(&rest[..space])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|&l: &usize| l > space + 1 && l <= rest.len())
+            .ok_or_else(damaged)?;
+        let record = rest[space + 1..len].strip_suffix(b"\n").ok_or_else(damaged)?;
+        let eq = record.iter().position(|&b| b == b'=').ok_or_else(damaged)?;
+        out.push((record[..eq].to_vec(), record[eq + 1..].to_vec()));
+        rest = &rest[len..];
+    }
+    Ok(out)
 }
 
 /// The decompressing reader for a member name suffix (`""`, `.gz`, `.xz`, `.zst`).
