@@ -38,6 +38,28 @@ fn kill_after(env: &Env, args: &[&str], delay: Duration) -> bool {
     finished
 }
 
+/// Start `args` and SIGKILL it as soon as the store holds `objects` object files (or a little
+/// after it has written them all, when `objects` is the total): crash points follow the work
+/// done, not the clock, so a slow or busy machine moves them nowhere. Returns whether the
+/// process finished before it could be killed.
+fn kill_at_objects(env: &Env, args: &[&str], objects: usize, linger: Duration) -> bool {
+    let mut child =
+        env.cmd(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        if common::object_files(&env.store()) >= objects {
+            std::thread::sleep(linger);
+            let finished = child.try_wait().unwrap().is_some();
+            let _ = child.kill(); // SIGKILL
+            child.wait().unwrap();
+            return finished;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
 /// verify --full passes, and every entry checks out identical to the source it came from.
 fn check_store(env: &Env, sources: &BTreeMap<String, PathBuf>, round: &str) {
     let out = env.cmd(&["store", "verify", "--full"]).output().unwrap();
@@ -56,12 +78,6 @@ fn check_store(env: &Env, sources: &BTreeMap<String, PathBuf>, round: &str) {
     }
 }
 
-fn timed(env: &Env, args: &[&str]) -> Duration {
-    let start = Instant::now();
-    env.ok(args);
-    start.elapsed()
-}
-
 fn add_args(src: &Path, name: &str) -> Vec<String> {
     vec!["store".into(), "add".into(), src.to_str().unwrap().into(), "--name".into(), name.into()]
 }
@@ -76,22 +92,26 @@ fn killed_add_and_gc_leave_a_clean_store() {
         sources.insert(format!("v{v}"), dir.clone());
     }
 
-    // Flush the sources first: otherwise the first add's syncfs pays for writing them all, and
-    // the measured time is far longer than a later add takes.
-    common::sh("sync");
-    // How long an uninterrupted add takes, in a scratch store.
+    // How many objects one variant adds (every variant's content is its own).
     let scratch = Env::new();
-    let full = timed(&scratch, &add_args(&variants[0], "v0").iter().map(String::as_str).collect::<Vec<_>>());
+    scratch.ok(&add_args(&variants[0], "v0").iter().map(String::as_str).collect::<Vec<_>>());
+    let per_add = common::object_files(&scratch.store());
 
-    // Kill `store add` at points spread over its run time (and a little beyond).
+    // Kill `store add` while it writes objects (at 1/12 … 10/12 of them), then just after the
+    // last object (during the sync and the commit), then at the end of the run.
     let mut killed_mid_way = 0;
+    env.ok(&["store", "ls"]); // create the store
     for (v, dir) in variants.iter().enumerate() {
-        // Spread over the add's run time; the last rounds land near or after its end.
-        let delay = full.mul_f64(0.05 + v as f64 / rounds as f64);
+        let before = common::object_files(&env.store());
+        let (target, linger) = match v {
+            v if v < rounds - 2 => (before + per_add * (v + 1) / (rounds - 1), Duration::ZERO),
+            v if v == rounds - 2 => (before + per_add, Duration::ZERO),
+            _ => (before + per_add, Duration::from_millis(20)),
+        };
         let args = add_args(dir, &format!("v{v}"));
-        let finished = kill_after(&env, &args.iter().map(String::as_str).collect::<Vec<_>>(), delay);
+        let finished = kill_at_objects(&env, &args.iter().map(String::as_str).collect::<Vec<_>>(), target, linger);
         killed_mid_way += usize::from(!finished);
-        check_store(&env, &sources, &format!("add v{v} killed after {delay:?}"));
+        check_store(&env, &sources, &format!("add v{v} killed at {target} objects"));
     }
     assert!(killed_mid_way >= rounds / 2, "only {killed_mid_way} of {rounds} adds were interrupted");
 
