@@ -128,13 +128,7 @@ fn signed_repository_over_http_resolves_downloads_and_unpacks() {
     assert!(first.as_array().unwrap().iter().all(|r| r["cached"] == false));
     let again = env.json(&["package", "fetch", "--repo", &line, "alpha"]);
     assert!(again.as_array().unwrap().iter().all(|r| r["cached"] == true));
-    let names: Vec<String> = env
-        .json(&["store", "ls"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = env.entry_names();
     assert_eq!(names, ["alpha_1.0_amd64", "beta_2.0_amd64", "libc-stub_2.36_amd64", "provider-a_1.0_amd64"]);
 
     // A flat repository with Release + Release.gpg.

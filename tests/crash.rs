@@ -138,13 +138,7 @@ fn killed_add_and_gc_leave_a_clean_store() {
     }
     env.ok(&["gc"]);
     check_store(&env, &sources, "final gc");
-    let names: Vec<String> = env
-        .json(&["store", "ls"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = env.entry_names();
     assert!(names.iter().all(|n| ["v0", "v2", "v4"].contains(&n.as_str())), "{names:?}");
     assert_eq!(env.json(&["store", "verify"])["orphan_files"], 0);
 }

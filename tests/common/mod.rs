@@ -56,6 +56,12 @@ impl Env {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// The names of the store's entries, in `store ls` order.
+    pub fn entry_names(&self) -> Vec<String> {
+        let ls = self.json(&["store", "ls"]);
+        ls.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect()
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
