@@ -154,7 +154,7 @@ pub fn import_tree(
         if first_of_inode[&f.devino] != i {
             return Ok(());
         }
-        let mut file = fs_err::File::open(&f.path)?;
+        let mut file = crate::object::open_no_follow(&f.path)?;
         let st = file.metadata()?;
         f.stamp = Stamp::of(&st);
         f.content = hash_file(file.file_mut(), f.stamp.size)

@@ -66,7 +66,7 @@ impl ObjectStore {
     /// Store the file at `src` as object `id`. `stamp` is what the file looked like when it was
     /// hashed: if it changed since, the import fails instead of storing content under a wrong id.
     pub fn insert_file(&self, id: &Digest, src: &Path, stamp: Stamp, meta: &Meta) -> anyhow::Result<()> {
-        let source = fs_err::File::open(src)?;
+        let source = open_no_follow(src)?;
         let tmp = tempfile::Builder::new()
             .prefix(".obj-")
             .tempfile_in(&self.tmp)
@@ -150,6 +150,13 @@ pub struct Staged {
     pub content: Digest,
     meta: Meta,
     tmp: tempfile::NamedTempFile,
+}
+
+/// Open a file of a tree being imported for reading, refusing a symlink: a file swapped for a
+/// link after the scan must not pull content from outside the tree.
+pub fn open_no_follow(path: &Path) -> std::io::Result<fs_err::File> {
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    fs_err::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(path)
 }
 
 /// Copy `size` bytes from `src` to `dst`, keeping holes: only data ranges are copied (in the
