@@ -113,11 +113,6 @@ impl Db {
         ids.iter().map(|id| Ok(stmt.exists([id.as_bytes()])?)).collect()
     }
 
-    pub fn object_size(&self, id: &Digest) -> anyhow::Result<Option<u64>> {
-        let mut stmt = self.conn.prepare_cached("SELECT size FROM objects WHERE id = ?1")?;
-        Ok(stmt.query_row([id.as_bytes()], |r| r.get::<_, i64>(0)).optional()?.map(|s| s as u64))
-    }
-
     pub fn all_objects(&self) -> anyhow::Result<Vec<(Digest, u64)>> {
         let mut stmt = self.conn.prepare("SELECT id, size FROM objects")?;
         let rows = stmt.query_map([], |r| Ok((digest_col(r, 0)?, r.get::<_, i64>(1)? as u64)))?;

@@ -129,20 +129,14 @@ impl Fetcher {
     /// Fetch many files, several at a time; paths come back in the order of `wants`.
     pub fn get_all(&self, wants: &[Want], progress: &Progress) -> anyhow::Result<Vec<PathBuf>> {
         // The same file wanted twice (two sources listing one index) is fetched once.
-        let mut unique: Vec<Want> = Vec::new();
-        for w in wants {
-            if !unique.iter().any(|u| u.sha256 == w.sha256) {
-                unique.push(w.clone());
-            }
-        }
-        let fetched = self.get_unique(&unique, progress)?;
-        Ok(wants
-            .iter()
-            .map(|w| fetched[unique.iter().position(|u| u.sha256 == w.sha256).expect("wanted")].clone())
-            .collect())
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<Want> = wants.iter().filter(|w| seen.insert(w.sha256.to_ascii_lowercase())).cloned().collect();
+        self.get_unique(&unique, progress)?;
+        // A verified file's path follows from its checksum.
+        Ok(wants.iter().map(|w| self.cached_path(&w.sha256.to_ascii_lowercase())).collect())
     }
 
-    fn get_unique(&self, wants: &[Want], progress: &Progress) -> anyhow::Result<Vec<PathBuf>> {
+    fn get_unique(&self, wants: &[Want], progress: &Progress) -> anyhow::Result<()> {
         let total: u64 = wants.iter().filter(|w| !self.cached_path(&w.sha256).exists()).map(|w| w.size).sum();
         let bar = progress.bytes(total, "downloading");
         let next = AtomicUsize::new(0);
@@ -163,7 +157,10 @@ impl Fetcher {
             }
         });
         bar.finish_and_clear();
-        results.into_iter().map(|m| m.into_inner().expect("lock").expect("every index fetched")).collect()
+        for r in results {
+            r.into_inner().expect("lock").expect("every index fetched")?;
+        }
+        Ok(())
     }
 
     /// Open `url` from byte `from`; returns the reader and whether it starts at `from` (resumed).

@@ -59,8 +59,9 @@ pub fn gc(store: &mut Store, dry_run: bool, progress: &Progress) -> anyhow::Resu
         }
     }
     let dead_trees: Vec<Digest> = db.all_tree_ids()?.into_iter().filter(|t| !live_trees.contains(t)).collect();
+    let all_objects = db.all_objects()?;
     let dead_objects: Vec<(Digest, u64)> =
-        db.all_objects()?.into_iter().filter(|(id, _)| !live_objects.contains(id)).collect();
+        all_objects.iter().filter(|(id, _)| !live_objects.contains(id)).copied().collect();
 
     let mut report = GcReport {
         dry_run,
@@ -70,8 +71,8 @@ pub fn gc(store: &mut Store, dry_run: bool, progress: &Progress) -> anyhow::Resu
         bytes: dead_objects.iter().map(|o| o.1).sum(),
     };
     tracing::debug!(?report, live_entries = live_entries.len(), live_objects = live_objects.len(), "gc plan");
-    let known: HashSet<Digest> = db.all_objects()?.into_iter().map(|o| o.0).collect();
     if dry_run {
+        let known: HashSet<Digest> = all_objects.into_iter().map(|o| o.0).collect();
         for_each_object_file(store, |id, len| {
             if id.is_none_or(|id| !known.contains(&id)) {
                 report.objects += 1;

@@ -144,11 +144,6 @@ impl Store {
         self.root.join("tmp")
     }
 
-    pub fn object_path(&self, id: &Digest) -> PathBuf {
-        let hex = id.to_hex();
-        self.root.join("objects").join(&hex[..2]).join(&hex[2..])
-    }
-
     /// Flush everything written to the store's file system (one `syncfs`, not one fsync per file).
     pub fn sync(&self) -> anyhow::Result<()> {
         use std::os::fd::AsRawFd;
@@ -183,7 +178,7 @@ impl Store {
         let crate::tree::Node::File { meta, size, content, .. } = node else {
             anyhow::bail!("not a regular file");
         };
-        Ok(fs_err::read(self.object_path(&crate::tree::object_id(meta, *size, content)))?)
+        Ok(fs_err::read(self.object_store().path(&crate::tree::object_id(meta, *size, content)))?)
     }
 
     /// Resolve a user-given id: a root name, or a unique hex prefix (at least [`MIN_PREFIX`]
