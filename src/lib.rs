@@ -9,6 +9,7 @@ pub mod checkout;
 pub mod cli;
 pub mod db;
 pub mod debian;
+pub mod description;
 pub mod diff;
 pub mod digest;
 pub mod entry;

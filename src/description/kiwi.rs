@@ -1,0 +1,699 @@
+//! KIWI XML descriptions (schemaversion 7.x and 8.x), read into the [`Description`] model and
+//! written back.
+//!
+//! Every element and attribute is either understood or an error naming it with its line and
+//! column: nothing is skipped silently. DTDs (and so external entities) are refused. Profiles are
+//! resolved while reading: a section with `profiles="a,b"` is used when one of its profiles is
+//! selected, and without a selection the profiles marked `import="true"` are.
+//!
+//! Beyond KIWI: `<derived from="…"/>` under `<image>` names the base of a derived image, and
+//! `<files><file path="/etc/x" owner="root" group="adm" mode="0640"/></files>` sets owners and
+//! modes of `root/` overlay files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use roxmltree::{Document, Node, ParsingOptions};
+
+use super::{
+    AptRepository, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, TargetKind, User,
+    TARGET_ATTRIBUTES,
+};
+
+/// The `<source path>` that stands for the build host's apt sources (KIWI's build-service form).
+pub const HOST_SOURCES_PATH: &str = "obsrepositories:/";
+
+/// An error with its position in the document.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
+pub struct XmlError {
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+struct Parser<'a, 'i> {
+    doc: &'a Document<'i>,
+    selected: BTreeSet<String>,
+}
+
+type Result<T> = std::result::Result<T, XmlError>;
+
+/// Parse a KIWI document, using the sections of the selected `profiles`.
+pub fn parse(text: &str, profiles: &[String]) -> Result<Description> {
+    let opts = ParsingOptions { allow_dtd: false, nodes_limit: 1_000_000, ..ParsingOptions::default() };
+    let doc = Document::parse_with_options(text, opts).map_err(|e| {
+        let pos = e.pos();
+        let message = match e {
+            roxmltree::Error::DtdDetected => {
+                "a DOCTYPE declaration: DTDs and external entities are refused in descriptions".to_string()
+            }
+            other => format!("not well-formed XML: {other}"),
+        };
+        XmlError { line: pos.row, column: pos.col, message }
+    })?;
+    let mut p = Parser { doc: &doc, selected: BTreeSet::new() };
+    p.image(doc.root_element(), profiles)
+}
+
+impl<'a, 'i> Parser<'a, 'i> {
+    fn err(&self, node: Node<'_, '_>, message: impl Into<String>) -> XmlError {
+        let pos = self.doc.text_pos_at(node.range().start);
+        XmlError { line: pos.row, column: pos.col, message: message.into() }
+    }
+
+    /// Elements of `node`; text other than whitespace is an error.
+    fn children(&self, node: Node<'a, 'i>) -> Result<Vec<Node<'a, 'i>>> {
+        let mut out = Vec::new();
+        for c in node.children() {
+            if c.is_element() {
+                out.push(c);
+            } else if c.is_text() && !c.text().unwrap_or("").trim().is_empty() {
+                return Err(self.err(c, format!("unexpected text in <{}>", node.tag_name().name())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Check that `node` only has the `allowed` attributes (and no namespaced ones).
+    fn attrs(&self, node: Node<'_, '_>, allowed: &[&str]) -> Result<()> {
+        for a in node.attributes() {
+            if a.namespace().is_some() || !allowed.contains(&a.name()) {
+                return Err(self.err(
+                    node,
+                    format!(
+                        "attribute `{}` of <{}> is not supported by strata{}",
+                        a.name(),
+                        node.tag_name().name(),
+                        if allowed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (supported: {})", allowed.join(", "))
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn required<'n>(&self, node: Node<'n, '_>, name: &str) -> Result<&'n str> {
+        node.attribute(name)
+            .ok_or_else(|| self.err(node, format!("<{}> needs a `{name}` attribute", node.tag_name().name())))
+    }
+
+    fn unsupported(&self, node: Node<'_, '_>, parent: &str) -> XmlError {
+        self.err(node, format!("<{}> in <{parent}> is not supported by strata yet", node.tag_name().name()))
+    }
+
+    /// The text of a leaf element.
+    fn text(&self, node: Node<'_, '_>) -> Result<String> {
+        self.attrs(node, &[])?;
+        self.text_of(node)
+    }
+
+    fn text_of(&self, node: Node<'_, '_>) -> Result<String> {
+        if node.children().any(|c| c.is_element()) {
+            return Err(self.err(node, format!("<{}> holds text only", node.tag_name().name())));
+        }
+        let t = node.text().unwrap_or("").trim();
+        if t.is_empty() {
+            return Err(self.err(node, format!("<{}> is empty", node.tag_name().name())));
+        }
+        Ok(t.to_string())
+    }
+
+    /// Whether a section applies under the selected profiles.
+    fn selected(&self, node: Node<'_, '_>, declared: &BTreeSet<String>) -> Result<bool> {
+        let Some(list) = node.attribute("profiles") else { return Ok(true) };
+        let mut any = false;
+        for p in list.split(',').map(str::trim) {
+            if !declared.contains(p) {
+                return Err(self.err(node, format!("profile `{p}` is not declared in <profiles>")));
+            }
+            any |= self.selected.contains(p);
+        }
+        Ok(any)
+    }
+
+    fn image(&mut self, root: Node<'a, 'i>, profiles: &[String]) -> Result<Description> {
+        if root.tag_name().name() != "image" || root.tag_name().namespace().is_some() {
+            return Err(self.err(root, format!("the document element is <{}>, expected <image>", root.tag_name().name())));
+        }
+        self.attrs(root, &["name", "displayname", "schemaversion", "id"])?;
+        let version = self.required(root, "schemaversion")?;
+        let major = version.split('.').next().unwrap_or("");
+        if !matches!(major, "7" | "8") || version.split('.').count() != 2 {
+            return Err(self.err(root, format!("schemaversion `{version}`: strata reads KIWI schema 7.x and 8.x")));
+        }
+        let mut d = Description { name: self.required(root, "name")?.to_string(), ..Default::default() };
+        let children = self.children(root)?;
+
+        // Profiles first: sections refer to them.
+        let mut declared = BTreeSet::new();
+        let mut imported = BTreeSet::new();
+        for c in children.iter().filter(|c| c.tag_name().name() == "profiles") {
+            self.attrs(*c, &[])?;
+            for p in self.children(*c)? {
+                if p.tag_name().name() != "profile" {
+                    return Err(self.unsupported(p, "profiles"));
+                }
+                self.attrs(p, &["name", "description", "import", "arch"])?;
+                if p.attribute("arch").is_some() {
+                    return Err(self.err(p, "profiles limited to an architecture are not supported by strata yet"));
+                }
+                let name = self.required(p, "name")?.to_string();
+                if p.attribute("import") == Some("true") {
+                    imported.insert(name.clone());
+                }
+                declared.insert(name);
+            }
+        }
+        for p in profiles {
+            if !declared.contains(p) {
+                let known = declared.iter().cloned().collect::<Vec<_>>().join(", ");
+                return Err(XmlError {
+                    line: 1,
+                    column: 1,
+                    message: format!(
+                        "profile `{p}` is not declared in <profiles> (declared: {})",
+                        if known.is_empty() { "none" } else { &known }
+                    ),
+                });
+            }
+        }
+        self.selected = if profiles.is_empty() { imported } else { profiles.iter().cloned().collect() };
+
+        let mut seen_description = false;
+        for c in children {
+            match c.tag_name().name() {
+                "description" => {
+                    if seen_description {
+                        return Err(self.err(c, "a second <description>"));
+                    }
+                    seen_description = true;
+                    d.info = self.description(c)?;
+                }
+                "derived" => {
+                    self.attrs(c, &["from"])?;
+                    if d.derived_from.is_some() {
+                        return Err(self.err(c, "a second <derived>: an image derives from one base"));
+                    }
+                    d.derived_from = Some(self.required(c, "from")?.to_string());
+                }
+                "profiles" => {}
+                "preferences" => {
+                    self.attrs(c, &["profiles", "arch"])?;
+                    if c.attribute("arch").is_some() {
+                        return Err(self.err(c, "preferences limited to an architecture are not supported by strata yet"));
+                    }
+                    if self.selected(c, &declared)? {
+                        self.preferences(c, &mut d.preferences)?;
+                    }
+                }
+                "repository" => {
+                    if self.selected(c, &declared)? {
+                        d.repositories.push(self.repository(c)?);
+                    } else {
+                        self.attrs(c, REPOSITORY_ATTRS)?;
+                    }
+                }
+                "packages" => {
+                    if self.selected(c, &declared)? {
+                        self.packages(c, &mut d.packages, &mut d.archives)?;
+                    }
+                }
+                "users" => {
+                    if self.selected(c, &declared)? {
+                        self.users(c, &mut d.users)?;
+                    }
+                }
+                "files" => {
+                    self.attrs(c, &[])?;
+                    for f in self.children(c)? {
+                        if f.tag_name().name() != "file" {
+                            return Err(self.unsupported(f, "files"));
+                        }
+                        self.attrs(f, &["path", "owner", "group", "mode"])?;
+                        let path = self.required(f, "path")?.to_string();
+                        let mode = match f.attribute("mode") {
+                            None => None,
+                            Some(m) => Some(parse_mode(m).map_err(|e| self.err(f, e))?),
+                        };
+                        let attrs = FileAttrs {
+                            owner: f.attribute("owner").map(str::to_string),
+                            group: f.attribute("group").map(str::to_string),
+                            mode,
+                        };
+                        if d.files.insert(path.clone(), attrs).is_some() {
+                            return Err(self.err(f, format!("file `{path}` is listed twice")));
+                        }
+                    }
+                }
+                _ => return Err(self.unsupported(c, "image")),
+            }
+        }
+        if !seen_description && d.derived_from.is_none() {
+            return Err(self.err(root, "<image> needs a <description type=\"system\"> with <author>, <contact> and <specification>"));
+        }
+        Ok(d)
+    }
+
+    fn description(&self, node: Node<'a, 'i>) -> Result<Info> {
+        self.attrs(node, &["type"])?;
+        if self.required(node, "type")? != "system" {
+            return Err(self.err(node, "<description type> must be `system`"));
+        }
+        let mut info = Info::default();
+        for c in self.children(node)? {
+            let slot = match c.tag_name().name() {
+                "author" => &mut info.author,
+                "contact" => &mut info.contact,
+                "specification" => &mut info.specification,
+                _ => return Err(self.unsupported(c, "description")),
+            };
+            *slot = Some(self.text(c)?);
+        }
+        Ok(info)
+    }
+
+    fn preferences(&self, node: Node<'a, 'i>, p: &mut Preferences) -> Result<()> {
+        for c in self.children(node)? {
+            let name = c.tag_name().name();
+            let slot = match name {
+                "version" => &mut p.version,
+                "packagemanager" => &mut p.packagemanager,
+                "locale" => &mut p.locale,
+                "keytable" => &mut p.keytable,
+                "timezone" => &mut p.timezone,
+                "type" => {
+                    self.target(c, p)?;
+                    continue;
+                }
+                _ => return Err(self.unsupported(c, "preferences")),
+            };
+            let value = self.text(c)?;
+            if name == "packagemanager" && value != "apt" {
+                return Err(self.err(
+                    c,
+                    format!("packagemanager `{value}`: strata installs Debian packages with apt only so far (RPM is not supported yet)"),
+                ));
+            }
+            *slot = Some(value);
+        }
+        Ok(())
+    }
+
+    fn target(&self, node: Node<'a, 'i>, p: &mut Preferences) -> Result<()> {
+        let image = self.required(node, "image")?;
+        let kind = match image {
+            "oem" | "vmx" => TargetKind::Disk,
+            "iso" => TargetKind::Iso,
+            other => {
+                return Err(self.err(
+                    node,
+                    format!("<type image=\"{other}\"> is not supported by strata yet: it builds disks (oem) and live ISOs (iso)"),
+                ))
+            }
+        };
+        let mut attrs = BTreeMap::new();
+        for a in node.attributes() {
+            if a.name() == "image" {
+                continue;
+            }
+            if a.namespace().is_some() || !TARGET_ATTRIBUTES.iter().any(|(n, _)| *n == a.name()) || a.name() == "disksize"
+            {
+                return Err(self.err(
+                    node,
+                    format!(
+                        "attribute `{}` of <type> is not supported by strata (supported: image, {})",
+                        a.name(),
+                        TARGET_ATTRIBUTES.iter().map(|(n, _)| *n).filter(|n| *n != "disksize").collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            attrs.insert(a.name().to_string(), a.value().to_string());
+        }
+        for c in self.children(node)? {
+            if c.tag_name().name() != "size" {
+                return Err(self.unsupported(c, "type"));
+            }
+            self.attrs(c, &["unit"])?;
+            let unit = c.attribute("unit").unwrap_or("M");
+            if !matches!(unit, "M" | "G") {
+                return Err(self.err(c, format!("<size unit=\"{unit}\">: expected M or G")));
+            }
+            let n = self.text_of(c)?;
+            if n.parse::<u64>().is_err() {
+                return Err(self.err(c, format!("<size> `{n}`: expected a whole number")));
+            }
+            attrs.insert("disksize".to_string(), format!("{n}{unit}"));
+        }
+        if p.targets.insert(kind, attrs).is_some() {
+            return Err(self.err(node, format!("a second <type image=\"{image}\">: one per target")));
+        }
+        Ok(())
+    }
+
+    fn repository(&self, node: Node<'a, 'i>) -> Result<Repository> {
+        self.attrs(node, REPOSITORY_ATTRS)?;
+        let kind = node.attribute("type").unwrap_or("apt-deb");
+        let children = self.children(node)?;
+        let source = match children.as_slice() {
+            [one] if one.tag_name().name() == "source" => *one,
+            _ => return Err(self.err(node, "<repository> holds exactly one <source path=\"…\">")),
+        };
+        self.attrs(source, &["path"])?;
+        let path = self.required(source, "path")?;
+        if path == HOST_SOURCES_PATH {
+            for a in ["alias", "distribution", "components"] {
+                if node.attribute(a).is_some() {
+                    return Err(self.err(node, format!("`{a}` makes no sense with the build host's sources ({HOST_SOURCES_PATH})")));
+                }
+            }
+            if !self.children(source)?.is_empty() {
+                return Err(self.err(source, "the build host's sources use the host's keyrings: no <signing> here"));
+            }
+            return Ok(Repository::Host);
+        }
+        if kind != "apt-deb" {
+            return Err(self.err(
+                node,
+                format!("repository type `{kind}` is not supported by strata yet (apt-deb only; RPM is not supported yet)"),
+            ));
+        }
+        if node.attribute("repository_gpgcheck") == Some("false") {
+            return Err(self.err(node, "repository_gpgcheck=\"false\": strata always verifies repository signatures"));
+        }
+        if !(path.starts_with("http://") || path.starts_with("https://") || path.starts_with("file:/")) {
+            return Err(self.err(source, format!("source path `{path}`: expected an http://, https:// or file:/ URI")));
+        }
+        let mut signed_by = Vec::new();
+        for s in self.children(source)? {
+            if s.tag_name().name() != "signing" {
+                return Err(self.unsupported(s, "source"));
+            }
+            self.attrs(s, &["key"])?;
+            let key = self.required(s, "key")?;
+            let file = key
+                .strip_prefix("file://")
+                .filter(|f| f.starts_with('/'))
+                .ok_or_else(|| self.err(s, format!("signing key `{key}`: expected file:///absolute/path")))?;
+            signed_by.push(file.to_string());
+        }
+        let distribution = node.attribute("distribution").map(str::to_string);
+        let components: Vec<String> =
+            node.attribute("components").unwrap_or("").split_whitespace().map(str::to_string).collect();
+        match (&distribution, components.is_empty()) {
+            (Some(_), true) => return Err(self.err(node, "a repository with a distribution needs `components`")),
+            (None, false) => return Err(self.err(node, "`components` without a `distribution`")),
+            _ => {}
+        }
+        Ok(Repository::Apt(AptRepository {
+            alias: node.attribute("alias").map(str::to_string),
+            uri: path.to_string(),
+            distribution,
+            components,
+            signed_by,
+        }))
+    }
+
+    fn packages(&self, node: Node<'a, 'i>, p: &mut Packages, archives: &mut Vec<String>) -> Result<()> {
+        self.attrs(node, &["type", "profiles"])?;
+        let kind = self.required(node, "type")?;
+        let list = match kind {
+            "bootstrap" => &mut p.bootstrap,
+            "image" => &mut p.install,
+            "uninstall" => &mut p.remove,
+            "delete" => &mut p.delete,
+            other => {
+                return Err(self.err(
+                    node,
+                    format!("<packages type=\"{other}\"> is not supported by strata yet (bootstrap, image, uninstall, delete)"),
+                ))
+            }
+        };
+        for c in self.children(node)? {
+            match c.tag_name().name() {
+                "package" => {
+                    self.attrs(c, &["name", "arch"])?;
+                    if !arch_matches(c.attribute("arch")) {
+                        continue;
+                    }
+                    let name = self.required(c, "name")?.to_string();
+                    if list.contains(&name) {
+                        return Err(self.err(c, format!("package `{name}` is listed twice")));
+                    }
+                    list.push(name);
+                }
+                "ignore" if kind != "uninstall" && kind != "delete" => {
+                    self.attrs(c, &["name", "arch"])?;
+                    if arch_matches(c.attribute("arch")) {
+                        p.exclude.push(self.required(c, "name")?.to_string());
+                    }
+                }
+                "archive" if kind == "image" || kind == "bootstrap" => {
+                    self.attrs(c, &["name"])?;
+                    archives.push(self.required(c, "name")?.to_string());
+                }
+                "namedCollection" => {
+                    return Err(self.err(
+                        c,
+                        "<namedCollection> (package patterns) has no apt equivalent: list the packages instead",
+                    ))
+                }
+                _ => return Err(self.unsupported(c, "packages")),
+            }
+        }
+        Ok(())
+    }
+
+    fn users(&self, node: Node<'a, 'i>, users: &mut Vec<User>) -> Result<()> {
+        // KIWI 7.x: <users group="…" id="…">, the group every user of the section belongs to.
+        self.attrs(node, &["group", "id", "profiles"])?;
+        if node.attribute("id").is_some() {
+            return Err(self.err(node, "<users id> (a fixed group id) is not supported by strata yet"));
+        }
+        let section_group = node.attribute("group");
+        for c in self.children(node)? {
+            if c.tag_name().name() != "user" {
+                return Err(self.unsupported(c, "users"));
+            }
+            self.attrs(c, &["name", "password", "pwdformat", "home", "shell", "id", "groups", "realname"])?;
+            let password = match (c.attribute("password"), c.attribute("pwdformat").unwrap_or("encrypted")) {
+                (None, _) => None,
+                (Some(p), "encrypted") => Some(Password::Hashed(p.to_string())),
+                (Some(p), "plain") => Some(Password::Plain(p.to_string())),
+                (Some(_), other) => {
+                    return Err(self.err(c, format!("pwdformat `{other}`: expected `encrypted` or `plain`")))
+                }
+            };
+            let uid = match c.attribute("id") {
+                None => None,
+                Some(v) => Some(v.parse::<u32>().map_err(|_| self.err(c, format!("user id `{v}`: expected a number")))?),
+            };
+            let mut groups: Vec<String> =
+                c.attribute("groups").unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect();
+            if let Some(g) = section_group {
+                if !groups.iter().any(|x| x == g) {
+                    groups.insert(0, g.to_string());
+                }
+            }
+            let name = self.required(c, "name")?.to_string();
+            if users.iter().any(|u| u.name == name) {
+                return Err(self.err(c, format!("user `{name}` is listed twice")));
+            }
+            users.push(User {
+                name,
+                password,
+                home: c.attribute("home").map(str::to_string),
+                shell: c.attribute("shell").map(str::to_string),
+                uid,
+                groups,
+                realname: c.attribute("realname").map(str::to_string),
+            });
+        }
+        Ok(())
+    }
+}
+
+const REPOSITORY_ATTRS: &[&str] =
+    &["type", "alias", "distribution", "components", "repository_gpgcheck", "imageinclude", "profiles"];
+
+/// KIWI names architectures as `uname -m` does; a list is comma-separated.
+fn arch_matches(arch: Option<&str>) -> bool {
+    arch.is_none_or(|list| list.split(',').map(str::trim).any(|a| a == std::env::consts::ARCH))
+}
+
+pub fn parse_mode(m: &str) -> std::result::Result<u32, String> {
+    match u32::from_str_radix(m, 8) {
+        Ok(v) if v <= 0o7777 && !m.is_empty() => Ok(v),
+        _ => Err(format!("mode `{m}`: expected octal permission bits such as 0644")),
+    }
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\n' => out.push_str("&#10;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Write a description as a KIWI document (schemaversion 7.4).
+pub fn write(d: &Description) -> anyhow::Result<String> {
+    for (what, v, conventional) in
+        [("config", &d.scripts.config, "config.sh"), ("images", &d.scripts.images, "images.sh")]
+    {
+        if let Some(v) = v {
+            anyhow::bail!(
+                "scripts.{what} = `{v}` has no KIWI form: KIWI runs `{conventional}` from the description directory"
+            );
+        }
+    }
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
+    let _ = writeln!(s, "<image schemaversion=\"7.4\" name=\"{}\">", esc(&d.name));
+    if let Some(from) = &d.derived_from {
+        let _ = writeln!(s, "  <derived from=\"{}\"/>", esc(from));
+    }
+    let info = &d.info;
+    if info.author.is_some() || info.contact.is_some() || info.specification.is_some() {
+        s.push_str("  <description type=\"system\">\n");
+        for (tag, v) in [("author", &info.author), ("contact", &info.contact), ("specification", &info.specification)] {
+            if let Some(v) = v {
+                let _ = writeln!(s, "    <{tag}>{}</{tag}>", esc(v));
+            }
+        }
+        s.push_str("  </description>\n");
+    }
+    let p = &d.preferences;
+    s.push_str("  <preferences>\n");
+    for (tag, v) in [
+        ("version", &p.version),
+        ("packagemanager", &p.packagemanager),
+        ("locale", &p.locale),
+        ("keytable", &p.keytable),
+        ("timezone", &p.timezone),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(s, "    <{tag}>{}</{tag}>", esc(v));
+        }
+    }
+    for (kind, attrs) in &p.targets {
+        let _ = write!(s, "    <type image=\"{}\"", kind.kiwi_image());
+        for (k, v) in attrs.iter().filter(|(k, _)| *k != "disksize") {
+            let _ = write!(s, " {k}=\"{}\"", esc(v));
+        }
+        match attrs.get("disksize") {
+            Some(size) => {
+                let (n, unit) = size.split_at(size.len().saturating_sub(1));
+                let _ = write!(s, ">\n      <size unit=\"{}\">{}</size>\n    </type>\n", esc(unit), esc(n));
+            }
+            None => s.push_str("/>\n"),
+        }
+    }
+    s.push_str("  </preferences>\n");
+    if !d.users.is_empty() {
+        s.push_str("  <users>\n");
+        for u in &d.users {
+            let _ = write!(s, "    <user name=\"{}\"", esc(&u.name));
+            match &u.password {
+                Some(Password::Hashed(h)) => {
+                    let _ = write!(s, " password=\"{}\"", esc(h));
+                }
+                Some(Password::Plain(h)) => {
+                    let _ = write!(s, " password=\"{}\" pwdformat=\"plain\"", esc(h));
+                }
+                None => {}
+            }
+            for (k, v) in [("home", &u.home), ("shell", &u.shell), ("realname", &u.realname)] {
+                if let Some(v) = v {
+                    let _ = write!(s, " {k}=\"{}\"", esc(v));
+                }
+            }
+            if let Some(id) = u.uid {
+                let _ = write!(s, " id=\"{id}\"");
+            }
+            if !u.groups.is_empty() {
+                let _ = write!(s, " groups=\"{}\"", esc(&u.groups.join(",")));
+            }
+            s.push_str("/>\n");
+        }
+        s.push_str("  </users>\n");
+    }
+    for r in &d.repositories {
+        match r {
+            Repository::Host => {
+                let _ = writeln!(s, "  <repository type=\"apt-deb\">\n    <source path=\"{HOST_SOURCES_PATH}\"/>\n  </repository>");
+            }
+            Repository::Apt(a) => {
+                s.push_str("  <repository type=\"apt-deb\"");
+                if let Some(alias) = &a.alias {
+                    let _ = write!(s, " alias=\"{}\"", esc(alias));
+                }
+                if let Some(dist) = &a.distribution {
+                    let _ = write!(s, " distribution=\"{}\" components=\"{}\"", esc(dist), esc(&a.components.join(" ")));
+                }
+                s.push_str(" repository_gpgcheck=\"true\">\n");
+                if a.signed_by.is_empty() {
+                    let _ = writeln!(s, "    <source path=\"{}\"/>", esc(&a.uri));
+                } else {
+                    let _ = writeln!(s, "    <source path=\"{}\">", esc(&a.uri));
+                    for k in &a.signed_by {
+                        let _ = writeln!(s, "      <signing key=\"file://{}\"/>", esc(k));
+                    }
+                    s.push_str("    </source>\n");
+                }
+                s.push_str("  </repository>\n");
+            }
+        }
+    }
+    let pk = &d.packages;
+    let sections: [(&str, &Vec<String>, &[String], &[String]); 4] = [
+        ("bootstrap", &pk.bootstrap, &[], &[]),
+        ("image", &pk.install, &pk.exclude, &d.archives),
+        ("uninstall", &pk.remove, &[], &[]),
+        ("delete", &pk.delete, &[], &[]),
+    ];
+    for (kind, list, ignore, archives) in sections {
+        if list.is_empty() && ignore.is_empty() && archives.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s, "  <packages type=\"{kind}\">");
+        for name in list {
+            let _ = writeln!(s, "    <package name=\"{}\"/>", esc(name));
+        }
+        for name in ignore {
+            let _ = writeln!(s, "    <ignore name=\"{}\"/>", esc(name));
+        }
+        for name in archives {
+            let _ = writeln!(s, "    <archive name=\"{}\"/>", esc(name));
+        }
+        s.push_str("  </packages>\n");
+    }
+    if !d.files.is_empty() {
+        s.push_str("  <files>\n");
+        for (path, a) in &d.files {
+            let _ = write!(s, "    <file path=\"{}\"", esc(path));
+            for (k, v) in [("owner", &a.owner), ("group", &a.group)] {
+                if let Some(v) = v {
+                    let _ = write!(s, " {k}=\"{}\"", esc(v));
+                }
+            }
+            if let Some(m) = a.mode {
+                let _ = write!(s, " mode=\"{m:04o}\"");
+            }
+            s.push_str("/>\n");
+        }
+        s.push_str("  </files>\n");
+    }
+    s.push_str("</image>\n");
+    Ok(s)
+}

@@ -1,0 +1,477 @@
+//! Image descriptions: one model read from KIWI XML ([`kiwi`]) or TOML ([`toml_form`]), and the
+//! chain of bases a derived description names.
+//!
+//! A description is a directory, as in KIWI: the document (`appliance.kiwi`, `config.kiwi`,
+//! `config.xml` or `image.toml`), an optional `root/` overlay tree, `config.sh`, `images.sh` and
+//! `config-overlay/`. A derived description holds only its delta: packages added and removed,
+//! files overlaid, scripts appended, users merged by name, preferences and target attributes
+//! overridden field by field. [`load_chain`] reads a description and its bases, base first, and
+//! reports a cycle as `a => b => a` before any work starts.
+
+pub mod kiwi;
+pub mod toml_form;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+/// The document names a description directory may hold, in the order they are looked for.
+pub const DOCUMENT_NAMES: &[&str] = &["appliance.kiwi", "config.kiwi", "config.xml", "image.toml"];
+
+/// One image description, as written (a derived description holds only its delta).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Description {
+    pub name: String,
+    pub info: Info,
+    /// The base this description derives from, as written.
+    pub derived_from: Option<String>,
+    pub preferences: Preferences,
+    pub repositories: Vec<Repository>,
+    pub packages: Packages,
+    /// Tar archives (relative to the description directory) unpacked over the root.
+    pub archives: Vec<String>,
+    pub users: Vec<User>,
+    /// Owners and modes for files of the `root/` overlay, by absolute path in the image.
+    pub files: BTreeMap<String, FileAttrs>,
+    pub scripts: Scripts,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Info {
+    pub author: Option<String>,
+    pub contact: Option<String>,
+    pub specification: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Preferences {
+    pub version: Option<String>,
+    /// Only `apt` is supported so far.
+    pub packagemanager: Option<String>,
+    pub locale: Option<String>,
+    pub keytable: Option<String>,
+    pub timezone: Option<String>,
+    /// Build targets by kind (`disk`, `iso`): KIWI `<type image="oem|iso">` attributes.
+    pub targets: BTreeMap<TargetKind, BTreeMap<String, String>>,
+}
+
+/// The artifact kinds a description can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TargetKind {
+    Disk,
+    Iso,
+}
+
+impl TargetKind {
+    pub const ALL: [TargetKind; 2] = [TargetKind::Disk, TargetKind::Iso];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Disk => "disk",
+            TargetKind::Iso => "iso",
+        }
+    }
+
+    /// The KIWI `<type image=…>` value.
+    pub fn kiwi_image(self) -> &'static str {
+        match self {
+            TargetKind::Disk => "oem",
+            TargetKind::Iso => "iso",
+        }
+    }
+}
+
+/// Target (type) attributes strata understands, with what each means. Anything else is an error.
+pub const TARGET_ATTRIBUTES: &[(&str, &str)] = &[
+    ("primary", "`true` for the target built by default"),
+    ("filesystem", "root filesystem: ext4 or xfs"),
+    ("firmware", "bios, efi or uefi"),
+    ("kernelcmdline", "extra kernel arguments"),
+    ("bootloader", "grub2"),
+    ("format", "disk image format: raw or qcow2"),
+    ("volid", "ISO volume id"),
+    ("flags", "live ISO flags (overlay, dmsquash)"),
+    ("disksize", "disk size, e.g. 4G"),
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Repository {
+    /// The build host's configured apt sources and their keyrings (KIWI: `obsrepositories:/`).
+    Host,
+    Apt(AptRepository),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AptRepository {
+    pub alias: Option<String>,
+    pub uri: String,
+    /// Suite (`bookworm`); `None` for a flat repository.
+    pub distribution: Option<String>,
+    pub components: Vec<String>,
+    /// Keyring files the Release file must be signed by (absolute paths).
+    pub signed_by: Vec<String>,
+}
+
+impl AptRepository {
+    /// The repository as an apt one-line source.
+    pub fn source_line(&self) -> String {
+        let opts = if self.signed_by.is_empty() {
+            String::new()
+        } else {
+            format!("[signed-by={}] ", self.signed_by.join(","))
+        };
+        match &self.distribution {
+            Some(d) => format!("deb {opts}{} {d} {}", self.uri, self.components.join(" ")),
+            None => format!("deb {opts}{} ./", self.uri),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Packages {
+    /// Installed first (KIWI `type="bootstrap"`); strata resolves them with `install` as one set.
+    pub bootstrap: Vec<String>,
+    pub install: Vec<String>,
+    /// Removed with the packages that depend on them (KIWI `type="uninstall"`).
+    pub remove: Vec<String>,
+    /// Removed alone, ignoring dependencies (KIWI `type="delete"`).
+    pub delete: Vec<String>,
+    /// Never installed (KIWI `<ignore>`).
+    pub exclude: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password: Option<Password>,
+    pub home: Option<String>,
+    pub shell: Option<String>,
+    pub uid: Option<u32>,
+    /// The first group is the primary group; missing groups are created.
+    pub groups: Vec<String>,
+    pub realname: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Password {
+    /// A crypt(3) hash, written as is.
+    Hashed(String),
+    /// A clear-text password, hashed (SHA-512 crypt) when the image is built.
+    Plain(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileAttrs {
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    /// Octal permission bits (`0640`).
+    pub mode: Option<u32>,
+}
+
+/// Script files, relative to the description directory. `None` means the KIWI convention:
+/// `config.sh` / `images.sh` when present.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scripts {
+    pub config: Option<String>,
+    pub images: Option<String>,
+}
+
+/// Where a document came from, for error messages.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub dir: PathBuf,
+    pub file: PathBuf,
+}
+
+/// A description read from its directory.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub source: Source,
+    pub description: Description,
+}
+
+/// What a derived description builds on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Base {
+    /// Another description directory (resolved to a canonical path).
+    Description(PathBuf),
+    /// A store root or entry id (`root:images/base`).
+    Root(String),
+    /// An OSTree commit (`ostree:REPO#REF`).
+    Ostree { repo: PathBuf, reference: String },
+}
+
+/// Parse a `derived-from` value; `dir` is the deriving description's directory.
+pub fn parse_base(value: &str, dir: &Path) -> anyhow::Result<Base> {
+    if let Some(root) = value.strip_prefix("root:") {
+        if root.is_empty() {
+            bail!("`{value}`: expected `root:NAME` with a store root name or entry id");
+        }
+        return Ok(Base::Root(root.to_string()));
+    }
+    if let Some(rest) = value.strip_prefix("ostree:") {
+        return match rest.rsplit_once('#') {
+            Some((repo, reference)) if !repo.is_empty() && !reference.is_empty() => {
+                Ok(Base::Ostree { repo: dir.join(repo), reference: reference.to_string() })
+            }
+            _ => bail!("`{value}`: expected `ostree:REPO#REF`"),
+        };
+    }
+    if value.contains(':') && !value.starts_with('.') && !value.starts_with('/') {
+        bail!("`{value}`: expected a description directory, `root:NAME` or `ostree:REPO#REF`");
+    }
+    let path = dir.join(value);
+    let canonical = path
+        .canonicalize()
+        .with_context(|| format!("base description `{value}` (looked for `{}`)", path.display()))?;
+    Ok(Base::Description(canonical))
+}
+
+/// Find the document in a description directory (or take the file given).
+pub fn document_path(path: &Path) -> anyhow::Result<Source> {
+    if path.is_file() {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        return Ok(Source { dir: dir.canonicalize()?, file: path.canonicalize()? });
+    }
+    if !path.is_dir() {
+        bail!("`{}`: no such description directory or file", path.display());
+    }
+    let found: Vec<PathBuf> = DOCUMENT_NAMES.iter().map(|n| path.join(n)).filter(|p| p.is_file()).collect();
+    match found.as_slice() {
+        [one] => Ok(Source { dir: path.canonicalize()?, file: one.canonicalize()? }),
+        [] => bail!("`{}` holds no image description: expected one of {}", path.display(), DOCUMENT_NAMES.join(", ")),
+        many => bail!(
+            "`{}` holds more than one image description ({}): keep one",
+            path.display(),
+            many.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Read one description (no bases). `profiles` selects KIWI profiles (XML only).
+pub fn load(path: &Path, profiles: &[String]) -> anyhow::Result<Loaded> {
+    let source = document_path(path)?;
+    let text = fs_err::read_to_string(&source.file)?;
+    let shown = source.file.display().to_string();
+    let description = if source.file.extension().is_some_and(|e| e == "toml") {
+        if !profiles.is_empty() {
+            bail!("{shown}: profiles are a KIWI XML feature; a TOML description has none to select");
+        }
+        toml_form::parse(&text).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?
+    } else {
+        kiwi::parse(&text, profiles).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?
+    };
+    validate(&description).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    Ok(Loaded { source, description })
+}
+
+/// A description and its bases, base first.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    /// Where the first description starts when it is not built from packages.
+    pub origin: Option<Base>,
+    /// Base first; the last is the description asked for.
+    pub layers: Vec<Loaded>,
+}
+
+impl Chain {
+    pub fn image(&self) -> &Loaded {
+        self.layers.last().expect("a chain has at least one description")
+    }
+
+    /// Preferences with every layer's fields overriding its base's.
+    pub fn preferences(&self) -> Preferences {
+        let mut out = Preferences::default();
+        for l in &self.layers {
+            let p = &l.description.preferences;
+            for (dst, src) in [
+                (&mut out.version, &p.version),
+                (&mut out.packagemanager, &p.packagemanager),
+                (&mut out.locale, &p.locale),
+                (&mut out.keytable, &p.keytable),
+                (&mut out.timezone, &p.timezone),
+            ] {
+                if src.is_some() {
+                    dst.clone_from(src);
+                }
+            }
+            for (kind, attrs) in &p.targets {
+                out.targets.entry(*kind).or_default().extend(attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        out
+    }
+
+    /// Repositories of every layer, base first, without repeats.
+    pub fn repositories(&self) -> Vec<Repository> {
+        let mut out: Vec<Repository> = Vec::new();
+        for l in &self.layers {
+            for r in &l.description.repositories {
+                if !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Read `path` and the descriptions it derives from. A cycle is an error naming every step.
+pub fn load_chain(path: &Path, profiles: &[String]) -> anyhow::Result<Chain> {
+    let mut layers = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut next = Some(Base::Description(document_path(path)?.dir));
+    let mut origin = None;
+    while let Some(base) = next.take() {
+        let dir = match base {
+            Base::Description(dir) => dir,
+            other => {
+                origin = Some(other);
+                break;
+            }
+        };
+        if let Some(pos) = seen.iter().position(|d| *d == dir) {
+            let names: Vec<String> = seen[pos..].iter().chain([&dir]).map(|d| d.display().to_string()).collect();
+            bail!("descriptions derive from each other in a cycle: {}", names.join(" => "));
+        }
+        seen.push(dir.clone());
+        // Profiles select within the description asked for; bases are read with their defaults.
+        let loaded = load(&dir, if layers.is_empty() { profiles } else { &[] })?;
+        if let Some(from) = &loaded.description.derived_from {
+            next = Some(
+                parse_base(from, &loaded.source.dir)
+                    .with_context(|| format!("{}: derived-from", loaded.source.file.display()))?,
+            );
+        }
+        layers.push(loaded);
+    }
+    layers.reverse();
+    Ok(Chain { origin, layers })
+}
+
+/// Checks shared by both document formats.
+pub fn validate(d: &Description) -> anyhow::Result<()> {
+    if d.name.is_empty() || !d.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b)) {
+        bail!("image name `{}`: expected letters, digits and `._+-`", d.name);
+    }
+    if let Some(pm) = &d.preferences.packagemanager {
+        if pm != "apt" {
+            bail!("packagemanager `{pm}`: strata installs Debian packages with apt only so far (RPM is not supported yet)");
+        }
+    }
+    let lists = [
+        ("bootstrap", &d.packages.bootstrap),
+        ("install", &d.packages.install),
+        ("remove", &d.packages.remove),
+        ("delete", &d.packages.delete),
+        ("exclude", &d.packages.exclude),
+    ];
+    for (what, list) in lists {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in list {
+            if !valid_package_name(p) {
+                bail!("packages {what}: `{p}` is not a package name (lower-case letters, digits and `+-.`)");
+            }
+            if !seen.insert(p) {
+                bail!("packages {what}: `{p}` is listed twice");
+            }
+        }
+    }
+    for p in d.packages.install.iter().chain(&d.packages.bootstrap) {
+        if d.packages.remove.contains(p) || d.packages.delete.contains(p) {
+            bail!("package `{p}` is both installed and removed");
+        }
+    }
+    let mut users = std::collections::BTreeSet::new();
+    for u in &d.users {
+        if !valid_user_name(&u.name) {
+            bail!("user `{}`: expected a name of lower-case letters, digits, `_` and `-`, starting with a letter or `_`", u.name);
+        }
+        if !users.insert(&u.name) {
+            bail!("user `{}` is listed twice", u.name);
+        }
+        for g in &u.groups {
+            if !valid_user_name(g) {
+                bail!("user `{}`: group `{g}` is not a valid group name", u.name);
+            }
+        }
+        for (what, v) in [("home", &u.home), ("shell", &u.shell)] {
+            if let Some(v) = v {
+                if !v.starts_with('/') || v.contains(':') || v.contains('\n') {
+                    bail!("user `{}`: {what} `{v}` must be an absolute path without `:`", u.name);
+                }
+            }
+        }
+        if let Some(r) = &u.realname {
+            if r.contains(':') || r.contains('\n') {
+                bail!("user `{}`: realname must not contain `:` or a newline", u.name);
+            }
+        }
+        if let Some(Password::Hashed(h)) = &u.password {
+            if h.contains(':') || h.contains('\n') {
+                bail!("user `{}`: a password hash cannot contain `:` or a newline", u.name);
+            }
+        }
+    }
+    for path in d.files.keys() {
+        if !path.starts_with('/') || path.split('/').any(|p| p == "..") || path.contains('\n') {
+            bail!("files: `{path}` must be an absolute path in the image without `..`");
+        }
+    }
+    for (what, s) in [("config", &d.scripts.config), ("images", &d.scripts.images)] {
+        if let Some(s) = s {
+            relative_file(s).with_context(|| format!("scripts {what}"))?;
+        }
+    }
+    for a in &d.archives {
+        relative_file(a).context("archive")?;
+    }
+    for (kind, attrs) in &d.preferences.targets {
+        for (k, v) in attrs {
+            if !TARGET_ATTRIBUTES.iter().any(|(name, _)| name == k) {
+                bail!(
+                    "target {}: unknown attribute `{k}`; strata understands {}",
+                    kind.as_str(),
+                    TARGET_ATTRIBUTES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                );
+            }
+            if v.contains('\n') {
+                bail!("target {}: attribute `{k}` holds a newline", kind.as_str());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A path relative to the description directory that stays inside it.
+fn relative_file(s: &str) -> anyhow::Result<()> {
+    if s.is_empty() || s.starts_with('/') || s.split('/').any(|p| p == "..") {
+        bail!("`{s}` must be a path inside the description directory");
+    }
+    Ok(())
+}
+
+pub fn valid_package_name(p: &str) -> bool {
+    p.len() >= 2
+        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+        && p.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+pub fn valid_user_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 32
+        && (n.as_bytes()[0].is_ascii_lowercase() || n.as_bytes()[0] == b'_')
+        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+}
+
+/// A line and column (1-based) of a byte offset, for error messages.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,351 @@
+use proptest::prelude::*;
+
+use super::*;
+
+const KIWI_HEAD: &str = "<?xml version=\"1.0\"?>\n<image schemaversion=\"7.4\" name=\"t\">\n<description type=\"system\"><author>a</author><contact>c</contact><specification>s</specification></description>\n";
+
+fn xml(body: &str) -> String {
+    format!("{KIWI_HEAD}{body}</image>\n")
+}
+
+fn xml_err(doc: &str) -> String {
+    let e = match kiwi::parse(doc, &[]) {
+        Ok(d) => validate(&d).expect_err("document was accepted"),
+        Err(e) => e.into(),
+    };
+    format!("{e:#}")
+}
+
+fn toml_err(doc: &str) -> String {
+    let e = match toml_form::parse(doc) {
+        Ok(d) => validate(&d).expect_err("document was accepted"),
+        Err(e) => e,
+    };
+    format!("{e:#}")
+}
+
+#[test]
+fn kiwi_document_reads_into_the_model() {
+    let doc = xml(
+        r#"<profiles><profile name="big" description="more" import="true"/><profile name="small" description="less"/></profiles>
+<preferences>
+  <version>1.2.3</version><packagemanager>apt</packagemanager><timezone>UTC</timezone>
+  <type image="oem" filesystem="ext4" firmware="efi"><size unit="G">4</size></type>
+</preferences>
+<preferences profiles="small"><locale>de_DE</locale></preferences>
+<users><user name="tux" password="secret" pwdformat="plain" home="/home/tux" groups="users,adm" id="1000"/></users>
+<users group="staff"><user name="ops" shell="/bin/bash"/></users>
+<repository type="apt-deb" distribution="bookworm" components="main contrib" alias="debian">
+  <source path="http://deb.example/debian"><signing key="file:///usr/share/keyrings/debian-archive-keyring.gpg"/></source>
+</repository>
+<repository><source path="obsrepositories:/"/></repository>
+<packages type="bootstrap"><package name="apt"/><ignore name="usrmerge"/></packages>
+<packages type="image"><package name="systemd"/><package name="grub-pc" arch="aarch64"/><archive name="extra.tar.gz"/></packages>
+<packages type="image" profiles="big"><package name="nginx"/></packages>
+<packages type="image" profiles="small"><package name="dropbear"/></packages>
+<packages type="delete"><package name="man-db"/></packages>
+"#,
+    );
+    let d = kiwi::parse(&doc, &[]).unwrap();
+    validate(&d).unwrap();
+    assert_eq!(d.name, "t");
+    assert_eq!(d.preferences.version.as_deref(), Some("1.2.3"));
+    assert_eq!(d.preferences.locale, None, "profile `small` is not selected");
+    let disk = &d.preferences.targets[&TargetKind::Disk];
+    assert_eq!(disk["filesystem"], "ext4");
+    assert_eq!(disk["disksize"], "4G");
+    assert_eq!(d.users[0].password, Some(Password::Plain("secret".into())));
+    assert_eq!(d.users[0].groups, ["users", "adm"]);
+    assert_eq!(d.users[1].groups, ["staff"]);
+    let Repository::Apt(a) = &d.repositories[0] else { panic!() };
+    assert_eq!(
+        a.source_line(),
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.example/debian bookworm main contrib"
+    );
+    assert_eq!(d.repositories[1], Repository::Host);
+    assert_eq!(d.packages.bootstrap, ["apt"]);
+    assert_eq!(d.packages.exclude, ["usrmerge"]);
+    assert_eq!(d.packages.install, ["systemd", "nginx"], "other arch and unselected profile left out");
+    assert_eq!(d.packages.delete, ["man-db"]);
+    assert_eq!(d.archives, ["extra.tar.gz"]);
+
+    let small = kiwi::parse(&doc, &["small".to_string()]).unwrap();
+    assert_eq!(small.packages.install, ["systemd", "dropbear"]);
+    assert_eq!(small.preferences.locale.as_deref(), Some("de_DE"));
+}
+
+#[test]
+fn invalid_kiwi_documents_fail_with_their_exact_error() {
+    let table: &[(&str, &str)] = &[
+        (
+            "<?xml version=\"1.0\"?>\n<!DOCTYPE image [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>\n<image/>",
+            "line 1, column 1: a DOCTYPE declaration: DTDs and external entities are refused in descriptions",
+        ),
+        ("<image schemaversion=\"7.4\" name=\"t\">", "line 1, column 1: not well-formed XML: the root node was opened but never closed"),
+        ("<img/>", "line 1, column 1: the document element is <img>, expected <image>"),
+        ("<image schemaversion=\"6.2\" name=\"t\"/>", "line 1, column 1: schemaversion `6.2`: strata reads KIWI schema 7.x and 8.x"),
+        (
+            "<image schemaversion=\"7.4\" name=\"t\"/>",
+            "line 1, column 1: <image> needs a <description type=\"system\"> with <author>, <contact> and <specification>",
+        ),
+        (&xml("<drivers><file name=\"x\"/></drivers>"), "line 4, column 1: <drivers> in <image> is not supported by strata yet"),
+        (
+            &xml("<preferences><rpm-check-signatures>false</rpm-check-signatures></preferences>"),
+            "line 4, column 14: <rpm-check-signatures> in <preferences> is not supported by strata yet",
+        ),
+        (
+            &xml("<preferences><packagemanager>zypper</packagemanager></preferences>"),
+            "line 4, column 14: packagemanager `zypper`: strata installs Debian packages with apt only so far (RPM is not supported yet)",
+        ),
+        (
+            &xml("<preferences><type image=\"docker\"/></preferences>"),
+            "line 4, column 14: <type image=\"docker\"> is not supported by strata yet: it builds disks (oem) and live ISOs (iso)",
+        ),
+        (
+            &xml("<preferences><type image=\"oem\" luks=\"x\"/></preferences>"),
+            "line 4, column 14: attribute `luks` of <type> is not supported by strata (supported: image, primary, filesystem, firmware, kernelcmdline, bootloader, format, volid, flags)",
+        ),
+        (
+            &xml("<packages type=\"image\">\n  <namedCollection name=\"base\"/>\n</packages>"),
+            "line 5, column 3: <namedCollection> (package patterns) has no apt equivalent: list the packages instead",
+        ),
+        (
+            &xml("<packages type=\"image\"><package name=\"vim\" bootinclude=\"true\"/></packages>"),
+            "line 4, column 24: attribute `bootinclude` of <package> is not supported by strata (supported: name, arch)",
+        ),
+        (
+            &xml("<packages type=\"image\"><package name=\"vim\"/><package name=\"vim\"/></packages>"),
+            "line 4, column 45: package `vim` is listed twice",
+        ),
+        (&xml("<packages type=\"product\"/>"), "line 4, column 1: <packages type=\"product\"> is not supported by strata yet (bootstrap, image, uninstall, delete)"),
+        (
+            &xml("<repository type=\"rpm-md\"><source path=\"http://x/\"/></repository>"),
+            "line 4, column 1: repository type `rpm-md` is not supported by strata yet (apt-deb only; RPM is not supported yet)",
+        ),
+        (
+            &xml("<repository distribution=\"bookworm\"><source path=\"http://x/\"/></repository>"),
+            "line 4, column 1: a repository with a distribution needs `components`",
+        ),
+        (
+            &xml("<repository repository_gpgcheck=\"false\"><source path=\"http://x/\"/></repository>"),
+            "line 4, column 1: repository_gpgcheck=\"false\": strata always verifies repository signatures",
+        ),
+        (
+            &xml("<repository><source path=\"ftp://x/\"/></repository>"),
+            "line 4, column 13: source path `ftp://x/`: expected an http://, https:// or file:/ URI",
+        ),
+        (
+            &xml("<repository><source path=\"http://x/\"><signing key=\"https://k\"/></source></repository>"),
+            "line 4, column 38: signing key `https://k`: expected file:///absolute/path",
+        ),
+        (
+            &xml("<users><user name=\"x\" pwdformat=\"md5\" password=\"p\"/></users>"),
+            "line 4, column 8: pwdformat `md5`: expected `encrypted` or `plain`",
+        ),
+        (&xml("<users><user name=\"x\" id=\"-1\"/></users>"), "line 4, column 8: user id `-1`: expected a number"),
+        (&xml("<packages type=\"image\" profiles=\"nope\"/>"), "line 4, column 1: profile `nope` is not declared in <profiles>"),
+        (&xml("<derived from=\"a\"/><derived from=\"b\"/>"), "line 4, column 20: a second <derived>: an image derives from one base"),
+        (&xml("<files><file path=\"/etc/x\" mode=\"999\"/></files>"), "line 4, column 8: mode `999`: expected octal permission bits such as 0644"),
+        (&xml("<preferences>text</preferences>"), "line 4, column 14: unexpected text in <preferences>"),
+        // Checks shared with TOML.
+        (&xml("<packages type=\"image\"><package name=\"Bad_Name\"/></packages>"), "packages install: `Bad_Name` is not a package name (lower-case letters, digits and `+-.`)"),
+        (
+            &xml("<packages type=\"image\"><package name=\"vim\"/></packages><packages type=\"uninstall\"><package name=\"vim\"/></packages>"),
+            "package `vim` is both installed and removed",
+        ),
+        (&xml("<users><user name=\"Root\"/></users>"), "user `Root`: expected a name of lower-case letters, digits, `_` and `-`, starting with a letter or `_`"),
+        (&xml("<users><user name=\"x\" home=\"home\"/></users>"), "user `x`: home `home` must be an absolute path without `:`"),
+        (&xml("<files><file path=\"etc/x\"/></files>"), "files: `etc/x` must be an absolute path in the image without `..`"),
+        (&xml("<packages type=\"image\"><archive name=\"../x.tar\"/></packages>"), "archive: `../x.tar` must be a path inside the description directory"),
+        ("<image schemaversion=\"8.0\" name=\"a b\"><derived from=\"x\"/></image>", "image name `a b`: expected letters, digits and `._+-`"),
+    ];
+    let wrong: Vec<String> = table
+        .iter()
+        .filter(|(doc, want)| xml_err(doc) != *want)
+        .map(|(doc, want)| format!("document:\n{doc}\nwant: {want}\ngot:  {}", xml_err(doc)))
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
+#[test]
+fn unknown_profiles_on_the_command_line_are_named() {
+    let e = kiwi::parse(&xml(""), &["web".to_string()]).unwrap_err();
+    assert_eq!(e.to_string(), "line 1, column 1: profile `web` is not declared in <profiles> (declared: none)");
+}
+
+#[test]
+fn invalid_toml_documents_fail_with_their_exact_error() {
+    let table: &[(&str, &str)] = &[
+        ("[image]\nname = \"t\"\n[packages]\ninstal = [\"x\"]\n", "line 4, column 1: key `packages.instal`: unknown field `instal`, expected one of `bootstrap`, `install`, `remove`, `delete`, `exclude`, `archives`"),
+        ("[image]\nname = \"t\"\n[packages]\ninstall = \"nginx\"\n", "line 4, column 11: key `packages.install`: invalid type: string \"nginx\", expected a sequence"),
+        ("[image]\nname = \"t\"\nname = \"u\"\n", "line 3, column 1: duplicate key"),
+        ("[image]\nnam = \"t\"\n", "line 2, column 1: key `image.nam`: unknown field `nam`, expected one of `name`, `derived-from`, `version`, `author`, `contact`, `specification`, `packagemanager`, `locale`, `keytable`, `timezone`"),
+        ("[packages]\ninstall = []\n", "line 1, column 1: missing field `image`"),
+        ("[image]\nname = \"t\"\n[[user]]\nname = \"x\"\nuid = \"1000\"\n", "line 5, column 7: key `user[0].uid`: invalid type: string \"1000\", expected u32"),
+        ("[image]\nname = \"t\"\n[[user]]\nname = \"x\"\npassword-format = \"plain\"\n", "key `user[0].password-format`: given without a password"),
+        ("[image]\nname = \"t\"\n[[repository]]\ndistribution = \"bookworm\"\n", "key `repository[0]`: expected `uri = \"…\"` or `host-sources = true`"),
+        ("[image]\nname = \"t\"\n[[repository]]\nhost-sources = true\nuri = \"http://x/\"\n", "key `repository[0]`: `host-sources = true` takes no uri, distribution, components or signed-by"),
+        ("[image]\nname = \"t\"\n[[repository]]\nuri = \"http://x/\"\ndistribution = \"b\"\ncomponents = [\"main\"]\nsigned-by = [\"k.gpg\"]\n", "key `repository[0].signed-by`: `k.gpg`: expected an absolute path to a keyring"),
+        ("[image]\nname = \"t\"\n[target.disk]\nsize = \"4G\"\n", "key `target.disk.size`: unknown attribute; expected one of primary, filesystem, firmware, kernelcmdline, bootloader, format, volid, flags, disksize"),
+        ("[image]\nname = \"t\"\n[target.vm]\n", "line 3, column 9: key `target.vm`: unknown field `vm`, expected `disk` or `iso`"),
+        ("[image]\nname = \"t\"\n[files.\"/etc/x\"]\nmode = \"rw\"\n", "key `files.\"/etc/x\".mode`: mode `rw`: expected octal permission bits such as 0644"),
+        ("[image]\nname = \"t\"\npackagemanager = \"dnf\"\n", "packagemanager `dnf`: strata installs Debian packages with apt only so far (RPM is not supported yet)"),
+        ("[image]\nname = \"t\"\n[packages]\ninstall = [\"a1\", \"a1\"]\n", "packages install: `a1` is listed twice"),
+        ("[image]\nname = \"t\"\n[scripts]\nconfig = \"/etc/passwd\"\n", "scripts config: `/etc/passwd` must be a path inside the description directory"),
+    ];
+    let wrong: Vec<String> = table
+        .iter()
+        .filter(|(doc, want)| toml_err(doc) != *want)
+        .map(|(doc, want)| format!("document:\n{doc}\nwant: {want}\ngot:  {}", toml_err(doc)))
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
+#[test]
+fn base_references_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    fs_err::create_dir(dir.path().join("base")).unwrap();
+    assert_eq!(parse_base("root:images/base", dir.path()).unwrap(), Base::Root("images/base".into()));
+    assert_eq!(
+        parse_base("ostree:repo#os/x86_64", dir.path()).unwrap(),
+        Base::Ostree { repo: dir.path().join("repo"), reference: "os/x86_64".into() }
+    );
+    assert_eq!(
+        parse_base("base", dir.path()).unwrap(),
+        Base::Description(dir.path().join("base").canonicalize().unwrap())
+    );
+    assert!(format!("{:#}", parse_base("missing", dir.path()).unwrap_err()).starts_with("base description `missing`"));
+    assert_eq!(parse_base("ostree:repo", dir.path()).unwrap_err().to_string(), "`ostree:repo`: expected `ostree:REPO#REF`");
+}
+
+#[test]
+fn a_derivation_cycle_is_reported_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, from) in [("a", "../b"), ("b", "../c"), ("c", "../a")] {
+        let d = dir.path().join(name);
+        fs_err::create_dir(&d).unwrap();
+        fs_err::write(d.join("image.toml"), format!("[image]\nname = \"{name}\"\nderived-from = \"{from}\"\n")).unwrap();
+    }
+    let e = load_chain(&dir.path().join("a"), &[]).unwrap_err().to_string();
+    let root = dir.path().canonicalize().unwrap();
+    let p = |n: &str| root.join(n).display().to_string();
+    assert_eq!(
+        e,
+        format!("descriptions derive from each other in a cycle: {} => {} => {} => {}", p("a"), p("b"), p("c"), p("a"))
+    );
+}
+
+fn opt_text() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of("[a-zA-Z0-9 _./<>&\"'-]{1,12}".prop_map(|s| s.trim().to_string()).prop_filter("non-empty", |s| !s.is_empty()))
+}
+
+fn names() -> impl Strategy<Value = Vec<String>> {
+    proptest::collection::btree_set("[a-z][a-z0-9+.-]{1,8}", 0..4).prop_map(|s| s.into_iter().collect())
+}
+
+fn description() -> impl Strategy<Value = Description> {
+    let repo = prop_oneof![
+        Just(Repository::Host),
+        ("[a-z]{1,8}", proptest::option::of("[a-z]{1,8}"), proptest::collection::vec("/[a-z]{1,8}\\.gpg", 0..2)).prop_map(
+            |(host, dist, keys)| Repository::Apt(AptRepository {
+                alias: None,
+                uri: format!("http://{host}/debian"),
+                components: if dist.is_some() { vec!["main".into()] } else { vec![] },
+                distribution: dist,
+                signed_by: keys,
+            })
+        ),
+    ];
+    let user = (
+        "[a-z][a-z0-9_-]{0,8}",
+        proptest::option::of(prop_oneof![
+            "[a-zA-Z0-9$./]{1,20}".prop_map(Password::Hashed),
+            "[a-zA-Z0-9 !]{1,12}".prop_map(Password::Plain)
+        ]),
+        proptest::option::of("/[a-z]{1,8}"),
+        proptest::option::of(0u32..70000),
+        proptest::collection::vec("[a-z]{1,6}", 0..3),
+    )
+        .prop_map(|(name, password, home, uid, groups)| User {
+            name,
+            password,
+            home,
+            shell: None,
+            uid,
+            groups,
+            realname: None,
+        });
+    let target = proptest::collection::btree_map(
+        prop_oneof![Just("filesystem".to_string()), Just("firmware".to_string()), Just("primary".to_string()), Just("disksize".to_string())],
+        prop_oneof![Just("true".to_string()), Just("4G".to_string()), "[a-z0-9]{1,6}"],
+        0..3,
+    )
+    .prop_map(|mut m| {
+        // `disksize` is a size in KIWI: a number and a unit.
+        if m.contains_key("disksize") {
+            m.insert("disksize".into(), "20G".into());
+        }
+        m
+    });
+    (
+        "[a-z][a-z0-9.-]{0,10}",
+        (opt_text(), opt_text(), opt_text()),
+        proptest::option::of("\\.\\./[a-z]{1,8}"),
+        (opt_text(), proptest::option::of(Just("apt".to_string())), opt_text(), opt_text()),
+        proptest::collection::vec(repo, 0..3),
+        (names(), names(), names(), names()),
+        proptest::collection::vec(user, 0..3),
+        proptest::collection::btree_map("/etc/[a-z]{1,8}", (opt_text(), proptest::option::of(0u32..0o7777)), 0..3),
+        proptest::option::of(target),
+    )
+        .prop_map(|(name, info, derived_from, prefs, repositories, pk, users, files, target)| {
+            let mut users = users;
+            users.dedup_by(|a, b| a.name == b.name);
+            let mut seen = std::collections::BTreeSet::new();
+            users.retain(|u| seen.insert(u.name.clone()));
+            let (bootstrap, install, remove, exclude) = pk;
+            let remove = remove.into_iter().filter(|p| !install.contains(p) && !bootstrap.contains(p)).collect();
+            Description {
+                name,
+                info: Info { author: info.0, contact: info.1, specification: info.2 },
+                derived_from,
+                preferences: Preferences {
+                    version: prefs.0,
+                    packagemanager: prefs.1,
+                    locale: prefs.2,
+                    keytable: prefs.3,
+                    timezone: None,
+                    targets: target.map(|t| [(TargetKind::Disk, t)].into_iter().collect()).unwrap_or_default(),
+                },
+                repositories,
+                packages: Packages { bootstrap, install, remove, delete: vec![], exclude },
+                archives: vec![],
+                users,
+                files: files
+                    .into_iter()
+                    .map(|(k, (owner, mode))| (k, FileAttrs { owner: owner.map(|o| o.replace(' ', "")), group: None, mode }))
+                    .collect(),
+                scripts: Scripts::default(),
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// XML -> model -> TOML -> model is the identity (and so is the way back).
+    #[test]
+    fn xml_and_toml_forms_round_trip(d in description()) {
+        let mut d = d;
+        // A description without <description> must derive (KIWI requires it otherwise).
+        if d.info == Info::default() && d.derived_from.is_none() {
+            d.info.author = Some("a".into());
+        }
+        let xml = kiwi::write(&d).unwrap();
+        let from_xml = kiwi::parse(&xml, &[]).map_err(|e| TestCaseError::fail(format!("{e}\n{xml}")))?;
+        prop_assert_eq!(&from_xml, &d, "{}", xml);
+        let toml = toml_form::write(&from_xml);
+        let from_toml = toml_form::parse(&toml).map_err(|e| TestCaseError::fail(format!("{e:#}\n{toml}")))?;
+        prop_assert_eq!(&from_toml, &d, "{}", toml);
+    }
+}

@@ -1,0 +1,408 @@
+//! TOML descriptions: the [`Description`] model with readable keys, read strictly (unknown or
+//! misspelled keys, wrong types and duplicates are errors naming the key path) and written back.
+//!
+//! ```toml
+//! [image]
+//! name = "web"
+//! derived-from = "../debian-base"
+//! version = "1.0.0"
+//! timezone = "Europe/Berlin"
+//!
+//! [[repository]]
+//! host-sources = true
+//!
+//! [packages]
+//! install = ["nginx"]
+//! remove = ["vim-tiny"]
+//!
+//! [[user]]
+//! name = "web"
+//! groups = ["www-data"]
+//!
+//! [files."/etc/nginx/sites-enabled/default"]
+//! mode = "0644"
+//!
+//! [target.disk]
+//! filesystem = "ext4"
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+use super::{
+    AptRepository, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, Scripts, TargetKind,
+    User,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Doc {
+    image: ImageKeys,
+    #[serde(default)]
+    repository: Vec<RepoKeys>,
+    #[serde(default)]
+    packages: PackageKeys,
+    #[serde(default)]
+    user: Vec<UserKeys>,
+    #[serde(default)]
+    files: BTreeMap<String, FileKeys>,
+    #[serde(default)]
+    scripts: ScriptKeys,
+    #[serde(default)]
+    target: TargetKeys,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ImageKeys {
+    name: String,
+    derived_from: Option<String>,
+    version: Option<String>,
+    author: Option<String>,
+    contact: Option<String>,
+    specification: Option<String>,
+    packagemanager: Option<String>,
+    locale: Option<String>,
+    keytable: Option<String>,
+    timezone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RepoKeys {
+    #[serde(default)]
+    host_sources: bool,
+    alias: Option<String>,
+    uri: Option<String>,
+    distribution: Option<String>,
+    #[serde(default)]
+    components: Vec<String>,
+    #[serde(default)]
+    signed_by: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PackageKeys {
+    #[serde(default)]
+    bootstrap: Vec<String>,
+    #[serde(default)]
+    install: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+    #[serde(default)]
+    delete: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    archives: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PasswordFormat {
+    Encrypted,
+    Plain,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct UserKeys {
+    name: String,
+    password: Option<String>,
+    password_format: Option<PasswordFormat>,
+    home: Option<String>,
+    shell: Option<String>,
+    uid: Option<u32>,
+    #[serde(default)]
+    groups: Vec<String>,
+    realname: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileKeys {
+    owner: Option<String>,
+    group: Option<String>,
+    mode: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ScriptKeys {
+    config: Option<String>,
+    images: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct TargetKeys {
+    disk: Option<BTreeMap<String, AttrValue>>,
+    iso: Option<BTreeMap<String, AttrValue>>,
+}
+
+/// Target attributes may be written as strings, booleans or integers.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AttrValue {
+    Bool(bool),
+    Int(i64),
+    Str(String),
+}
+
+impl AttrValue {
+    fn into_string(self) -> String {
+        match self {
+            AttrValue::Bool(b) => b.to_string(),
+            AttrValue::Int(i) => i.to_string(),
+            AttrValue::Str(s) => s,
+        }
+    }
+}
+
+/// Parse a TOML description; errors name the key path and line.
+pub fn parse(text: &str) -> anyhow::Result<Description> {
+    let de = toml::Deserializer::parse(text).map_err(|e| located(text, &e, None))?;
+    let doc: Doc = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        located(text, e.inner(), Some(path))
+    })?;
+    convert(doc)
+}
+
+fn located(text: &str, e: &toml::de::Error, path: Option<String>) -> anyhow::Error {
+    let place = match e.span() {
+        Some(span) => {
+            let (line, col) = super::line_col(text, span.start);
+            format!("line {line}, column {col}: ")
+        }
+        None => String::new(),
+    };
+    let key = match path.filter(|p| p != ".") {
+        Some(p) => format!("key `{p}`: "),
+        None => String::new(),
+    };
+    anyhow::anyhow!("{place}{key}{}", e.message().trim())
+}
+
+fn convert(doc: Doc) -> anyhow::Result<Description> {
+    let i = doc.image;
+    let mut repositories = Vec::new();
+    for (n, r) in doc.repository.into_iter().enumerate() {
+        let at = format!("repository[{n}]");
+        if r.host_sources {
+            if r.uri.is_some() || r.distribution.is_some() || !r.components.is_empty() || !r.signed_by.is_empty() {
+                anyhow::bail!("key `{at}`: `host-sources = true` takes no uri, distribution, components or signed-by");
+            }
+            repositories.push(Repository::Host);
+            continue;
+        }
+        let uri = r.uri.ok_or_else(|| anyhow::anyhow!("key `{at}`: expected `uri = \"…\"` or `host-sources = true`"))?;
+        if !(uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("file:/")) {
+            anyhow::bail!("key `{at}.uri`: `{uri}`: expected an http://, https:// or file:/ URI");
+        }
+        match (&r.distribution, r.components.is_empty()) {
+            (Some(_), true) => anyhow::bail!("key `{at}.components`: a repository with a distribution needs components"),
+            (None, false) => anyhow::bail!("key `{at}.components`: components without a distribution"),
+            _ => {}
+        }
+        for k in &r.signed_by {
+            if !k.starts_with('/') {
+                anyhow::bail!("key `{at}.signed-by`: `{k}`: expected an absolute path to a keyring");
+            }
+        }
+        repositories.push(Repository::Apt(AptRepository {
+            alias: r.alias,
+            uri,
+            distribution: r.distribution,
+            components: r.components,
+            signed_by: r.signed_by,
+        }));
+    }
+    let mut users = Vec::new();
+    for (n, u) in doc.user.into_iter().enumerate() {
+        let password = match (u.password, u.password_format) {
+            (None, None) => None,
+            (None, Some(_)) => anyhow::bail!("key `user[{n}].password-format`: given without a password"),
+            (Some(p), None | Some(PasswordFormat::Encrypted)) => Some(Password::Hashed(p)),
+            (Some(p), Some(PasswordFormat::Plain)) => Some(Password::Plain(p)),
+        };
+        users.push(User {
+            name: u.name,
+            password,
+            home: u.home,
+            shell: u.shell,
+            uid: u.uid,
+            groups: u.groups,
+            realname: u.realname,
+        });
+    }
+    let mut files = BTreeMap::new();
+    for (path, f) in doc.files {
+        let mode = match f.mode {
+            None => None,
+            Some(m) => Some(super::kiwi::parse_mode(&m).map_err(|e| anyhow::anyhow!("key `files.\"{path}\".mode`: {e}"))?),
+        };
+        files.insert(path, FileAttrs { owner: f.owner, group: f.group, mode });
+    }
+    let mut targets = BTreeMap::new();
+    for (kind, attrs) in [(TargetKind::Disk, doc.target.disk), (TargetKind::Iso, doc.target.iso)] {
+        if let Some(attrs) = attrs {
+            targets.insert(kind, attrs.into_iter().map(|(k, v)| (k, v.into_string())).collect());
+        }
+    }
+    let d = Description {
+        name: i.name,
+        info: Info { author: i.author, contact: i.contact, specification: i.specification },
+        derived_from: i.derived_from,
+        preferences: Preferences {
+            version: i.version,
+            packagemanager: i.packagemanager,
+            locale: i.locale,
+            keytable: i.keytable,
+            timezone: i.timezone,
+            targets,
+        },
+        repositories,
+        packages: Packages {
+            bootstrap: doc.packages.bootstrap,
+            install: doc.packages.install,
+            remove: doc.packages.remove,
+            delete: doc.packages.delete,
+            exclude: doc.packages.exclude,
+        },
+        archives: doc.packages.archives,
+        users,
+        files,
+        scripts: Scripts { config: doc.scripts.config, images: doc.scripts.images },
+    };
+    for (kind, attrs) in &d.preferences.targets {
+        if let Some((k, _)) = attrs.iter().find(|(k, _)| !super::TARGET_ATTRIBUTES.iter().any(|(n, _)| n == k)) {
+            anyhow::bail!(
+                "key `target.{}.{k}`: unknown attribute; expected one of {}",
+                kind.as_str(),
+                super::TARGET_ATTRIBUTES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    Ok(d)
+}
+
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn list(items: &[String]) -> String {
+    format!("[{}]", items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", "))
+}
+
+/// Write a description as TOML.
+pub fn write(d: &Description) -> String {
+    let mut s = String::from("[image]\n");
+    let _ = writeln!(s, "name = {}", q(&d.name));
+    let p = &d.preferences;
+    for (k, v) in [
+        ("derived-from", &d.derived_from),
+        ("version", &p.version),
+        ("author", &d.info.author),
+        ("contact", &d.info.contact),
+        ("specification", &d.info.specification),
+        ("packagemanager", &p.packagemanager),
+        ("locale", &p.locale),
+        ("keytable", &p.keytable),
+        ("timezone", &p.timezone),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(s, "{k} = {}", q(v));
+        }
+    }
+    for r in &d.repositories {
+        s.push_str("\n[[repository]]\n");
+        match r {
+            Repository::Host => s.push_str("host-sources = true\n"),
+            Repository::Apt(a) => {
+                if let Some(alias) = &a.alias {
+                    let _ = writeln!(s, "alias = {}", q(alias));
+                }
+                let _ = writeln!(s, "uri = {}", q(&a.uri));
+                if let Some(dist) = &a.distribution {
+                    let _ = writeln!(s, "distribution = {}\ncomponents = {}", q(dist), list(&a.components));
+                }
+                if !a.signed_by.is_empty() {
+                    let _ = writeln!(s, "signed-by = {}", list(&a.signed_by));
+                }
+            }
+        }
+    }
+    let pk = &d.packages;
+    let lists = [
+        ("bootstrap", &pk.bootstrap),
+        ("install", &pk.install),
+        ("remove", &pk.remove),
+        ("delete", &pk.delete),
+        ("exclude", &pk.exclude),
+        ("archives", &d.archives),
+    ];
+    if lists.iter().any(|(_, l)| !l.is_empty()) {
+        s.push_str("\n[packages]\n");
+        for (k, l) in lists.iter().filter(|(_, l)| !l.is_empty()) {
+            let _ = writeln!(s, "{k} = {}", list(l));
+        }
+    }
+    for u in &d.users {
+        s.push_str("\n[[user]]\n");
+        let _ = writeln!(s, "name = {}", q(&u.name));
+        match &u.password {
+            Some(Password::Hashed(h)) => {
+                let _ = writeln!(s, "password = {}", q(h));
+            }
+            Some(Password::Plain(h)) => {
+                let _ = writeln!(s, "password = {}\npassword-format = \"plain\"", q(h));
+            }
+            None => {}
+        }
+        for (k, v) in [("home", &u.home), ("shell", &u.shell), ("realname", &u.realname)] {
+            if let Some(v) = v {
+                let _ = writeln!(s, "{k} = {}", q(v));
+            }
+        }
+        if let Some(id) = u.uid {
+            let _ = writeln!(s, "uid = {id}");
+        }
+        if !u.groups.is_empty() {
+            let _ = writeln!(s, "groups = {}", list(&u.groups));
+        }
+    }
+    for (path, a) in &d.files {
+        let _ = writeln!(s, "\n[files.{}]", q(path));
+        for (k, v) in [("owner", &a.owner), ("group", &a.group)] {
+            if let Some(v) = v {
+                let _ = writeln!(s, "{k} = {}", q(v));
+            }
+        }
+        if let Some(m) = a.mode {
+            let _ = writeln!(s, "mode = \"{m:04o}\"");
+        }
+    }
+    if d.scripts.config.is_some() || d.scripts.images.is_some() {
+        s.push_str("\n[scripts]\n");
+        for (k, v) in [("config", &d.scripts.config), ("images", &d.scripts.images)] {
+            if let Some(v) = v {
+                let _ = writeln!(s, "{k} = {}", q(v));
+            }
+        }
+    }
+    for (kind, attrs) in &p.targets {
+        let _ = writeln!(s, "\n[target.{}]", kind.as_str());
+        for (k, v) in attrs {
+            let value = match v.as_str() {
+                "true" | "false" => v.clone(),
+                _ => q(v),
+            };
+            let _ = writeln!(s, "{k} = {value}");
+        }
+    }
+    s
+}
