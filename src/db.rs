@@ -17,7 +17,10 @@ use crate::digest::Digest;
 use crate::error::StoreError;
 
 /// The schema files, in order. Index + 1 is the version each one brings the database to.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_initial", include_str!("../store-schema/0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_initial", include_str!("../store-schema/0001_initial.sql")),
+    ("0002_generations", include_str!("../store-schema/0002_generations.sql")),
+];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -185,12 +188,44 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Generations of `image` (all images when `None`), oldest first.
+    pub fn generations(&self, image: Option<&str>) -> anyhow::Result<Vec<GenerationRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT image, number, entry, tree, created, description, inputs FROM generations \
+             WHERE ?1 IS NULL OR image = ?1 ORDER BY image, number",
+        )?;
+        let rows = stmt.query_map([image], |r| {
+            Ok(GenerationRow {
+                image: r.get(0)?,
+                number: r.get::<_, i64>(1)? as u64,
+                entry: digest_col(r, 2)?,
+                tree: digest_col(r, 3)?,
+                created: r.get(4)?,
+                description: r.get(5)?,
+                inputs: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// All entry references, as (entry, target) pairs.
     pub fn all_entry_refs(&self) -> anyhow::Result<Vec<(Digest, Digest)>> {
         let mut stmt = self.conn.prepare("SELECT entry, target FROM entry_refs")?;
         let rows = stmt.query_map([], |r| Ok((digest_col(r, 0)?, digest_col(r, 1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// One generation of an image.
+#[derive(Clone, Debug)]
+pub struct GenerationRow {
+    pub image: String,
+    pub number: u64,
+    pub entry: Digest,
+    pub tree: Digest,
+    pub created: i64,
+    pub description: String,
+    pub inputs: String,
 }
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
@@ -246,6 +281,22 @@ impl Tx<'_> {
     }
 
     /// Returns whether a root was removed.
+    pub fn insert_generation(&self, g: &GenerationRow) -> anyhow::Result<()> {
+        self.tx.execute(
+            "INSERT INTO generations (image, number, entry, tree, created, description, inputs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![g.image, g.number as i64, g.entry.as_bytes(), g.tree.as_bytes(), g.created, g.description, g.inputs],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_generation_inputs(&self, image: &str, number: u64, inputs: &str) -> anyhow::Result<()> {
+        self.tx.execute(
+            "UPDATE generations SET inputs = ?3 WHERE image = ?1 AND number = ?2",
+            params![image, number as i64, inputs],
+        )?;
+        Ok(())
+    }
+
     pub fn remove_root(&self, name: &str) -> anyhow::Result<bool> {
         Ok(self.tx.execute("DELETE FROM roots WHERE name = ?1", [name])? == 1)
     }

@@ -15,6 +15,8 @@ pub enum EntryKind {
     Merge,
     Layer,
     Rootfs,
+    /// An intermediate tree of an image build (after users, files, scripts…).
+    Step,
     Commit,
     Artifact,
 }
@@ -27,6 +29,7 @@ impl EntryKind {
             EntryKind::Merge => "merge",
             EntryKind::Layer => "layer",
             EntryKind::Rootfs => "rootfs",
+            EntryKind::Step => "step",
             EntryKind::Commit => "commit",
             EntryKind::Artifact => "artifact",
         }

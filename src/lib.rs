@@ -5,6 +5,7 @@
 //! [`import`]/[`checkout`] (moving trees in and out).
 
 pub mod batch;
+pub mod build;
 pub mod checkout;
 pub mod cli;
 pub mod db;

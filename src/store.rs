@@ -188,6 +188,19 @@ impl Store {
             let entry = self.db.entry(&root.entry)?.ok_or_else(|| StoreError::NotFound(spec.to_string()))?;
             return Ok(Target::Entry(entry));
         }
+        // `images/<name>`: the newest generation of an image.
+        if spec.strip_prefix("images/").is_some_and(|i| !i.is_empty() && !i.contains('/')) {
+            let newest = self
+                .db
+                .roots()?
+                .into_iter()
+                .filter_map(|r| Some((r.name.strip_prefix(spec)?.strip_prefix('/')?.parse::<u64>().ok()?, r.entry)))
+                .max_by_key(|(n, _)| *n);
+            if let Some((_, key)) = newest {
+                let entry = self.db.entry(&key)?.ok_or_else(|| StoreError::NotFound(spec.to_string()))?;
+                return Ok(Target::Entry(entry));
+            }
+        }
         let lower = spec.to_ascii_lowercase();
         if lower.len() >= MIN_PREFIX && is_hex_prefix(&lower) {
             let entries = self.db.entries_with_prefix(&lower)?;

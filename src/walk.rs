@@ -53,3 +53,16 @@ pub fn flatten(store: &Store, id: &Digest) -> anyhow::Result<Vec<Item>> {
     }
     Ok(out)
 }
+
+/// The number of regular files under tree `id` and their total size.
+pub fn file_totals(store: &Store, id: &Digest) -> anyhow::Result<(u64, u64)> {
+    let mut files = 0;
+    let mut bytes = 0;
+    for item in flatten(store, id)? {
+        if let ItemKind::Leaf(Node::File { size, .. }) = item.kind {
+            files += 1;
+            bytes += size;
+        }
+    }
+    Ok((files, bytes))
+}

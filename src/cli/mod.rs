@@ -4,6 +4,7 @@
 
 mod docs;
 mod gc;
+mod image;
 mod output;
 mod package;
 mod roots;
@@ -21,6 +22,8 @@ use crate::store::{OpenOptions, Store};
 
 const AFTER_HELP: &str = "\
 Examples:
+  strata build descriptions/debian-base
+  strata store checkout images/debian-base /srv/rootfs
   strata store add ./rootfs --name base --root tags/base
   strata store checkout tags/base /tmp/base --link auto
   strata store diff tags/base tags/next
@@ -62,6 +65,33 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build an image from its description: only steps whose inputs changed run
+    ///
+    /// Resolves the description (KIWI XML or TOML) and the descriptions it derives from, then
+    /// runs its steps: packages, removals, users, archives, root/ files, preferences, config.sh,
+    /// images.sh. Each step's result is a store entry keyed by its inputs; steps whose key is in
+    /// the store are hits. A build that yields a new tree becomes the next generation,
+    /// `images/<name>/<N>`.
+    #[command(after_help = "Examples:\n  strata build descriptions/debian-base\n  strata build descriptions/debian-web --json\n  strata build ./my-image --set-repo 'deb [signed-by=/etc/apt/keyring.gpg] http://mirror/debian bookworm main'\n  strata store checkout images/debian-web /srv/web")]
+    Build(image::BuildArgs),
+    /// Print the steps of a build (kind, key, state) without building anything
+    #[command(after_help = "Examples:\n  strata plan descriptions/debian-web\n  strata plan descriptions/debian-web --json")]
+    Plan(image::BuildArgs),
+    /// Explain, step by step, which inputs changed since the image's newest generation
+    #[command(after_help = "Examples:\n  strata why descriptions/debian-web\n  strata why descriptions/debian-web --json")]
+    Why(image::BuildArgs),
+    /// Print a description in the other format (KIWI XML <-> TOML)
+    #[command(after_help = "Examples:\n  strata describe descriptions/debian-base --format toml\n  strata describe descriptions/debian-web --format xml > appliance.kiwi")]
+    Describe {
+        #[command(flatten)]
+        desc: image::DescArgs,
+        /// The format to print
+        #[arg(long, value_enum, default_value = "toml")]
+        format: image::Format,
+    },
+    /// List built images and their generations
+    #[command(subcommand)]
+    Images(image::ImagesCommand),
     /// Add, inspect, check out and verify store entries
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -157,6 +187,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         progress: Progress::new(cli.quiet),
     };
     match cli.command {
+        Command::Build(args) => image::build(&ctx, args),
+        Command::Plan(args) => image::plan(&ctx, args),
+        Command::Why(args) => image::why(&ctx, args),
+        Command::Describe { desc, format } => image::describe(&ctx, desc, format),
+        Command::Images(cmd) => image::images(&ctx, cmd),
         Command::Store(cmd) => store::run(&ctx, cmd),
         Command::Package(cmd) => package::run(&ctx, cmd),
         Command::Roots(cmd) => roots::run(&ctx, cmd),

@@ -112,37 +112,11 @@ pub fn bootstrap_on(
     opts: &Options,
     progress: &Progress,
 ) -> anyhow::Result<BootstrapReport> {
-    let (base_status, packages) = match base {
-        None => (None, packages.to_vec()),
-        Some(b) => {
-            let status = base_status(store, b)?;
-            let installed = installed_in(&status)?;
-            let mut new = Vec::new();
-            for (r, rep) in packages {
-                match installed.get(&r.name) {
-                    Some(v) if *v == r.version.to_string() => {}
-                    Some(v) => anyhow::bail!(
-                        "the base has {} {v} but the package set needs {}: adding packages cannot upgrade the base; build it again",
-                        r.name,
-                        r.version
-                    ),
-                    None => new.push((r.clone(), rep.clone())),
-                }
-            }
-            (Some((b, status)), new)
-        }
-    };
+    let records: Vec<(PackageRecord, Digest)> = packages.iter().map(|(r, rep)| (r.clone(), rep.key)).collect();
+    let k = keys(store, base, &records, apt, opts)?;
+    let packages: Vec<(PackageRecord, PackageReport)> = k.packages.iter().map(|i| packages[*i].clone()).collect();
+    let (base_status, merge_key, inputs_keys) = (k.base_status, k.merge, k.refs);
     let packages = &packages[..];
-    let mut keys: Vec<Digest> = packages.iter().map(|(_, r)| r.key).collect();
-    keys.sort();
-    let merged_usr: &[u8] = if opts.merged_usr { b"yes" } else { b"no" };
-    let mut inputs_keys = keys.clone();
-    // New packages overwrite files of the base that they also ship (configuration a script wrote,
-    // say), as dpkg does for files no package owns.
-    if let Some((b, _)) = &base_status {
-        inputs_keys.insert(0, b.key);
-    }
-    let merge_key = entry_key(EntryKind::Merge, &[("debian", STEPS_VERSION), ("merged-usr", merged_usr)], &inputs_keys);
     let merge_step = match store.db().entry(&merge_key)? {
         Some(e) => Step { kind: "merge", key: merge_key, tree: e.tree, cached: true },
         None => {
@@ -152,14 +126,13 @@ pub fn bootstrap_on(
         }
     };
 
-    let script = configure_script(packages);
-    let layer_key = entry_key(EntryKind::Layer, &[("script", script.as_bytes())], &[merge_key]);
+    let (script, layer_key) = (k.script, k.layer);
     let layer_step = match store.db().entry(&layer_key)? {
         Some(e) => Step { kind: "layer", key: layer_key, tree: e.tree, cached: true },
         None => {
             let out = crate::sandbox::run(store, &merge_step.tree, &script, opts.script_timeout, progress)
                 .context("maintainer scripts failed")?;
-            let (files, bytes) = count(store, &out.layer)?;
+            let (files, bytes) = crate::walk::file_totals(store, &out.layer)?;
             let entry = NewEntry {
                 key: layer_key,
                 kind: EntryKind::Layer.as_str(),
@@ -175,7 +148,7 @@ pub fn bootstrap_on(
     };
 
     let (apt_key, apt_tree) = apt_lists(store, apt.0, apt.1)?;
-    let rootfs_key = entry_key(EntryKind::Rootfs, &[], &[merge_key, layer_key, apt_tree]);
+    let rootfs_key = k.rootfs;
     let rootfs = match store.db().entry(&rootfs_key)? {
         Some(e) => Step { kind: "rootfs", key: rootfs_key, tree: e.tree, cached: true },
         None => {
@@ -190,7 +163,7 @@ pub fn bootstrap_on(
             ];
             let tree = merge(store, &inputs, &mut batch.trees)?;
             batch.commit(store, None)?;
-            let (files, bytes) = count(store, &tree)?;
+            let (files, bytes) = crate::walk::file_totals(store, &tree)?;
             let entry = NewEntry {
                 key: rootfs_key,
                 kind: EntryKind::Rootfs.as_str(),
@@ -207,9 +180,80 @@ pub fn bootstrap_on(
     Ok(BootstrapReport { steps: vec![merge_step, layer_step], rootfs })
 }
 
-/// A tree with `/etc/apt/sources.list` and `/var/lib/apt/lists`, as a cached `layer` entry
-/// keyed by the sources and the identities of the index files; returns its key and tree id.
-fn apt_lists(store: &mut Store, sources: &[AptSource], lists: &[ListFile]) -> anyhow::Result<(Digest, Digest)> {
+/// The keys of the steps [`bootstrap_on`] runs, computed without running anything.
+pub struct Keys {
+    /// The base entry with its dpkg status, if any.
+    base_status: Option<(crate::db::EntryRow, String)>,
+    /// The packages to merge (those the base lacks), as indices into the resolved set.
+    pub packages: Vec<usize>,
+    refs: Vec<Digest>,
+    script: String,
+    pub merge: Digest,
+    pub layer: Digest,
+    pub apt: Digest,
+    pub rootfs: Digest,
+}
+
+impl Keys {
+    /// The steps as (kind, key), in the order they run.
+    pub fn steps(&self) -> [(&'static str, Digest); 3] {
+        [("merge", self.merge), ("layer", self.layer), ("rootfs", self.rootfs)]
+    }
+}
+
+/// Compute the step keys of a bootstrap (see [`bootstrap_on`]) from the resolved packages and
+/// their package entry keys.
+pub fn keys(
+    store: &Store,
+    base: Option<&crate::db::EntryRow>,
+    packages: &[(PackageRecord, Digest)],
+    apt: (&[AptSource], &[ListFile]),
+    opts: &Options,
+) -> anyhow::Result<Keys> {
+    let (base_status, new) = match base {
+        None => (None, (0..packages.len()).collect::<Vec<_>>()),
+        Some(b) => {
+            let status = base_status(store, b)?;
+            let installed = installed_in(&status)?;
+            let mut new = Vec::new();
+            for (i, (r, _)) in packages.iter().enumerate() {
+                match installed.get(&r.name) {
+                    Some(v) if *v == r.version.to_string() => {}
+                    Some(v) => anyhow::bail!(
+                        "the base has {} {v} but the package set needs {}: adding packages cannot upgrade the base; build it again",
+                        r.name,
+                        r.version
+                    ),
+                    None => new.push(i),
+                }
+            }
+            (Some((b.clone(), status)), new)
+        }
+    };
+    let mut keys: Vec<Digest> = new.iter().map(|i| packages[*i].1).collect();
+    keys.sort();
+    let merged_usr: &[u8] = if opts.merged_usr { b"yes" } else { b"no" };
+    // The base enters the key by its tree (so an identical base rebuilt by other steps is a hit)
+    // and the refs by its entry (so gc keeps it).
+    let mut key_inputs = keys.clone();
+    let mut refs = keys;
+    // New packages overwrite files of the base that they also ship (configuration a script wrote,
+    // say), as dpkg does for files no package owns.
+    if let Some((b, _)) = &base_status {
+        key_inputs.insert(0, b.tree);
+        refs.insert(0, b.key);
+    }
+    let merge = entry_key(EntryKind::Merge, &[("debian", STEPS_VERSION), ("merged-usr", merged_usr)], &key_inputs);
+    let records: Vec<&PackageRecord> = new.iter().map(|i| &packages[*i].0).collect();
+    let script = configure_script(&records);
+    let layer = entry_key(EntryKind::Layer, &[("script", script.as_bytes())], &[merge]);
+    let apt = apt_key(apt.0, apt.1);
+    let rootfs = entry_key(EntryKind::Rootfs, &[], &[merge, layer, apt]);
+    Ok(Keys { base_status, packages: new, refs, script, merge, layer, apt, rootfs })
+}
+
+/// The key of the apt lists entry: the sources and the identities of the index files.
+fn apt_key(sources: &[AptSource], lists: &[ListFile]) -> Digest {
     let text: String = sources.iter().map(|s| format!("{s}\n")).collect();
     let mut params: Vec<(String, Vec<u8>)> = vec![("sources.list".into(), text.clone().into_bytes())];
     for l in lists {
@@ -220,7 +264,14 @@ fn apt_lists(store: &mut Store, sources: &[AptSource], lists: &[ListFile]) -> an
         params.push((l.name.clone(), identity.into_bytes()));
     }
     let params: Vec<(&str, &[u8])> = params.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-    let key = entry_key(EntryKind::Layer, &params, &[]);
+    entry_key(EntryKind::Layer, &params, &[])
+}
+
+/// A tree with `/etc/apt/sources.list` and `/var/lib/apt/lists`, as a cached `layer` entry
+/// keyed by the sources and the identities of the index files; returns its key and tree id.
+fn apt_lists(store: &mut Store, sources: &[AptSource], lists: &[ListFile]) -> anyhow::Result<(Digest, Digest)> {
+    let text: String = sources.iter().map(|s| format!("{s}\n")).collect();
+    let key = apt_key(sources, lists);
     if let Some(e) = store.db().entry(&key)? {
         return Ok((key, e.tree));
     }
@@ -256,23 +307,12 @@ fn apt_lists(store: &mut Store, sources: &[AptSource], lists: &[ListFile]) -> an
     Ok((key, id))
 }
 
-fn count(store: &Store, tree: &Digest) -> anyhow::Result<(u64, u64)> {
-    let mut files = 0;
-    let mut bytes = 0;
-    for item in crate::walk::flatten(store, tree)? {
-        if let crate::walk::ItemKind::Leaf(Node::File { size, .. }) = item.kind {
-            files += 1;
-            bytes += size;
-        }
-    }
-    Ok((files, bytes))
-}
 
 /// The script the `layer` step runs: preinst of Essential packages, then of the rest, then
 /// configure everything.
-fn configure_script(packages: &[(PackageRecord, PackageReport)]) -> String {
+fn configure_script(packages: &[&PackageRecord]) -> String {
     let mut names: Vec<(bool, String, &str, &str)> =
-        packages.iter().map(|(r, _)| (!r.essential, info_name(r), r.name.as_str(), r.architecture.as_str())).collect();
+        packages.iter().map(|r| (!r.essential, info_name(r), r.name.as_str(), r.architecture.as_str())).collect();
     names.sort();
     let mut s = String::from(
         "# strata: configure a Debian tree\n\
@@ -449,7 +489,7 @@ fn build_merge(
     let mut merged = Batch::new();
     let tree = merge(store, &inputs, &mut merged.trees)?;
     merged.commit(store, None)?;
-    let (files, bytes) = count(store, &tree)?;
+    let (files, bytes) = crate::walk::file_totals(store, &tree)?;
     let entry = NewEntry { key, kind: EntryKind::Merge.as_str(), name: "debian-merge", tree, files, bytes, refs };
     Batch::new().commit(store, Some(&entry))?;
     Ok(tree)
