@@ -4,56 +4,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 
-use common::{sh, simple_deb, Env};
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Server { child, port };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the HTTP server did not start");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A signing key in its own GNUPGHOME; returns the public keyring file for gpgv.
-fn make_key(env: &Env, name: &str) -> (PathBuf, PathBuf) {
-    let home = env.path(&format!("gnupg-{name}"));
-    fs_err::create_dir_all(&home).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs_err::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let h = home.display();
-    sh(&format!("GNUPGHOME={h} gpg --batch --quiet --passphrase '' --quick-gen-key '{name} <{name}@example.org>' ed25519 sign never"));
-    let keyring = env.path(&format!("{name}.gpg"));
-    sh(&format!("GNUPGHOME={h} gpg --batch --quiet --export > {}", keyring.display()));
-    (home, keyring)
-}
+use common::{make_key, sh, simple_deb, Env, Server};
 
 /// A repository with a `dists/test/main/binary-amd64` index and a flat copy under `flat/`.
 fn make_repo(env: &Env, gnupg: &Path) -> PathBuf {

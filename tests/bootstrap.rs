@@ -10,19 +10,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{sh, simple_deb, Env};
+use common::{env_with_cache, sh, simple_deb, Env};
 
 const BASE: &[&str] = &["--required", "apt", "--exclude", "usrmerge"];
-
-/// A test environment whose store shares the persistent download cache.
-fn env_with_cache() -> Env {
-    let env = Env::new();
-    let shared = Path::new("/var/cache/strata-tests/downloads");
-    fs_err::create_dir_all(shared).unwrap();
-    fs_err::create_dir_all(env.store().join("cache")).unwrap();
-    std::os::unix::fs::symlink(shared, env.store().join("cache/downloads")).unwrap();
-    env
-}
 
 fn bootstrap(env: &Env, extra: &[&str]) -> Result<serde_json::Value, String> {
     let mut args = vec!["--json", "package", "bootstrap", "--host-sources"];

@@ -31,7 +31,12 @@ pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool
     let steps: Vec<RecordedStep> = outcome
         .steps
         .iter()
-        .map(|s| RecordedStep { image: s.image.clone(), kind: s.kind.clone(), name: s.name.clone(), inputs: s.inputs.clone() })
+        .map(|s| RecordedStep {
+            image: s.image.clone(),
+            kind: s.kind.clone(),
+            name: s.name.clone(),
+            inputs: s.inputs.clone(),
+        })
         .collect();
     let inputs = serde_json::to_string(&steps)?;
     if let Some(last) = gens.last() {
@@ -92,7 +97,8 @@ pub struct Why {
 }
 
 fn diff_inputs(before: &[Input], now: &[Input]) -> Vec<Change> {
-    let old: std::collections::BTreeMap<&str, &str> = before.iter().map(|i| (i.name.as_str(), i.value.as_str())).collect();
+    let old: std::collections::BTreeMap<&str, &str> =
+        before.iter().map(|i| (i.name.as_str(), i.value.as_str())).collect();
     let new: std::collections::BTreeMap<&str, &str> = now.iter().map(|i| (i.name.as_str(), i.value.as_str())).collect();
     let mut out = Vec::new();
     for (k, v) in &new {
@@ -139,7 +145,13 @@ pub fn why(store: &Store, plan: &Outcome) -> anyhow::Result<Why> {
         .filter(|r| !plan.steps.iter().any(|s| same(r, &s.image, &s.kind, &s.name)))
         .map(|r| id(&r.image, &r.kind, &r.name))
         .collect();
-    Ok(Why { image: plan.image.clone(), generation: last.map(|g| g.number), tree: last.map(|g| g.tree), steps, dropped })
+    Ok(Why {
+        image: plan.image.clone(),
+        generation: last.map(|g| g.number),
+        tree: last.map(|g| g.tree),
+        steps,
+        dropped,
+    })
 }
 
 /// Generations of an image, with what changed between each and the one before.
@@ -166,7 +178,11 @@ pub fn history(store: &Store, image: &str) -> anyhow::Result<Vec<HistoryItem>> {
         let steps: Vec<RecordedStep> = serde_json::from_str(&g.inputs)?;
         let flat = |s: &[RecordedStep]| -> Vec<Input> {
             s.iter()
-                .flat_map(|r| r.inputs.iter().map(move |i| Input { name: format!("{}: {}", r.image, i.name), value: i.value.clone() }))
+                .flat_map(|r| {
+                    r.inputs
+                        .iter()
+                        .map(move |i| Input { name: format!("{}: {}", r.image, i.name), value: i.value.clone() })
+                })
                 .collect()
         };
         let changes = if out.is_empty() { vec![] } else { diff_inputs(&flat(&prev), &flat(&steps)) };

@@ -306,7 +306,8 @@ impl Walker<'_> {
             let mut tops = Vec::new();
             let mut inputs = Vec::new();
             for n in &overlays {
-                let (top, mut listed) = overlay::import_overlay(self.store, &layer.source.dir.join(n), n, self.progress)?;
+                let (top, mut listed) =
+                    overlay::import_overlay(self.store, &layer.source.dir.join(n), n, self.progress)?;
                 inputs.push(input(format!("{n}/ tree"), top.to_hex()));
                 inputs.append(&mut listed);
                 tops.push(top);
@@ -353,10 +354,13 @@ impl Walker<'_> {
         self.image_step(&image, cur)
     }
 
-    /// The apt sources for description `i` of the chain (its own and its bases').
+    /// The apt sources for description `i` of the chain (its own and its bases'). The command
+    /// line's repositories apply to the description being built, not to its bases, which build
+    /// as their own descriptions say (so that a derived build reuses them).
     fn sources(&self, chain: &Chain, i: usize) -> anyhow::Result<Vec<AptSource>> {
         let mut out = Vec::new();
-        if self.opts.set_repos.is_empty() {
+        let top = i + 1 == chain.layers.len();
+        if self.opts.set_repos.is_empty() || !top {
             let sub = Chain { origin: None, layers: chain.layers[..=i].to_vec() };
             for r in sub.repositories() {
                 match r {
@@ -368,8 +372,10 @@ impl Walker<'_> {
                 }
             }
         }
-        for line in self.opts.set_repos.iter().chain(&self.opts.add_repos) {
-            out.push(crate::debian::repo::parse_source_line(line)?);
+        if top {
+            for line in self.opts.set_repos.iter().chain(&self.opts.add_repos) {
+                out.push(crate::debian::repo::parse_source_line(line)?);
+            }
         }
         if out.is_empty() {
             bail!(
@@ -421,10 +427,8 @@ impl Walker<'_> {
         let fetcher = packages::fetcher(self.store)?;
         let resolved = packages::resolve(&fetcher, &sources, &self.opts.arch, &request, self.progress)
             .with_context(|| format!("{}: packages", layer.source.file.display()))?;
-        let records: Vec<_> = resolved
-            .chosen()
-            .map(|r| (r.clone(), crate::debian::unpack::package_key(&r.want.sha256)))
-            .collect();
+        let records: Vec<_> =
+            resolved.chosen().map(|r| (r.clone(), crate::debian::unpack::package_key(&r.want.sha256))).collect();
         let bopts = bootstrap::Options { merged_usr: true, script_timeout: self.opts.script_timeout };
         let keys = bootstrap::keys(self.store, base.as_ref(), &records, (&resolved.sources, &resolved.lists), &bopts)?;
         let mut inputs: Vec<Input> = sources.iter().map(|s| input("repository", s.to_string())).collect();
@@ -560,10 +564,8 @@ impl Walker<'_> {
             }
             Cur::Empty => bail!("{image}: the {kind} step needs a tree to start from"),
         };
-        let mut params: Vec<(String, Vec<u8>)> = vec![
-            ("step".into(), kind.as_bytes().to_vec()),
-            ("version".into(), STEP_VERSION.to_vec()),
-        ];
+        let mut params: Vec<(String, Vec<u8>)> =
+            vec![("step".into(), kind.as_bytes().to_vec()), ("version".into(), STEP_VERSION.to_vec())];
         params.extend(step.inputs.iter().map(|i| (i.name.clone(), i.value.clone().into_bytes())));
         let params: Vec<(&str, &[u8])> = params.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         let key = entry_key(EntryKind::Step, &params, &[base.tree]);
@@ -581,7 +583,8 @@ impl Walker<'_> {
             return Ok(Cur::Unknown);
         }
         self.bar.set_message(format!("{kind} {name}"));
-        let tree = build(self.store, &base.tree, self.progress).with_context(|| format!("{image}: step {kind} {name}"))?;
+        let tree =
+            build(self.store, &base.tree, self.progress).with_context(|| format!("{image}: step {kind} {name}"))?;
         let entry = self.record(key, EntryKind::Step, &format!("{image}/{kind}"), tree, base.key)?;
         step.state = State::Built;
         step.tree = Some(tree);
@@ -632,7 +635,14 @@ impl Walker<'_> {
         Ok(Cur::Known(e))
     }
 
-    fn record(&mut self, key: Digest, kind: EntryKind, name: &str, tree: Digest, from: Digest) -> anyhow::Result<EntryRow> {
+    fn record(
+        &mut self,
+        key: Digest,
+        kind: EntryKind,
+        name: &str,
+        tree: Digest,
+        from: Digest,
+    ) -> anyhow::Result<EntryRow> {
         let (files, bytes) = crate::walk::file_totals(self.store, &tree)?;
         let refs = [from];
         let entry = NewEntry { key, kind: kind.as_str(), name, tree, files, bytes, refs: &refs };

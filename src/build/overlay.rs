@@ -34,7 +34,12 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
 
 /// Import a description directory's overlay (`root/`) as a tree owned by root; returns the tree
 /// and one input per file (path and object id) for `why`.
-pub fn import_overlay(store: &mut Store, dir: &Path, label: &str, progress: &Progress) -> anyhow::Result<(Digest, Vec<Input>)> {
+pub fn import_overlay(
+    store: &mut Store,
+    dir: &Path,
+    label: &str,
+    progress: &Progress,
+) -> anyhow::Result<(Digest, Vec<Input>)> {
     let work = tempfile::Builder::new().prefix("overlay-").tempdir_in(store.tmp_dir())?;
     let copy = work.path().join("tree");
     run(
@@ -84,7 +89,13 @@ pub fn import_archive(store: &mut Store, path: &Path, progress: &Progress) -> an
 }
 
 /// Check out an OSTree commit and record it as an `import` entry under `key`.
-pub fn import_ostree(store: &mut Store, repo: &Path, commit: &str, key: Digest, progress: &Progress) -> anyhow::Result<EntryRow> {
+pub fn import_ostree(
+    store: &mut Store,
+    repo: &Path,
+    commit: &str,
+    key: Digest,
+    progress: &Progress,
+) -> anyhow::Result<EntryRow> {
     let work = tempfile::Builder::new().prefix("ostree-").tempdir_in(store.tmp_dir())?;
     let dest = work.path().join("tree");
     run(
@@ -192,19 +203,24 @@ pub fn set_attrs(store: &mut Store, tree: &Digest, files: &BTreeMap<String, File
     let mut root = *tree;
     for (path, a) in files {
         let mut batch = Batch::new();
-        let lookup = |table: &BTreeMap<String, u32>, name: &Option<String>, what: &str| -> anyhow::Result<Option<u32>> {
-            match name {
-                None => Ok(None),
-                Some(n) => match (table.get(n), n.parse::<u32>()) {
-                    (Some(id), _) => Ok(Some(*id)),
-                    (None, Ok(id)) => Ok(Some(id)),
-                    _ => bail!("files: {path}: the image has no {what} `{n}` (in /etc/{what_file})", what_file = if what == "user" { "passwd" } else { "group" }),
-                },
-            }
-        };
+        let lookup =
+            |table: &BTreeMap<String, u32>, name: &Option<String>, what: &str| -> anyhow::Result<Option<u32>> {
+                match name {
+                    None => Ok(None),
+                    Some(n) => match (table.get(n), n.parse::<u32>()) {
+                        (Some(id), _) => Ok(Some(*id)),
+                        (None, Ok(id)) => Ok(Some(id)),
+                        _ => bail!(
+                            "files: {path}: the image has no {what} `{n}` (in /etc/{what_file})",
+                            what_file = if what == "user" { "passwd" } else { "group" }
+                        ),
+                    },
+                }
+            };
         let uid = lookup(&users, &a.owner, "user")?;
         let gid = lookup(&groups, &a.group, "group")?;
-        let parts: Vec<&[u8]> = path.trim_start_matches('/').split('/').filter(|p| !p.is_empty()).map(str::as_bytes).collect();
+        let parts: Vec<&[u8]> =
+            path.trim_start_matches('/').split('/').filter(|p| !p.is_empty()).map(str::as_bytes).collect();
         let change = |meta: &mut Meta| {
             if let Some(u) = uid {
                 meta.uid = u;
@@ -283,14 +299,21 @@ pub fn preferences(store: &mut Store, base: &Digest, p: &Preferences) -> anyhow:
     let mut b = TreeBuilder::new(implicit_dir_meta());
     let name = |s: &str| Name::new(s).expect("constant name");
     if let Some(tz) = &p.timezone {
-        let parts: Vec<&[u8]> = ["usr", "share", "zoneinfo"].iter().map(|s| s.as_bytes()).chain(tz.split('/').map(str::as_bytes)).collect();
+        let parts: Vec<&[u8]> =
+            ["usr", "share", "zoneinfo"].iter().map(|s| s.as_bytes()).chain(tz.split('/').map(str::as_bytes)).collect();
         if tz.split('/').any(|c| c.is_empty() || c == "." || c == "..") || store.lookup(base, &parts)?.is_none() {
             bail!("timezone `{tz}`: the image has no /usr/share/zoneinfo/{tz} (install tzdata, or check the name)");
         }
-        b.insert(&[name("etc"), name("timezone")], batch.put_bytes(store, format!("{tz}\n").as_bytes(), file.clone())?)?;
+        b.insert(
+            &[name("etc"), name("timezone")],
+            batch.put_bytes(store, format!("{tz}\n").as_bytes(), file.clone())?,
+        )?;
         b.insert(
             &[name("etc"), name("localtime")],
-            Node::Symlink { meta: Meta { mode: 0o777, ..file.clone() }, target: format!("/usr/share/zoneinfo/{tz}").into_bytes() },
+            Node::Symlink {
+                meta: Meta { mode: 0o777, ..file.clone() },
+                target: format!("/usr/share/zoneinfo/{tz}").into_bytes(),
+            },
         )?;
     }
     if let Some(locale) = &p.locale {
@@ -298,7 +321,10 @@ pub fn preferences(store: &mut Store, base: &Digest, p: &Preferences) -> anyhow:
             bail!("locale `{locale}`: expected a name such as en_US.UTF-8");
         }
         let text = format!("LANG={locale}\n");
-        b.insert(&[name("etc"), name("default"), name("locale")], batch.put_bytes(store, text.as_bytes(), file.clone())?)?;
+        b.insert(
+            &[name("etc"), name("default"), name("locale")],
+            batch.put_bytes(store, text.as_bytes(), file.clone())?,
+        )?;
         b.insert(&[name("etc"), name("locale.conf")], batch.put_bytes(store, text.as_bytes(), file.clone())?)?;
     }
     if let Some(keys) = &p.keytable {

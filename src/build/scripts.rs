@@ -5,8 +5,6 @@
 //! derived from the image, user and password), so the same description gives the same script,
 //! the same step key and the same tree.
 
-use sha_crypt::{PasswordHasher, ShaCrypt};
-
 use super::{input, Input};
 use crate::description::{Password, User};
 
@@ -47,13 +45,37 @@ pub fn remove_script(remove: &[String], delete: &[String]) -> String {
 
 /// A SHA-512 crypt hash with a salt derived from the image, the user and the password.
 pub fn hash_password(image: &str, user: &str, password: &str) -> String {
-    const ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let seed = blake3::hash(format!("strata-salt\0{image}\0{user}\0{password}").as_bytes());
-    let salt: String = seed.as_bytes()[..16].iter().map(|b| ALPHABET[(*b as usize) % 64] as char).collect();
-    ShaCrypt::SHA512
-        .hash_password_with_salt(password.as_bytes(), salt.as_bytes())
-        .expect("a 16-character crypt salt is valid")
-        .to_string()
+    let salt: String = seed.as_bytes()[..16].iter().map(|b| CRYPT_ALPHABET[(*b as usize) % 64] as char).collect();
+    crypt_sha512(password, &salt)
+}
+
+/// The alphabet of crypt(3)'s base-64 encoding.
+const CRYPT_ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// crypt(3)'s SHA-512 method (`$6$`, default 5000 rounds) with the salt given (at most 16
+/// characters of the crypt alphabet): the digest in the method's byte order and encoding.
+fn crypt_sha512(password: &str, salt: &str) -> String {
+    let b = sha_crypt::sha512_crypt(password.as_bytes(), salt.as_bytes(), sha_crypt::Params::RECOMMENDED);
+    let mut out = format!("$6${salt}$");
+    let mut push = |b2: u8, b1: u8, b0: u8, n: usize| {
+        let mut w = (u32::from(b2) << 16) | (u32::from(b1) << 8) | u32::from(b0);
+        for _ in 0..n {
+            out.push(CRYPT_ALPHABET[(w & 0x3f) as usize] as char);
+            w >>= 6;
+        }
+    };
+    // Each group: three digest bytes, in the order the SHA-crypt specification fixes.
+    for i in 0..21 {
+        let (a, c, d) = (i, i + 21, i + 42);
+        match i % 3 {
+            0 => push(b[a], b[c], b[d], 4),
+            1 => push(b[c], b[d], b[a], 4),
+            _ => push(b[d], b[a], b[c], 4),
+        }
+    }
+    push(0, 0, b[63], 2);
+    out
 }
 
 /// Create or change users and their groups; returns the script and its named inputs.
@@ -136,9 +158,14 @@ mod tests {
         assert!(h.starts_with("$6$") && h.len() > 90, "{h}");
         assert_eq!(h, hash_password("img", "tux", "secret"));
         assert_ne!(h, hash_password("img", "root", "secret"));
-        // Checked against the C library's crypt(3) by the integration tests (the image logs in).
-        use sha_crypt::PasswordVerifier;
-        ShaCrypt::SHA512.verify_password(b"secret", h.as_str()).unwrap();
+        assert_eq!(h.split('$').nth(2).unwrap().len(), 16);
+    }
+
+    #[test]
+    fn password_hash_matches_the_c_library() {
+        // From glibc: crypt("secret", "$6$abcdefghijklmnop$").
+        let want = "$6$abcdefghijklmnop$J/AWykHqo2Tx5UtavGnFc3ytI33la50JpzLTarSWVhkIXK6wOjNwwZjsrIw2UgmrER2EKrSHCeQyAINEEXAk1/";
+        assert_eq!(crypt_sha512("secret", "abcdefghijklmnop"), want);
     }
 
     #[test]

@@ -23,11 +23,12 @@ pub struct DescArgs {
 pub struct BuildArgs {
     #[command(flatten)]
     desc: DescArgs,
-    /// Use this apt source instead of every repository the descriptions name (repeatable):
-    /// `deb [signed-by=KEYRING] URI SUITE COMPONENT...`
+    /// Use this apt source instead of the repositories the description names (repeatable):
+    /// `deb [signed-by=KEYRING] URI SUITE COMPONENT...`. Bases it derives from build with
+    /// their own repositories, so that their steps are reused
     #[arg(long = "set-repo", value_name = "LINE")]
     set_repos: Vec<String>,
-    /// Use this apt source in addition to the descriptions' repositories (repeatable)
+    /// Use this apt source in addition to the description's repositories (repeatable)
     #[arg(long = "add-repo", value_name = "LINE")]
     add_repos: Vec<String>,
     /// The architecture to install
@@ -176,7 +177,11 @@ pub fn why(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    println!("{}: compared with generation {generation} (tree {})", why.image, why.tree.map(|t| t.short()).unwrap_or_default());
+    println!(
+        "{}: compared with generation {generation} (tree {})",
+        why.image,
+        why.tree.map(|t| t.short()).unwrap_or_default()
+    );
     let mut any = false;
     for s in &why.steps {
         let state = match s.state {
@@ -192,7 +197,10 @@ pub fn why(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
         if s.changes.is_empty() {
             if s.state != State::Cached {
-                println!("{state:<9} {} {} {}: its input tree changed (an earlier step's output)", s.image, s.kind, s.name);
+                println!(
+                    "{state:<9} {} {} {}: its input tree changed (an earlier step's output)",
+                    s.image, s.kind, s.name
+                );
                 any = true;
             }
             continue;
@@ -237,7 +245,14 @@ pub fn images(ctx: &Ctx, cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
                 ctx.note("no images built yet (see `strata build --help`)");
             } else {
                 for g in newest.values() {
-                    println!("{:<24} {:>4}  {}  {}  {}", g.image, g.number, output::date(g.created), g.tree.short(), g.description);
+                    println!(
+                        "{:<24} {:>4}  {}  {}  {}",
+                        g.image,
+                        g.number,
+                        output::date(g.created),
+                        g.tree.short(),
+                        g.description
+                    );
                 }
             }
         }

@@ -72,16 +72,24 @@ enum Command {
     /// images.sh. Each step's result is a store entry keyed by its inputs; steps whose key is in
     /// the store are hits. A build that yields a new tree becomes the next generation,
     /// `images/<name>/<N>`.
-    #[command(after_help = "Examples:\n  strata build descriptions/debian-base\n  strata build descriptions/debian-web --json\n  strata build ./my-image --set-repo 'deb [signed-by=/etc/apt/keyring.gpg] http://mirror/debian bookworm main'\n  strata store checkout images/debian-web /srv/web")]
+    #[command(
+        after_help = "Examples:\n  strata build descriptions/debian-base\n  strata build descriptions/debian-web --json\n  strata build ./my-image --set-repo 'deb [signed-by=/etc/apt/keyring.gpg] http://mirror/debian bookworm main'\n  strata store checkout images/debian-web /srv/web"
+    )]
     Build(image::BuildArgs),
     /// Print the steps of a build (kind, key, state) without building anything
-    #[command(after_help = "Examples:\n  strata plan descriptions/debian-web\n  strata plan descriptions/debian-web --json")]
+    #[command(
+        after_help = "Examples:\n  strata plan descriptions/debian-web\n  strata plan descriptions/debian-web --json"
+    )]
     Plan(image::BuildArgs),
     /// Explain, step by step, which inputs changed since the image's newest generation
-    #[command(after_help = "Examples:\n  strata why descriptions/debian-web\n  strata why descriptions/debian-web --json")]
+    #[command(
+        after_help = "Examples:\n  strata why descriptions/debian-web\n  strata why descriptions/debian-web --json"
+    )]
     Why(image::BuildArgs),
     /// Print a description in the other format (KIWI XML <-> TOML)
-    #[command(after_help = "Examples:\n  strata describe descriptions/debian-base --format toml\n  strata describe descriptions/debian-web --format xml > appliance.kiwi")]
+    #[command(
+        after_help = "Examples:\n  strata describe descriptions/debian-base --format toml\n  strata describe descriptions/debian-web --format xml > appliance.kiwi"
+    )]
     Describe {
         #[command(flatten)]
         desc: image::DescArgs,

@@ -307,7 +307,6 @@ fn apt_lists(store: &mut Store, sources: &[AptSource], lists: &[ListFile]) -> an
     Ok((key, id))
 }
 
-
 /// The script the `layer` step runs: preinst of Essential packages, then of the rest, then
 /// configure everything.
 fn configure_script(packages: &[&PackageRecord]) -> String {

@@ -138,7 +138,9 @@ impl<'a, 'i> Parser<'a, 'i> {
 
     fn image(&mut self, root: Node<'a, 'i>, profiles: &[String]) -> Result<Description> {
         if root.tag_name().name() != "image" || root.tag_name().namespace().is_some() {
-            return Err(self.err(root, format!("the document element is <{}>, expected <image>", root.tag_name().name())));
+            return Err(
+                self.err(root, format!("the document element is <{}>, expected <image>", root.tag_name().name()))
+            );
         }
         self.attrs(root, &["name", "displayname", "schemaversion", "id"])?;
         let version = self.required(root, "schemaversion")?;
@@ -205,7 +207,9 @@ impl<'a, 'i> Parser<'a, 'i> {
                 "preferences" => {
                     self.attrs(c, &["profiles", "arch"])?;
                     if c.attribute("arch").is_some() {
-                        return Err(self.err(c, "preferences limited to an architecture are not supported by strata yet"));
+                        return Err(
+                            self.err(c, "preferences limited to an architecture are not supported by strata yet")
+                        );
                     }
                     if self.selected(c, &declared)? {
                         self.preferences(c, &mut d.preferences)?;
@@ -254,7 +258,10 @@ impl<'a, 'i> Parser<'a, 'i> {
             }
         }
         if !seen_description && d.derived_from.is_none() {
-            return Err(self.err(root, "<image> needs a <description type=\"system\"> with <author>, <contact> and <specification>"));
+            return Err(self.err(
+                root,
+                "<image> needs a <description type=\"system\"> with <author>, <contact> and <specification>",
+            ));
         }
         Ok(d)
     }
@@ -321,14 +328,21 @@ impl<'a, 'i> Parser<'a, 'i> {
             if a.name() == "image" {
                 continue;
             }
-            if a.namespace().is_some() || !TARGET_ATTRIBUTES.iter().any(|(n, _)| *n == a.name()) || a.name() == "disksize"
+            if a.namespace().is_some()
+                || !TARGET_ATTRIBUTES.iter().any(|(n, _)| *n == a.name())
+                || a.name() == "disksize"
             {
                 return Err(self.err(
                     node,
                     format!(
                         "attribute `{}` of <type> is not supported by strata (supported: image, {})",
                         a.name(),
-                        TARGET_ATTRIBUTES.iter().map(|(n, _)| *n).filter(|n| *n != "disksize").collect::<Vec<_>>().join(", ")
+                        TARGET_ATTRIBUTES
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .filter(|n| *n != "disksize")
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
@@ -368,7 +382,10 @@ impl<'a, 'i> Parser<'a, 'i> {
         if path == HOST_SOURCES_PATH {
             for a in ["alias", "distribution", "components"] {
                 if node.attribute(a).is_some() {
-                    return Err(self.err(node, format!("`{a}` makes no sense with the build host's sources ({HOST_SOURCES_PATH})")));
+                    return Err(self.err(
+                        node,
+                        format!("`{a}` makes no sense with the build host's sources ({HOST_SOURCES_PATH})"),
+                    ));
                 }
             }
             if !self.children(source)?.is_empty() {
@@ -379,7 +396,9 @@ impl<'a, 'i> Parser<'a, 'i> {
         if kind != "apt-deb" {
             return Err(self.err(
                 node,
-                format!("repository type `{kind}` is not supported by strata yet (apt-deb only; RPM is not supported yet)"),
+                format!(
+                    "repository type `{kind}` is not supported by strata yet (apt-deb only; RPM is not supported yet)"
+                ),
             ));
         }
         if node.attribute("repository_gpgcheck") == Some("false") {
@@ -429,7 +448,9 @@ impl<'a, 'i> Parser<'a, 'i> {
             other => {
                 return Err(self.err(
                     node,
-                    format!("<packages type=\"{other}\"> is not supported by strata yet (bootstrap, image, uninstall, delete)"),
+                    format!(
+                    "<packages type=\"{other}\"> is not supported by strata yet (bootstrap, image, uninstall, delete)"
+                ),
                 ))
             }
         };
@@ -490,10 +511,18 @@ impl<'a, 'i> Parser<'a, 'i> {
             };
             let uid = match c.attribute("id") {
                 None => None,
-                Some(v) => Some(v.parse::<u32>().map_err(|_| self.err(c, format!("user id `{v}`: expected a number")))?),
+                Some(v) => {
+                    Some(v.parse::<u32>().map_err(|_| self.err(c, format!("user id `{v}`: expected a number")))?)
+                }
             };
-            let mut groups: Vec<String> =
-                c.attribute("groups").unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect();
+            let mut groups: Vec<String> = c
+                .attribute("groups")
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect();
             if let Some(g) = section_group {
                 if !groups.iter().any(|x| x == g) {
                     groups.insert(0, g.to_string());
@@ -631,7 +660,10 @@ pub fn write(d: &Description) -> anyhow::Result<String> {
     for r in &d.repositories {
         match r {
             Repository::Host => {
-                let _ = writeln!(s, "  <repository type=\"apt-deb\">\n    <source path=\"{HOST_SOURCES_PATH}\"/>\n  </repository>");
+                let _ = writeln!(
+                    s,
+                    "  <repository type=\"apt-deb\">\n    <source path=\"{HOST_SOURCES_PATH}\"/>\n  </repository>"
+                );
             }
             Repository::Apt(a) => {
                 s.push_str("  <repository type=\"apt-deb\"");
@@ -639,7 +671,8 @@ pub fn write(d: &Description) -> anyhow::Result<String> {
                     let _ = write!(s, " alias=\"{}\"", esc(alias));
                 }
                 if let Some(dist) = &a.distribution {
-                    let _ = write!(s, " distribution=\"{}\" components=\"{}\"", esc(dist), esc(&a.components.join(" ")));
+                    let _ =
+                        write!(s, " distribution=\"{}\" components=\"{}\"", esc(dist), esc(&a.components.join(" ")));
                 }
                 s.push_str(" repository_gpgcheck=\"true\">\n");
                 if a.signed_by.is_empty() {
@@ -656,7 +689,8 @@ pub fn write(d: &Description) -> anyhow::Result<String> {
         }
     }
     let pk = &d.packages;
-    let sections: [(&str, &Vec<String>, &[String], &[String]); 4] = [
+    type Section<'a> = (&'a str, &'a Vec<String>, &'a [String], &'a [String]);
+    let sections: [Section; 4] = [
         ("bootstrap", &pk.bootstrap, &[], &[]),
         ("image", &pk.install, &pk.exclude, &d.archives),
         ("uninstall", &pk.remove, &[], &[]),

@@ -222,9 +222,8 @@ pub fn parse_base(value: &str, dir: &Path) -> anyhow::Result<Base> {
         bail!("`{value}`: expected a description directory, `root:NAME` or `ostree:REPO#REF`");
     }
     let path = dir.join(value);
-    let canonical = path
-        .canonicalize()
-        .with_context(|| format!("base description `{value}` (looked for `{}`)", path.display()))?;
+    let canonical =
+        path.canonicalize().with_context(|| format!("base description `{value}` (looked for `{}`)", path.display()))?;
     Ok(Base::Description(canonical))
 }
 
@@ -386,7 +385,10 @@ pub fn validate(d: &Description) -> anyhow::Result<()> {
     let mut users = std::collections::BTreeSet::new();
     for u in &d.users {
         if !valid_user_name(&u.name) {
-            bail!("user `{}`: expected a name of lower-case letters, digits, `_` and `-`, starting with a letter or `_`", u.name);
+            bail!(
+                "user `{}`: expected a name of lower-case letters, digits, `_` and `-`, starting with a letter or `_`",
+                u.name
+            );
         }
         if !users.insert(&u.name) {
             bail!("user `{}` is listed twice", u.name);

@@ -215,7 +215,10 @@ fn base_references_parse() {
         Base::Description(dir.path().join("base").canonicalize().unwrap())
     );
     assert!(format!("{:#}", parse_base("missing", dir.path()).unwrap_err()).starts_with("base description `missing`"));
-    assert_eq!(parse_base("ostree:repo", dir.path()).unwrap_err().to_string(), "`ostree:repo`: expected `ostree:REPO#REF`");
+    assert_eq!(
+        parse_base("ostree:repo", dir.path()).unwrap_err().to_string(),
+        "`ostree:repo`: expected `ostree:REPO#REF`"
+    );
 }
 
 #[test]
@@ -224,7 +227,8 @@ fn a_derivation_cycle_is_reported_before_any_work() {
     for (name, from) in [("a", "../b"), ("b", "../c"), ("c", "../a")] {
         let d = dir.path().join(name);
         fs_err::create_dir(&d).unwrap();
-        fs_err::write(d.join("image.toml"), format!("[image]\nname = \"{name}\"\nderived-from = \"{from}\"\n")).unwrap();
+        fs_err::write(d.join("image.toml"), format!("[image]\nname = \"{name}\"\nderived-from = \"{from}\"\n"))
+            .unwrap();
     }
     let e = load_chain(&dir.path().join("a"), &[]).unwrap_err().to_string();
     let root = dir.path().canonicalize().unwrap();
@@ -236,7 +240,9 @@ fn a_derivation_cycle_is_reported_before_any_work() {
 }
 
 fn opt_text() -> impl Strategy<Value = Option<String>> {
-    proptest::option::of("[a-zA-Z0-9 _./<>&\"'-]{1,12}".prop_map(|s| s.trim().to_string()).prop_filter("non-empty", |s| !s.is_empty()))
+    proptest::option::of(
+        "[a-zA-Z0-9 _./<>&\"'-]{1,12}".prop_map(|s| s.trim().to_string()).prop_filter("non-empty", |s| !s.is_empty()),
+    )
 }
 
 fn names() -> impl Strategy<Value = Vec<String>> {
@@ -246,15 +252,14 @@ fn names() -> impl Strategy<Value = Vec<String>> {
 fn description() -> impl Strategy<Value = Description> {
     let repo = prop_oneof![
         Just(Repository::Host),
-        ("[a-z]{1,8}", proptest::option::of("[a-z]{1,8}"), proptest::collection::vec("/[a-z]{1,8}\\.gpg", 0..2)).prop_map(
-            |(host, dist, keys)| Repository::Apt(AptRepository {
+        ("[a-z]{1,8}", proptest::option::of("[a-z]{1,8}"), proptest::collection::vec("/[a-z]{1,8}\\.gpg", 0..2))
+            .prop_map(|(host, dist, keys)| Repository::Apt(AptRepository {
                 alias: None,
                 uri: format!("http://{host}/debian"),
                 components: if dist.is_some() { vec!["main".into()] } else { vec![] },
                 distribution: dist,
                 signed_by: keys,
-            })
-        ),
+            })),
     ];
     let user = (
         "[a-z][a-z0-9_-]{0,8}",
@@ -276,7 +281,12 @@ fn description() -> impl Strategy<Value = Description> {
             realname: None,
         });
     let target = proptest::collection::btree_map(
-        prop_oneof![Just("filesystem".to_string()), Just("firmware".to_string()), Just("primary".to_string()), Just("disksize".to_string())],
+        prop_oneof![
+            Just("filesystem".to_string()),
+            Just("firmware".to_string()),
+            Just("primary".to_string()),
+            Just("disksize".to_string())
+        ],
         prop_oneof![Just("true".to_string()), Just("4G".to_string()), "[a-z0-9]{1,6}"],
         0..3,
     )
@@ -323,7 +333,9 @@ fn description() -> impl Strategy<Value = Description> {
                 users,
                 files: files
                     .into_iter()
-                    .map(|(k, (owner, mode))| (k, FileAttrs { owner: owner.map(|o| o.replace(' ', "")), group: None, mode }))
+                    .map(|(k, (owner, mode))| {
+                        (k, FileAttrs { owner: owner.map(|o| o.replace(' ', "")), group: None, mode })
+                    })
                     .collect(),
                 scripts: Scripts::default(),
             }

@@ -32,8 +32,7 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 
 use super::{
-    AptRepository, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, Scripts, TargetKind,
-    User,
+    AptRepository, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, Scripts, TargetKind, User,
 };
 
 #[derive(Deserialize)]
@@ -199,12 +198,15 @@ fn convert(doc: Doc) -> anyhow::Result<Description> {
             repositories.push(Repository::Host);
             continue;
         }
-        let uri = r.uri.ok_or_else(|| anyhow::anyhow!("key `{at}`: expected `uri = \"…\"` or `host-sources = true`"))?;
+        let uri =
+            r.uri.ok_or_else(|| anyhow::anyhow!("key `{at}`: expected `uri = \"…\"` or `host-sources = true`"))?;
         if !(uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("file:/")) {
             anyhow::bail!("key `{at}.uri`: `{uri}`: expected an http://, https:// or file:/ URI");
         }
         match (&r.distribution, r.components.is_empty()) {
-            (Some(_), true) => anyhow::bail!("key `{at}.components`: a repository with a distribution needs components"),
+            (Some(_), true) => {
+                anyhow::bail!("key `{at}.components`: a repository with a distribution needs components")
+            }
             (None, false) => anyhow::bail!("key `{at}.components`: components without a distribution"),
             _ => {}
         }
@@ -243,7 +245,9 @@ fn convert(doc: Doc) -> anyhow::Result<Description> {
     for (path, f) in doc.files {
         let mode = match f.mode {
             None => None,
-            Some(m) => Some(super::kiwi::parse_mode(&m).map_err(|e| anyhow::anyhow!("key `files.\"{path}\".mode`: {e}"))?),
+            Some(m) => {
+                Some(super::kiwi::parse_mode(&m).map_err(|e| anyhow::anyhow!("key `files.\"{path}\".mode`: {e}"))?)
+            }
         };
         files.insert(path, FileAttrs { owner: f.owner, group: f.group, mode });
     }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_strata")
@@ -253,4 +253,63 @@ pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A real HTTP server (python's http.server) on 127.0.0.1 serving `dir`, stopped on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start(dir: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Server { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the HTTP server did not start");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A signing key in its own GNUPGHOME; returns the public keyring file for gpgv.
+pub fn make_key(env: &Env, name: &str) -> (PathBuf, PathBuf) {
+    let home = env.path(&format!("gnupg-{name}"));
+    fs_err::create_dir_all(&home).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs_err::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let h = home.display();
+    sh(&format!("GNUPGHOME={h} gpg --batch --quiet --passphrase '' --quick-gen-key '{name} <{name}@example.org>' ed25519 sign never"));
+    let keyring = env.path(&format!("{name}.gpg"));
+    sh(&format!("GNUPGHOME={h} gpg --batch --quiet --export > {}", keyring.display()));
+    (home, keyring)
+}
+
+/// A test environment whose store shares the persistent download cache in
+/// /var/cache/strata-tests, so that each package is fetched from the mirror once per machine.
+pub fn env_with_cache() -> Env {
+    let env = Env::new();
+    let shared = Path::new("/var/cache/strata-tests/downloads");
+    fs_err::create_dir_all(shared).unwrap();
+    fs_err::create_dir_all(env.store().join("cache")).unwrap();
+    std::os::unix::fs::symlink(shared, env.store().join("cache/downloads")).unwrap();
+    env
 }

@@ -1,0 +1,308 @@
+//! `strata plan/build/why/describe` and `images` end to end.
+//!
+//! The first test needs no network: a fixture description derives from an imported tree. The
+//! second builds the three example descriptions in descriptions/ from the Debian mirror the build
+//! host's apt uses (downloads cached in /var/cache/strata-tests), then derives an image that adds
+//! a package built here, served from a signed repository on 127.0.0.1.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{env_with_cache, make_key, sh, simple_deb, Env, Server};
+
+fn project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn write(path: &Path, text: &str) {
+    fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+    fs_err::write(path, text).unwrap();
+}
+
+fn steps(v: &serde_json::Value) -> (u64, u64, u64) {
+    let s = &v["steps"];
+    (s["total"].as_u64().unwrap(), s["cached"].as_u64().unwrap(), s["built"].as_u64().unwrap())
+}
+
+/// The fixture: an image derived from `root:tags/minimal` with a root/ overlay, file attributes
+/// and preferences (no package manager, no scripts: it builds without network or a shell).
+fn fixture(dir: &Path) {
+    write(
+        &dir.join("image.toml"),
+        r#"[image]
+name = "app"
+derived-from = "root:tags/minimal"
+locale = "C.UTF-8"
+keytable = "de-latin1"
+
+[files."/etc/app.conf"]
+owner = "app"
+group = "app"
+mode = "0640"
+
+[files."/etc/motd"]
+mode = "0600"
+"#,
+    );
+    write(&dir.join("root/etc/app.conf"), "level = 1\n");
+    write(&dir.join("root/etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:4242:4243::/:/bin/sh\n");
+    write(&dir.join("root/etc/group"), "root:x:0:\napp:x:4243:\n");
+    write(&dir.join("root/usr/bin/app"), "#!/bin/sh\necho app\n");
+    sh(&format!("chmod 755 {0}/root/usr/bin/app && chown -R 65534:65534 {0}/root", dir.display()));
+}
+
+#[test]
+fn a_fixture_description_plans_builds_explains_and_keeps_generations() {
+    let env = Env::new();
+    // The base tree with owners and modes that do not depend on the checkout or the umask.
+    let minimal = env.path("minimal");
+    sh(&format!(
+        "cp -a {} {m} && chown -R 0:0 {m} && chmod -R u=rwX,go=rX {m} && chmod 755 {m}/usr/bin/hello",
+        project().join("descriptions/minimal/root").display(),
+        m = minimal.display()
+    ));
+    env.ok(&["store", "add", minimal.to_str().unwrap(), "--root", "tags/minimal"]);
+    let desc = env.path("app");
+    fixture(&desc);
+    let d = desc.to_str().unwrap();
+
+    let plan = env.json(&["plan", d]);
+    let states: Vec<(&str, &str)> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["kind"].as_str().unwrap(), s["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("base", "cached"), ("files", "missing"), ("preferences", "pending"), ("image", "pending")]);
+
+    let first = env.json(&["build", d]);
+    assert_eq!(first["image"], "app");
+    assert_eq!(first["generation"], 1);
+    assert_eq!(steps(&first), (4, 1, 3));
+    // The same description and inputs give this tree on any machine: owners come from the
+    // description, not from whoever checked it out; no time or host path enters it.
+    assert_eq!(first["rootfs"]["tree"], "6c069ae389b77ad715c3a8132693621c29cac707d468c67453829cabe21ac135");
+
+    let again = env.json(&["build", d]);
+    assert_eq!(steps(&again), (4, 4, 0));
+    assert_eq!(again["generation"], 1);
+    assert_eq!(again["rootfs"], first["rootfs"]);
+
+    let co = env.path("co");
+    env.ok(&["store", "checkout", "images/app", co.to_str().unwrap()]);
+    let conf = fs_err::metadata(co.join("etc/app.conf")).unwrap();
+    assert_eq!((conf.uid(), conf.gid(), conf.mode() & 0o7777), (4242, 4243, 0o640));
+    let motd = fs_err::metadata(co.join("etc/motd")).unwrap();
+    assert_eq!((motd.uid(), motd.mode() & 0o7777), (0, 0o600), "a base file's mode changes, its owner stays");
+    let app = fs_err::metadata(co.join("usr/bin/app")).unwrap();
+    assert_eq!((app.uid(), app.gid(), app.mode() & 0o777), (0, 0, 0o755), "overlay files are root's, modes kept");
+    assert_eq!(fs_err::read_to_string(co.join("etc/vconsole.conf")).unwrap(), "KEYMAP=de-latin1\n");
+    assert_eq!(fs_err::read_to_string(co.join("etc/default/locale")).unwrap(), "LANG=C.UTF-8\n");
+    assert_eq!(fs_err::read_to_string(co.join("etc/hostname")).unwrap(), "minimal\n", "base files stay");
+
+    // An edit: `why` names the file; the build makes generation 2.
+    write(&desc.join("root/etc/app.conf"), "level = 2\n");
+    let why = env.ok(&["why", d]);
+    assert!(why.contains("compared with generation 1"), "{why}");
+    assert!(why.contains("root/etc/app.conf changed"), "{why}");
+    assert!(why.contains("preferences locale: its input tree changed"), "{why}");
+    let why_json = env.json(&["why", d]);
+    let files = why_json["steps"].as_array().unwrap().iter().find(|s| s["kind"] == "files").unwrap();
+    assert!(files["changes"].as_array().unwrap().iter().any(|c| c["name"] == "root/etc/app.conf"), "{why_json}");
+    let second = env.json(&["build", d]);
+    assert_eq!(second["generation"], 2);
+    assert_eq!(steps(&second), (4, 1, 3));
+    let history = env.json(&["images", "history", "app"]);
+    let h = history.as_array().unwrap();
+    assert_eq!(h.len(), 2);
+    assert!(h[1]["changes"].as_array().unwrap().iter().any(|c| c["name"] == "app: root/etc/app.conf"), "{history}");
+    let ls = env.json(&["images", "ls"]);
+    assert_eq!(ls[0]["generation"], 2);
+    let co2 = env.path("co2");
+    env.ok(&["store", "checkout", "images/app", co2.to_str().unwrap()]);
+    assert_eq!(fs_err::read_to_string(co2.join("etc/app.conf")).unwrap(), "level = 2\n", "images/NAME is the newest");
+    env.ok(&["store", "checkout", "images/app/1", env.path("co1").to_str().unwrap()]);
+    assert_eq!(fs_err::read_to_string(env.path("co1/etc/app.conf")).unwrap(), "level = 1\n");
+
+    // The XML form of the same description builds the same tree.
+    let xml = env.ok(&["describe", d, "--format", "xml"]);
+    assert!(xml.contains("<derived from=\"root:tags/minimal\"/>") && xml.contains("mode=\"0640\""), "{xml}");
+    let xml_dir = env.path("app-xml");
+    sh(&format!("cp -a {d}/root {}/", {
+        fs_err::create_dir(&xml_dir).unwrap();
+        xml_dir.display()
+    }));
+    write(&xml_dir.join("appliance.kiwi"), &xml);
+    let from_xml = env.json(&["build", xml_dir.to_str().unwrap()]);
+    assert_eq!(from_xml["rootfs"]["tree"], second["rootfs"]["tree"]);
+    assert_eq!(env.ok(&["describe", xml_dir.to_str().unwrap(), "--format", "toml"]), env.ok(&["describe", d]));
+
+    // Errors name the file and what is wrong, and change nothing.
+    let bad = env.path("bad");
+    write(&bad.join("image.toml"), "[image]\nname = \"bad\"\n[packages]\ninstal = [\"x\"]\n");
+    let err = env.fail(&["build", bad.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!(
+            "{}/image.toml: line 4, column 1: key `packages.instal`: unknown field `instal`",
+            bad.canonicalize().unwrap().display()
+        )),
+        "{err}"
+    );
+    write(
+        &bad.join("image.toml"),
+        "[image]\nname = \"bad\"\nderived-from = \"root:tags/minimal\"\ntimezone = \"Mars/Base\"\n",
+    );
+    let err = env.fail(&["build", bad.to_str().unwrap()]);
+    assert!(err.contains("timezone `Mars/Base`: the image has no /usr/share/zoneinfo/Mars/Base"), "{err}");
+    fs_err::remove_file(bad.join("image.toml")).unwrap();
+    write(&bad.join("config.xml"), "<?xml version=\"1.0\"?>\n<image schemaversion=\"7.4\" name=\"bad\">\n  <derived from=\"root:tags/minimal\"/>\n  <drivers/>\n</image>\n");
+    let err = env.fail(&["plan", bad.to_str().unwrap()]);
+    assert!(err.contains("config.xml: line 4, column 3: <drivers> in <image> is not supported by strata yet"), "{err}");
+    assert_eq!(env.json(&["images", "ls"]).as_array().unwrap().len(), 1, "failed builds add no image");
+    let err = env.fail(&["images", "history", "bad"]);
+    assert!(err.contains("no image `bad` has been built"), "{err}");
+}
+
+fn chroot(root: &Path, cmd: &str) -> (bool, String) {
+    if !root.join("dev/null").exists() {
+        sh(&format!("mknod -m 666 {}/dev/null c 1 3", root.display()));
+    }
+    let out = Command::new("chroot")
+        .arg(root)
+        .args(["/bin/sh", "-c", cmd])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
+    let env = env_with_cache();
+    let descriptions = project().join("descriptions");
+    let desc = |n: &str| descriptions.join(n).to_str().unwrap().to_string();
+
+    // The base: packages, users, root/, preferences and config.sh.
+    let base = env.json(&["build", &desc("debian-base")]);
+    let (base_total, _, _) = steps(&base);
+    let root = env.path("base");
+    env.ok(&["store", "checkout", "images/debian-base", root.to_str().unwrap()]);
+    let (ok, out) = chroot(&root, "dpkg --audit && dpkg -V");
+    assert!(ok && out.trim().is_empty(), "dpkg: {out}");
+    let (ok, out) = chroot(
+        &root,
+        "perl -e '@u = getpwnam(\"debian\"); print crypt(\"debian\", $u[1]) eq $u[1] ? \"ok\" : \"bad\"'",
+    );
+    assert!(ok && out == "ok", "the user's password does not check with crypt(3): {out}");
+    let (ok, out) = chroot(&root, "id debian && getent shadow debian | cut -d: -f3");
+    assert!(ok && out.contains("(sudo)") && out.trim_end().ends_with("\n19723"), "user: {out}");
+    assert!(root.join("etc/systemd/system/multi-user.target.wants/systemd-networkd.service").is_symlink());
+    assert_eq!(fs_err::read_to_string(root.join("etc/hostname")).unwrap(), "debian\n");
+    assert_eq!(fs_err::read_link(root.join("etc/localtime")).unwrap(), Path::new("/usr/share/zoneinfo/UTC"));
+
+    // Again: every step is a hit.
+    let again = env.json(&["build", &desc("debian-base")]);
+    assert_eq!(steps(&again), (base_total, base_total, 0));
+    assert_eq!(again["rootfs"], base["rootfs"]);
+
+    // Derived images reuse every step of the base.
+    let web = env.json(&["build", &desc("debian-web")]);
+    let (total, cached, built) = steps(&web);
+    assert_eq!(cached, base_total, "debian-web must reuse every base step");
+    assert!(built > 0 && built < 40 && total == cached + built, "{web}");
+    let root = env.path("web");
+    env.ok(&["store", "checkout", "images/debian-web", root.to_str().unwrap()]);
+    let (ok, out) = chroot(&root, "dpkg -s nginx-light curl | grep '^Status' && dpkg --audit");
+    assert!(ok && out.matches("install ok installed").count() == 2, "{out}");
+    let index = fs_err::metadata(root.join("var/www/html/index.html")).unwrap();
+    let (_, www) = chroot(&root, "id -u www-data");
+    assert_eq!(index.uid().to_string(), www.trim());
+    assert!(!root.join("var/www/html/index.nginx-debian.html").exists(), "config.sh ran");
+    assert!(root.join("etc/systemd/system/multi-user.target.wants/nginx.service").is_symlink());
+
+    let slim = env.json(&["build", &desc("debian-slim")]);
+    assert_eq!(steps(&slim).1, base_total, "debian-slim must reuse every base step");
+    let root = env.path("slim");
+    env.ok(&["store", "checkout", "images/debian-slim", root.to_str().unwrap()]);
+    let (ok, out) = chroot(&root, "dpkg -s nano less iproute2 2>&1; dpkg --audit");
+    assert!(out.matches("is not installed").count() == 3, "{ok} {out}");
+    assert!(!root.join("usr/bin/nano").exists() && !root.join("usr/bin/ip").exists());
+    let (ok, out) = chroot(&root, "id operator");
+    assert!(ok && out.contains("uid=1100(operator)"), "{out}");
+
+    // An edit whose effect is identical: `why` names it, the script runs again, and the image
+    // step after it is a hit (early cutoff).
+    let copy = env.path("web-copy");
+    sh(&format!("cp -a {} {}", desc("debian-web"), copy.display()));
+    let toml = fs_err::read_to_string(copy.join("image.toml")).unwrap();
+    write(&copy.join("image.toml"), &toml.replace("\"../debian-base\"", &format!("\"{}\"", desc("debian-base"))));
+    let script = fs_err::read_to_string(copy.join("config.sh")).unwrap();
+    write(&copy.join("config.sh"), &format!("{script}# a comment\n"));
+    let c = copy.to_str().unwrap();
+    let why = env.ok(&["why", c]);
+    assert!(why.contains("script config.sh:") && why.contains("config.sh changed"), "{why}");
+    let rebuilt = env.json(&["build", c]);
+    assert_eq!(steps(&rebuilt).2, 1, "only config.sh runs again: {rebuilt}");
+    assert_eq!(rebuilt["rootfs"], web["rootfs"]);
+    assert_eq!(rebuilt["generation"], 1);
+    let why = env.ok(&["why", c]);
+    assert!(why.contains("nothing changed"), "{why}");
+
+    // A package built here, from a signed repository on 127.0.0.1.
+    let (gnupg, keyring) = make_key(&env, "local");
+    let repo = env.path("repo");
+    fs_err::create_dir_all(&repo).unwrap();
+    let publish = |version: &str| {
+        sh(&format!("rm -f {}/*.deb", repo.display()));
+        simple_deb(
+            &repo,
+            "strata-hello",
+            version,
+            "Depends: nginx-light",
+            &[("usr/share/strata-hello/version", version)],
+        );
+        sh(&format!(
+            "cd {} && apt-ftparchive packages . > Packages && apt-ftparchive release . > Release.tmp && mv Release.tmp Release \
+             && GNUPGHOME={} gpg --batch --quiet --yes --detach-sign -o Release.gpg Release",
+            repo.display(),
+            gnupg.display()
+        ));
+    };
+    publish("1.0");
+    let server = Server::start(&repo);
+    let line = format!("deb [signed-by={}] http://127.0.0.1:{}/ ./", keyring.display(), server.port);
+    let hello = env.path("hello");
+    write(
+        &hello.join("image.toml"),
+        &format!(
+            "[image]\nname = \"hello\"\nderived-from = \"{}\"\n\n[packages]\ninstall = [\"strata-hello\"]\n",
+            desc("debian-web")
+        ),
+    );
+    let h = hello.to_str().unwrap();
+    let plan = env.json(&["plan", h, "--add-repo", &line]);
+    let unpack = plan["steps"].as_array().unwrap().iter().rfind(|s| s["kind"] == "unpack").unwrap();
+    assert_eq!(
+        (unpack["image"].as_str(), unpack["count"].as_u64(), unpack["state"].as_str()),
+        (Some("hello"), Some(1), Some("missing"))
+    );
+    let built = env.json(&["build", h, "--add-repo", &line]);
+    assert_eq!(steps(&built).1, total, "hello reuses every step of debian-web");
+    publish("1.1");
+    let why = env.ok(&["why", h, "--add-repo", &line]);
+    assert!(why.contains("package strata-hello changed: 1.0 -> 1.1"), "{why}");
+    let next = env.json(&["build", h, "--add-repo", &line]);
+    assert_eq!(next["generation"], 2);
+    let root = env.path("hello-co");
+    env.ok(&["store", "checkout", "images/hello", root.to_str().unwrap()]);
+    assert_eq!(fs_err::read_to_string(root.join("usr/share/strata-hello/version")).unwrap(), "1.1");
+
+    // Another store, the same description: the same tree.
+    let other = env_with_cache();
+    let base2 = other.json(&["build", &desc("debian-base")]);
+    assert_eq!(base2["rootfs"]["tree"], base["rootfs"]["tree"], "the base is not reproducible");
+}
