@@ -24,6 +24,11 @@ pub struct GcReport {
 }
 
 pub fn gc(store: &mut Store, dry_run: bool, progress: &Progress) -> anyhow::Result<GcReport> {
+    if !dry_run {
+        // Kept sandbox checkouts are a cache of hardlinks to objects: they go first, so that
+        // the objects gc removes free their space. (gc holds the store exclusively: none is in use.)
+        crate::lowers::clear(store)?;
+    }
     let db = store.db();
     // Live entries.
     let mut refs: HashMap<Digest, Vec<Digest>> = HashMap::new();

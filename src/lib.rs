@@ -20,6 +20,7 @@ pub mod gc;
 pub mod import;
 pub mod layer;
 pub mod lock;
+pub mod lowers;
 pub mod merge;
 pub mod meta;
 pub mod object;

@@ -1,8 +1,8 @@
 //! Running scripts (maintainer scripts, `config.sh`) against a stored tree, and capturing what
 //! they change as a layer.
 //!
-//! The tree is checked out by hardlinks into the run's directory under `tmp/` and used read-only
-//! as the lower directory of an overlayfs; the script runs in new mount, PID and network namespaces
+//! The tree is checked out by hardlinks (kept between runs, see [`crate::lowers`]) and used
+//! read-only as the lower directories of an overlayfs; the script runs in new mount, PID and network namespaces
 //! (`unshare`), chrooted into the overlay, with `/proc`, a minimal `/dev`, `/run` and `/tmp`
 //! mounted over it (so they never reach the layer). The network namespace has no interfaces but
 //! a down loopback: no network. When the script ends, the PID namespace ends and every process it
@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::checkout::{checkout, LinkMode};
 use crate::digest::Digest;
 use crate::progress::Progress;
 use crate::store::Store;
@@ -46,10 +45,14 @@ pub fn run(
     timeout: Duration,
     progress: &Progress,
 ) -> anyhow::Result<RunOutput> {
+    let _span = tracing::debug_span!("sandbox", base = %base.short()).entered();
     let work = tempfile::Builder::new().prefix("run-").tempdir_in(store.tmp_dir())?;
-    // A hardlinked checkout of the base, private to this run, as the read-only lower directory.
-    let lower = work.path().join("lower");
-    checkout(store, base, &lower, LinkMode::Hardlink, &Progress::hidden())?;
+    // Hardlinked checkouts (kept between runs, see `lowers`) as the read-only lower directories.
+    let lowers = {
+        let _span = tracing::debug_span!("sandbox lower directories").entered();
+        crate::lowers::lowers_for(store, base, work.path())?
+    };
+    let lower = lowers.dirs.iter().map(|l| shell_path(l)).collect::<anyhow::Result<Vec<_>>>()?.join(":");
     let (upper, ovl_work, merged) = (work.path().join("upper"), work.path().join("work"), work.path().join("root"));
     for d in [&upper, &ovl_work, &merged] {
         fs_err::create_dir(d)?;
@@ -74,7 +77,7 @@ mount -t tmpfs -o mode=1777,nosuid tmp {root}/tmp
 cp {script} {root}/tmp/.strata-script
 exec chroot {root} /bin/sh -e /tmp/.strata-script
 "#,
-        lower = shell_path(&lower)?,
+        lower = lower,
         upper = shell_path(&upper)?,
         work = shell_path(&ovl_work)?,
         root = shell_path(&merged)?,
@@ -102,8 +105,10 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
         cmd.env(k, v);
     }
     let started = std::time::Instant::now();
+    let script_span = tracing::debug_span!("sandbox script").entered();
     let out = cmd.output().context("failed to run the sandbox (unshare and timeout from util-linux and coreutils)")?;
     spinner.finish_and_clear();
+    drop(script_span);
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let timed_out = started.elapsed() >= timeout;
     match out.status.code() {
@@ -116,6 +121,7 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
     }
     let (batch, layer, _) = crate::import::import_tree(store, &upper, true, progress)?;
     batch.commit(store, None)?;
+    let _cleanup = tracing::debug_span!("sandbox cleanup").entered();
     crate::store::make_writable(work.path());
     drop(work);
     Ok(RunOutput { layer, log })

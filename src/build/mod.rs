@@ -411,6 +411,7 @@ impl Walker<'_> {
                 return Ok(Cur::Unknown);
             }
         };
+        let _span = tracing::debug_span!("packages step", image = %image).entered();
         let sources = self.sources(chain, i)?;
         let mut request = Request {
             install: wanted.clone(),
@@ -564,6 +565,7 @@ impl Walker<'_> {
             }
             Cur::Empty => bail!("{image}: the {kind} step needs a tree to start from"),
         };
+        let _span = tracing::debug_span!("step", kind, name).entered();
         let mut params: Vec<(String, Vec<u8>)> =
             vec![("step".into(), kind.as_bytes().to_vec()), ("version".into(), STEP_VERSION.to_vec())];
         params.extend(step.inputs.iter().map(|i| (i.name.clone(), i.value.clone().into_bytes())));
@@ -612,6 +614,7 @@ impl Walker<'_> {
                 return Ok(Cur::Unknown);
             }
         };
+        let _span = tracing::debug_span!("image step", image).entered();
         let key = entry_key(EntryKind::Rootfs, &[("image", image.as_bytes())], &[base.tree]);
         step.key = Some(key);
         step.tree = Some(base.tree);

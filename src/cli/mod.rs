@@ -171,12 +171,19 @@ pub fn main() -> ExitCode {
         1 => "strata=debug,info",
         _ => "strata=trace,debug",
     };
-    tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if cli.verbose > 0 {
+        // Every span reports how long it took when it closes; lines carry the time since start.
+        logger
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .init();
+    } else {
+        logger.without_time().init();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

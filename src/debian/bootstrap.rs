@@ -112,6 +112,7 @@ pub fn bootstrap_on(
     opts: &Options,
     progress: &Progress,
 ) -> anyhow::Result<BootstrapReport> {
+    let _span = tracing::debug_span!("bootstrap", packages = packages.len()).entered();
     let records: Vec<(PackageRecord, Digest)> = packages.iter().map(|(r, rep)| (r.clone(), rep.key)).collect();
     let k = keys(store, base, &records, apt, opts)?;
     let packages: Vec<(PackageRecord, PackageReport)> = k.packages.iter().map(|i| packages[*i].clone()).collect();
@@ -121,6 +122,7 @@ pub fn bootstrap_on(
         Some(e) => Step { kind: "merge", key: merge_key, tree: e.tree, cached: true },
         None => {
             let base = base_status.as_ref().map(|(b, status)| (b.tree, status.as_str()));
+            let _span = tracing::debug_span!("merge").entered();
             let tree = build_merge(store, base, packages, opts, merge_key, &inputs_keys)?;
             Step { kind: "merge", key: merge_key, tree, cached: false }
         }
@@ -152,6 +154,7 @@ pub fn bootstrap_on(
     let rootfs = match store.db().entry(&rootfs_key)? {
         Some(e) => Step { kind: "rootfs", key: rootfs_key, tree: e.tree, cached: true },
         None => {
+            let _span = tracing::debug_span!("rootfs").entered();
             let mut batch = Batch::new();
             let configured = crate::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
             batch.commit(store, None)?;

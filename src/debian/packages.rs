@@ -44,6 +44,7 @@ pub fn resolve(
     request: &Request,
     progress: &Progress,
 ) -> anyhow::Result<Resolved> {
+    let _span = tracing::debug_span!("resolve").entered();
     let releases = fetch_releases(fetcher, sources)?;
     let mut h = blake3::Hasher::new();
     h.update(b"strata-resolution-v1\0");
@@ -65,7 +66,10 @@ pub fn resolve(
         return Ok(Resolved { records, chosen, lists: cached.lists, sources: sources.to_vec() });
     }
     let indexes = load_indexes(fetcher, &releases, arch, progress)?;
-    let chosen = solve(&indexes.records, request)?;
+    let chosen = {
+        let _span = tracing::debug_span!("solve", records = indexes.records.len()).entered();
+        solve(&indexes.records, request)?
+    };
     let resolved = Resolved { records: indexes.records, chosen, lists: indexes.lists, sources: sources.to_vec() };
     let entry =
         CachedResolution { chosen: resolved.chosen().map(Chosen::from).collect(), lists: resolved.lists.clone() };

@@ -423,7 +423,11 @@ pub fn load_indexes(
     let paths = fetcher.get_all(&wants.iter().map(|w| w.2.clone()).collect::<Vec<_>>(), progress)?;
     let mut out = Vec::new();
     for ((source, name, want), path) in wants.iter().zip(paths) {
-        let text = decompress_index(&path, name).with_context(|| format!("index {}", want.url))?;
+        let text = {
+            let _span = tracing::debug_span!("decompress index", url = %want.url).entered();
+            decompress_index(&path, name).with_context(|| format!("index {}", want.url))?
+        };
+        let _span = tracing::debug_span!("parse index", url = %want.url).entered();
         parse_packages(&text, source, arch, &mut out).with_context(|| format!("index {}", want.url))?;
         let plain = name.trim_end_matches(".xz").trim_end_matches(".gz");
         lists.push(ListFile {
@@ -434,7 +438,26 @@ pub fn load_indexes(
     Ok(Indexes { records: out, lists })
 }
 
+/// The index text; the decompressed text is kept next to the download (named after it), so that
+/// later resolutions against the same index read it instead of decompressing again.
 fn decompress_index(path: &Path, name: &str) -> anyhow::Result<String> {
+    let plain = path.with_extension("plain");
+    if plain != path {
+        if let Ok(text) = fs_err::read_to_string(&plain) {
+            return Ok(text);
+        }
+    }
+    let text = decompress(path, name)?;
+    if plain != path && (name.ends_with(".xz") || name.ends_with(".gz")) {
+        let tmp = path.with_extension(format!("plain.{}.tmp", std::process::id()));
+        if fs_err::write(&tmp, &text).and_then(|()| fs_err::rename(&tmp, &plain)).is_err() {
+            let _ = fs_err::remove_file(&tmp);
+        }
+    }
+    Ok(text)
+}
+
+fn decompress(path: &Path, name: &str) -> anyhow::Result<String> {
     let file = fs_err::File::open(path)?;
     let mut reader: Box<dyn Read> = if name.ends_with(".xz") {
         Box::new(xz2::read::XzDecoder::new_multi_decoder(file))
@@ -448,8 +471,40 @@ fn decompress_index(path: &Path, name: &str) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// Parse a Packages index, keeping packages for `arch` and `all`.
+/// Parse a Packages index, keeping packages for `arch` and `all`; large indexes are parsed in
+/// parallel pieces split at paragraph boundaries (the order of records is kept).
 pub fn parse_packages(text: &str, source: &AptSource, arch: &str, out: &mut Vec<PackageRecord>) -> anyhow::Result<()> {
+    const PIECE: usize = 4 << 20;
+    if text.len() < 2 * PIECE {
+        return parse_piece(text, source, arch, out);
+    }
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while rest.len() > PIECE {
+        let cut = match rest[PIECE..].find("\n\n") {
+            Some(i) => PIECE + i + 2,
+            None => rest.len(),
+        };
+        let (piece, tail) = rest.split_at(cut);
+        pieces.push(piece);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        pieces.push(rest);
+    }
+    use rayon::prelude::*;
+    let parsed: Vec<Vec<PackageRecord>> = pieces
+        .par_iter()
+        .map(|p| {
+            let mut v = Vec::new();
+            parse_piece(p, source, arch, &mut v).map(|()| v)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    out.extend(parsed.into_iter().flatten());
+    Ok(())
+}
+
+fn parse_piece(text: &str, source: &AptSource, arch: &str, out: &mut Vec<PackageRecord>) -> anyhow::Result<()> {
     let base = source.uri.trim_end_matches('/').to_string();
     let flat_dir =
         if source.is_flat() { format!("{base}/{}", source.suite.trim_end_matches('/')) } else { base.clone() };
