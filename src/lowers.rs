@@ -117,7 +117,7 @@ fn kept(base: &Path) -> anyhow::Result<Vec<(PathBuf, Digest)>> {
         let mtime = e.metadata()?.modified()?;
         out.push((mtime, e.path(), id));
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(out.into_iter().map(|(_, p, id)| (p, id)).collect())
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the example in descriptions/minimal: set up, build strata, import the
-# description's root/ tree into a fresh store, check it out, diff and verify it.
+# The main job on the examples in descriptions/: set up, build strata, build the Debian base image
+# from its KIWI description and the web image derived from it (TOML), show that a second build is
+# all cache hits, and check out the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -8,11 +9,14 @@ strata=./target/release/strata
 work=$(mktemp -d /tmp/strata-example.XXXXXX)
 export STRATA_STORE="$work/store"
 set -x
-$strata store add descriptions/minimal/root --name minimal --root tags/minimal
-$strata store ls
-$strata store checkout tags/minimal "$work/checkout"
-diff -r descriptions/minimal/root "$work/checkout"
-$strata store verify --full
-$strata gc --dry-run
+$strata plan descriptions/debian-base
+$strata build descriptions/debian-base
+$strata build descriptions/debian-web
+$strata build descriptions/debian-web --json
+$strata why descriptions/debian-web
+$strata images ls
+$strata store checkout images/debian-web "$work/web"
+chroot "$work/web" dpkg-query -W nginx-light
+$strata store verify
 set +x
-echo "example done: store in $work/store, checkout in $work/checkout"
+echo "example done: store in $work/store, the web image checked out in $work/web"

@@ -361,3 +361,36 @@ proptest! {
         prop_assert_eq!(&from_toml, &d, "{}", toml);
     }
 }
+
+/// Descriptions written in KIWI's published style: the Debian one reads completely, the others
+/// stop at their first element strata does not support, named with its line.
+#[test]
+fn kiwi_style_descriptions_read_or_fail_loudly() {
+    let jeos = kiwi::parse(include_str!("../../tests/kiwi/debian-jeos.kiwi"), &[]).unwrap();
+    validate(&jeos).unwrap();
+    assert_eq!(jeos.name, "Debian-Bookworm-JeOS");
+    assert_eq!(jeos.preferences.targets.keys().copied().collect::<Vec<_>>(), [TargetKind::Disk]);
+    assert_eq!(jeos.preferences.targets[&TargetKind::Disk]["disksize"], "10G");
+    assert_eq!(jeos.packages.install, ["grub2", "linux-image-amd64", "systemd", "openssh-server", "dbus"]);
+    assert_eq!(jeos.packages.bootstrap, ["ca-certificates", "apt"]);
+    assert_eq!(
+        (jeos.packages.exclude.as_slice(), jeos.packages.delete.as_slice()),
+        (&["usrmerge".to_string()][..], &["man-db".to_string()][..])
+    );
+    assert_eq!(jeos.archives, ["root.tar.gz"]);
+    assert_eq!(jeos.users[0].password, Some(Password::Hashed("$1$wYJUgpM5$RXMMeASDc035eX.NbYWFl0".into())));
+    let live = kiwi::parse(include_str!("../../tests/kiwi/debian-jeos.kiwi"), &["Live".into()]).unwrap();
+    assert_eq!(live.preferences.targets.keys().copied().collect::<Vec<_>>(), [TargetKind::Iso]);
+    assert!(live.packages.install.contains(&"dracut-live".to_string()));
+
+    let leap = kiwi::parse(include_str!("../../tests/kiwi/leap-jeos.kiwi"), &[]).unwrap_err();
+    assert_eq!(
+        leap.to_string(),
+        "line 11, column 9: packagemanager `zypper`: strata installs Debian packages with apt only so far (RPM is not supported yet)"
+    );
+    let container = kiwi::parse(include_str!("../../tests/kiwi/debian-container.kiwi"), &[]).unwrap_err();
+    assert_eq!(
+        container.to_string(),
+        "line 12, column 9: <type image=\"docker\"> is not supported by strata yet: it builds disks (oem) and live ISOs (iso)"
+    );
+}
