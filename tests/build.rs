@@ -265,6 +265,9 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
             "Depends: nginx-light",
             &[("usr/share/strata-hello/version", version)],
         );
+        // Ships a file of the base's nano: a conflict, until 2.0 declares Replaces.
+        let replaces = if version == "1.0" { "" } else { "Replaces: nano" };
+        simple_deb(&repo, "strata-clash", version, replaces, &[("bin/nano", "not nano\n")]);
         sh(&format!(
             "cd {} && apt-ftparchive packages . > Packages && apt-ftparchive release . > Release.tmp && mv Release.tmp Release \
              && GNUPGHOME={} gpg --batch --quiet --yes --detach-sign -o Release.gpg Release",
@@ -300,6 +303,26 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     let root = env.path("hello-co");
     env.ok(&["store", "checkout", "images/hello", root.to_str().unwrap()]);
     assert_eq!(fs_err::read_to_string(root.join("usr/share/strata-hello/version")).unwrap(), "1.1");
+
+    // A package that overwrites a file another package of the base owns: refused, with the path
+    // and both packages, unless it declares Replaces (as dpkg decides).
+    let clash = env.path("clash");
+    write(
+        &clash.join("image.toml"),
+        &format!(
+            "[image]\nname = \"clash\"\nderived-from = \"{}\"\n\n[packages]\ninstall = [\"strata-clash\"]\n",
+            desc("debian-base")
+        ),
+    );
+    let cl = clash.to_str().unwrap();
+    publish("1.0");
+    let err = env.fail(&["build", cl, "--add-repo", &line]);
+    assert!(err.contains("1 file conflicts: `/usr/bin/nano` (nano (in the base), strata-clash)"), "{err}");
+    publish("2.0");
+    env.ok(&["build", cl, "--add-repo", &line]);
+    let root = env.path("clash-co");
+    env.ok(&["store", "checkout", "images/clash", root.to_str().unwrap()]);
+    assert_eq!(fs_err::read_to_string(root.join("usr/bin/nano")).unwrap(), "not nano\n");
 
     // Another store, the same description: the same tree.
     let other = env_with_cache();

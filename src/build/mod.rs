@@ -173,7 +173,9 @@ struct Walker<'a> {
 /// Plan or build the image described at `path`.
 pub fn run(store: &mut Store, path: &Path, opts: &Options, mode: Mode, progress: &Progress) -> anyhow::Result<Outcome> {
     let chain = description::load_chain(path, &opts.profiles)?;
-    let bar = if mode == Mode::Build { progress.items(0, "steps") } else { indicatif::ProgressBar::hidden() };
+    // The bar starts with the steps the descriptions name; package counts join it once resolved.
+    let expected: u64 = chain.layers.iter().map(expected_steps).sum::<u64>() + chain.origin.is_some() as u64;
+    let bar = if mode == Mode::Build { progress.items(expected, "steps") } else { indicatif::ProgressBar::hidden() };
     let mut w = Walker { store, opts, mode, progress, steps: Vec::new(), bar };
     let mut cur = w.origin(&chain)?;
     let mut last = None;
@@ -194,9 +196,36 @@ pub fn run(store: &mut Store, path: &Path, opts: &Options, mode: Mode, progress:
     })
 }
 
+/// The steps a description names, before its packages are resolved.
+fn expected_steps(l: &Loaded) -> u64 {
+    let d = &l.description;
+    let has = |b: bool| b as u64;
+    let scripts = ["config.sh", "images.sh"].iter().filter(|s| l.source.dir.join(s).is_file()).count() as u64;
+    let overlays =
+        has(l.source.dir.join("root").is_dir() || l.source.dir.join("config-overlay").is_dir() || !d.files.is_empty());
+    // unpack, merge, layer, rootfs
+    let packages = if d.derived_from.is_none() || !d.packages.install.is_empty() || !d.packages.bootstrap.is_empty() {
+        4
+    } else {
+        0
+    };
+    packages
+        + has(!d.packages.remove.is_empty() || !d.packages.delete.is_empty())
+        + has(!d.users.is_empty())
+        + d.archives.len() as u64
+        + overlays
+        + has(d.preferences.timezone.is_some() || d.preferences.locale.is_some() || d.preferences.keytable.is_some())
+        + scripts
+        + 1
+}
+
 impl Walker<'_> {
     fn push(&mut self, step: Step) {
-        self.bar.inc_length(step.count);
+        // Steps beyond the expected ones (packages, sub-steps) lengthen the bar.
+        let done = self.steps.iter().map(|s| s.count).sum::<u64>() + step.count;
+        if done > self.bar.length().unwrap_or(0) {
+            self.bar.set_length(done);
+        }
         self.bar.inc(step.count);
         let cached: u64 = self.steps.iter().map(|s| s.cached_count).sum::<u64>() + step.cached_count;
         self.bar.set_message(format!("steps ({cached} cached) {} {}", step.kind, step.name));

@@ -379,6 +379,8 @@ fn build_merge(
     let mut moved_dirs = std::collections::BTreeSet::new();
 
     let mut status = base.map(|(_, s)| s.trim_end().to_string() + "\n\n").unwrap_or_default();
+    let mut base_owners: Option<std::collections::HashMap<String, String>> = None;
+    let mut conflicts: Vec<crate::merge::Conflict> = Vec::new();
     let mut db = TreeBuilder::new(implicit_dir_meta());
     let info_dir = [name("var"), name("lib"), name("dpkg"), name("info")];
     db.mkdir(&info_dir, implicit_dir_meta())?;
@@ -457,10 +459,20 @@ fn build_merge(
 
         let data = if opts.merged_usr { usrmerge(store, &data, &record.name, &mut moved_dirs)? } else { data };
         let mut replaces = replaces;
-        if base.is_some() {
+        if let Some((base_tree, _)) = base {
+            // The base's files may be overwritten only where dpkg would: files no package owns
+            // (written by scripts), or owned by a package this one Replaces.
+            let owners = match &base_owners {
+                Some(o) => o,
+                None => base_owners.insert(owners_in(store, &base_tree, opts.merged_usr)?),
+            };
+            base_conflicts(store, &base_tree, &data, record, &replaces, owners, &mut conflicts)?;
             replaces.push(BASE_OWNER.into());
         }
         inputs.push(Input { owner: record.name.clone(), tree: data, replaces });
+    }
+    if !conflicts.is_empty() {
+        return Err(crate::merge::MergeError { conflicts }.into());
     }
     if base.is_none() && opts.merged_usr {
         // The merged-/usr links, one per directory a package ships (bin, sbin, lib always).
@@ -495,6 +507,70 @@ fn build_merge(
     let entry = NewEntry { key, kind: EntryKind::Merge.as_str(), name: "debian-merge", tree, files, bytes, refs };
     Batch::new().commit(store, Some(&entry))?;
     Ok(tree)
+}
+
+/// Which package owns each path of a Debian tree, from its `info/*.list` files (paths under
+/// `/bin`, `/sbin` and `/lib*` as merged /usr places them).
+fn owners_in(
+    store: &Store,
+    tree: &Digest,
+    merged_usr: bool,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut owners = std::collections::HashMap::new();
+    let info = match store.lookup(tree, &[b"var", b"lib", b"dpkg", b"info"])? {
+        Some(Node::Directory { tree }) => store.tree(&tree)?,
+        _ => return Ok(owners),
+    };
+    for (name, node) in &info.entries {
+        let Some(package) = name.as_bytes().strip_suffix(b".list") else { continue };
+        let package = String::from_utf8_lossy(package);
+        let package = package.split(':').next().unwrap_or_default().to_string();
+        for line in String::from_utf8_lossy(&store.read_file(node)?).lines() {
+            let path = match (merged_usr, line.split('/').nth(1)) {
+                (true, Some(top)) if MERGED_DIRS.contains(&top) => format!("/usr{line}"),
+                _ => line.to_string(),
+            };
+            owners.insert(path, package.clone());
+        }
+    }
+    Ok(owners)
+}
+
+/// Files of `data` (a new package's tree) that differ from the base's file at the same path
+/// when another package of the base owns it and the new package does not replace that one.
+fn base_conflicts(
+    store: &Store,
+    base: &Digest,
+    data: &Digest,
+    record: &PackageRecord,
+    replaces: &[String],
+    owners: &std::collections::HashMap<String, String>,
+    out: &mut Vec<crate::merge::Conflict>,
+) -> anyhow::Result<()> {
+    for item in crate::walk::flatten(store, data)? {
+        let crate::walk::ItemKind::Leaf(new) = &item.kind else { continue };
+        let parts: Vec<&[u8]> = item.path.iter().map(|c| c.as_encoded_bytes()).collect();
+        let Some(old) = store.lookup(base, &parts)? else { continue };
+        let same = match (&old, new) {
+            (Node::File { meta: a, size: s, content: c, .. }, Node::File { meta: b, size: t, content: d, .. }) => {
+                a == b && s == t && c == d
+            }
+            (a, b) => a == b,
+        };
+        if same {
+            continue;
+        }
+        let path = format!("/{}", item.path.display());
+        if let Some(owner) = owners.get(&path) {
+            if *owner != record.name && !replaces.contains(owner) {
+                out.push(crate::merge::Conflict {
+                    path,
+                    owners: vec![format!("{owner} (in the base)"), record.name.clone()],
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The status paragraph of a package: its control text with `Status` after `Package`, and
