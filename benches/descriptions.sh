@@ -21,7 +21,8 @@ now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.3f}')" "$@"; }
 ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
-fresh_store() { rm -rf "$1"; mkdir -p "$1/cache"; ln -s "$work/strata-downloads" "$1/cache/downloads"; }
+# `sync` after removing a previous store, so that its write-back does not land in the next timing.
+fresh_store() { rm -rf "$1"; mkdir -p "$1/cache"; ln -s "$work/strata-downloads" "$1/cache/downloads"; sync; }
 size() { du -sb "$1/objects" "$1/db.sqlite" | awk '{s+=$1} END {print s}'; }
 
 # The KIWI description.
@@ -57,7 +58,7 @@ for p in "${extra[@]}"; do $strata -q --store "$work/store" package fetch --host
 
 declare -a t_kiwi t_cold t_noop t_add t_all
 for i in $(seq "$runs"); do
-  rm -rf "$work/kiwi-root"; gnupg=$(mktemp -d); s=$(now)
+  rm -rf "$work/kiwi-root"; sync; gnupg=$(mktemp -d); s=$(now)
   GNUPGHOME=$gnupg kiwi-ng system prepare --description "$kdesc" --root "$work/kiwi-root" >"$work/kiwi.log" 2>&1
   t_kiwi+=("$(elapsed "$s" "$(now)")"); rm -rf "$gnupg"
 

@@ -38,6 +38,9 @@ derived-from = "root:tags/minimal"
 locale = "C.UTF-8"
 keytable = "de-latin1"
 
+[packages]
+archives = ["extra.tar.gz"]
+
 [files."/etc/app.conf"]
 owner = "app"
 group = "app"
@@ -52,6 +55,12 @@ mode = "0600"
     write(&dir.join("root/etc/group"), "root:x:0:\napp:x:4243:\n");
     write(&dir.join("root/usr/bin/app"), "#!/bin/sh\necho app\n");
     sh(&format!("chmod 755 {0}/root/usr/bin/app && chown -R 65534:65534 {0}/root", dir.display()));
+    // An archive keeps the owners and modes it records.
+    write(&dir.join("extra/opt/extra/data"), "extra\n");
+    sh(&format!(
+        "cd {0}/extra && tar --sort=name --owner=123 --group=45 --mode=go-w --mtime=@0 -czf ../extra.tar.gz opt && rm -r {0}/extra",
+        dir.display()
+    ));
 }
 
 #[test]
@@ -76,18 +85,21 @@ fn a_fixture_description_plans_builds_explains_and_keeps_generations() {
         .iter()
         .map(|s| (s["kind"].as_str().unwrap(), s["state"].as_str().unwrap()))
         .collect();
-    assert_eq!(states, [("base", "cached"), ("files", "missing"), ("preferences", "pending"), ("image", "pending")]);
+    assert_eq!(
+        states,
+        [("base", "cached"), ("archive", "missing"), ("files", "pending"), ("preferences", "pending"), ("image", "pending")]
+    );
 
     let first = env.json(&["build", d]);
     assert_eq!(first["image"], "app");
     assert_eq!(first["generation"], 1);
-    assert_eq!(steps(&first), (4, 1, 3));
+    assert_eq!(steps(&first), (5, 1, 4));
     // The same description and inputs give this tree on any machine: owners come from the
     // description, not from whoever checked it out; no time or host path enters it.
-    assert_eq!(first["rootfs"]["tree"], "6c069ae389b77ad715c3a8132693621c29cac707d468c67453829cabe21ac135");
+    assert_eq!(first["rootfs"]["tree"], "512e92e1dd99929e72dea56881fcaa0320ddeafbdb76161c0ec104d50277ed53");
 
     let again = env.json(&["build", d]);
-    assert_eq!(steps(&again), (4, 4, 0));
+    assert_eq!(steps(&again), (5, 5, 0));
     assert_eq!(again["generation"], 1);
     assert_eq!(again["rootfs"], first["rootfs"]);
 
@@ -102,6 +114,8 @@ fn a_fixture_description_plans_builds_explains_and_keeps_generations() {
     assert_eq!(fs_err::read_to_string(co.join("etc/vconsole.conf")).unwrap(), "KEYMAP=de-latin1\n");
     assert_eq!(fs_err::read_to_string(co.join("etc/default/locale")).unwrap(), "LANG=C.UTF-8\n");
     assert_eq!(fs_err::read_to_string(co.join("etc/hostname")).unwrap(), "minimal\n", "base files stay");
+    let extra = fs_err::metadata(co.join("opt/extra/data")).unwrap();
+    assert_eq!((extra.uid(), extra.gid()), (123, 45), "archive owners are kept");
 
     // An edit: `why` names the file; the build makes generation 2.
     write(&desc.join("root/etc/app.conf"), "level = 2\n");
@@ -114,7 +128,7 @@ fn a_fixture_description_plans_builds_explains_and_keeps_generations() {
     assert!(files["changes"].as_array().unwrap().iter().any(|c| c["name"] == "root/etc/app.conf"), "{why_json}");
     let second = env.json(&["build", d]);
     assert_eq!(second["generation"], 2);
-    assert_eq!(steps(&second), (4, 1, 3));
+    assert_eq!(steps(&second), (5, 2, 3));
     let history = env.json(&["images", "history", "app"]);
     let h = history.as_array().unwrap();
     assert_eq!(h.len(), 2);
@@ -131,10 +145,8 @@ fn a_fixture_description_plans_builds_explains_and_keeps_generations() {
     let xml = env.ok(&["describe", d, "--format", "xml"]);
     assert!(xml.contains("<derived from=\"root:tags/minimal\"/>") && xml.contains("mode=\"0640\""), "{xml}");
     let xml_dir = env.path("app-xml");
-    sh(&format!("cp -a {d}/root {}/", {
-        fs_err::create_dir(&xml_dir).unwrap();
-        xml_dir.display()
-    }));
+    fs_err::create_dir(&xml_dir).unwrap();
+    sh(&format!("cp -a {d}/root {d}/extra.tar.gz {}/", xml_dir.display()));
     write(&xml_dir.join("appliance.kiwi"), &xml);
     let from_xml = env.json(&["build", xml_dir.to_str().unwrap()]);
     assert_eq!(from_xml["rootfs"]["tree"], second["rootfs"]["tree"]);
