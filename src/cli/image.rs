@@ -196,19 +196,29 @@ pub fn why(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         if s.changes.is_empty() {
-            if s.state != State::Cached {
-                println!(
-                    "{state:<9} {} {} {}: its input tree changed (an earlier step's output)",
-                    s.image, s.kind, s.name
-                );
-                any = true;
+            match s.state {
+                State::Cached | State::Built => {}
+                State::Missing => {
+                    println!(
+                        "{state:<9} {} {} {}: its input tree changed (an earlier step's output)",
+                        s.image, s.kind, s.name
+                    );
+                    any = true;
+                }
+                State::Pending => {
+                    println!(
+                        "{state:<9} {} {} {}: follows a step that rebuilds (a hit if that step's output is unchanged)",
+                        s.image, s.kind, s.name
+                    );
+                    any = true;
+                }
             }
             continue;
         }
         any = true;
         println!("{state:<9} {} {} {}:", s.image, s.kind, s.name);
         for c in &s.changes {
-            match (&c.before, &c.now) {
+            match (c.before.as_deref().map(short), c.now.as_deref().map(short)) {
                 (Some(b), Some(n)) => println!("            {} changed: {b} -> {n}", c.name),
                 (None, Some(n)) => println!("            {} added: {n}", c.name),
                 (Some(b), None) => println!("            {} removed (was {b})", c.name),
@@ -224,6 +234,15 @@ pub fn why(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
         println!("nothing changed: every step is cached");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Digests are shown by their first 12 characters in text output (JSON keeps them whole).
+fn short(value: &str) -> &str {
+    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &value[..12]
+    } else {
+        value
+    }
 }
 
 pub fn images(ctx: &Ctx, cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
@@ -270,7 +289,7 @@ pub fn images(ctx: &Ctx, cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
                         if h.collected { "  (collected)" } else { "" }
                     );
                     for c in h.changes.iter().take(20) {
-                        match (&c.before, &c.now) {
+                        match (c.before.as_deref().map(short), c.now.as_deref().map(short)) {
                             (Some(b), Some(n)) => println!("        {}: {b} -> {n}", c.name),
                             (None, Some(n)) => println!("        + {}: {n}", c.name),
                             (Some(b), None) => println!("        - {}: {b}", c.name),
