@@ -347,3 +347,38 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     let base2 = other.json(&["build", &desc("debian-base")]);
     assert_eq!(base2["rootfs"]["tree"], base["rootfs"]["tree"], "the base is not reproducible");
 }
+
+#[test]
+fn an_image_derives_from_an_ostree_commit() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let tree = env.path("tree");
+    write(&tree.join("usr/share/base/marker"), "from ostree\n");
+    write(&tree.join("etc/os-release"), "ID=fixture\n");
+    sh(&format!(
+        "ostree --repo={r} init --mode=bare && ostree --repo={r} commit --branch=fixture/base --tree=dir={t} --owner-uid=0 --owner-gid=0 >/dev/null",
+        r = repo.display(),
+        t = tree.display()
+    ));
+    let desc = env.path("desc");
+    write(&desc.join("image.toml"), "[image]\nname = \"on-ostree\"\nderived-from = \"ostree:../repo#fixture/base\"\n");
+    write(&desc.join("root/etc/motd"), "hello\n");
+    let d = desc.to_str().unwrap();
+
+    let plan = env.json(&["plan", d]);
+    assert_eq!(plan["steps"][0]["kind"], "base");
+    assert_eq!(plan["steps"][0]["state"], "missing", "{plan}");
+    let built = env.json(&["build", d]);
+    assert_eq!(steps(&built), (3, 0, 3));
+    let again = env.json(&["build", d]);
+    assert_eq!(steps(&again), (3, 3, 0), "the commit is imported once");
+    let co = env.path("co");
+    env.ok(&["store", "checkout", "images/on-ostree", co.to_str().unwrap()]);
+    assert_eq!(fs_err::read_to_string(co.join("usr/share/base/marker")).unwrap(), "from ostree\n");
+    assert_eq!(fs_err::read_to_string(co.join("etc/motd")).unwrap(), "hello\n");
+
+    let missing = env.path("missing");
+    write(&missing.join("image.toml"), "[image]\nname = \"m\"\nderived-from = \"ostree:../repo#no/such/ref\"\n");
+    let err = env.fail(&["build", missing.to_str().unwrap()]);
+    assert!(err.contains("derived-from ostree:") && err.contains("no/such/ref"), "{err}");
+}
