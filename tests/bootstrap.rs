@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use common::{env_with_cache, sh, simple_deb, Env};
+use common::{chroot, env_with_cache, sh, simple_deb, Env};
 
 const BASE: &[&str] = &["--required", "apt", "--exclude", "usrmerge"];
 
@@ -29,17 +28,6 @@ fn checkout(env: &Env, root: &str, dest: &str) -> PathBuf {
     let dest = env.path(dest);
     env.ok(&["store", "checkout", root, dest.to_str().unwrap(), "--link", "copy"]);
     dest
-}
-
-fn chroot(root: &Path, cmd: &str) -> (bool, String) {
-    let out = Command::new("chroot")
-        .arg(root)
-        .args(["/bin/sh", "-c", cmd])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 #[test]

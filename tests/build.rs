@@ -9,9 +9,8 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{env_with_cache, make_key, sh, simple_deb, Env, Server};
+use common::{chroot, env_with_cache, make_key, sh, simple_deb, Env, Server};
 
 fn project() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -184,20 +183,6 @@ fn a_fixture_description_plans_builds_explains_and_keeps_generations() {
     assert!(err.contains("no image `bad` has been built"), "{err}");
 }
 
-fn chroot(root: &Path, cmd: &str) -> (bool, String) {
-    if !root.join("dev/null").exists() {
-        sh(&format!("mknod -m 666 {}/dev/null c 1 3", root.display()));
-    }
-    let out = Command::new("chroot")
-        .arg(root)
-        .args(["/bin/sh", "-c", cmd])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
 #[test]
 fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     let env = env_with_cache();
@@ -296,14 +281,15 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     publish("1.0");
     let server = Server::start(&repo);
     let line = format!("deb [signed-by={}] http://127.0.0.1:{}/ ./", keyring.display(), server.port);
-    let hello = env.path("hello");
-    write(
-        &hello.join("image.toml"),
-        &format!(
-            "[image]\nname = \"hello\"\nderived-from = \"{}\"\n\n[packages]\ninstall = [\"strata-hello\"]\n",
-            desc("debian-web")
-        ),
-    );
+    // A description `name` that derives from `base` and installs `package`.
+    let adding = |name: &str, base: &str, package: &str| {
+        let dir = env.path(name);
+        let text =
+            format!("[image]\nname = \"{name}\"\nderived-from = \"{base}\"\n\n[packages]\ninstall = [\"{package}\"]\n");
+        write(&dir.join("image.toml"), &text);
+        dir
+    };
+    let hello = adding("hello", &desc("debian-web"), "strata-hello");
     let h = hello.to_str().unwrap();
     let plan = env.json(&["plan", h, "--add-repo", &line]);
     let unpack = plan["steps"].as_array().unwrap().iter().rfind(|s| s["kind"] == "unpack").unwrap();
@@ -324,14 +310,7 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
 
     // A package that overwrites a file another package of the base owns: refused, with the path
     // and both packages, unless it declares Replaces (as dpkg decides).
-    let clash = env.path("clash");
-    write(
-        &clash.join("image.toml"),
-        &format!(
-            "[image]\nname = \"clash\"\nderived-from = \"{}\"\n\n[packages]\ninstall = [\"strata-clash\"]\n",
-            desc("debian-base")
-        ),
-    );
+    let clash = adding("clash", &desc("debian-base"), "strata-clash");
     let cl = clash.to_str().unwrap();
     publish("1.0");
     let err = env.fail(&["build", cl, "--add-repo", &line]);

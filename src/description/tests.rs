@@ -24,6 +24,18 @@ fn toml_err(doc: &str) -> String {
     format!("{e:#}")
 }
 
+/// Every document of `table` fails with exactly its error; all mismatches are shown at once.
+fn check_table(table: &[(&str, &str)], error: fn(&str) -> String) {
+    let wrong: Vec<String> = table
+        .iter()
+        .filter_map(|(doc, want)| {
+            let got = error(doc);
+            (got != *want).then(|| format!("document:\n{doc}\nwant: {want}\ngot:  {got}"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
 #[test]
 fn kiwi_document_reads_into_the_model() {
     let doc = xml(
@@ -159,12 +171,7 @@ fn invalid_kiwi_documents_fail_with_their_exact_error() {
         (&xml("<packages type=\"image\"><archive name=\"../x.tar\"/></packages>"), "archive: `../x.tar` must be a path inside the description directory"),
         ("<image schemaversion=\"8.0\" name=\"a b\"><derived from=\"x\"/></image>", "image name `a b`: expected letters, digits and `._+-`"),
     ];
-    let wrong: Vec<String> = table
-        .iter()
-        .filter(|(doc, want)| xml_err(doc) != *want)
-        .map(|(doc, want)| format!("document:\n{doc}\nwant: {want}\ngot:  {}", xml_err(doc)))
-        .collect();
-    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+    check_table(table, xml_err);
 }
 
 #[test]
@@ -193,12 +200,7 @@ fn invalid_toml_documents_fail_with_their_exact_error() {
         ("[image]\nname = \"t\"\n[packages]\ninstall = [\"a1\", \"a1\"]\n", "packages install: `a1` is listed twice"),
         ("[image]\nname = \"t\"\n[scripts]\nconfig = \"/etc/passwd\"\n", "scripts config: `/etc/passwd` must be a path inside the description directory"),
     ];
-    let wrong: Vec<String> = table
-        .iter()
-        .filter(|(doc, want)| toml_err(doc) != *want)
-        .map(|(doc, want)| format!("document:\n{doc}\nwant: {want}\ngot:  {}", toml_err(doc)))
-        .collect();
-    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+    check_table(table, toml_err);
 }
 
 #[test]

@@ -313,3 +313,19 @@ pub fn env_with_cache() -> Env {
     std::os::unix::fs::symlink(shared, env.store().join("cache/downloads")).unwrap();
     env
 }
+
+/// Run `cmd` with `/bin/sh` chrooted into a checked-out image (a `/dev/null` is made if the
+/// image has none); returns success and the combined output.
+pub fn chroot(root: &Path, cmd: &str) -> (bool, String) {
+    if !root.join("dev/null").exists() {
+        sh(&format!("mknod -m 666 {}/dev/null c 1 3", root.display()));
+    }
+    let out = Command::new("chroot")
+        .arg(root)
+        .args(["/bin/sh", "-c", cmd])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
