@@ -146,6 +146,14 @@ fn a_fixture_description_plans_builds_explains_and_keeps_generations() {
     env.ok(&["store", "checkout", "images/app/1", env.path("co1").to_str().unwrap()]);
     assert_eq!(fs_err::read_to_string(env.path("co1/etc/app.conf")).unwrap(), "level = 1\n");
 
+    // Dropping a generation's root lets gc collect it; history still lists it, marked.
+    env.ok(&["roots", "rm", "images/app/1"]);
+    env.ok(&["gc"]);
+    let history = env.json(&["images", "history", "app"]);
+    assert_eq!((history[0]["collected"].as_bool(), history[1]["collected"].as_bool()), (Some(true), Some(false)));
+    env.ok(&["store", "verify", "--full"]);
+    env.ok(&["store", "checkout", "images/app", env.path("co3").to_str().unwrap()]);
+
     // The XML form of the same description builds the same tree.
     let xml = env.ok(&["describe", d, "--format", "xml"]);
     assert!(xml.contains("<derived from=\"root:tags/minimal\"/>") && xml.contains("mode=\"0640\""), "{xml}");
