@@ -62,21 +62,21 @@ pub fn lowers_for(store: &mut Store, tree: &Digest, work: &Path) -> anyhow::Resu
         return Ok(Lowers { dirs: vec![exact], _locks: vec![lock] });
     }
     // The kept checkout with the smallest difference to `tree`.
-    let mut best: Option<(usize, PathBuf, Digest)> = None;
+    let mut best: Option<(usize, PathBuf, Digest, TreeRows)> = None;
     for (path, id) in kept(&base)? {
         let mut rows = TreeRows::default();
         let mut count = 0;
         let delta = delta(store, &id, tree, &mut rows, &mut count)?;
-        if count <= MAX_DELTA_NODES && best.as_ref().is_none_or(|(c, _, _)| count < *c) {
-            best = Some((count, path, delta));
+        if count <= MAX_DELTA_NODES && best.as_ref().is_none_or(|(c, ..)| count < *c) {
+            best = Some((count, path, delta, rows));
         }
-        // Recorded so that checkout can read them; unreferenced trees are removed by gc.
-        let mut batch = crate::batch::Batch::new();
-        batch.trees = rows;
-        batch.commit(store, None)?;
     }
-    if let Some((count, path, delta)) = best {
+    if let Some((count, path, delta, rows)) = best {
         if let Some(lock) = use_kept(&path)? {
+            // Recorded so that checkout can read them; gc removes them (nothing refers to them).
+            let mut batch = crate::batch::Batch::new();
+            batch.trees = rows;
+            batch.commit(store, None)?;
             tracing::debug!(count, kept = %path.display(), "lower directory from a kept checkout and a delta");
             let top = work.join("delta");
             checkout(store, &delta, &top, LinkMode::Hardlink, &Progress::hidden())?;
