@@ -280,7 +280,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Returns whether a root was removed.
     pub fn insert_generation(&self, g: &GenerationRow) -> anyhow::Result<()> {
         self.tx.execute(
             "INSERT INTO generations (image, number, entry, tree, created, description, inputs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -297,6 +296,7 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Returns whether a root was removed.
     pub fn remove_root(&self, name: &str) -> anyhow::Result<bool> {
         Ok(self.tx.execute("DELETE FROM roots WHERE name = ?1", [name])? == 1)
     }

@@ -28,7 +28,7 @@ const KEEP: usize = 3;
 /// Use a kept checkout when the difference has at most this many nodes; else check out anew.
 const MAX_DELTA_NODES: usize = 4000;
 
-pub fn dir(store: &Store) -> PathBuf {
+fn dir(store: &Store) -> PathBuf {
     store.root().join("cache/lowers")
 }
 
@@ -94,7 +94,7 @@ pub fn lowers_for(store: &mut Store, tree: &Digest, work: &Path) -> anyhow::Resu
         Err(_) if exact.is_dir() => {}
         Err(e) => return Err(anyhow::Error::new(e).context("keeping the lower checkout")),
     }
-    evict(&base)?;
+    evict(&base);
     Ok(Lowers { dirs: vec![exact], _locks: vec![lock] })
 }
 
@@ -114,27 +114,39 @@ fn kept(base: &Path) -> anyhow::Result<Vec<(PathBuf, Digest)>> {
     for e in fs_err::read_dir(base)? {
         let e = e?;
         let Ok(id) = e.file_name().to_string_lossy().parse::<Digest>() else { continue };
-        let mtime = e.metadata()?.modified()?;
+        // Evicted by another run meanwhile: not a candidate.
+        let Ok(mtime) = e.metadata().and_then(|m| m.modified()) else { continue };
         out.push((mtime, e.path(), id));
     }
     out.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(out.into_iter().map(|(_, p, id)| (p, id)).collect())
 }
 
-fn evict(base: &Path) -> anyhow::Result<()> {
-    for (path, _) in kept(base)?.into_iter().skip(KEEP) {
+/// Remove the least recently used kept checkouts beyond [`KEEP`]. Best effort: a cache that
+/// cannot be trimmed now is trimmed by a later run or by gc.
+fn evict(base: &Path) {
+    let Ok(all) = kept(base) else { return };
+    for (path, _) in all.into_iter().skip(KEEP) {
         // In use by another run: leave it for later.
-        if let Some(_lock) = StoreLock::try_exclusive(&lock_path(&path))? {
-            remove(&path)?;
+        if let Ok(Some(_lock)) = StoreLock::try_exclusive(&lock_path(&path)) {
+            if let Err(e) = remove(&path) {
+                tracing::debug!(path = %path.display(), "could not evict a kept checkout: {e:#}");
+            }
         }
     }
-    Ok(())
 }
 
-/// Remove a kept checkout (directories may have lost their write bits).
-pub fn remove(path: &Path) -> anyhow::Result<()> {
-    crate::store::make_writable(path);
-    fs_err::remove_dir_all(path)?;
+/// Remove a kept checkout: first renamed to a name no run takes for a checkout (so a removal
+/// cut short never leaves a partial tree under a tree id), then deleted.
+fn remove(path: &Path) -> anyhow::Result<()> {
+    let dead = path.with_extension(format!("dead-{}", std::process::id()));
+    match fs_err::rename(path, &dead) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    crate::store::make_writable(&dead);
+    fs_err::remove_dir_all(&dead)?;
     Ok(())
 }
 
@@ -148,7 +160,9 @@ pub fn clear(store: &Store) -> anyhow::Result<u64> {
     for e in fs_err::read_dir(&base)? {
         let path = e?.path();
         if path.is_dir() {
-            remove(&path)?;
+            // Kept checkouts, and what an interrupted removal left.
+            crate::store::make_writable(&path);
+            fs_err::remove_dir_all(&path)?;
             n += 1;
         } else {
             fs_err::remove_file(&path)?;

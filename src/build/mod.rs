@@ -366,7 +366,9 @@ impl Walker<'_> {
                 overlay::preferences(store, base, &prefs)
             })?;
         }
-        let version = chain.preferences().version.unwrap_or_default();
+        // This description's version (or its bases'), not that of an image deriving from it.
+        let upto = Chain { origin: None, layers: chain.layers[..=i].to_vec() };
+        let version = upto.preferences().version.unwrap_or_default();
         for (what, explicit, default) in
             [("config", &d.scripts.config, "config.sh"), ("images", &d.scripts.images, "images.sh")]
         {

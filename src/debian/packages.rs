@@ -183,6 +183,12 @@ pub fn fetch_and_unpack(
 }
 
 fn unpack_cached(store: &mut Store, path: &Path, r: &PackageRecord, limits: &Limits) -> anyhow::Result<PackageReport> {
+    // Unpacked before (a base's packages, say): the entry is the answer, the file is not needed.
+    if let Some(report) = super::unpack::cached(store, &r.want.sha256)? {
+        if report.package == r.name && report.version == r.version.to_string() {
+            return Ok(report);
+        }
+    }
     let report =
         unpack(store, path, limits).with_context(|| format!("package {} {} ({})", r.name, r.version, r.want.url))?;
     if report.sha256 != r.want.sha256 {

@@ -79,20 +79,8 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
 pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result<PackageReport> {
     let sha256 = sha256_file(path)?;
     let key = package_key(&sha256);
-    if let Some(e) = store.db().entry(&key)? {
-        let (package, version, architecture) = split_name(&e.name);
-        return Ok(PackageReport {
-            key,
-            tree: e.tree,
-            package,
-            version,
-            architecture,
-            sha256,
-            files: e.files,
-            bytes: e.bytes,
-            new_objects: 0,
-            cached: true,
-        });
+    if let Some(report) = cached(store, &sha256)? {
+        return Ok(report);
     }
     let ctx = || format!("bad package `{}`", path.display());
     let mut unpacked = Unpacker { store, batch: Batch::new(), files: 0, bytes: 0 };
@@ -117,6 +105,27 @@ pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result
     let entry = NewEntry { key, kind: EntryKind::Package.as_str(), name: &name, tree, files, bytes, refs: &[] };
     batch.commit(store, Some(&entry))?;
     Ok(PackageReport { key, tree, package, version, architecture, sha256, files, bytes, new_objects, cached: false })
+}
+
+/// The entry of the package whose file has this SHA-256, if it was unpacked before (no file is
+/// read).
+pub fn cached(store: &Store, sha256: &str) -> anyhow::Result<Option<PackageReport>> {
+    let key = package_key(sha256);
+    Ok(store.db().entry(&key)?.map(|e| {
+        let (package, version, architecture) = split_name(&e.name);
+        PackageReport {
+            key,
+            tree: e.tree,
+            package,
+            version,
+            architecture,
+            sha256: sha256.to_string(),
+            files: e.files,
+            bytes: e.bytes,
+            new_objects: 0,
+            cached: true,
+        }
+    }))
 }
 
 fn split_name(name: &str) -> (String, String, String) {
