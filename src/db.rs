@@ -280,6 +280,13 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The newest generation of `image`: its number and entry.
+    pub fn last_generation(&self, image: &str) -> anyhow::Result<Option<(u64, Digest)>> {
+        let mut stmt =
+            self.tx.prepare("SELECT number, entry FROM generations WHERE image = ?1 ORDER BY number DESC LIMIT 1")?;
+        Ok(stmt.query_row([image], |r| Ok((r.get::<_, i64>(0)? as u64, digest_col(r, 1)?))).optional()?)
+    }
+
     pub fn insert_generation(&self, g: &GenerationRow) -> anyhow::Result<()> {
         self.tx.execute(
             "INSERT INTO generations (image, number, entry, tree, created, description, inputs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -65,7 +65,8 @@ fn clean(store: &Store, mut tree: Tree, out: &mut TreeRows) -> anyhow::Result<Di
     Ok(Tree { meta: tree.meta, entries }.encode_into(out))
 }
 
-fn unlink(node: Node) -> Node {
+/// The node without its hardlink group.
+pub fn unlink(node: Node) -> Node {
     match node {
         Node::File { meta, size, content, .. } => Node::File { meta, size, content, link: 0 },
         n => n,

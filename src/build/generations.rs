@@ -27,7 +27,6 @@ pub struct RecordedStep {
 /// generation number and whether it is new.
 pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool)> {
     let rootfs = outcome.rootfs.as_ref().ok_or_else(|| anyhow::anyhow!("the build produced no root tree"))?;
-    let gens = store.db().generations(Some(&outcome.image))?;
     let steps: Vec<RecordedStep> = outcome
         .steps
         .iter()
@@ -39,17 +38,20 @@ pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool
         })
         .collect();
     let inputs = serde_json::to_string(&steps)?;
-    if let Some(last) = gens.last() {
-        if last.entry == rootfs.key {
+    // Read and written in one (immediate) transaction: two builds of one image at once get
+    // consecutive numbers.
+    let tx = store.db_mut().transaction()?;
+    let last = tx.last_generation(&outcome.image)?;
+    if let Some((number, entry)) = last {
+        if entry == rootfs.key {
             // The same image: keep the generation, with the inputs of this build, which `why`
             // compares against (an edit whose effect was identical is no longer news).
-            let tx = store.db_mut().transaction()?;
-            tx.set_generation_inputs(&last.image, last.number, &inputs)?;
+            tx.set_generation_inputs(&outcome.image, number, &inputs)?;
             tx.commit()?;
-            return Ok((last.number, false));
+            return Ok((number, false));
         }
     }
-    let number = gens.last().map_or(1, |g| g.number + 1);
+    let number = last.map_or(1, |(n, _)| n + 1);
     let row = GenerationRow {
         image: outcome.image.clone(),
         number,
@@ -59,7 +61,6 @@ pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool
         description: outcome.document.clone(),
         inputs,
     };
-    let tx = store.db_mut().transaction()?;
     tx.insert_generation(&row)?;
     tx.set_root(&root_name(&outcome.image, number), &rootfs.key)?;
     tx.commit()?;

@@ -135,7 +135,7 @@ fn overlay_into(store: &Store, base: &Digest, top: &Digest, out: &mut TreeRows) 
                 Node::Directory { tree: overlay_into(store, b, &t, out)? }
             }
             (_, Node::Directory { tree: t }) => Node::Directory { tree: unlinked(store, &t, out)? },
-            (_, n) => unlink(n),
+            (_, n) => crate::layer::unlink(n),
         };
         entries.insert(name, merged);
     }
@@ -151,18 +151,11 @@ fn unlinked(store: &Store, id: &Digest, out: &mut TreeRows) -> anyhow::Result<Di
             name,
             match node {
                 Node::Directory { tree } => Node::Directory { tree: unlinked(store, &tree, out)? },
-                n => unlink(n),
+                n => crate::layer::unlink(n),
             },
         ));
     }
     Ok(Tree { meta: tree.meta, entries }.encode_into(out))
-}
-
-fn unlink(node: Node) -> Node {
-    match node {
-        Node::File { meta, size, content, .. } => Node::File { meta, size, content, link: 0 },
-        n => n,
-    }
 }
 
 /// A name → id table from the image's `/etc/passwd` or `/etc/group`.

@@ -88,22 +88,12 @@ pub struct BootstrapReport {
     pub rootfs: Step,
 }
 
-/// Build (or find) the root tree of `packages` (unpacked entries with their index records).
-/// `apt` is what apt inside the image should know: the sources and their index files.
-pub fn bootstrap(
-    store: &mut Store,
-    packages: &[(PackageRecord, PackageReport)],
-    apt: (&[AptSource], &[ListFile]),
-    opts: &Options,
-    progress: &Progress,
-) -> anyhow::Result<BootstrapReport> {
-    bootstrap_on(store, None, packages, apt, opts, progress)
-}
-
-/// Like [`bootstrap`], on top of an existing Debian root tree (a `rootfs` entry): only the
+/// Build (or find) the root tree of `packages` (unpacked entries with their index records),
+/// from scratch or on top of an existing Debian root tree (a `rootfs` entry): only the
 /// packages it lacks are merged in and configured, so adding a package to a built image costs
 /// that package and its scripts. `packages` is the whole resolved set; a package of the base that
-/// it would change or remove is an error (build from scratch instead).
+/// it would change or remove is an error (build from scratch instead). `apt` is what apt inside the
+/// image should know: the sources and their index files.
 pub fn bootstrap_on(
     store: &mut Store,
     base: Option<&crate::db::EntryRow>,
@@ -193,7 +183,6 @@ pub struct Keys {
     script: String,
     pub merge: Digest,
     pub layer: Digest,
-    pub apt: Digest,
     pub rootfs: Digest,
 }
 
@@ -252,7 +241,7 @@ pub fn keys(
     let layer = entry_key(EntryKind::Layer, &[("script", script.as_bytes())], &[merge]);
     let apt = apt_key(apt.0, apt.1);
     let rootfs = entry_key(EntryKind::Rootfs, &[], &[merge, layer, apt]);
-    Ok(Keys { base_status, packages: new, refs, script, merge, layer, apt, rootfs })
+    Ok(Keys { base_status, packages: new, refs, script, merge, layer, rootfs })
 }
 
 /// The key of the apt lists entry: the sources and the identities of the index files.
