@@ -20,6 +20,7 @@ use crate::error::StoreError;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_initial", include_str!("../store-schema/0001_initial.sql")),
     ("0002_generations", include_str!("../store-schema/0002_generations.sql")),
+    ("0003_ostree", include_str!("../store-schema/0003_ostree.sql")),
 ];
 
 /// The newest schema version this build knows.
@@ -208,6 +209,32 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The layout report recorded with an OSTree layout entry.
+    pub fn layout_report(&self, entry: &Digest) -> anyhow::Result<Option<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT report FROM ostree_layouts WHERE entry = ?1")?;
+        Ok(stmt.query_row([entry.as_bytes()], |r| r.get(0)).optional()?)
+    }
+
+    /// The OSTree content checksum of each of `objects`, where known.
+    pub fn ostree_checksums(&self, objects: &[Digest]) -> anyhow::Result<Vec<Option<Digest>>> {
+        let mut stmt = self.conn.prepare_cached("SELECT checksum FROM ostree_files WHERE object = ?1")?;
+        objects.iter().map(|id| Ok(stmt.query_row([id.as_bytes()], |r| digest_col(r, 0)).optional()?)).collect()
+    }
+
+    /// The dirtree and dirmeta checksums of store tree `tree`, if repository `repo` holds it.
+    pub fn ostree_tree(&self, repo: &str, tree: &Digest) -> anyhow::Result<Option<(Digest, Digest)>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT dirtree, dirmeta FROM ostree_trees WHERE repo = ?1 AND tree = ?2")?;
+        Ok(stmt.query_row(params![repo, tree.as_bytes()], |r| Ok((digest_col(r, 0)?, digest_col(r, 1)?))).optional()?)
+    }
+
+    /// Named push destinations, by name.
+    pub fn ostree_remotes(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare("SELECT name, url FROM ostree_remotes ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// All entry references, as (entry, target) pairs.
     pub fn all_entry_refs(&self) -> anyhow::Result<Vec<(Digest, Digest)>> {
         let mut stmt = self.conn.prepare("SELECT entry, target FROM entry_refs")?;
@@ -320,14 +347,67 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Delete a tree with what is known of it in OSTree repositories.
     pub fn delete_tree(&self, id: &Digest) -> anyhow::Result<()> {
         self.tx.prepare_cached("DELETE FROM trees WHERE id = ?1")?.execute([id.as_bytes()])?;
+        self.tx.prepare_cached("DELETE FROM ostree_trees WHERE tree = ?1")?.execute([id.as_bytes()])?;
         Ok(())
     }
 
+    /// Delete an object row with its OSTree checksum.
     pub fn delete_object(&self, id: &Digest) -> anyhow::Result<()> {
         self.tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?.execute([id.as_bytes()])?;
+        self.tx.prepare_cached("DELETE FROM ostree_files WHERE object = ?1")?.execute([id.as_bytes()])?;
         Ok(())
+    }
+
+    pub fn insert_layout_report(&self, entry: &Digest, report: &str) -> anyhow::Result<()> {
+        self.tx.execute(
+            "INSERT OR REPLACE INTO ostree_layouts (entry, report) VALUES (?1, ?2)",
+            params![entry.as_bytes(), report],
+        )?;
+        Ok(())
+    }
+
+    pub fn insert_ostree_file(&self, object: &Digest, checksum: &Digest) -> anyhow::Result<()> {
+        let mut stmt =
+            self.tx.prepare_cached("INSERT OR REPLACE INTO ostree_files (object, checksum) VALUES (?1, ?2)")?;
+        stmt.execute(params![object.as_bytes(), checksum.as_bytes()])?;
+        Ok(())
+    }
+
+    pub fn insert_ostree_tree(
+        &self,
+        repo: &str,
+        tree: &Digest,
+        dirtree: &Digest,
+        dirmeta: &Digest,
+    ) -> anyhow::Result<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR REPLACE INTO ostree_trees (repo, tree, dirtree, dirmeta) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        stmt.execute(params![repo, tree.as_bytes(), dirtree.as_bytes(), dirmeta.as_bytes()])?;
+        Ok(())
+    }
+
+    /// Forget which trees repository `repo` holds (after objects were pruned from it).
+    pub fn forget_ostree_repo(&self, repo: &str) -> anyhow::Result<()> {
+        self.tx.execute("DELETE FROM ostree_trees WHERE repo = ?1", [repo])?;
+        Ok(())
+    }
+
+    /// Add a push destination; false when the name is taken.
+    pub fn add_ostree_remote(&self, name: &str, url: &str) -> anyhow::Result<bool> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        Ok(self.tx.execute(
+            "INSERT OR IGNORE INTO ostree_remotes (name, url, created) VALUES (?1, ?2, ?3)",
+            params![name, url, now],
+        )? == 1)
+    }
+
+    /// Returns whether a remote was removed.
+    pub fn remove_ostree_remote(&self, name: &str) -> anyhow::Result<bool> {
+        Ok(self.tx.execute("DELETE FROM ostree_remotes WHERE name = ?1", [name])? == 1)
     }
 
     pub fn commit(self) -> anyhow::Result<()> {

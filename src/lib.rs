@@ -24,6 +24,7 @@ pub mod lowers;
 pub mod merge;
 pub mod meta;
 pub mod object;
+pub mod ostree;
 pub mod progress;
 pub mod sandbox;
 pub mod store;

@@ -22,7 +22,7 @@ pub struct DescArgs {
 #[derive(Args, Debug)]
 pub struct BuildArgs {
     #[command(flatten)]
-    desc: DescArgs,
+    pub(crate) desc: DescArgs,
     /// Use this apt source instead of the repositories the description names (repeatable):
     /// `deb [signed-by=KEYRING] URI SUITE COMPONENT...`. Bases it derives from build with
     /// their own repositories, so that their steps are reused
@@ -33,7 +33,7 @@ pub struct BuildArgs {
     add_repos: Vec<String>,
     /// The architecture to install
     #[arg(long, default_value = "amd64")]
-    arch: String,
+    pub(crate) arch: String,
     /// Seconds any one script step may run before it is killed
     #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     script_timeout: u64,
@@ -44,7 +44,11 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    fn options(&self) -> build::Options {
+    pub(crate) fn source_date_epoch(&self) -> Option<u64> {
+        self.source_date_epoch
+    }
+
+    pub(crate) fn options(&self) -> build::Options {
         build::Options {
             profiles: self.desc.profiles.clone(),
             set_repos: self.set_repos.clone(),

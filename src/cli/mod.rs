@@ -5,6 +5,7 @@
 mod docs;
 mod gc;
 mod image;
+mod ostree;
 mod output;
 mod package;
 mod roots;
@@ -100,6 +101,28 @@ enum Command {
     /// List built images and their generations
     #[command(subcommand)]
     Images(image::ImagesCommand),
+    /// Commit an image to an OSTree repository (laid out for OSTree, signed, with deltas)
+    ///
+    /// Builds the description (every cached step is reused), runs the OSTree layout step
+    /// (/etc to /usr/etc, /var recreated by tmpfiles.d, the kernel and initramfs under
+    /// /usr/lib/modules/KVER), and commits the tree through libostree. Only files the
+    /// repository lacks are read and written; an unchanged image writes nothing. The commit is
+    /// reproducible: its time is SOURCE_DATE_EPOCH and its parent the ref's previous commit.
+    #[command(
+        after_help = "Examples:\n  strata export descriptions/debian-ostree --repo ./repo\n  strata export descriptions/debian-ostree --repo ./repo --sign-key signing.key --deltas 1 --history 10\n  strata export images/debian-ostree --repo ./repo --ref exampleos/x86_64/stable --json\n  ostree --repo=./repo log debian-ostree/x86_64"
+    )]
+    Export(ostree::ExportArgs),
+    /// Publish a ref to another archive repository: objects, deltas, then ref and summary
+    #[command(
+        after_help = "Examples:\n  strata push debian-ostree/x86_64 --repo ./repo --to /srv/www/ostree --sign-key signing.key\n  strata push debian-ostree/x86_64 --repo ./repo --to public"
+    )]
+    Push(ostree::PushArgs),
+    /// Name the repositories `strata push` publishes to
+    #[command(subcommand)]
+    Remote(ostree::RemoteCommand),
+    /// Make ed25519 signing keys for OSTree commits and summaries
+    #[command(subcommand)]
+    Key(ostree::KeyCommand),
     /// Add, inspect, check out and verify store entries
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -207,6 +230,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Why(args) => image::why(&ctx, args),
         Command::Describe { desc, format } => image::describe(&ctx, desc, format),
         Command::Images(cmd) => image::images(&ctx, cmd),
+        Command::Export(args) => ostree::export(&ctx, args),
+        Command::Push(args) => ostree::push(&ctx, args),
+        Command::Remote(cmd) => ostree::remote(&ctx, cmd),
+        Command::Key(cmd) => ostree::key(&ctx, cmd),
         Command::Store(cmd) => store::run(&ctx, cmd),
         Command::Package(cmd) => package::run(&ctx, cmd),
         Command::Roots(cmd) => roots::run(&ctx, cmd),

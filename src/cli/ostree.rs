@@ -1,0 +1,373 @@
+//! `strata export`, `strata push`, `strata remote …` and `strata key generate`: OSTree commits
+//! of images, and publishing them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::image::BuildArgs;
+use super::{output, Ctx};
+use crate::build::{self, generations, Mode};
+use crate::db::EntryRow;
+use crate::lock::LockMode;
+use crate::ostree::export::{self, CommitMeta, RepoMode};
+use crate::ostree::layout::{self, SpecialFiles};
+use crate::ostree::sign::{Ed25519Key, Signer};
+use crate::ostree::{publish, push};
+use crate::store::{Store, Target};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    /// Compressed objects, for serving over HTTP (the default for a new repository)
+    Archive,
+    /// Files as they are, with their owners (needs root)
+    Bare,
+    /// Files owned by the caller, owners kept in an extended attribute
+    BareUser,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SpecialArg {
+    /// Leave fifos and device nodes out and list them
+    Skip,
+    /// Fail on the first one, naming it
+    Fail,
+}
+
+#[derive(Args, Debug)]
+pub struct SigningArgs {
+    /// Sign with this ed25519 secret key file (repeatable; `strata key generate` makes one)
+    #[arg(long = "sign-key", value_name = "FILE")]
+    sign_keys: Vec<PathBuf>,
+    /// Sign with this GPG key (repeatable)
+    #[arg(long = "gpg-sign", value_name = "KEY-ID")]
+    gpg_keys: Vec<String>,
+    /// The GnuPG home directory holding the --gpg-sign keys
+    #[arg(long, value_name = "DIR")]
+    gpg_homedir: Option<PathBuf>,
+}
+
+impl SigningArgs {
+    fn signers(&self) -> anyhow::Result<Vec<Signer>> {
+        let mut out = Vec::new();
+        for path in &self.sign_keys {
+            out.push(Signer::Ed25519(Ed25519Key::load(path)?));
+        }
+        for key_id in &self.gpg_keys {
+            out.push(Signer::Gpg { key_id: key_id.clone(), homedir: self.gpg_homedir.clone() });
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The image: a description directory (built first, reusing every cached step), or a store
+    /// entry (`images/NAME`, a root name or a key prefix)
+    #[command(flatten)]
+    build: BuildArgs,
+    /// The OSTree repository (created when missing)
+    #[arg(long, value_name = "PATH")]
+    repo: PathBuf,
+    /// The branch to commit to [default: IMAGE/ARCH, e.g. debian-ostree/x86_64]
+    #[arg(long = "ref", value_name = "REF")]
+    reference: Option<String>,
+    /// The mode of a new repository; an existing one must match
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    #[command(flatten)]
+    signing: SigningArgs,
+    /// Generate static deltas from the last N commits of the ref
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    deltas: u32,
+    /// Keep only the newest N commits of every ref, deleting older ones (ostree prune)
+    #[arg(long, value_name = "N")]
+    history: Option<u32>,
+    /// What to do with fifos and device nodes, which OSTree does not store
+    #[arg(long, value_enum, default_value = "skip")]
+    special_files: SpecialArg,
+    /// Commit the tree as it is, without the OSTree layout step (for trees that are not
+    /// bootable systems, or are laid out already)
+    #[arg(long)]
+    no_layout: bool,
+    /// The version to record when exporting a store entry [default: the description's]
+    #[arg(long, value_name = "VERSION")]
+    version: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The ref to publish
+    #[arg(value_name = "REF")]
+    reference: String,
+    /// The archive repository that holds the ref (where `strata export` wrote it)
+    #[arg(long, value_name = "PATH")]
+    repo: PathBuf,
+    /// Where to publish: a remote's name (`strata remote add`) or a repository path
+    #[arg(long, value_name = "REMOTE|PATH")]
+    to: String,
+    #[command(flatten)]
+    signing: SigningArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RemoteCommand {
+    /// Name a repository that `strata push --to NAME` publishes to
+    #[command(
+        after_help = "Examples:\n  strata remote add public /srv/www/ostree\n  strata push debian-ostree/x86_64 --repo ./repo --to public"
+    )]
+    Add {
+        /// The name
+        name: String,
+        /// An archive repository path (created by the first push)
+        url: String,
+    },
+    /// List remotes
+    #[command(after_help = "Examples:\n  strata remote ls\n  strata remote ls --json")]
+    Ls,
+    /// Forget a remote (the repository itself is left alone)
+    #[command(after_help = "Examples:\n  strata remote rm public")]
+    Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Write a new ed25519 secret key file and print its public key
+    #[command(
+        after_help = "Examples:\n  strata key generate signing.key\n  ostree remote add --sign-verify=ed25519=inline:$(strata key generate k.key) os http://host/repo"
+    )]
+    Generate {
+        /// The file to create (mode 0600; never overwritten)
+        file: PathBuf,
+    },
+}
+
+/// The debian architecture as OSTree refs usually name it.
+fn ref_arch(arch: &str) -> &str {
+    match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "i386" => "i686",
+        "ppc64el" => "ppc64le",
+        other => other,
+    }
+}
+
+/// The rootfs entry to export, with its image name and version.
+fn source(ctx: &Ctx, store: &mut Store, args: &ExportArgs) -> anyhow::Result<(EntryRow, String, Option<String>)> {
+    let path = &args.build.desc.description;
+    if path.exists() {
+        let o = build::run(store, path, &args.build.options(), Mode::Build, &ctx.progress)?;
+        let (generation, new) = generations::record(store, &o)?;
+        ctx.note(format!("{}: generation {generation}{}", o.image, if new { "" } else { " (unchanged)" }));
+        let loaded = crate::description::load(path, &args.build.desc.profiles)?;
+        let version = args.version.clone().or(loaded.description.preferences.version);
+        return Ok((o.rootfs.expect("a build ends with its rootfs entry"), o.image, version));
+    }
+    let spec = path.to_string_lossy();
+    match store.resolve(&spec)? {
+        Target::Entry(e) => {
+            let image = e.name.split('/').next().unwrap_or(&e.name).to_string();
+            Ok((e, image, args.version.clone()))
+        }
+        Target::Tree(t) => {
+            bail!("{} is a tree, not an entry: export an image (images/NAME) or a description", t.short())
+        }
+    }
+}
+
+pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let signers = args.signing.signers()?;
+    let mut store = ctx.open(LockMode::Shared)?;
+    let (entry, image, version) = source(ctx, &mut store, &args)?;
+    let (tree, kernel, layout_json) = if args.no_layout {
+        (entry.tree, None, serde_json::Value::Null)
+    } else {
+        let special = match args.special_files {
+            SpecialArg::Skip => SpecialFiles::Skip,
+            SpecialArg::Fail => SpecialFiles::Fail,
+        };
+        let l = layout::step(&mut store, &entry, special)?;
+        for left in &l.report.left_out {
+            ctx.note(format!("left out {}: {}", left.path, left.reason));
+        }
+        if let Some(note) = &l.report.initramfs_note {
+            ctx.note(format!("warning: {note}"));
+        }
+        let json =
+            serde_json::json!({"key": l.entry.key, "tree": l.entry.tree, "cached": l.cached, "report": l.report});
+        (l.entry.tree, Some(l.report.kernel.clone()), json)
+    };
+    let reference = args.reference.clone().unwrap_or_else(|| format!("{image}/{}", ref_arch(&args.build.arch)));
+    let meta = CommitMeta {
+        subject: match &version {
+            Some(v) => format!("{image} {v}"),
+            None => image.clone(),
+        },
+        source_date: args.build.source_date_epoch().unwrap_or(build::DEFAULT_EPOCH),
+        version,
+        image: Some(image.clone()),
+        entry: entry.key,
+        kernel,
+    };
+    let mode = args.mode.map(|m| match m {
+        ModeArg::Archive => RepoMode::Archive,
+        ModeArg::Bare => RepoMode::Bare,
+        ModeArg::BareUser => RepoMode::BareUser,
+    });
+    let report = export::export(&mut store, &tree, &args.repo, mode, &reference, &meta, &ctx.progress)?;
+    let repo = export::open_repo(&args.repo, None)?;
+    crate::ostree::sign::sign_commit(&repo, &report.commit, &signers)?;
+    let deltas = publish::generate_deltas(&repo, &report.commit, args.deltas)?;
+    let pruned = match args.history {
+        Some(keep) => {
+            let p = publish::prune(&repo, keep)?;
+            if p.objects > 0 {
+                let key = export::repo_key(&args.repo)?;
+                let tx = store.db_mut().transaction()?;
+                tx.forget_ostree_repo(&key)?;
+                tx.commit()?;
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    crate::ostree::sign::update_summary(&repo, &signers)?;
+    if ctx.json {
+        output::json(&serde_json::json!({
+            "commit": report.commit, "ref": report.reference, "repo": report.repo,
+            "objects_written": report.objects_written,
+            "content_bytes_written": report.content_bytes_written,
+            "files_hashed": report.files_hashed, "trees_reused": report.trees_reused,
+            "new_commit": report.new_commit, "parent": report.parent,
+            "entry": entry.key, "layout": layout_json,
+            "signed_by": signers.iter().map(Signer::describe).collect::<Vec<_>>(),
+            "deltas": deltas, "pruned": pruned,
+        }))?;
+    } else {
+        println!("{}", report.commit);
+        ctx.note(format!(
+            "{}: {} {} in {}; {} objects written ({}), {} files hashed, {} directories reused{}{}",
+            report.reference,
+            if report.new_commit { "committed" } else { "unchanged at" },
+            &report.commit[..12],
+            args.repo.display(),
+            report.objects_written,
+            output::bytes(report.content_bytes_written),
+            report.files_hashed,
+            report.trees_reused,
+            if signers.is_empty() { String::new() } else { format!("; signed ({})", signers.len()) },
+            if deltas.is_empty() { String::new() } else { format!("; {} static deltas", deltas.len()) },
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A remote name from the store, or a path as given.
+fn destination(ctx: &Ctx, to: &str) -> anyhow::Result<PathBuf> {
+    let remotes = ctx.open(LockMode::Shared).map(|s| s.db().ostree_remotes()).unwrap_or_else(|_| Ok(vec![]))?;
+    let url = remotes.into_iter().find(|(name, _)| name == to).map_or_else(|| to.to_string(), |(_, url)| url);
+    if url.contains("://") {
+        bail!("`{url}`: push publishes to repository paths (a mounted or local directory); other URL schemes are not supported");
+    }
+    Ok(PathBuf::from(url))
+}
+
+pub fn push(ctx: &Ctx, args: PushArgs) -> anyhow::Result<ExitCode> {
+    let signers = args.signing.signers()?;
+    let dest = destination(ctx, &args.to)?;
+    let r = push::push(&args.repo, &args.reference, &dest, &signers, &ctx.progress)?;
+    if ctx.json {
+        output::json(&r)?;
+    } else {
+        println!("{}", r.commit);
+        ctx.note(format!(
+            "{} → {}: {} commits, {} objects ({}), {} static deltas{}",
+            r.reference,
+            r.dest.display(),
+            r.commits,
+            r.objects_copied,
+            output::bytes(r.bytes_copied),
+            r.deltas_copied,
+            if r.updated { "" } else { "; the ref was already there" }
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_remote_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        bail!("invalid remote name `{name}`: use letters, digits, `-`, `_` and `.`");
+    }
+    Ok(())
+}
+
+pub fn remote(ctx: &Ctx, cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
+    let mut store = ctx.open(LockMode::Shared)?;
+    match cmd {
+        RemoteCommand::Add { name, url } => {
+            check_remote_name(&name)?;
+            if url.contains("://") {
+                bail!("`{url}`: a remote is a repository path (a mounted or local directory)");
+            }
+            let abs = std::path::absolute(Path::new(&url)).with_context(|| format!("invalid path `{url}`"))?;
+            let tx = store.db_mut().transaction()?;
+            if !tx.add_ostree_remote(&name, &abs.to_string_lossy())? {
+                bail!("a remote named `{name}` exists (remove it with `strata remote rm {name}`)");
+            }
+            tx.commit()?;
+            if ctx.json {
+                output::json(&serde_json::json!({"name": name, "url": abs}))?;
+            } else {
+                ctx.note(format!("remote {name} → {}", abs.display()));
+            }
+        }
+        RemoteCommand::Ls => {
+            let remotes = store.db().ostree_remotes()?;
+            if ctx.json {
+                let list: Vec<_> = remotes.iter().map(|(n, u)| serde_json::json!({"name": n, "url": u})).collect();
+                output::json(&list)?;
+            } else {
+                if remotes.is_empty() {
+                    ctx.note("no remotes (add one with `strata remote add NAME PATH`)");
+                }
+                for (name, url) in remotes {
+                    println!("{name:<20} {url}");
+                }
+            }
+        }
+        RemoteCommand::Rm { name } => {
+            let tx = store.db_mut().transaction()?;
+            if !tx.remove_ostree_remote(&name)? {
+                bail!("no remote named `{name}`");
+            }
+            tx.commit()?;
+            if ctx.json {
+                output::json(&serde_json::json!({"removed": name}))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn key(ctx: &Ctx, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeyCommand::Generate { file } => {
+            let key = Ed25519Key::generate()?;
+            key.save(&file)?;
+            if ctx.json {
+                output::json(&serde_json::json!({"file": file, "public_key": key.public()}))?;
+            } else {
+                println!("{}", key.public());
+                ctx.note(format!(
+                    "secret key in {}; clients verify with: ostree remote add --sign-verify=ed25519=inline:{} NAME URL",
+                    file.display(),
+                    key.public()
+                ));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,9 @@
+//! OSTree: laying an image out for OSTree, committing it to a repository (through libostree),
+//! signing, summaries and static deltas, and publishing to other repositories.
+
+pub mod export;
+pub mod initramfs;
+pub mod layout;
+pub mod publish;
+pub mod push;
+pub mod sign;
