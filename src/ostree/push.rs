@@ -121,10 +121,8 @@ pub fn push(
     syncfs(dest)?;
 
     // 2. Static deltas (and their indexes) the destination lacks.
-    let mut deltas = 0;
-    for top in ["deltas", "delta-indexes"] {
-        deltas += copy_new_dirs(&src.join(top), &dest.join(top), staging.path())?;
-    }
+    let deltas = copy_new_dirs(&src.join("deltas"), &dest.join("deltas"), staging.path())?;
+    copy_new_dirs(&src.join("delta-indexes"), &dest.join("delta-indexes"), staging.path())?;
     syncfs(dest)?;
 
     // 3. The ref, 4. the summary.

@@ -1,0 +1,462 @@
+//! `strata export`, `push`, `remote` and `key` end to end, against real libostree repositories
+//! checked with `ostree fsck`, and a stock `ostree` client pulling over HTTP from 127.0.0.1.
+//!
+//! The fixture is a small bootable-looking tree made here: merged /usr, a kernel and an
+//! initramfs (a real newc cpio, gzip-compressed) that carries ostree-prepare-root, /var and
+//! /home content, a device node and a fifo, hardlinks, an xattr and a setuid file.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{make_key, manifest, many_files, sh, Env, Server};
+
+const KVER: &str = "6.1.0-test";
+const EPOCH: &str = "1700000000";
+
+fn write(path: &Path, text: &str) {
+    fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+    fs_err::write(path, text).unwrap();
+}
+
+/// A gzip-compressed newc archive holding `names` (empty files).
+fn initramfs(names: &[&str]) -> Vec<u8> {
+    let mut cpio = Vec::new();
+    let mut entry = |name: &str, mode: u32| {
+        let header = format!(
+            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            1,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            name.len() + 1,
+            0
+        );
+        cpio.extend_from_slice(header.as_bytes());
+        cpio.extend_from_slice(name.as_bytes());
+        cpio.push(0);
+        while cpio.len() % 4 != 0 {
+            cpio.push(0);
+        }
+    };
+    for n in names {
+        entry(n, 0o100755);
+    }
+    entry("TRAILER!!!", 0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&cpio).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The fixture tree at `root`; `hook` puts ostree-prepare-root into the initramfs.
+fn fixture(root: &Path, hook: bool) {
+    for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+        fs_err::create_dir_all(root.join(target)).unwrap();
+        std::os::unix::fs::symlink(target, root.join(link)).unwrap();
+    }
+    write(&root.join("etc/os-release"), "ID=fixture\nVERSION_ID=1\n");
+    write(&root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:4242:4242::/var/lib/app:/bin/sh\n");
+    write(&root.join("usr/bin/app"), "#!/bin/sh\necho app\n");
+    write(&root.join("usr/bin/su"), "setuid\n");
+    write(&root.join("usr/share/doc/app/README"), "read me\n");
+    fs_err::hard_link(root.join("usr/share/doc/app/README"), root.join("usr/share/doc/app/README.link")).unwrap();
+    write(&root.join("usr/lib/modules").join(KVER).join("modules.dep"), "");
+    write(&root.join("var/lib/app/state"), "state\n");
+    std::os::unix::fs::symlink("state", root.join("var/lib/app/current")).unwrap();
+    fs_err::create_dir_all(root.join("var/log/app")).unwrap();
+    fs_err::create_dir_all(root.join("var/opt")).unwrap();
+    write(&root.join("home/user/.profile"), "PATH=/usr/bin\n");
+    write(&root.join("root/.bashrc"), "# root\n");
+    write(&root.join("opt/vendor/tool"), "tool\n");
+    write(&root.join("boot").join(format!("vmlinuz-{KVER}")), "kernel image\n");
+    write(&root.join("boot").join(format!("config-{KVER}")), "CONFIG_X=y\n");
+    write(&root.join("boot/grub/grub.cfg"), "menuentry\n");
+    let names: &[&str] = if hook { &["usr", "usr/lib/ostree/ostree-prepare-root"] } else { &["usr", "usr/bin/sh"] };
+    fs_err::write(root.join("boot").join(format!("initrd.img-{KVER}")), initramfs(names)).unwrap();
+    std::os::unix::fs::symlink(format!("boot/vmlinuz-{KVER}"), root.join("vmlinuz")).unwrap();
+    fs_err::create_dir_all(root.join("dev")).unwrap();
+    fs_err::create_dir_all(root.join("run")).unwrap();
+    let r = root.display();
+    sh(&format!(
+        "chown -R 0:0 {r} && chmod -R u=rwX,go=rX {r} && chmod 1777 {r}/run && \
+         chown -R 4242:4242 {r}/var/lib/app && chmod 0750 {r}/var/lib/app && \
+         chown -R 1000:1000 {r}/home/user && chmod 0700 {r}/root && chmod 0600 {r}/root/.bashrc && \
+         chmod 4755 {r}/usr/bin/su && chmod 755 {r}/usr/bin/app && \
+         setfattr -n user.origin -v fixture {r}/usr/bin/app && \
+         mknod -m 666 {r}/dev/null c 1 3 && mkfifo -m 600 {r}/run/fifo"
+    ));
+}
+
+/// Import `dir` as root `tags/NAME`.
+fn import(env: &Env, dir: &Path, name: &str) {
+    env.ok(&["store", "add", dir.to_str().unwrap(), "--name", name, "--root", &format!("tags/{name}")]);
+}
+
+fn export(env: &Env, source: &str, repo: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json", "export", source, "--repo", repo.to_str().unwrap(), "--ref", "fixture/x86_64"];
+    args.extend_from_slice(extra);
+    let out = env.cmd(&args).env("SOURCE_DATE_EPOCH", EPOCH).output().unwrap();
+    assert!(out.status.success(), "export failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn export_fails(env: &Env, source: &str, repo: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["export", source, "--repo", repo.to_str().unwrap(), "--ref", "fixture/x86_64"];
+    args.extend_from_slice(extra);
+    let out = env.cmd(&args).output().unwrap();
+    assert!(!out.status.success(), "export of {source} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn ostree(repo: &Path, args: &str) -> String {
+    sh(&format!("ostree --repo={} {args}", repo.display()))
+}
+
+fn fsck(repo: &Path) {
+    let out = ostree(repo, "fsck 2>&1");
+    assert!(out.contains("no errors found"), "fsck of {}: {out}", repo.display());
+}
+
+/// The dirtree and dirmeta checksums of `/` in `rev` (`ostree ls -C -d`).
+fn root_checksums(repo: &Path, rev: &str) -> String {
+    let line = ostree(repo, &format!("ls -C -d {rev} /"));
+    line.split_whitespace().skip(4).take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// A manifest without hardlink groups.
+fn without_link_groups(m: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    m.into_iter()
+        .map(|(k, v)| match v.find(" link-group ") {
+            Some(i) => {
+                let rest = &v[i + " link-group ".len()..];
+                let after = &rest[rest.find(' ').unwrap()..];
+                (k, format!("{}{after}", &v[..i]))
+            }
+            None => (k, v),
+        })
+        .collect()
+}
+
+/// The refs file of a repository (what a client without the summary reads).
+fn ref_of(repo: &Path) -> Option<String> {
+    fs_err::read_to_string(repo.join("refs/heads/fixture/x86_64")).ok().map(|s| s.trim().to_string())
+}
+
+#[test]
+fn an_image_is_laid_out_committed_reproducibly_and_incrementally() {
+    let env = Env::new();
+    let tree = env.path("tree");
+    fixture(&tree, true);
+    import(&env, &tree, "fixture");
+    let repo = env.path("repo");
+
+    // Fifos and device nodes: refused on request, naming the path; nothing is written.
+    let err = export_fails(&env, "tags/fixture", &repo, &["--special-files", "fail"]);
+    assert!(err.contains("/dev/null is a char-device") && err.contains("--special-files skip"), "{err}");
+    assert!(!repo.join("refs/heads/fixture").exists());
+
+    let first = export(&env, "tags/fixture", &repo, &["--mode", "bare"]);
+    let commit = first["commit"].as_str().unwrap().to_string();
+    assert_eq!(first["new_commit"], true);
+    assert_eq!(first["ref"], "fixture/x86_64");
+    assert!(first["objects_written"].as_u64().unwrap() > 20, "{first}");
+    let report = &first["layout"]["report"];
+    assert_eq!(report["kernel"], KVER);
+    assert_eq!(report["initramfs_checked"], true);
+    let left: Vec<&str> = report["left_out"].as_array().unwrap().iter().map(|l| l["path"].as_str().unwrap()).collect();
+    assert_eq!(left, ["/boot/grub", "/dev/null", "/run/fifo"], "{report}");
+    fsck(&repo);
+    // Pinned: the commit depends only on the tree, the metadata and the source date.
+    assert_eq!(
+        commit, "8f1bc894672137bff07f369d29181f7db778b87c0161d0ed5474f9d96a662890",
+        "the commit checksum of the fixture changed"
+    );
+
+    // What a stock client checks out is the laid-out tree, exactly (but for hardlinks: OSTree
+    // links every file with the same content and metadata, not only the tree's link groups).
+    let layout_tree = first["layout"]["tree"].as_str().unwrap();
+    let ours = env.path("ours");
+    env.ok(&["store", "checkout", layout_tree, ours.to_str().unwrap(), "--link", "copy"]);
+    let theirs = env.path("theirs");
+    ostree(&repo, &format!("checkout --force-copy {commit} {}", theirs.display()));
+    assert_eq!(without_link_groups(manifest(&ours)), without_link_groups(manifest(&theirs)));
+    let listing = ostree(&repo, &format!("ls -C {commit} /usr/share/doc/app"));
+    let sums: Vec<&str> =
+        listing.lines().filter(|l| l.contains("README")).map(|l| l.split_whitespace().nth(4).unwrap()).collect();
+    assert_eq!(sums.len(), 2);
+    assert_eq!(sums[0], sums[1], "hardlinked files are one object");
+    // The layout, as a deployment expects it.
+    assert!(!theirs.join("etc").exists());
+    assert_eq!(fs_err::read_to_string(theirs.join("usr/etc/os-release")).unwrap(), "ID=fixture\nVERSION_ID=1\n");
+    for (link, target) in
+        [("home", "var/home"), ("root", "var/roothome"), ("opt", "var/opt"), ("ostree", "sysroot/ostree")]
+    {
+        assert_eq!(fs_err::read_link(theirs.join(link)).unwrap(), PathBuf::from(target), "/{link}");
+    }
+    assert_eq!(fs_err::read_link(theirs.join("usr/local")).unwrap(), PathBuf::from("../var/usrlocal"));
+    assert_eq!(fs_err::read_dir(theirs.join("var")).unwrap().count(), 0, "/var is empty in the commit");
+    assert_eq!(fs_err::read_dir(theirs.join("boot")).unwrap().count(), 0, "OSTree manages /boot");
+    assert!(theirs.join("sysroot").is_dir() && !theirs.join("vmlinuz").exists());
+    let modules = theirs.join("usr/lib/modules").join(KVER);
+    assert_eq!(fs_err::read_to_string(modules.join("vmlinuz")).unwrap(), "kernel image\n");
+    assert_eq!(fs_err::read_to_string(modules.join("config")).unwrap(), "CONFIG_X=y\n");
+    assert!(modules.join("initramfs.img").is_file());
+    let factory = theirs.join("usr/share/factory/var");
+    assert_eq!(fs_err::read_to_string(factory.join("lib/app/state")).unwrap(), "state\n");
+    assert_eq!(fs_err::read_to_string(factory.join("opt/vendor/tool")).unwrap(), "tool\n", "/opt moved into var");
+    assert_eq!(fs_err::read_to_string(factory.join("home/user/.profile")).unwrap(), "PATH=/usr/bin\n");
+    let tmpfiles = fs_err::read_to_string(theirs.join("usr/lib/tmpfiles.d/strata-var.conf")).unwrap();
+    for line in [
+        "d /var/lib/app 0750 4242 4242 - -",
+        "C /var/lib/app/state - - - - -",
+        "L /var/lib/app/current - - - - state",
+        "d /var/roothome 0700 0 0 - -",
+        "d /var/home/user 0755 1000 1000 - -",
+        "C /var/home/user/.profile - - - - -",
+    ] {
+        assert!(tmpfiles.lines().any(|l| l == line), "missing `{line}` in:\n{tmpfiles}");
+    }
+    let meta = ostree(&repo, &format!("show --print-metadata-key=ostree.linux {commit}"));
+    assert_eq!(meta.trim(), format!("'{KVER}'"));
+    let meta = ostree(&repo, &format!("show --print-metadata-key=strata.entry {commit}"));
+    assert!(meta.contains(first["entry"].as_str().unwrap()), "{meta}");
+
+    // The same tree from `ostree commit` of a checkout has the same dirtree and dirmeta.
+    let peer = env.path("peer");
+    ostree(&peer, "init --mode=bare");
+    ostree(&peer, &format!("commit --branch=peer --tree=dir={} >/dev/null", ours.display()));
+    assert_eq!(root_checksums(&repo, &commit), root_checksums(&peer, "peer"));
+
+    // Unchanged: nothing is hashed or written, the ref stays.
+    let again = export(&env, "tags/fixture", &repo, &[]);
+    assert_eq!(again["commit"], commit.as_str());
+    assert_eq!(again["new_commit"], false);
+    assert_eq!(again["objects_written"], 0);
+    assert_eq!(again["files_hashed"], 0);
+    assert_eq!(again["layout"]["cached"], true);
+
+    // Another store and repository ("another machine"): the same commit.
+    let env2 = Env::new();
+    import(&env2, &tree, "fixture");
+    let other = export(&env2, "tags/fixture", &env2.path("repo"), &["--mode", "archive"]);
+    assert_eq!(other["commit"], commit.as_str());
+    fsck(&env2.path("repo"));
+
+    // One changed file: only it is hashed; the parent is the previous commit.
+    write(&tree.join("usr/bin/app"), "#!/bin/sh\necho app 2\n");
+    sh(&format!("chmod 755 {0}/usr/bin/app && setfattr -n user.origin -v fixture {0}/usr/bin/app", tree.display()));
+    import(&env, &tree, "fixture");
+    let second = export(&env, "tags/fixture", &repo, &[]);
+    assert_eq!(second["new_commit"], true);
+    assert_eq!(second["parent"], commit.as_str());
+    assert_eq!(second["files_hashed"], 1, "{second}");
+    assert!(second["trees_reused"].as_u64().unwrap() > 3, "{second}");
+    fsck(&repo);
+    let log = ostree(&repo, "log fixture/x86_64");
+    assert_eq!(log.lines().filter(|l| l.starts_with("commit ")).count(), 2, "{log}");
+
+    // Trees that cannot boot under OSTree are refused with the reason, and change nothing.
+    let head = ref_of(&repo);
+    let nokernel = env.path("nokernel");
+    fixture(&nokernel, true);
+    sh(&format!("rm {0}/boot/vmlinuz-{KVER} {0}/vmlinuz", nokernel.display()));
+    import(&env, &nokernel, "nokernel");
+    let err = export_fails(&env, "tags/nokernel", &repo, &[]);
+    assert!(err.contains("no kernel") && err.contains("linux-image"), "{err}");
+    let nohook = env.path("nohook");
+    fixture(&nohook, false);
+    import(&env, &nohook, "nohook");
+    let err = export_fails(&env, "tags/nohook", &repo, &[]);
+    assert!(
+        err.contains(&format!("/boot/initrd.img-{KVER} has no ostree-prepare-root")) && err.contains("dracut"),
+        "{err}"
+    );
+    assert_eq!(ref_of(&repo), head);
+    fsck(&repo);
+}
+
+#[test]
+fn a_signed_commit_is_pushed_and_pulled_by_a_stock_client_over_http() {
+    let env = Env::new();
+    let tree = env.path("tree");
+    fixture(&tree, true);
+    many_files(&tree.join("usr/share/data"), 1500);
+    import(&env, &tree, "fixture");
+    let (gnupg, _) = make_key(&env, "publisher");
+    let gnupg = gnupg.to_str().unwrap().to_string();
+    let key_id = sh(&format!("GNUPGHOME={gnupg} gpg --list-keys --with-colons | awk -F: '/^fpr/{{print $10; exit}}'"));
+    let key_id = key_id.trim();
+    let public_asc = env.path("publisher.asc");
+    sh(&format!("GNUPGHOME={gnupg} gpg --batch --export --armor > {}", public_asc.display()));
+    let ed_key = env.path("signing.key");
+    let ed_public = env.ok(&["key", "generate", ed_key.to_str().unwrap()]).trim().to_string();
+    let sign: Vec<&str> = vec!["--sign-key", ed_key.to_str().unwrap(), "--gpg-sign", key_id, "--gpg-homedir", &gnupg];
+
+    let repo = env.path("repo");
+    let first = export(&env, "tags/fixture", &repo, &[&["--mode", "archive"][..], &sign].concat());
+    let c1 = first["commit"].as_str().unwrap().to_string();
+    assert_eq!(first["signed_by"].as_array().unwrap().len(), 2);
+    fsck(&repo);
+    // The ed25519 signature is OSTree's: over the commit object, in `ostree.sign.ed25519`.
+    let commit_bytes = fs_err::read(repo.join(format!("objects/{}/{}.commit", &c1[..2], &c1[2..]))).unwrap();
+    let sigs = ostree(&repo, &format!("show --print-detached-metadata-key=ostree.sign.ed25519 {c1}"));
+    assert!(verifies(&sigs, &commit_bytes, &ed_public), "{sigs}");
+    let again = export(&env, "tags/fixture", &repo, &sign);
+    assert_eq!(again["new_commit"], false);
+    let sigs_again = ostree(&repo, &format!("show --print-detached-metadata-key=ostree.sign.ed25519 {c1}"));
+    assert_eq!(sigs, sigs_again, "signing again adds no second signature");
+
+    env.ok(&["remote", "add", "public", env.path("public").to_str().unwrap()]);
+    let remotes = env.json(&["remote", "ls"]);
+    assert_eq!(remotes[0]["name"], "public");
+    let err = env.fail(&["remote", "add", "public", "/elsewhere"]);
+    assert!(err.contains("exists"), "{err}");
+    let pushed: serde_json::Value = serde_json::from_str(
+        &env.ok(&[
+            &["--json", "push", "fixture/x86_64", "--repo", repo.to_str().unwrap(), "--to", "public"][..],
+            &sign,
+        ]
+        .concat()),
+    )
+    .unwrap();
+    assert_eq!(pushed["commit"], c1.as_str());
+    let public = env.path("public");
+    fsck(&public);
+    let summary = fs_err::read(public.join("summary")).unwrap();
+    let summary_sig = strata::ostree::sign::read_vardict(&public.join("summary.sig")).unwrap();
+    assert!(strata::ostree::sign::ed25519_verifies(summary_sig.as_ref(), &summary, &ed_public).unwrap());
+
+    let server = Server::start(&public);
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    let client = env.path("client");
+    // A system's repository (static deltas apply to bare repositories only).
+    ostree(&client, "init --mode=bare");
+    ostree(
+        &client,
+        &format!("remote add --set=gpg-verify-summary=true --gpg-import={} origin {url}", public_asc.display()),
+    );
+    ostree(&client, "pull origin fixture/x86_64 2>&1");
+    assert_eq!(ostree(&client, "rev-parse origin:fixture/x86_64").trim(), c1);
+    fsck(&client);
+
+    // A client that trusts another key refuses the commit.
+    let (other_home, _) = make_key(&env, "stranger");
+    let stranger_asc = env.path("stranger.asc");
+    sh(&format!("GNUPGHOME={} gpg --batch --export --armor > {}", other_home.display(), stranger_asc.display()));
+    let wary = env.path("wary");
+    ostree(&wary, "init --mode=archive");
+    ostree(&wary, &format!("remote add --gpg-import={} origin {url}", stranger_asc.display()));
+    let out = Command::new("ostree")
+        .arg(format!("--repo={}", wary.display()))
+        .args(["pull", "origin", "fixture/x86_64"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a pull trusting the wrong key must fail");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).to_lowercase().contains("signature"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A second commit with a static delta from the first: the client updates through it.
+    write(&tree.join("usr/bin/app"), "#!/bin/sh\necho app 2\n");
+    sh(&format!("chmod 755 {0}/usr/bin/app", tree.display()));
+    import(&env, &tree, "fixture");
+    let second = export(&env, "tags/fixture", &repo, &[&["--deltas", "1"][..], &sign].concat());
+    let c2 = second["commit"].as_str().unwrap().to_string();
+    assert_eq!(second["deltas"][0], format!("{c1}-{c2}"));
+    let pushed = env
+        .json(&[&["push", "fixture/x86_64", "--repo", repo.to_str().unwrap(), "--to", "public"][..], &sign].concat());
+    assert_eq!(pushed["deltas_copied"], 1, "{pushed}");
+    assert!(pushed["objects_copied"].as_u64().unwrap() < 10, "only the new objects: {pushed}");
+    fsck(&public);
+    let out = ostree(&client, "pull --require-static-deltas origin fixture/x86_64 2>&1");
+    assert!(out.contains("delta parts"), "{out}");
+    assert_eq!(ostree(&client, "rev-parse origin:fixture/x86_64").trim(), c2);
+    fsck(&client);
+    drop(server);
+
+    // History depth: keep one commit.
+    let third_tree = env.path("tree");
+    write(&third_tree.join("usr/bin/app"), "#!/bin/sh\necho app 3\n");
+    sh(&format!("chmod 755 {0}/usr/bin/app", third_tree.display()));
+    import(&env, &third_tree, "fixture");
+    let third = export(&env, "tags/fixture", &repo, &["--history", "1"]);
+    assert!(third["pruned"]["objects"].as_u64().unwrap() > 0, "{third}");
+    let log = ostree(&repo, "log fixture/x86_64");
+    assert_eq!(log.lines().filter(|l| l.starts_with("commit ")).count(), 1, "{log}");
+    fsck(&repo);
+}
+
+/// Whether one of the signatures printed by `ostree show --print-detached-metadata-key` (an
+/// `aay` in GVariant text) is `public`'s over `data`.
+fn verifies(text: &str, data: &[u8], public: &str) -> bool {
+    use ed25519_dalek::Verifier;
+    let key_bytes = sh(&format!("echo {public} | base64 -d | od -An -tx1 -v"));
+    let key: Vec<u8> = key_bytes.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&key.try_into().unwrap()).unwrap();
+    text.split(']').filter(|s| s.contains("0x")).any(|sig| {
+        let bytes: Vec<u8> = sig
+            .split(|c: char| c == ',' || c.is_whitespace() || c == '[')
+            .filter_map(|w| w.strip_prefix("0x"))
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        bytes.len() == 64 && key.verify(data, &ed25519_dalek::Signature::from_bytes(&bytes.try_into().unwrap())).is_ok()
+    })
+}
+
+#[test]
+fn an_interrupted_push_leaves_the_destination_serving_the_old_commit() {
+    let env = Env::new();
+    let tree = env.path("tree");
+    fixture(&tree, true);
+    many_files(&tree.join("usr/share/data"), 3000);
+    import(&env, &tree, "fixture");
+    let repo = env.path("repo");
+    let dest = env.path("dest");
+    let c1 = export(&env, "tags/fixture", &repo, &["--mode", "archive"])["commit"].as_str().unwrap().to_string();
+    env.ok(&["push", "fixture/x86_64", "--repo", repo.to_str().unwrap(), "--to", dest.to_str().unwrap()]);
+    // The second commit changes every data file.
+    sh(&format!("find {}/usr/share/data -type f -exec sh -c 'echo changed >> \"$1\"' _ {{}} \\;", tree.display()));
+    import(&env, &tree, "fixture");
+    let c2 = export(&env, "tags/fixture", &repo, &[])["commit"].as_str().unwrap().to_string();
+
+    let mut interrupted = 0;
+    for delay_ms in [0u64, 5, 10, 20, 40, 60, 90, 130, 200, 300] {
+        let mut child = env
+            .cmd(&["-q", "push", "fixture/x86_64", "--repo", repo.to_str().unwrap(), "--to", dest.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        interrupted += usize::from(!status.success());
+        let served = ref_of(&dest).unwrap();
+        assert!(served == c1 || served == c2, "after {delay_ms} ms: ref at {served}");
+        fsck(&dest);
+        assert!(ostree(&dest, &format!("ls -R {served} / | wc -l")).trim().parse::<u64>().unwrap() > 3000);
+        if served == c2 {
+            break;
+        }
+    }
+    assert!(interrupted > 0, "no push was interrupted: the fixture is too small to test this");
+    env.ok(&["push", "fixture/x86_64", "--repo", repo.to_str().unwrap(), "--to", dest.to_str().unwrap()]);
+    assert_eq!(ref_of(&dest).unwrap(), c2);
+    fsck(&dest);
+    let leftovers: Vec<_> = fs_err::read_dir(dest.join("tmp"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("strata-push-"))
+        .collect();
+    assert!(leftovers.is_empty(), "a completed push cleans up after interrupted ones");
+}
