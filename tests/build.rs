@@ -10,15 +10,10 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::{chroot, env_with_cache, make_key, sh, simple_deb, Env, Server};
+use common::{chroot, env_with_cache, make_key, sh, simple_deb, write, Env, Server};
 
 fn project() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn write(path: &Path, text: &str) {
-    fs_err::create_dir_all(path.parent().unwrap()).unwrap();
-    fs_err::write(path, text).unwrap();
 }
 
 fn steps(v: &serde_json::Value) -> (u64, u64, u64) {

@@ -12,15 +12,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{make_key, manifest, many_files, sh, Env, Server};
+use common::{make_key, manifest, many_files, sh, write, Env, Server};
 
 const KVER: &str = "6.1.0-test";
 const EPOCH: &str = "1700000000";
-
-fn write(path: &Path, text: &str) {
-    fs_err::create_dir_all(path.parent().unwrap()).unwrap();
-    fs_err::write(path, text).unwrap();
-}
 
 /// A gzip-compressed newc archive holding `names` (empty files).
 fn initramfs(names: &[&str]) -> Vec<u8> {
@@ -102,8 +97,12 @@ fn import(env: &Env, dir: &Path, name: &str) {
     env.ok(&["store", "add", dir.to_str().unwrap(), "--name", name, "--root", &format!("tags/{name}")]);
 }
 
+/// `strata export` onto `fixture/x86_64` (unless `extra` names another ref).
 fn export(env: &Env, source: &str, repo: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["--json", "export", source, "--repo", repo.to_str().unwrap(), "--ref", "fixture/x86_64"];
+    let mut args = vec!["--json", "export", source, "--repo", repo.to_str().unwrap()];
+    if !extra.contains(&"--ref") {
+        args.extend_from_slice(&["--ref", "fixture/x86_64"]);
+    }
     args.extend_from_slice(extra);
     let out = env.cmd(&args).env("SOURCE_DATE_EPOCH", EPOCH).output().unwrap();
     assert!(out.status.success(), "export failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -459,4 +458,188 @@ fn an_interrupted_push_leaves_the_destination_serving_the_old_commit() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("strata-push-"))
         .collect();
     assert!(leftovers.is_empty(), "a completed push cleans up after interrupted ones");
+}
+
+/// The example in descriptions/ (from the build host's Debian mirror): built, exported signed,
+/// pushed, and pulled by a stock client over HTTP, which checks the GPG signatures of the commit
+/// and the summary; then deployed-style checks on what the client has.
+#[test]
+fn the_debian_ostree_example_is_exported_pushed_and_pulled() {
+    let env = common::env_with_cache();
+    let desc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("descriptions/debian-ostree");
+    let (gnupg, _) = make_key(&env, "publisher");
+    let gnupg = gnupg.to_str().unwrap().to_string();
+    let key_id = sh(&format!("GNUPGHOME={gnupg} gpg --list-keys --with-colons | awk -F: '/^fpr/{{print $10; exit}}'"));
+    let public_asc = env.path("publisher.asc");
+    sh(&format!("GNUPGHOME={gnupg} gpg --batch --export --armor > {}", public_asc.display()));
+    let ed_key = env.path("signing.key");
+    env.ok(&["key", "generate", ed_key.to_str().unwrap()]);
+    let sign = ["--sign-key", ed_key.to_str().unwrap(), "--gpg-sign", key_id.trim(), "--gpg-homedir", &gnupg];
+
+    let repo = env.path("repo");
+    let mut args = vec!["--json", "export", desc.to_str().unwrap(), "--repo", repo.to_str().unwrap()];
+    args.extend_from_slice(&sign);
+    let out: serde_json::Value = serde_json::from_str(&env.ok(&args)).unwrap();
+    let commit = out["commit"].as_str().unwrap().to_string();
+    assert_eq!(out["ref"], "debian-ostree/x86_64");
+    assert_eq!(out["layout"]["report"]["initramfs_checked"], true, "{out}");
+    assert!(out["layout"]["report"]["kernel"].as_str().unwrap().ends_with("-amd64"));
+    fsck(&repo);
+    assert_eq!(ostree(&repo, &format!("show --print-metadata-key=version {commit}")).trim(), "'12.0.1'");
+
+    let public = env.path("public");
+    let mut args =
+        vec!["push", "debian-ostree/x86_64", "--repo", repo.to_str().unwrap(), "--to", public.to_str().unwrap()];
+    args.extend_from_slice(&sign);
+    env.ok(&args);
+    fsck(&public);
+    let server = Server::start(&public);
+    let client = env.path("client");
+    ostree(&client, "init --mode=bare");
+    ostree(
+        &client,
+        &format!(
+            "remote add --set=gpg-verify-summary=true --gpg-import={} os http://127.0.0.1:{}/",
+            public_asc.display(),
+            server.port
+        ),
+    );
+    ostree(&client, "pull os debian-ostree/x86_64 2>&1");
+    assert_eq!(ostree(&client, "rev-parse os:debian-ostree/x86_64").trim(), commit);
+    fsck(&client);
+    drop(server);
+    // What a deployment of it boots: the kernel and its initramfs, /usr/etc, the var snippet.
+    let co = env.path("co");
+    ostree(&client, &format!("checkout {commit} {}", co.display()));
+    let modules: Vec<_> = fs_err::read_dir(co.join("usr/lib/modules")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(modules.len(), 1);
+    assert!(modules[0].join("vmlinuz").is_file() && modules[0].join("initramfs.img").is_file());
+    assert!(co.join("usr/etc/passwd").is_file() && !co.join("etc").exists());
+    let tmpfiles = fs_err::read_to_string(co.join("usr/lib/tmpfiles.d/strata-var.conf")).unwrap();
+    assert!(co.join("usr/lib/sysimage/dpkg/status").is_file(), "the package database lives in /usr");
+    assert!(tmpfiles.lines().any(|l| l == "L /var/lib/dpkg - - - - ../../usr/lib/sysimage/dpkg"), "{tmpfiles}");
+    assert!(tmpfiles.lines().any(|l| l.starts_with("d /var/home/debian ")), "{tmpfiles}");
+}
+
+/// A real sshd on 127.0.0.1 that lets in one key; stopped on drop.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Sshd {
+    fn start(env: &Env) -> Sshd {
+        let dir = env.path("sshd");
+        fs_err::create_dir_all(&dir).unwrap();
+        fs_err::create_dir_all("/run/sshd").unwrap();
+        let d = dir.display();
+        sh(&format!(
+            "ssh-keygen -q -t ed25519 -N '' -f {d}/host_key && ssh-keygen -q -t ed25519 -N '' -f {d}/client_key && \
+             cp {d}/client_key.pub {d}/authorized_keys && chmod 600 {d}/authorized_keys"
+        ));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        write(
+            &dir.join("config"),
+            &format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 StrictModes no\nUsePAM no\nPidFile {d}/pid\n"
+            ),
+        );
+        let mut child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("config"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Sshd { child, port, dir };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("sshd did not start");
+    }
+
+    fn command(&self) -> String {
+        format!(
+            "ssh -i {}/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR",
+            self.dir.display()
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_push_over_ssh_publishes_in_order_and_keeps_other_refs() {
+    let env = Env::new();
+    let tree = env.path("tree");
+    fixture(&tree, true);
+    import(&env, &tree, "fixture");
+    let repo = env.path("repo");
+    let ed_key = env.path("signing.key");
+    let ed_public = env.ok(&["key", "generate", ed_key.to_str().unwrap()]).trim().to_string();
+    let c1 = export(&env, "tags/fixture", &repo, &["--mode", "archive"])["commit"].as_str().unwrap().to_string();
+    let sshd = Sshd::start(&env);
+    let far = env.path("far/ostree");
+    let url = format!("ssh://root@127.0.0.1:{}{}", sshd.port, far.display());
+    env.ok(&["remote", "add", "far", &url]);
+    let err = env.fail(&["remote", "add", "bad", "ssh://host/a b"]);
+    assert!(err.contains("invalid path"), "{err}");
+
+    let push = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--json", "push", "fixture/x86_64", "--repo", repo.to_str().unwrap(), "--to", "far"];
+        args.extend_from_slice(extra);
+        let out = env.cmd(&args).env("STRATA_SSH_COMMAND", sshd.command()).output().unwrap();
+        assert!(out.status.success(), "push over ssh failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = push(&["--sign-key", ed_key.to_str().unwrap()]);
+    assert_eq!(first["commit"], c1.as_str());
+    assert_eq!(ref_of(&far).unwrap(), c1);
+    fsck(&far);
+    let summary = fs_err::read(far.join("summary")).unwrap();
+    let sig = strata::ostree::sign::read_vardict(&far.join("summary.sig")).unwrap();
+    assert!(strata::ostree::sign::ed25519_verifies(sig.as_ref(), &summary, &ed_public).unwrap());
+
+    // Someone else publishes another ref there; our next push keeps it in the summary.
+    let other = env.path("other");
+    let c_other = export(&env, "tags/fixture", &other, &["--mode", "archive", "--ref", "other/x86_64"])["commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["push", "other/x86_64", "--repo", other.to_str().unwrap(), "--to", far.to_str().unwrap()]);
+
+    write(&tree.join("usr/bin/app"), "#!/bin/sh\necho app 2\n");
+    sh(&format!("chmod 755 {}/usr/bin/app", tree.display()));
+    import(&env, &tree, "fixture");
+    let c2 = export(&env, "tags/fixture", &repo, &["--deltas", "1"])["commit"].as_str().unwrap().to_string();
+    let second = push(&["--sign-key", ed_key.to_str().unwrap()]);
+    assert_eq!(second["commit"], c2.as_str());
+    assert_eq!(ref_of(&far).unwrap(), c2);
+    fsck(&far);
+    assert!(far.join("deltas").is_dir(), "the static delta is published");
+
+    // A stock client sees both refs in the summary, and updates through the delta.
+    let server = Server::start(&far);
+    let client = env.path("client");
+    ostree(&client, "init --mode=bare");
+    ostree(&client, &format!("remote add --no-gpg-verify origin http://127.0.0.1:{}/", server.port));
+    let refs = ostree(&client, "remote refs origin");
+    assert!(refs.contains("origin:fixture/x86_64") && refs.contains("origin:other/x86_64"), "{refs}");
+    ostree(&client, &format!("pull origin fixture/x86_64@{c1} 2>&1"));
+    let out = ostree(&client, "pull --require-static-deltas origin fixture/x86_64 2>&1");
+    assert!(out.contains("delta parts"), "{out}");
+    assert_eq!(ostree(&client, "rev-parse origin:fixture/x86_64").trim(), c2);
+    ostree(&client, "pull origin other/x86_64 2>&1");
+    assert_eq!(ostree(&client, "rev-parse origin:other/x86_64").trim(), c_other);
 }

@@ -11,11 +11,12 @@ fi
 
 packages=(
   build-essential pkg-config libsqlite3-dev   # building strata
-  libostree-dev ostree                         # OSTree export and the ostree CLI used as a peer in benchmarks
+  libostree-dev ostree                         # OSTree export; the ostree CLI: test client and benchmark peer
+  rsync openssh-client openssh-server          # strata push to ssh:// destinations; tests run a local sshd
   gpgv                                         # verifying apt Release files
   attr util-linux e2fsprogs xfsprogs btrfs-progs  # tests: xattrs, flock, setpriv, reflink file systems
   dpkg-dev apt-utils gnupg python3             # tests: build .debs, apt-ftparchive repositories, signing keys, HTTP server
-  b3sum hyperfine time rsync                   # benchmarks
+  b3sum hyperfine time                         # benchmarks
 )
 missing=()
 for p in "${packages[@]}"; do

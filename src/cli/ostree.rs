@@ -15,7 +15,7 @@ use crate::lock::LockMode;
 use crate::ostree::export::{self, CommitMeta, RepoMode};
 use crate::ostree::layout::{self, SpecialFiles};
 use crate::ostree::sign::{Ed25519Key, Signer};
-use crate::ostree::{publish, push};
+use crate::ostree::{publish, push, ssh};
 use crate::store::{Store, Target};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -105,9 +105,13 @@ pub struct PushArgs {
     /// The archive repository that holds the ref (where `strata export` wrote it)
     #[arg(long, value_name = "PATH")]
     repo: PathBuf,
-    /// Where to publish: a remote's name (`strata remote add`) or a repository path
-    #[arg(long, value_name = "REMOTE|PATH")]
+    /// Where to publish: a remote's name (`strata remote add`), a repository path, or
+    /// ssh://[USER@]HOST[:PORT]/PATH (the far side needs sshd and rsync)
+    #[arg(long, value_name = "REMOTE|PATH|URL")]
     to: String,
+    /// The ssh command for ssh:// destinations (options such as `-i KEY` go here)
+    #[arg(long, env = "STRATA_SSH_COMMAND", value_name = "COMMAND", default_value = "ssh")]
+    ssh_command: String,
     #[command(flatten)]
     signing: SigningArgs,
 }
@@ -116,12 +120,12 @@ pub struct PushArgs {
 pub enum RemoteCommand {
     /// Name a repository that `strata push --to NAME` publishes to
     #[command(
-        after_help = "Examples:\n  strata remote add public /srv/www/ostree\n  strata push debian-ostree/x86_64 --repo ./repo --to public"
+        after_help = "Examples:\n  strata remote add public /srv/www/ostree\n  strata remote add mirror ssh://deploy@repo.example.org/srv/ostree\n  strata push debian-ostree/x86_64 --repo ./repo --to public"
     )]
     Add {
         /// The name
         name: String,
-        /// An archive repository path (created by the first push)
+        /// An archive repository path, or ssh://[USER@]HOST[:PORT]/PATH (created by the first push)
         url: String,
     },
     /// List remotes
@@ -265,20 +269,34 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A remote name from the store, or a path as given.
-fn destination(ctx: &Ctx, to: &str) -> anyhow::Result<PathBuf> {
-    let remotes = ctx.open(LockMode::Shared).map(|s| s.db().ostree_remotes()).unwrap_or_else(|_| Ok(vec![]))?;
-    let url = remotes.into_iter().find(|(name, _)| name == to).map_or_else(|| to.to_string(), |(_, url)| url);
-    if url.contains("://") {
-        bail!("`{url}`: push publishes to repository paths (a mounted or local directory); other URL schemes are not supported");
+/// A remote's URL from the store, or the destination as given.
+fn destination(store: &Store, to: &str) -> anyhow::Result<String> {
+    let remotes = store.db().ostree_remotes()?;
+    Ok(remotes.into_iter().find(|(name, _)| name == to).map_or_else(|| to.to_string(), |(_, url)| url))
+}
+
+/// A push destination must be a path or an ssh:// URL.
+fn check_destination(url: &str) -> anyhow::Result<()> {
+    if url.starts_with("ssh://") {
+        ssh::SshUrl::parse(url)?;
+    } else if url.contains("://") {
+        bail!("`{url}`: push publishes to a repository path or an ssh://[USER@]HOST[:PORT]/PATH URL");
     }
-    Ok(PathBuf::from(url))
+    Ok(())
 }
 
 pub fn push(ctx: &Ctx, args: PushArgs) -> anyhow::Result<ExitCode> {
     let signers = args.signing.signers()?;
-    let dest = destination(ctx, &args.to)?;
-    let r = push::push(&args.repo, &args.reference, &dest, &signers, &ctx.progress)?;
+    let store = ctx.open(LockMode::Shared)?;
+    let dest = destination(&store, &args.to)?;
+    check_destination(&dest)?;
+    let r = if dest.starts_with("ssh://") {
+        let mirror = ssh::mirror_dir(&store.root().join("cache"), &dest);
+        let ssh = ssh::Ssh { command: args.ssh_command.clone() };
+        ssh::push(&args.repo, &args.reference, &dest, &ssh, &mirror, &signers, &ctx.progress)?
+    } else {
+        push::push(&args.repo, &args.reference, Path::new(&dest), &signers, &ctx.progress)?
+    };
     if ctx.json {
         output::json(&r)?;
     } else {
@@ -309,19 +327,24 @@ pub fn remote(ctx: &Ctx, cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         RemoteCommand::Add { name, url } => {
             check_remote_name(&name)?;
-            if url.contains("://") {
-                bail!("`{url}`: a remote is a repository path (a mounted or local directory)");
-            }
-            let abs = std::path::absolute(Path::new(&url)).with_context(|| format!("invalid path `{url}`"))?;
+            check_destination(&url)?;
+            let abs = if url.starts_with("ssh://") {
+                url.clone()
+            } else {
+                std::path::absolute(Path::new(&url))
+                    .with_context(|| format!("invalid path `{url}`"))?
+                    .to_string_lossy()
+                    .into_owned()
+            };
             let tx = store.db_mut().transaction()?;
-            if !tx.add_ostree_remote(&name, &abs.to_string_lossy())? {
+            if !tx.add_ostree_remote(&name, &abs)? {
                 bail!("a remote named `{name}` exists (remove it with `strata remote rm {name}`)");
             }
             tx.commit()?;
             if ctx.json {
                 output::json(&serde_json::json!({"name": name, "url": abs}))?;
             } else {
-                ctx.note(format!("remote {name} → {}", abs.display()));
+                ctx.note(format!("remote {name} → {abs}"));
             }
         }
         RemoteCommand::Ls => {

@@ -9,6 +9,10 @@
 //! - `/etc` moves to `/usr/etc`;
 //! - `/home`, `/root`, `/opt`, `/srv`, `/mnt` and `/usr/local` become symlinks into `/var`
 //!   (`var/home`, `var/roothome`, …) and their content moves there;
+//! - the dpkg database (`/var/lib/dpkg`) describes `/usr`, so it moves to
+//!   `/usr/lib/sysimage/dpkg` (where rpm-ostree keeps RPM's) and `/var/lib/dpkg` becomes a
+//!   symlink to it: a deployed system can query its packages, and an update brings the
+//!   database that matches its `/usr`;
 //! - `/var` is emptied: its content is kept read-only in `/usr/share/factory/var`, and
 //!   `/usr/lib/tmpfiles.d/strata-var.conf` recreates it at boot (`d` for directories with their
 //!   modes and owners, `L` for symlinks, `C` to copy files from the factory copy), so a new
@@ -38,10 +42,12 @@ use crate::store::Store;
 use crate::tree::{Name, Node, Tree};
 
 /// Bumped when the conversion changes, so that cached layout entries are not reused.
-const LAYOUT_VERSION: &[u8] = b"1";
+const LAYOUT_VERSION: &[u8] = b"2";
 
 /// Where the tmpfiles.d snippet that recreates `/var` goes, under `/usr`.
 pub const TMPFILES_PATH: &[&str] = &["lib", "tmpfiles.d", "strata-var.conf"];
+/// Where the dpkg database goes, under `/usr`.
+pub const DPKG_DATABASE: &[&str] = &["lib", "sysimage", "dpkg"];
 /// Where the image's `/var` is kept, under `/usr`.
 pub const FACTORY_VAR: &[&str] = &["share", "factory", "var"];
 
@@ -91,6 +97,9 @@ pub struct LayoutReport {
     pub initramfs_note: Option<String>,
     /// Lines of the tmpfiles.d snippet that recreates `/var`.
     pub var_lines: u64,
+    /// Whether a dpkg database moved to `/usr/lib/sysimage/dpkg`.
+    #[serde(default)]
+    pub dpkg_database: bool,
     pub left_out: Vec<LeftOut>,
 }
 
@@ -188,6 +197,13 @@ pub fn convert(
     }
     if move_into_var(store, batch, &mut usr, &mut var, "local", "usrlocal", 0o755)? {
         set(&mut usr, "local", Some(symlink("../var/usrlocal")));
+    }
+
+    // The package database.
+    if let Some(Node::Directory { tree }) = lookup(store, batch, &var, &["lib", "dpkg"])? {
+        put(store, batch, &mut usr, DPKG_DATABASE, Some(Node::Directory { tree }))?;
+        put(store, batch, &mut var, &["lib", "dpkg"], Some(symlink("../../usr/lib/sysimage/dpkg")))?;
+        report.dpkg_database = true;
     }
 
     // The kernel and its initramfs.

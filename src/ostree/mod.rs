@@ -7,3 +7,4 @@ pub mod layout;
 pub mod publish;
 pub mod push;
 pub mod sign;
+pub mod ssh;

@@ -38,7 +38,7 @@ pub fn generate_deltas(repo: &ostree::Repo, commit: &str, n: u32) -> anyhow::Res
 }
 
 /// The parent of `commit`, if the repository holds it.
-fn parent_of(repo: &ostree::Repo, commit: &str) -> anyhow::Result<Option<String>> {
+pub fn parent_of(repo: &ostree::Repo, commit: &str) -> anyhow::Result<Option<String>> {
     let (variant, _) = repo.load_commit(commit)?;
     let Some(parent) = ostree::commit_get_parent(&variant) else { return Ok(None) };
     let present = repo.has_object(ostree::ObjectType::Commit, &parent, gio::Cancellable::NONE)?;

@@ -84,7 +84,7 @@ pub fn push(
         if has(&dest_repo, ostree::ObjectType::Commit, &c)? {
             break;
         }
-        next = parent_in(&src_repo, &c)?;
+        next = super::publish::parent_of(&src_repo, &c)?;
         commits.push(c);
     }
     let mut objects: BTreeSet<(u8, String, ostree::ObjectType)> = BTreeSet::new();
@@ -176,12 +176,6 @@ fn object_path(checksum: &str, t: ostree::ObjectType) -> PathBuf {
 
 fn has(repo: &ostree::Repo, t: ostree::ObjectType, checksum: &str) -> anyhow::Result<bool> {
     Ok(repo.has_object(t, checksum, gio::Cancellable::NONE)?)
-}
-
-fn parent_in(repo: &ostree::Repo, commit: &str) -> anyhow::Result<Option<String>> {
-    let (variant, _) = repo.load_commit(commit)?;
-    let Some(parent) = ostree::commit_get_parent(&variant) else { return Ok(None) };
-    Ok(has(repo, ostree::ObjectType::Commit, &parent)?.then(|| parent.to_string()))
 }
 
 /// Copy each `src/XX/NAME` directory that `dest` lacks: staged whole, then renamed into place.

@@ -248,6 +248,12 @@ pub fn simple_deb(out_dir: &Path, name: &str, version: &str, fields: &str, files
     deb
 }
 
+/// Write `text` to `path`, creating its parent directories.
+pub fn write(path: &Path, text: &str) {
+    fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+    fs_err::write(path, text).unwrap();
+}
+
 /// Run a shell command line, requiring success.
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();

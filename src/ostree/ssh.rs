@@ -1,0 +1,231 @@
+//! Pushing to a repository on another host over ssh, with rsync, keeping it servable.
+//!
+//! The far side needs only sshd and rsync (no ostree). strata keeps a local mirror of each
+//! destination (`<store>/cache/ostree-mirrors/<hash of the URL>`), an archive repository that
+//! holds the destination's refs, their commits and delta superblocks, plus whatever strata
+//! pushed. A push:
+//! 1. refreshes the mirror's refs, the commits they name and the delta superblocks from the far
+//!    side (so that refs others pushed stay in the summary);
+//! 2. pushes the ref into the mirror with the local algorithm ([`super::push::push`]), which
+//!    writes the objects, deltas, ref and the signed summary;
+//! 3. uploads the mirror in the same order as a local push: every object but commits, then
+//!    signatures, then commits; delta parts, then superblocks; the refs; `summary.sig` and
+//!    `summary`. rsync writes each file under a temporary name and renames it, and
+//!    `--delay-updates` renames a whole pass at its end, so the far side never has a partial
+//!    file, nor a commit before its objects.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+use super::push::PushReport;
+use super::sign::Signer;
+use crate::progress::Progress;
+
+/// `ssh://[USER@]HOST[:PORT]/PATH`, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshUrl {
+    /// `USER@HOST` or `HOST`.
+    pub host: String,
+    pub port: Option<u16>,
+    /// Absolute path on the far side.
+    pub path: String,
+}
+
+impl SshUrl {
+    pub fn parse(url: &str) -> anyhow::Result<SshUrl> {
+        let expected = "expected ssh://[USER@]HOST[:PORT]/PATH";
+        let Some(rest) = url.strip_prefix("ssh://") else { bail!("`{url}`: {expected}") };
+        let Some(slash) = rest.find('/') else { bail!("`{url}` has no path: {expected}") };
+        let (authority, path) = rest.split_at(slash);
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                Some(p.parse::<u16>().map_err(|_| anyhow::anyhow!("`{url}`: port `{p}` is not a number: {expected}"))?),
+            ),
+            None => (authority, None),
+        };
+        let host_part = host.rsplit('@').next().unwrap_or("");
+        let valid =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !valid(host_part) || host.split('@').count() > 2 || host.split('@').any(|p| !valid(p)) {
+            bail!("`{url}`: invalid host `{host}`: {expected}");
+        }
+        let path_ok = path.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | '@'));
+        if path.len() < 2 || !path_ok || path.split('/').any(|p| p == "..") {
+            bail!("`{url}`: invalid path `{path}` (letters, digits and `/._-+@` only, no `..`): {expected}");
+        }
+        Ok(SshUrl { host: host.to_string(), port, path: path.trim_end_matches('/').to_string() })
+    }
+
+    /// `HOST:PATH/rel` for rsync.
+    fn remote(&self, rel: &str) -> String {
+        format!("{}:{}/{rel}", self.host, self.path)
+    }
+}
+
+/// How to run ssh: a command line (`ssh` by default) to which the port is added.
+pub struct Ssh {
+    pub command: String,
+}
+
+impl Ssh {
+    fn rsh(&self, url: &SshUrl) -> String {
+        match url.port {
+            Some(p) => format!("{} -p {p}", self.command),
+            None => self.command.clone(),
+        }
+    }
+
+    /// Run `rsync ARGS` with this ssh; `what` names the step in errors.
+    fn rsync(&self, url: &SshUrl, what: &str, args: &[&str]) -> anyhow::Result<()> {
+        let out = Command::new("rsync")
+            .arg("-e")
+            .arg(self.rsh(url))
+            .args(args)
+            .output()
+            .context("cannot run rsync (install the rsync package)")?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!("{what}: rsync failed: {}", err.trim().lines().last().unwrap_or(""));
+        }
+        Ok(())
+    }
+}
+
+/// The mirror directory of `url` under `cache`.
+pub fn mirror_dir(cache: &Path, url: &str) -> PathBuf {
+    cache.join("ostree-mirrors").join(&blake3::hash(url.as_bytes()).to_hex()[..16])
+}
+
+/// Push `reference` from the archive repository `src` to the repository at `url`.
+pub fn push(
+    src: &Path,
+    reference: &str,
+    url: &str,
+    ssh: &Ssh,
+    mirror: &Path,
+    signers: &[Signer],
+    progress: &Progress,
+) -> anyhow::Result<PushReport> {
+    let parsed = SshUrl::parse(url)?;
+    let _span = tracing::debug_span!("push over ssh", url).entered();
+    fs_err::create_dir_all(mirror)?;
+    let m = |rel: &str| format!("{}/{rel}", mirror.display());
+    super::export::open_repo(mirror, Some(super::export::RepoMode::Archive))?;
+
+    // 1. The far side's refs, their commits and delta superblocks.
+    let exists = ssh.rsync(&parsed, "list the destination", &["-q", "--list-only", &parsed.remote("config")]).is_ok();
+    if exists {
+        ssh.rsync(&parsed, "fetch the destination's refs", &["-a", "--delete", &parsed.remote("refs/"), &m("refs/")])?;
+        ssh.rsync(
+            &parsed,
+            "fetch the destination's commits",
+            &[
+                "-a",
+                "--include=*/",
+                "--include=*.commit",
+                "--include=*.commitmeta",
+                "--exclude=*",
+                "--prune-empty-dirs",
+                &parsed.remote("objects/"),
+                &m("objects/"),
+            ],
+        )?;
+        ssh.rsync(
+            &parsed,
+            "fetch the destination's delta superblocks",
+            &[
+                "-a",
+                "--include=*/",
+                "--include=superblock",
+                "--exclude=*",
+                "--prune-empty-dirs",
+                &parsed.remote("deltas/"),
+                &m("deltas/"),
+            ],
+        )
+        .ok();
+    }
+
+    // 2. Into the mirror.
+    let mut report = super::push::push(src, reference, mirror, signers, progress)?;
+
+    // 3. Up, in order.
+    let up = |what: &str, filters: &[&str], rel: &str, extra: &[&str]| -> anyhow::Result<()> {
+        let src_dir = m(rel);
+        if !Path::new(&src_dir).exists() {
+            return Ok(());
+        }
+        let mut args = vec!["-a", "--delay-updates"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(filters);
+        let dest = parsed.remote(rel);
+        args.push(&src_dir);
+        args.push(&dest);
+        ssh.rsync(&parsed, what, &args)
+    };
+    let skeleton = ["--include=*/", "--include=/config", "--exclude=*"];
+    let mut args = vec!["-a", "--ignore-existing", "--exclude=/tmp/*", "--exclude=/strata-push.lock"];
+    args.extend_from_slice(&skeleton);
+    let root = format!("{}/", mirror.display());
+    let dest_root = format!("{}:{}/", parsed.host, parsed.path);
+    // The destination directory itself, then the repository's directories and config.
+    let mkdir = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} {} mkdir -p '{}'", ssh.rsh(&parsed), parsed.host, parsed.path))
+        .output()?;
+    if !mkdir.status.success() {
+        bail!("cannot create {} on {}: {}", parsed.path, parsed.host, String::from_utf8_lossy(&mkdir.stderr).trim());
+    }
+    args.push(&root);
+    args.push(&dest_root);
+    ssh.rsync(&parsed, "create the destination repository", &args)?;
+    up("upload objects", &["--exclude=*.commit", "--exclude=*.commitmeta"], "objects/", &["--ignore-existing"])?;
+    up("upload signatures", &["--include=*/", "--include=*.commitmeta", "--exclude=*"], "objects/", &[])?;
+    up("upload commits", &["--include=*/", "--include=*.commit", "--exclude=*"], "objects/", &["--ignore-existing"])?;
+    up("upload static deltas", &["--exclude=superblock"], "deltas/", &["--ignore-existing"])?;
+    up(
+        "upload delta superblocks",
+        &["--include=*/", "--include=superblock", "--exclude=*"],
+        "deltas/",
+        &["--ignore-existing"],
+    )?;
+    up("upload delta indexes", &[], "delta-indexes/", &[])?;
+    up("upload refs", &[], "refs/", &[])?;
+    for file in ["summary.sig", "summary"] {
+        if mirror.join(file).exists() {
+            ssh.rsync(&parsed, &format!("upload {file}"), &["-a", &m(file), &parsed.remote(file)])?;
+        }
+    }
+    report.dest = PathBuf::from(url);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = SshUrl::parse("ssh://deploy@repo.example.org:2222/srv/ostree/").unwrap();
+        assert_eq!(u, SshUrl { host: "deploy@repo.example.org".into(), port: Some(2222), path: "/srv/ostree".into() });
+        assert_eq!(u.remote("refs/"), "deploy@repo.example.org:/srv/ostree/refs/");
+        let u = SshUrl::parse("ssh://host/r").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("host", None));
+        for bad in [
+            "http://h/r",
+            "ssh://host",
+            "ssh://host:x/r",
+            "ssh:///r",
+            "ssh://a@b@c/r",
+            "ssh://h/",
+            "ssh://h/a/../b",
+            "ssh://h/a b",
+            "ssh://h;rm/r",
+        ] {
+            assert!(SshUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
