@@ -5,11 +5,13 @@
 //! [`import`]/[`checkout`] (moving trees in and out).
 
 pub mod batch;
+pub mod boot;
 pub mod build;
 pub mod checkout;
 pub mod cli;
 pub mod db;
 pub mod debian;
+pub mod deploy;
 pub mod description;
 pub mod diff;
 pub mod digest;

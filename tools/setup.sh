@@ -17,6 +17,9 @@ packages=(
   attr util-linux e2fsprogs xfsprogs btrfs-progs  # tests: xattrs, flock, setpriv, reflink file systems
   dpkg-dev apt-utils gnupg python3             # tests: build .debs, apt-ftparchive repositories, signing keys, HTTP server
   b3sum hyperfine time                         # benchmarks
+  grub-pc-bin grub-efi-amd64-bin grub-common  # deploy: BIOS and UEFI boot loaders
+  mtools dosfstools e2fsprogs fdisk            # deploy: the EFI system partition without mounting, GPT
+  ovmf                                         # strata boot --uefi
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -26,6 +29,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# QEMU: qemu-system-x86 comes from bookworm and needs qemu-utils of the same version; a newer
+# qemu-utils from another suite (as some machines ship) blocks it, so align the two.
+qver=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+if [ "$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)" != "$qver" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  extra=()
+  dpkg-query -W -f='${Status}' qemu-block-extra 2>/dev/null | grep -q "install ok installed" && extra+=("qemu-block-extra=$qver")
+  # qemu-system-data is architecture-independent: no binNMU suffix, its own candidate.
+  dver=$(apt-cache policy qemu-system-data | awk '/Candidate:/ {print $2}')
+  apt-get install -y -qq --no-install-recommends --allow-downgrades \
+    "qemu-system-x86=$qver" "qemu-system-common=$qver" "qemu-system-data=$dver" "qemu-utils=$qver" "${extra[@]}"
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -2,6 +2,7 @@
 //! Commands call the library and print; data goes to stdout (as JSON with `--json`), messages
 //! and progress to stderr.
 
+mod deploy;
 mod docs;
 mod gc;
 mod image;
@@ -123,6 +124,22 @@ enum Command {
     /// Make ed25519 signing keys for OSTree commits and summaries
     #[command(subcommand)]
     Key(ostree::KeyCommand),
+    /// Deploy an image's OSTree commit to a bootable disk image (BIOS and UEFI)
+    ///
+    /// Builds and exports the image first (all cached), deploys the commit into an OSTree
+    /// sysroot, and writes a GPT disk: BIOS boot partition, EFI system partition, ext4 /boot and
+    /// an ext4 root. GRUB reads the boot loader configuration OSTree maintains, so the machine
+    /// keeps booting after `ostree admin upgrade` or `rollback`. The image is cached in the store:
+    /// deploying an unchanged image again only copies it out.
+    #[command(
+        after_help = "Examples:\n  sudo strata deploy descriptions/debian-ostree --format qcow2 --output debian.qcow2\n  sudo strata deploy ostree:./repo#debian-ostree/x86_64 --format raw --output disk.raw --size 8G --karg quiet\n  strata boot debian.qcow2 --login debian:debian --run 'ostree admin status'"
+    )]
+    Deploy(deploy::DeployArgs),
+    /// Boot a disk image in QEMU and wait for the login prompt (optionally log in, run commands)
+    #[command(
+        after_help = "Examples:\n  strata boot debian.qcow2\n  strata boot debian.qcow2 --uefi --login debian:debian --run 'cat /etc/os-release' --json\n  strata boot disk.raw --timeout 300 --log serial.log"
+    )]
+    Boot(deploy::BootArgs),
     /// Add, inspect, check out and verify store entries
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -234,6 +251,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push(args) => ostree::push(&ctx, args),
         Command::Remote(cmd) => ostree::remote(&ctx, cmd),
         Command::Key(cmd) => ostree::key(&ctx, cmd),
+        Command::Deploy(args) => deploy::deploy(&ctx, args),
+        Command::Boot(args) => deploy::boot(&ctx, args),
         Command::Store(cmd) => store::run(&ctx, cmd),
         Command::Package(cmd) => package::run(&ctx, cmd),
         Command::Roots(cmd) => roots::run(&ctx, cmd),

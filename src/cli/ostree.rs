@@ -149,7 +149,7 @@ pub enum KeyCommand {
 }
 
 /// The debian architecture as OSTree refs usually name it.
-fn ref_arch(arch: &str) -> &str {
+pub(crate) fn ref_arch(arch: &str) -> &str {
     match arch {
         "amd64" => "x86_64",
         "arm64" => "aarch64",
@@ -159,41 +159,70 @@ fn ref_arch(arch: &str) -> &str {
     }
 }
 
-/// The rootfs entry to export, with its image name and version.
-fn source(ctx: &Ctx, store: &mut Store, args: &ExportArgs) -> anyhow::Result<(EntryRow, String, Option<String>)> {
-    let path = &args.build.desc.description;
+/// The image an export or deploy starts from.
+pub(crate) struct Source {
+    pub entry: EntryRow,
+    pub image: String,
+    pub version: Option<String>,
+    /// The description's disk kernel arguments (`kernelcmdline`), split on spaces.
+    pub kernelcmdline: Vec<String>,
+}
+
+/// A description directory (built, every cached step reused) or a store id.
+pub(crate) fn source(
+    ctx: &Ctx,
+    store: &mut Store,
+    args: &BuildArgs,
+    version: Option<String>,
+) -> anyhow::Result<Source> {
+    let path = &args.desc.description;
     if path.exists() {
-        let o = build::run(store, path, &args.build.options(), Mode::Build, &ctx.progress)?;
+        let o = build::run(store, path, &args.options(), Mode::Build, &ctx.progress)?;
         let (generation, new) = generations::record(store, &o)?;
         ctx.note(format!("{}: generation {generation}{}", o.image, if new { "" } else { " (unchanged)" }));
-        let loaded = crate::description::load(path, &args.build.desc.profiles)?;
-        let version = args.version.clone().or(loaded.description.preferences.version);
-        return Ok((o.rootfs.expect("a build ends with its rootfs entry"), o.image, version));
+        let loaded = crate::description::load(path, &args.desc.profiles)?;
+        let d = loaded.description;
+        let kernelcmdline = d
+            .preferences
+            .targets
+            .get(&crate::description::TargetKind::Disk)
+            .and_then(|t| t.get("kernelcmdline"))
+            .map(|c| c.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        return Ok(Source {
+            entry: o.rootfs.expect("a build ends with its rootfs entry"),
+            image: o.image,
+            version: version.or(d.preferences.version),
+            kernelcmdline,
+        });
     }
     let spec = path.to_string_lossy();
     match store.resolve(&spec)? {
         Target::Entry(e) => {
             let image = e.name.split('/').next().unwrap_or(&e.name).to_string();
-            Ok((e, image, args.version.clone()))
+            Ok(Source { entry: e, image, version, kernelcmdline: vec![] })
         }
-        Target::Tree(t) => {
-            bail!("{} is a tree, not an entry: export an image (images/NAME) or a description", t.short())
-        }
+        Target::Tree(t) => bail!("{} is a tree, not an entry: give an image (images/NAME) or a description", t.short()),
     }
 }
 
-pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let signers = args.signing.signers()?;
-    let mut store = ctx.open(LockMode::Shared)?;
-    let (entry, image, version) = source(ctx, &mut store, &args)?;
-    let (tree, kernel, layout_json) = if args.no_layout {
-        (entry.tree, None, serde_json::Value::Null)
+/// Lay the source out for OSTree and commit it; returns the export report and the layout as JSON.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn commit(
+    ctx: &Ctx,
+    store: &mut Store,
+    src: &Source,
+    repo: &Path,
+    mode: Option<RepoMode>,
+    reference: &str,
+    special: SpecialFiles,
+    no_layout: bool,
+    source_date: u64,
+) -> anyhow::Result<(export::ExportReport, serde_json::Value)> {
+    let (tree, kernel, layout_json) = if no_layout {
+        (src.entry.tree, None, serde_json::Value::Null)
     } else {
-        let special = match args.special_files {
-            SpecialArg::Skip => SpecialFiles::Skip,
-            SpecialArg::Fail => SpecialFiles::Fail,
-        };
-        let l = layout::step(&mut store, &entry, special)?;
+        let l = layout::step(store, &src.entry, special)?;
         for left in &l.report.left_out {
             ctx.note(format!("left out {}: {}", left.path, left.reason));
         }
@@ -204,24 +233,39 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
             serde_json::json!({"key": l.entry.key, "tree": l.entry.tree, "cached": l.cached, "report": l.report});
         (l.entry.tree, Some(l.report.kernel.clone()), json)
     };
-    let reference = args.reference.clone().unwrap_or_else(|| format!("{image}/{}", ref_arch(&args.build.arch)));
     let meta = CommitMeta {
-        subject: match &version {
-            Some(v) => format!("{image} {v}"),
-            None => image.clone(),
+        subject: match &src.version {
+            Some(v) => format!("{} {v}", src.image),
+            None => src.image.clone(),
         },
-        source_date: args.build.source_date_epoch().unwrap_or(build::DEFAULT_EPOCH),
-        version,
-        image: Some(image.clone()),
-        entry: entry.key,
+        source_date,
+        version: src.version.clone(),
+        image: Some(src.image.clone()),
+        entry: src.entry.key,
         kernel,
+    };
+    let report = export::export(store, &tree, repo, mode, reference, &meta, &ctx.progress)?;
+    Ok((report, layout_json))
+}
+
+pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let signers = args.signing.signers()?;
+    let mut store = ctx.open(LockMode::Shared)?;
+    let src = source(ctx, &mut store, &args.build, args.version.clone())?;
+    let entry = src.entry.clone();
+    let reference = args.reference.clone().unwrap_or_else(|| format!("{}/{}", src.image, ref_arch(&args.build.arch)));
+    let special = match args.special_files {
+        SpecialArg::Skip => SpecialFiles::Skip,
+        SpecialArg::Fail => SpecialFiles::Fail,
     };
     let mode = args.mode.map(|m| match m {
         ModeArg::Archive => RepoMode::Archive,
         ModeArg::Bare => RepoMode::Bare,
         ModeArg::BareUser => RepoMode::BareUser,
     });
-    let report = export::export(&mut store, &tree, &args.repo, mode, &reference, &meta, &ctx.progress)?;
+    let source_date = args.build.source_date_epoch().unwrap_or(build::DEFAULT_EPOCH);
+    let (report, layout_json) =
+        commit(ctx, &mut store, &src, &args.repo, mode, &reference, special, args.no_layout, source_date)?;
     let repo = export::open_repo(&args.repo, None)?;
     crate::ostree::sign::sign_commit(&repo, &report.commit, &signers)?;
     let deltas = publish::generate_deltas(&repo, &report.commit, args.deltas)?;

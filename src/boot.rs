@@ -1,0 +1,329 @@
+//! Booting a disk image in QEMU to prove it boots: the serial console goes to a log, the harness
+//! waits for a login prompt, can log in and run commands, and reports what it saw.
+//!
+//! With `Accel::Auto`, KVM is tried when `/dev/kvm` can be opened; a KVM that exists but fails
+//! (QEMU exits, or the firmware prints nothing within [`KVM_PROBE`]) is dropped for TCG, which
+//! is slower but always works. The image is never written: QEMU runs with `-snapshot`. UEFI boots use Debian's OVMF with a scratch copy of
+//! its variable store.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+const READY: &str = "__strata_ready__";
+const RC: &str = "__strata_rc=";
+/// How long a KVM boot may stay silent before it is taken for a broken KVM.
+const KVM_PROBE: Duration = Duration::from_secs(15);
+
+/// Which QEMU accelerator to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Clone, Debug)]
+pub struct BootOptions {
+    pub image: PathBuf,
+    pub uefi: bool,
+    pub timeout: Duration,
+    /// Log in as (user, password) and run `commands`.
+    pub login: Option<(String, String)>,
+    pub commands: Vec<String>,
+    /// Where the serial console is written (also kept in memory for the report).
+    pub log: Option<PathBuf>,
+    pub memory_mib: u32,
+    pub accel: Accel,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CommandOutput {
+    pub command: String,
+    pub status: i32,
+    pub output: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BootReport {
+    /// The login prompt was seen (and, with commands, all of them exited 0).
+    pub success: bool,
+    pub firmware: &'static str,
+    pub accelerator: &'static str,
+    /// Seconds from start to the login prompt.
+    pub login_prompt_after: Option<f64>,
+    pub commands: Vec<CommandOutput>,
+    /// What went wrong, when `success` is false.
+    pub failure: Option<String>,
+    /// The last lines of the console.
+    pub last_lines: Vec<String>,
+}
+
+/// Whether KVM looks usable (QEMU still falls back to TCG if it is not).
+fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+}
+
+/// The console so far, shared with the reader thread.
+#[derive(Clone, Default)]
+struct Console(Arc<Mutex<Vec<u8>>>);
+
+impl Console {
+    fn text(&self) -> String {
+        let raw = self.0.lock().expect("console lock").clone();
+        strip_escapes(&String::from_utf8_lossy(&raw))
+    }
+}
+
+/// Remove terminal escape sequences and carriage returns.
+fn strip_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    while let Some(&n) = chars.peek() {
+                        chars.next();
+                        if n.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+struct Vm {
+    child: Child,
+    console: Console,
+    _scratch: tempfile::TempDir,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Vm {
+    fn send(&mut self, text: &str) -> anyhow::Result<()> {
+        let stdin = self.child.stdin.as_mut().context("QEMU's console is closed")?;
+        stdin.write_all(text.as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Wait until `found` returns something for the console text after byte `from`.
+    fn wait_for<T>(&mut self, deadline: Instant, from: usize, mut found: impl FnMut(&str) -> Option<T>) -> Option<T> {
+        loop {
+            let text = self.console.text();
+            if let Some(t) = found(text.get(from..).unwrap_or("")) {
+                return Some(t);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return found(&self.console.text()[from.min(text.len())..]);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn start(opts: &BootOptions, kvm: bool) -> anyhow::Result<Vm> {
+    if !opts.image.is_file() {
+        bail!("{}: no such disk image", opts.image.display());
+    }
+    let format = match opts.image.extension().and_then(|e| e.to_str()) {
+        Some("qcow2") => "qcow2",
+        _ => "raw",
+    };
+    let scratch = tempfile::Builder::new().prefix("strata-boot-").tempdir()?;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", if kvm { "kvm" } else { "tcg" }]);
+    cmd.args(["-machine", "q35", "-m", &opts.memory_mib.to_string(), "-smp", "2"])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-snapshot"])
+        .arg("-drive")
+        .arg(format!("file={},format={format},if=virtio", opts.image.display()));
+    if opts.uefi {
+        let vars = scratch.path().join("OVMF_VARS.fd");
+        fs_err::copy(OVMF_VARS, &vars).context("UEFI boots need Debian's ovmf package")?;
+        cmd.arg("-drive")
+            .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start qemu-system-x86_64 (install qemu-system-x86)")?;
+    let console = Console::default();
+    let mut log = match &opts.log {
+        Some(p) => Some(fs_err::File::create(p)?),
+        None => None,
+    };
+    let mut out = child.stdout.take().expect("piped");
+    let sink = console.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.0.lock().expect("console lock").extend_from_slice(&buf[..n]);
+            if let Some(l) = log.as_mut() {
+                let _ = l.write_all(&buf[..n]);
+            }
+        }
+    });
+    let mut err = child.stderr.take().expect("piped");
+    let errors = console.clone();
+    std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = err.read_to_end(&mut text);
+        if !text.is_empty() {
+            let mut c = errors.0.lock().expect("console lock");
+            c.extend_from_slice(b"\n[qemu] ");
+            c.extend_from_slice(&text);
+        }
+    });
+    Ok(Vm { child, console, _scratch: scratch })
+}
+
+/// Start with KVM if asked or usable, falling back to TCG when KVM does not get the firmware
+/// to say anything.
+fn start_any(opts: &BootOptions) -> anyhow::Result<(Vm, &'static str)> {
+    let try_kvm = match opts.accel {
+        Accel::Tcg => false,
+        Accel::Kvm => true,
+        Accel::Auto => kvm_usable(),
+    };
+    if try_kvm {
+        let mut vm = start(opts, true)?;
+        let probe = Instant::now() + KVM_PROBE;
+        let alive = vm.wait_for(probe, 0, |t| (!t.trim().is_empty() && !t.contains("[qemu]")).then_some(()));
+        let exited = matches!(vm.child.try_wait(), Ok(Some(_)));
+        if alive.is_some() && !exited {
+            return Ok((vm, "kvm"));
+        }
+        if opts.accel == Accel::Kvm {
+            bail!("KVM did not boot: {}", last_lines(&vm.console.text(), 3).join(" | "));
+        }
+        tracing::debug!("KVM gave no console output; falling back to TCG");
+        drop(vm);
+    }
+    Ok((start(opts, false)?, "tcg"))
+}
+
+fn last_lines(text: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
+}
+
+/// Boot, wait for the login prompt, optionally log in and run commands.
+pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
+    let started = Instant::now();
+    let deadline = started + opts.timeout;
+    let (mut vm, accelerator) = start_any(opts)?;
+    let mut report = BootReport {
+        success: false,
+        firmware: if opts.uefi { "uefi" } else { "bios" },
+        accelerator,
+        login_prompt_after: None,
+        commands: vec![],
+        failure: None,
+        last_lines: vec![],
+    };
+    let finish = |mut report: BootReport, vm: &Vm, failure: Option<String>| {
+        report.success = failure.is_none();
+        report.failure = failure;
+        report.last_lines = last_lines(&vm.console.text(), 25);
+        Ok(report)
+    };
+    let Some(at) = vm.wait_for(deadline, 0, |t| t.rfind("login: ").map(|i| i + "login: ".len())) else {
+        let why = format!("no login prompt within {} s", opts.timeout.as_secs());
+        return finish(report, &vm, Some(why));
+    };
+    report.login_prompt_after = Some(started.elapsed().as_secs_f64());
+    let Some((user, password)) = &opts.login else { return finish(report, &vm, None) };
+    vm.send(&format!("{user}\n"))?;
+    let Some(rel) = vm.wait_for(deadline, at, |t| t.find("Password: ").map(|i| i + "Password: ".len())) else {
+        return finish(report, &vm, Some("no password prompt after the user name".into()));
+    };
+    let at = at + rel;
+    vm.send(&format!("{password}\n"))?;
+    // login(1) flushes what is typed ahead: wait for the shell's prompt first.
+    let prompt = vm.wait_for(deadline, at, |t| (t.ends_with("$ ") || t.ends_with("# ")).then_some(t.len()));
+    let Some(rel) = prompt else {
+        let text = vm.console.text();
+        let why = if text[at.min(text.len())..].contains("Login incorrect") {
+            "login incorrect"
+        } else {
+            "no shell prompt after login"
+        };
+        return finish(report, &vm, Some(why.into()));
+    };
+    let at = at + rel;
+    vm.send(&format!("echo {READY}\n"))?;
+    let ready = format!("\n{READY}\n");
+    let Some(rel) = vm.wait_for(deadline, at, |t| t.find(&ready).map(|i| i + ready.len())) else {
+        let text = vm.console.text();
+        let why = if text[at.min(text.len())..].contains("Login incorrect") {
+            "login incorrect"
+        } else {
+            "no shell after login"
+        };
+        return finish(report, &vm, Some(why.into()));
+    };
+    let mut at = at + rel;
+    for command in &opts.commands {
+        vm.send(&format!("{command}; echo \"{RC}$?\"\n"))?;
+        let found = vm.wait_for(deadline, at, |t| {
+            let i = t.find(&format!("\n{RC}"))?;
+            let rest = &t[i + 1 + RC.len()..];
+            let end = rest.find('\n')?;
+            let status: i32 = rest[..end].trim().parse().ok()?;
+            Some((i, status, i + 1 + RC.len() + end + 1))
+        });
+        let Some((i, status, next)) = found else {
+            return finish(report, &vm, Some(format!("`{command}` did not finish in time")));
+        };
+        let text = vm.console.text();
+        let chunk = &text[at..at + i];
+        // Drop the echoed command line.
+        let output = chunk.split_once('\n').map_or("", |(_, rest)| rest).to_string();
+        report.commands.push(CommandOutput { command: command.clone(), status, output });
+        at += next;
+        if status != 0 {
+            return finish(report, &vm, Some(format!("`{command}` exited with {status}")));
+        }
+    }
+    finish(report, &vm, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_stripped() {
+        assert_eq!(strip_escapes("\u{1b}[0;30;47mWelcome\u{1b}[0m\r\nlogin: "), "Welcome\nlogin: ");
+        assert_eq!(last_lines("a\n\nb\nc\n", 2), vec!["b", "c"]);
+    }
+}
