@@ -2,8 +2,10 @@
 //! waits for a login prompt, can log in and run commands, and reports what it saw.
 //!
 //! With `Accel::Auto`, KVM is tried when `/dev/kvm` can be opened; a KVM that exists but fails
-//! (QEMU exits, or the firmware prints nothing within [`KVM_PROBE`]) is dropped for TCG, which
-//! is slower but always works. The image is never written: QEMU runs with `-snapshot`. UEFI boots use Debian's OVMF with a scratch copy of
+//! is dropped for TCG, which is slower but always works. "Fails" includes the quiet ways seen in
+//! nested setups: QEMU exits, or the firmware runs but the boot loader never starts (a real-mode
+//! boot sector that hangs): KVM must get to a boot loader or kernel banner within [`KVM_PROBE`]. The image is not written (QEMU's `-snapshot`) unless asked
+//! (`persist`); extra disks are attached read-only. UEFI boots use Debian's OVMF with a scratch copy of
 //! its variable store.
 
 use std::io::{Read, Write};
@@ -18,8 +20,10 @@ const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const READY: &str = "__strata_ready__";
 const RC: &str = "__strata_rc=";
-/// How long a KVM boot may stay silent before it is taken for a broken KVM.
-const KVM_PROBE: Duration = Duration::from_secs(15);
+/// How long a KVM boot may take to reach a boot loader or kernel banner.
+const KVM_PROBE: Duration = Duration::from_secs(20);
+/// What a working boot prints early: GRUB's banner, the kernel's, or a login prompt.
+const BANNERS: &[&str] = &["Welcome to GRUB", "Linux version", "login: "];
 
 /// Which QEMU accelerator to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +45,10 @@ pub struct BootOptions {
     pub log: Option<PathBuf>,
     pub memory_mib: u32,
     pub accel: Accel,
+    /// Let the machine write to the image (for tests that reboot into what they changed).
+    pub persist: bool,
+    /// More disk images, attached read-only after the boot disk (`/dev/vdb`, …).
+    pub disks: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -156,9 +164,23 @@ fn start(opts: &BootOptions, kvm: bool) -> anyhow::Result<Vm> {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", if kvm { "kvm" } else { "tcg" }]);
     cmd.args(["-machine", "q35", "-m", &opts.memory_mib.to_string(), "-smp", "2"])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-snapshot"])
+        .args(["-nographic", "-monitor", "none", "-serial", "stdio"])
         .arg("-drive")
-        .arg(format!("file={},format={format},if=virtio", opts.image.display()));
+        .arg(format!("file={},format={format},if=none,id=disk0", opts.image.display()))
+        // The firmware boots this disk, whatever else is attached.
+        .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
+    if !opts.persist {
+        cmd.arg("-snapshot");
+    }
+    for (i, disk) in opts.disks.iter().enumerate() {
+        if !disk.is_file() {
+            bail!("{}: no such disk image", disk.display());
+        }
+        let f = if disk.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
+        let id = format!("disk{}", i + 1);
+        cmd.arg("-drive").arg(format!("file={},format={f},if=none,id={id},readonly=on", disk.display()));
+        cmd.arg("-device").arg(format!("virtio-blk-pci,drive={id}"));
+    }
     if opts.uefi {
         let vars = scratch.path().join("OVMF_VARS.fd");
         fs_err::copy(OVMF_VARS, &vars).context("UEFI boots need Debian's ovmf package")?;
@@ -217,7 +239,7 @@ fn start_any(opts: &BootOptions) -> anyhow::Result<(Vm, &'static str)> {
     if try_kvm {
         let mut vm = start(opts, true)?;
         let probe = Instant::now() + KVM_PROBE;
-        let alive = vm.wait_for(probe, 0, |t| (!t.trim().is_empty() && !t.contains("[qemu]")).then_some(()));
+        let alive = vm.wait_for(probe, 0, |t| BANNERS.iter().any(|b| t.contains(b)).then_some(()));
         let exited = matches!(vm.child.try_wait(), Ok(Some(_)));
         if alive.is_some() && !exited {
             return Ok((vm, "kvm"));
@@ -225,7 +247,7 @@ fn start_any(opts: &BootOptions) -> anyhow::Result<(Vm, &'static str)> {
         if opts.accel == Accel::Kvm {
             bail!("KVM did not boot: {}", last_lines(&vm.console.text(), 3).join(" | "));
         }
-        tracing::debug!("KVM gave no console output; falling back to TCG");
+        tracing::debug!("KVM did not reach a boot loader; falling back to TCG");
         drop(vm);
     }
     Ok((start(opts, false)?, "tcg"))

@@ -32,6 +32,10 @@ ostree --repo="$work/client" remote add --no-gpg-verify os "http://127.0.0.1:$po
 ostree --repo="$work/client" pull os debian-ostree/x86_64
 kill $server
 ostree --repo="$work/client" fsck
+# A disk image of it that boots (BIOS and UEFI), proven in QEMU.
+$strata deploy descriptions/debian-ostree --format qcow2 --output "$work/debian-ostree.qcow2"
+$strata boot "$work/debian-ostree.qcow2" --login debian:debian --run 'ostree admin status'
 set +x
 echo "example done: store in $work/store, the web image checked out in $work/web,"
-echo "the OSTree repository in $work/repo, published in $work/public, pulled into $work/client"
+echo "the OSTree repository in $work/repo, published in $work/public, pulled into $work/client,"
+echo "its disk image in $work/debian-ostree.qcow2 (boot it: $strata boot $work/debian-ostree.qcow2 --uefi)"

@@ -74,6 +74,12 @@ pub struct BootArgs {
     /// The accelerator: KVM if it works (auto), or always kvm or tcg
     #[arg(long, value_enum, default_value = "auto")]
     accel: AccelArg,
+    /// Keep what the machine writes to the image (default: changes are discarded)
+    #[arg(long)]
+    persist: bool,
+    /// Attach another disk image, read-only (repeatable): /dev/vdb, /dev/vdc, …
+    #[arg(long = "disk", value_name = "FILE")]
+    disks: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -187,6 +193,8 @@ pub fn boot(ctx: &Ctx, args: BootArgs) -> anyhow::Result<ExitCode> {
             AccelArg::Kvm => boot::Accel::Kvm,
             AccelArg::Tcg => boot::Accel::Tcg,
         },
+        persist: args.persist,
+        disks: args.disks.clone(),
     };
     let bar = ctx.progress.spinner(&format!("booting {}", args.image.display()));
     let report = boot::boot(&opts)?;

@@ -207,8 +207,13 @@ pub fn write_output(artifact: &Artifact, out: &Path) -> anyhow::Result<bool> {
     }
     let tmp = out.with_extension("strata-tmp");
     let _ = fs_err::remove_file(&tmp);
-    reflink_copy::reflink_or_copy(&artifact.file, &tmp)
-        .with_context(|| format!("cannot copy the image to `{}`", tmp.display()))?;
+    {
+        // Holes stay holes (a raw disk is mostly empty); copy_file_range reflinks where it can.
+        let src = fs_err::File::open(&artifact.file)?;
+        let dst = fs_err::File::create(&tmp)?;
+        crate::object::copy_sparse(src.file(), dst.file(), artifact.size)
+            .with_context(|| format!("cannot copy the image to `{}`", tmp.display()))?;
+    }
     let mut perms = fs_err::metadata(&tmp)?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
     fs_err::set_permissions(&tmp, perms)?;

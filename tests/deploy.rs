@@ -1,0 +1,226 @@
+//! `strata deploy` and `strata boot` end to end: the debian-ostree example (from the build
+//! host's Debian mirror, downloads cached in /var/cache/strata-tests) deployed to a qcow2 disk
+//! that boots to a login prompt in QEMU with BIOS and with UEFI, where commands run; the
+//! artifact cache; an `ostree:` source; and the errors a user meets.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{env_with_cache, sh, write, Env};
+
+fn project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn boot(env: &Env, image: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json", "boot", image, "--timeout", "900"];
+    args.extend_from_slice(extra);
+    let out = env.cmd(&args).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no report from strata boot: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        out.status.success() && report["success"] == true,
+        "boot of {image} {extra:?} failed: {}\n{}",
+        report["failure"],
+        report["last_lines"]
+            .as_array()
+            .map(|l| l.iter().map(|x| x.as_str().unwrap_or("")).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    );
+    report
+}
+
+fn output_of(report: &serde_json::Value, i: usize) -> &str {
+    report["commands"][i]["output"].as_str().unwrap()
+}
+
+#[test]
+fn the_debian_ostree_example_deploys_to_a_disk_that_boots_with_bios_and_uefi() {
+    let env = env_with_cache();
+    let desc = project().join("descriptions/debian-ostree");
+    let d = desc.to_str().unwrap();
+    let qcow2 = env.path("debian.qcow2");
+    let q = qcow2.to_str().unwrap();
+
+    let first = env.json(&["deploy", d, "--format", "qcow2", "--output", q]);
+    assert_eq!(first["cached"], false);
+    assert_eq!(first["format"], "qcow2");
+    let kargs: Vec<&str> = first["kernel_arguments"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+    assert!(kargs.contains(&"root=LABEL=strata-root") && kargs.contains(&"console=ttyS0"), "{kargs:?}");
+    let info = sh(&format!("qemu-img info {q}"));
+    assert!(info.contains("file format: qcow2"), "{info}");
+
+    let bios = boot(
+        &env,
+        q,
+        &[
+            "--login",
+            "debian:debian",
+            "--run",
+            "ostree admin status",
+            "--run",
+            "findmnt -no FSTYPE,LABEL /boot",
+            "--run",
+            "cat /proc/cmdline",
+            "--run",
+            "test ! -d /sys/firmware/efi",
+        ],
+    );
+    assert_eq!(bios["firmware"], "bios");
+    assert!(output_of(&bios, 0).contains(&format!("* debian-ostree {}", first["commit"].as_str().unwrap())), "{bios}");
+    assert!(output_of(&bios, 1).contains("ext4   strata-boot"), "{bios}");
+    assert!(output_of(&bios, 2).contains("ostree=/ostree/boot."), "{bios}");
+
+    let uefi = boot(
+        &env,
+        q,
+        &["--uefi", "--login", "debian:debian", "--run", "test -d /sys/firmware/efi", "--run", "ostree admin status"],
+    );
+    assert_eq!(uefi["firmware"], "uefi");
+
+    // Nothing changed: the artifact is a cache hit and the output is already right.
+    let again = env.json(&["deploy", d, "--format", "qcow2", "--output", q]);
+    assert_eq!(again["cached"], true);
+    assert_eq!(again["copied"], false);
+    assert_eq!(again["artifact"], first["artifact"]);
+
+    // From an OSTree repository, as a raw disk of a given size.
+    let repo = env.path("repo");
+    env.ok(&["export", "images/debian-ostree", "--repo", repo.to_str().unwrap(), "--ref", "exampleos/x86_64"]);
+    let raw = env.path("disk.raw");
+    let spec = format!("ostree:{}#exampleos/x86_64", repo.display());
+    let from_repo = env.json(&[
+        "deploy",
+        &spec,
+        "--format",
+        "raw",
+        "--output",
+        raw.to_str().unwrap(),
+        "--size",
+        "3G",
+        "--os",
+        "exampleos",
+    ]);
+    assert_eq!(from_repo["os"], "exampleos");
+    assert_eq!(fs_err::metadata(&raw).unwrap().len(), 3 << 30);
+    let table = sh(&format!("sfdisk --dump {}", raw.display()));
+    for name in ["\"bios\"", "\"esp\"", "\"boot\"", "\"root\""] {
+        assert!(table.contains(name), "{table}");
+    }
+    let esp = sh(&format!("mdir -i {}@@{} ::/EFI/BOOT", raw.display(), 2 << 20));
+    assert!(esp.contains("BOOTX64"), "{esp}");
+
+    // Errors name what is wrong.
+    let err = env.fail(&["deploy", &spec, "--format", "raw", "--output", raw.to_str().unwrap(), "--size", "1G"]);
+    assert!(err.contains("too small") && err.contains("MiB"), "{err}");
+    let err = env.fail(&["deploy", &spec, "--format", "raw", "--output", raw.to_str().unwrap(), "--size", "3 parsecs"]);
+    assert!(err.contains("invalid size `3 parsecs`"), "{err}");
+    let err = env.fail(&["deploy", "ostree:/nonexistent#x", "--format", "raw", "--output", raw.to_str().unwrap()]);
+    assert!(err.contains("/nonexistent"), "{err}");
+}
+
+#[test]
+fn a_disk_that_does_not_boot_is_reported_with_its_last_console_lines() {
+    let env = Env::new();
+    let blank = env.path("blank.raw");
+    fs_err::File::create(&blank).unwrap().set_len(16 << 20).unwrap();
+    let out = env.cmd(&["boot", blank.to_str().unwrap(), "--timeout", "25", "--accel", "tcg"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no login prompt within 25 s"), "{err}");
+    assert!(err.contains("SeaBIOS") || err.contains("Boot failed"), "the console's last lines are shown: {err}");
+    let err = env.fail(&["boot", env.path("missing.qcow2").to_str().unwrap()]);
+    assert!(err.contains("no such disk image"), "{err}");
+    let err = env.fail(&["boot", blank.to_str().unwrap(), "--run", "true"]);
+    assert!(err.contains("--run needs --login"), "{err}");
+}
+
+/// The point of OSTree: a machine boots commit 1, deploys commit 2 (read from a second disk,
+/// no network), reboots into it, rolls back and boots commit 1 again.
+#[test]
+fn an_update_inside_the_machine_boots_the_new_commit_and_rolls_back() {
+    let env = env_with_cache();
+    let base = project().join("descriptions/debian-ostree");
+    let disk = env.path("machine.qcow2");
+    env.ok(&["deploy", base.to_str().unwrap(), "--format", "qcow2", "--output", disk.to_str().unwrap()]);
+
+    // Commit 2: the same image and ref, with a marker file.
+    let v2 = env.path("v2");
+    write(
+        &v2.join("image.toml"),
+        &format!("[image]\nname = \"debian-ostree-v2\"\nderived-from = \"{}\"\nversion = \"12.0.2\"\n", base.display()),
+    );
+    write(&v2.join("root/usr/share/strata-marker"), "commit 2\n");
+    let updates = env.path("updates");
+    let repo = updates.join("repo");
+    let c2 =
+        env.json(&["export", v2.to_str().unwrap(), "--repo", repo.to_str().unwrap(), "--ref", "debian-ostree/x86_64"]);
+    let c2 = c2["commit"].as_str().unwrap().to_string();
+    let updates_disk = env.path("updates.ext4");
+    sh(&format!("mkfs.ext4 -q -L updates -d {} {} 1G", updates.display(), updates_disk.display()));
+
+    let d = disk.to_str().unwrap();
+    let u = updates_disk.to_str().unwrap();
+    let sudo = "echo debian | sudo -S -p '' ";
+    let upgrade = boot(
+        &env,
+        d,
+        &[
+            "--persist",
+            "--disk",
+            u,
+            "--login",
+            "debian:debian",
+            "--run",
+            &format!("{sudo}mount -o ro /dev/vdb /mnt"),
+            "--run",
+            &format!("{sudo}ostree pull-local /mnt/repo debian-ostree/x86_64"),
+            "--run",
+            &format!("{sudo}ostree admin deploy debian-ostree/x86_64"),
+            "--run",
+            "sync",
+        ],
+    );
+    assert_eq!(upgrade["commands"].as_array().unwrap().len(), 4);
+
+    let updated = boot(
+        &env,
+        d,
+        &[
+            "--persist",
+            "--login",
+            "debian:debian",
+            "--run",
+            "cat /usr/share/strata-marker",
+            "--run",
+            "ostree admin status",
+            "--run",
+            &format!("{sudo}ostree admin rollback"),
+            "--run",
+            "sync",
+        ],
+    );
+    // (Kernel messages may interleave with command output on the serial console.)
+    assert!(output_of(&updated, 0).contains("commit 2"), "{updated}");
+    let status = output_of(&updated, 1);
+    assert!(status.contains(&format!("* debian-ostree {c2}.0")), "booted commit 2: {status}");
+    assert_eq!(status.matches("debian-ostree ").count(), 2, "two deployments: {status}");
+
+    let rolled_back = boot(
+        &env,
+        d,
+        &[
+            "--uefi",
+            "--persist",
+            "--login",
+            "debian:debian",
+            "--run",
+            "test ! -e /usr/share/strata-marker",
+            "--run",
+            "ostree admin status",
+        ],
+    );
+    let status = output_of(&rolled_back, 1);
+    assert!(!status.contains(&format!("* debian-ostree {c2}")), "commit 1 is booted again: {status}");
+}
