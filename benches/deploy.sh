@@ -13,9 +13,7 @@ strata=$PWD/target/release/strata
 export STRATA_STORE=$work/store
 mkdir -p "$work"
 
-now() { date +%s.%N; }
-elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
-median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.3f}')" "$@"; }
+. benches/lib.sh
 
 # The image and its commit (not timed).
 $strata -q deploy descriptions/debian-ostree --format qcow2 --output "$work/warm.qcow2" >/dev/null

@@ -17,10 +17,7 @@ mirror=$(bash tools/debian-mirror.sh)
 strata=$PWD/target/release/strata
 mkdir -p "$work/strata-downloads"
 
-now() { date +%s.%N; }
-elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
-median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.3f}')" "$@"; }
-ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
+. benches/lib.sh
 # `sync` after removing a previous store, so that its write-back does not land in the next timing.
 fresh_store() { rm -rf "$1"; mkdir -p "$1/cache"; ln -s "$work/strata-downloads" "$1/cache/downloads"; sync; }
 size() { du -sb "$1/objects" "$1/db.sqlite" | awk '{s+=$1} END {print s}'; }

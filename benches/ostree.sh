@@ -13,10 +13,7 @@ strata=$PWD/target/release/strata
 export STRATA_STORE=$work/store
 mkdir -p "$work"
 
-now() { date +%s.%N; }
-elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
-median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.3f}')" "$@"; }
-ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
+. benches/lib.sh
 transferred() { grep -o '[0-9.]* [kKMG]*i*B transferred' | tail -1 | awk '{print $1, $2}'; }
 
 # The image and one derived image per run, each adding one package (not timed).

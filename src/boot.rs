@@ -253,6 +253,12 @@ fn start_any(opts: &BootOptions) -> anyhow::Result<(Vm, &'static str)> {
     Ok((start(opts, false)?, "tcg"))
 }
 
+/// Why a login went nowhere: refused, or `otherwise`.
+fn login_failure(vm: &Vm, since: usize, otherwise: &str) -> String {
+    let text = vm.console.text();
+    if text[since.min(text.len())..].contains("Login incorrect") { "login incorrect" } else { otherwise }.to_string()
+}
+
 fn last_lines(text: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
@@ -293,25 +299,13 @@ pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
     // login(1) flushes what is typed ahead: wait for the shell's prompt first.
     let prompt = vm.wait_for(deadline, at, |t| (t.ends_with("$ ") || t.ends_with("# ")).then_some(t.len()));
     let Some(rel) = prompt else {
-        let text = vm.console.text();
-        let why = if text[at.min(text.len())..].contains("Login incorrect") {
-            "login incorrect"
-        } else {
-            "no shell prompt after login"
-        };
-        return finish(report, &vm, Some(why.into()));
+        return finish(report, &vm, Some(login_failure(&vm, at, "no shell prompt after login")));
     };
     let at = at + rel;
     vm.send(&format!("echo {READY}\n"))?;
     let ready = format!("\n{READY}\n");
     let Some(rel) = vm.wait_for(deadline, at, |t| t.find(&ready).map(|i| i + ready.len())) else {
-        let text = vm.console.text();
-        let why = if text[at.min(text.len())..].contains("Login incorrect") {
-            "login incorrect"
-        } else {
-            "no shell after login"
-        };
-        return finish(report, &vm, Some(why.into()));
+        return finish(report, &vm, Some(login_failure(&vm, at, "no shell after login")));
     };
     let mut at = at + rel;
     for command in &opts.commands {
