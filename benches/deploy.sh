@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Deploy benchmarks on descriptions/debian-ostree: time from a cached commit to a qcow2 disk, a
+# Deploy benchmarks on descriptions/debian-base: time from a cached commit to a qcow2 disk, a
 # second deploy with nothing changed, sizes, and time to the login prompt under QEMU.
 # Usage: sudo bash benches/deploy.sh      (RUNS=N for more runs; default 3)
 # Each timed cold deploy passes a different --karg, so its artifact is not a cache hit, while the
@@ -16,17 +16,17 @@ mkdir -p "$work"
 . benches/lib.sh
 
 # The image and its commit (not timed).
-$strata -q deploy descriptions/debian-ostree --format qcow2 --output "$work/warm.qcow2" >/dev/null
+$strata -q deploy descriptions/debian-base --format qcow2 --output "$work/warm.qcow2" >/dev/null
 
 declare -a t_qcow2 t_raw t_again
 for i in $(seq "$runs"); do
   token=$i.$(date +%s%N)   # a new kernel argument: the artifact is built, not a cache hit
   rm -f "$work/disk.qcow2" "$work/disk.raw"; sync
-  t0=$(now); $strata -q deploy descriptions/debian-ostree --format qcow2 --output "$work/disk.qcow2" --karg "bench.run=$token" >/dev/null; t1=$(now)
+  t0=$(now); $strata -q deploy descriptions/debian-base --format qcow2 --output "$work/disk.qcow2" --karg "bench.run=$token" >/dev/null; t1=$(now)
   t_qcow2+=("$(elapsed "$t0" "$t1")")
-  t0=$(now); $strata -q deploy descriptions/debian-ostree --format raw --output "$work/disk.raw" --karg "bench.run=$token" >/dev/null; t1=$(now)
+  t0=$(now); $strata -q deploy descriptions/debian-base --format raw --output "$work/disk.raw" --karg "bench.run=$token" >/dev/null; t1=$(now)
   t_raw+=("$(elapsed "$t0" "$t1")")
-  t0=$(now); $strata -q deploy descriptions/debian-ostree --format qcow2 --output "$work/disk.qcow2" --karg "bench.run=$token" >/dev/null; t1=$(now)
+  t0=$(now); $strata -q deploy descriptions/debian-base --format qcow2 --output "$work/disk.qcow2" --karg "bench.run=$token" >/dev/null; t1=$(now)
   t_again+=("$(elapsed "$t0" "$t1")")
 done
 raw_apparent=$(stat -c %s "$work/disk.raw")

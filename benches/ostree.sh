@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# OSTree export benchmarks on descriptions/debian-ostree, side by side with `ostree commit
+# OSTree export benchmarks on descriptions/debian-base, side by side with `ostree commit
 # --tree=dir=` of the same (laid-out) tree into the same repository mode (archive), in one run.
 # Usage: sudo bash benches/ostree.sh      (RUNS=N for more runs; default 3)
 # Prints markdown tables: medians of the timings, and the bytes a client downloads for a
@@ -17,19 +17,19 @@ mkdir -p "$work"
 transferred() { grep -o '[0-9.]* [kKMG]*i*B transferred' | tail -1 | awk '{print $1, $2}'; }
 
 # The image and one derived image per run, each adding one package (not timed).
-$strata -q build descriptions/debian-ostree >/dev/null
+$strata -q build descriptions/debian-base >/dev/null
 extra=(hello figlet sl bc tree jq ncdu htop)
 for p in "${extra[@]}"; do
   mkdir -p "$work/plus-$p"
   printf '[image]\nname = "plus-%s"\nderived-from = "%s"\n\n[packages]\ninstall = ["%s"]\n' \
-    "$p" "$PWD/descriptions/debian-ostree" "$p" > "$work/plus-$p/image.toml"
+    "$p" "$PWD/descriptions/debian-base" "$p" > "$work/plus-$p/image.toml"
 done
 for i in $(seq "$runs"); do $strata -q build "$work/plus-${extra[$i]}" >/dev/null; done
 
 # The laid-out tree, checked out for `ostree commit` (the layout step is strata's; the peer
 # commits its result).
 rm -rf "$work/scratch" "$work/tree"
-layout=$($strata --json -q export descriptions/debian-ostree --repo "$work/scratch" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layout"]["tree"])')
+layout=$($strata --json -q export descriptions/debian-base --repo "$work/scratch" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layout"]["tree"])')
 $strata -q store checkout "$layout" "$work/tree" --link copy
 files=$(find "$work/tree" -type f | wc -l)
 bytes=$(du -sb "$work/tree" | cut -f1)
@@ -41,9 +41,9 @@ for i in $(seq "$runs"); do
   t0=$(now); ostree --repo="$work/peer" commit -b bench --tree=dir="$work/tree" --timestamp=2024-01-01 >/dev/null; t1=$(now)
   t_ostree+=("$(elapsed "$t0" "$t1")"); sync
 
-  t0=$(now); $strata -q export descriptions/debian-ostree --repo "$work/repo" --mode archive --ref bench >/dev/null; t1=$(now)
+  t0=$(now); $strata -q export descriptions/debian-base --repo "$work/repo" --mode archive --ref bench >/dev/null; t1=$(now)
   t_cold+=("$(elapsed "$t0" "$t1")")
-  t0=$(now); $strata -q export descriptions/debian-ostree --repo "$work/repo" --ref bench >/dev/null; t1=$(now)
+  t0=$(now); $strata -q export descriptions/debian-base --repo "$work/repo" --ref bench >/dev/null; t1=$(now)
   t_noop+=("$(elapsed "$t0" "$t1")")
   t0=$(now); $strata -q export "$work/plus-${extra[$i]}" --repo "$work/repo" --ref bench >/dev/null; t1=$(now)
   t_add+=("$(elapsed "$t0" "$t1")")
@@ -51,7 +51,7 @@ done
 
 # Bytes for a one-package update: a client on the base commit pulls the next one.
 rm -rf "$work/pub" "$work/src" "$work/client-"*
-$strata -q export descriptions/debian-ostree --repo "$work/src" --mode archive --ref os/x86_64 >/dev/null
+$strata -q export descriptions/debian-base --repo "$work/src" --mode archive --ref os/x86_64 >/dev/null
 $strata -q push os/x86_64 --repo "$work/src" --to "$work/pub" >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 python3 -m http.server --bind 127.0.0.1 "$port" --directory "$work/pub" >/dev/null 2>&1 &
@@ -70,7 +70,7 @@ b_full=$(ostree --repo="$work/client-full" pull --disable-static-deltas origin o
 b_initial=$(du -sb "$work/pub/objects" | cut -f1)
 
 mo=$(median "${t_ostree[@]}"); mc=$(median "${t_cold[@]}"); mn=$(median "${t_noop[@]}"); ma=$(median "${t_add[@]}")
-echo "Tree: debian-ostree laid out, $files files, $bytes bytes; archive repositories; $runs runs (median)."
+echo "Tree: debian-base laid out, $files files, $bytes bytes; archive repositories; $runs runs (median)."
 echo
 echo "| operation | strata | \`ostree commit\` | ratio |"
 echo "|---|---|---|---|"

@@ -3,13 +3,16 @@
 //!
 //! With `Accel::Auto`, KVM is tried when `/dev/kvm` can be opened; a KVM that exists but fails
 //! is dropped for TCG, which is slower but always works. "Fails" includes the quiet ways seen in
-//! nested setups: QEMU exits, or the firmware runs but the boot loader never starts (a real-mode
-//! boot sector that hangs): KVM must get to a boot loader or kernel banner within [`KVM_PROBE`]. The image is not written (QEMU's `-snapshot`) unless asked
+//! nested setups: QEMU exits, the firmware runs but the boot loader never starts (a real-mode
+//! boot sector that hangs), or the boot loader runs but the kernel never prints: KVM must get
+//! to the kernel's banner within [`KVM_PROBE`]. A KVM found unusable is remembered until the
+//! host reboots ([`KVM_UNUSABLE`], on the `/run` tmpfs), so later boots go to TCG at once.
+//! The image is not written (QEMU's `-snapshot`) unless asked
 //! (`persist`); extra disks are attached read-only. UEFI boots use Debian's OVMF with a scratch copy of
 //! its variable store.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,10 +23,12 @@ const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const READY: &str = "__strata_ready__";
 const RC: &str = "__strata_rc=";
-/// How long a KVM boot may take to reach a boot loader or kernel banner.
-const KVM_PROBE: Duration = Duration::from_secs(20);
-/// What a working boot prints early: GRUB's banner, the kernel's, or a login prompt.
-const BANNERS: &[&str] = &["Welcome to GRUB", "Linux version", "login: "];
+/// How long a KVM boot may take to reach the kernel's banner (boot menus wait a few seconds).
+const KVM_PROBE: Duration = Duration::from_secs(30);
+/// What a working boot prints early: the kernel's banner, or a login prompt.
+const BANNERS: &[&str] = &["Linux version", "login: "];
+/// Marks KVM as failed on this host until it reboots.
+const KVM_UNUSABLE: &str = "/run/strata/kvm-unusable";
 
 /// Which QEMU accelerator to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +157,14 @@ impl Vm {
     }
 }
 
+/// Whether `path` is an ISO 9660 image (`CD001` in its first volume descriptor): it is
+/// attached as a CD.
+fn is_iso(path: &Path) -> anyhow::Result<bool> {
+    let f = fs_err::File::open(path)?;
+    let mut magic = [0u8; 5];
+    Ok(std::os::unix::fs::FileExt::read_exact_at(f.file(), &mut magic, 0x8001).is_ok() && &magic == b"CD001")
+}
+
 fn start(opts: &BootOptions, kvm: bool) -> anyhow::Result<Vm> {
     if !opts.image.is_file() {
         bail!("{}: no such disk image", opts.image.display());
@@ -163,12 +176,23 @@ fn start(opts: &BootOptions, kvm: bool) -> anyhow::Result<Vm> {
     let scratch = tempfile::Builder::new().prefix("strata-boot-").tempdir()?;
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", if kvm { "kvm" } else { "tcg" }]);
-    cmd.args(["-machine", "q35", "-m", &opts.memory_mib.to_string(), "-smp", "2"])
-        .args(["-nographic", "-monitor", "none", "-serial", "stdio"])
-        .arg("-drive")
-        .arg(format!("file={},format={format},if=none,id=disk0", opts.image.display()))
-        // The firmware boots this disk, whatever else is attached.
-        .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
+    cmd.args(["-machine", "q35", "-m", &opts.memory_mib.to_string(), "-smp", "2"]).args([
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+    ]);
+    // The firmware boots this disk (or CD), whatever else is attached.
+    if is_iso(&opts.image)? {
+        cmd.arg("-drive")
+            .arg(format!("file={},format=raw,if=none,id=disk0,media=cdrom,readonly=on", opts.image.display()))
+            .args(["-device", "ide-cd,drive=disk0,bootindex=0"]);
+    } else {
+        cmd.arg("-drive")
+            .arg(format!("file={},format={format},if=none,id=disk0", opts.image.display()))
+            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
+    }
     if !opts.persist {
         cmd.arg("-snapshot");
     }
@@ -234,7 +258,7 @@ fn start_any(opts: &BootOptions) -> anyhow::Result<(Vm, &'static str)> {
     let try_kvm = match opts.accel {
         Accel::Tcg => false,
         Accel::Kvm => true,
-        Accel::Auto => kvm_usable(),
+        Accel::Auto => kvm_usable() && !Path::new(KVM_UNUSABLE).exists(),
     };
     if try_kvm {
         let mut vm = start(opts, true)?;
@@ -247,8 +271,11 @@ fn start_any(opts: &BootOptions) -> anyhow::Result<(Vm, &'static str)> {
         if opts.accel == Accel::Kvm {
             bail!("KVM did not boot: {}", last_lines(&vm.console.text(), 3).join(" | "));
         }
-        tracing::debug!("KVM did not reach a boot loader; falling back to TCG");
+        tracing::debug!("KVM did not reach the kernel; falling back to TCG");
         drop(vm);
+        if opts.accel == Accel::Auto {
+            let _ = fs_err::create_dir_all("/run/strata").and_then(|()| fs_err::write(KVM_UNUSABLE, "probe failed\n"));
+        }
     }
     Ok((start(opts, false)?, "tcg"))
 }

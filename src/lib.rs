@@ -32,5 +32,6 @@ pub mod sandbox;
 pub mod store;
 pub mod tree;
 pub mod tree_builder;
+pub mod tree_edit;
 pub mod verify;
 pub mod walk;

@@ -1,7 +1,8 @@
-//! `strata deploy` and `strata boot` end to end: the debian-ostree example (from the build
-//! host's Debian mirror, downloads cached in /var/cache/strata-tests) deployed to a qcow2 disk
-//! that boots to a login prompt in QEMU with BIOS and with UEFI, where commands run; the
-//! artifact cache; an `ostree:` source; and the errors a user meets.
+//! `strata deploy` and `strata boot` end to end: the three examples (from the build host's
+//! Debian mirror, downloads cached in /var/cache/strata-tests) deployed to disks and live ISOs
+//! that boot to a login prompt in QEMU with BIOS and with UEFI, where commands run; the
+//! artifact and initramfs caches; `ostree:` sources; an xfs root updated and rolled back inside
+//! the machine; and the errors a user meets.
 
 mod common;
 
@@ -36,16 +37,18 @@ fn output_of(report: &serde_json::Value, i: usize) -> &str {
 }
 
 #[test]
-fn the_debian_ostree_example_deploys_to_a_disk_that_boots_with_bios_and_uefi() {
+fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     let env = env_with_cache();
-    let desc = project().join("descriptions/debian-ostree");
+    let desc = project().join("descriptions/debian-base");
     let d = desc.to_str().unwrap();
     let qcow2 = env.path("debian.qcow2");
     let q = qcow2.to_str().unwrap();
 
-    let first = env.json(&["deploy", d, "--format", "qcow2", "--output", q]);
+    // No --format: the description's primary target (`<type image="oem" format="qcow2">`).
+    let first = env.json(&["deploy", d, "--output", q]);
     assert_eq!(first["cached"], false);
     assert_eq!(first["format"], "qcow2");
+    assert_eq!(first["filesystem"], "ext4");
     let kargs: Vec<&str> = first["kernel_arguments"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
     assert!(kargs.contains(&"root=LABEL=strata-root") && kargs.contains(&"console=ttyS0"), "{kargs:?}");
     let info = sh(&format!("qemu-img info {q}"));
@@ -68,7 +71,7 @@ fn the_debian_ostree_example_deploys_to_a_disk_that_boots_with_bios_and_uefi() {
         ],
     );
     assert_eq!(bios["firmware"], "bios");
-    assert!(output_of(&bios, 0).contains(&format!("* debian-ostree {}", first["commit"].as_str().unwrap())), "{bios}");
+    assert!(output_of(&bios, 0).contains(&format!("* debian-base {}", first["commit"].as_str().unwrap())), "{bios}");
     assert!(output_of(&bios, 1).contains("ext4   strata-boot"), "{bios}");
     assert!(output_of(&bios, 2).contains("ostree=/ostree/boot."), "{bios}");
 
@@ -85,9 +88,85 @@ fn the_debian_ostree_example_deploys_to_a_disk_that_boots_with_bios_and_uefi() {
     assert_eq!(again["copied"], false);
     assert_eq!(again["artifact"], first["artifact"]);
 
-    // From an OSTree repository, as a raw disk of a given size.
+    // The same commit as a live ISO: El Torito for BIOS and UEFI, the root on squashfs under an
+    // overlay, found by the description's volume id.
+    let iso = env.path("debian.iso");
+    let i = iso.to_str().unwrap();
+    let live = env.json(&["deploy", d, "--format", "iso", "--output", i]);
+    assert_eq!(live["commit"], first["commit"]);
+    assert_eq!(live["volid"], "DEBIAN_BASE");
+    assert_eq!(live["built"]["initramfs_cached"], false);
+    let torito = sh(&format!("xorriso -indev {i} -report_el_torito plain 2>&1"));
+    assert!(torito.contains("BIOS") && torito.contains("UEFI"), "{torito}");
+    let files = sh(&format!("xorriso -indev {i} -find / -type f 2>&1"));
+    for f in ["/LiveOS/squashfs.img", "/boot/vmlinuz", "/boot/initrd.img"] {
+        assert!(files.contains(f), "{f} in {files}");
+    }
+    let checks = [
+        "--login",
+        "debian:debian",
+        "--run",
+        "findmnt -no FSTYPE /",
+        "--run",
+        "cat /proc/cmdline",
+        "--run",
+        "echo live > /home/debian/written && cat /home/debian/written",
+        "--run",
+        "test -e /usr/lib/tmpfiles.d/strata-var.conf && ls /var/lib/dpkg/status",
+    ];
+    for firmware in [&[][..], &["--uefi"][..]] {
+        let report = boot(&env, i, &[firmware, &checks[..]].concat());
+        assert_eq!(output_of(&report, 0).trim(), "overlay", "{report}");
+        assert!(output_of(&report, 1).contains("root=live:CDLABEL=DEBIAN_BASE rd.live.image"), "{report}");
+        assert!(output_of(&report, 2).contains("live"), "the live system is writable: {report}");
+    }
+    // Another kernel argument: a new ISO, the initramfs step reused.
+    let other = env.json(&["deploy", d, "--format", "iso", "--output", i, "--karg", "quiet"]);
+    assert_eq!(other["cached"], false);
+    assert_eq!(other["built"]["initramfs_cached"], true);
+    assert_eq!(other["built"]["initramfs_step"], live["built"]["initramfs_step"]);
+
+    // The derived examples: debian-web (its only target is a disk) and debian-slim (a raw disk).
+    let web = project().join("descriptions/debian-web");
+    let web_disk = env.path("web.qcow2");
+    let out = env.json(&["deploy", web.to_str().unwrap(), "--output", web_disk.to_str().unwrap()]);
+    assert_eq!(out["format"], "qcow2");
+    let report = boot(
+        &env,
+        web_disk.to_str().unwrap(),
+        &["--login", "debian:debian", "--run", "systemctl is-active nginx", "--run", "curl -s http://127.0.0.1/"],
+    );
+    assert_eq!(output_of(&report, 0).trim(), "active", "{report}");
+    assert!(!output_of(&report, 1).trim().is_empty(), "nginx serves the site: {report}");
+    let web_iso = env.path("web.iso");
+    let out = env.json(&["deploy", web.to_str().unwrap(), "--format", "iso", "--output", web_iso.to_str().unwrap()]);
+    assert_eq!(out["format"], "iso");
+    let report = boot(
+        &env,
+        web_iso.to_str().unwrap(),
+        &["--uefi", "--login", "debian:debian", "--run", "systemctl is-active nginx"],
+    );
+    assert_eq!(output_of(&report, 0).trim(), "active", "{report}");
+
+    let slim = project().join("descriptions/debian-slim");
+    let slim_disk = env.path("slim.raw");
+    let out = env.json(&["deploy", slim.to_str().unwrap(), "--output", slim_disk.to_str().unwrap()]);
+    assert_eq!(out["format"], "raw");
+    let report = boot(
+        &env,
+        slim_disk.to_str().unwrap(),
+        &["--uefi", "--login", "debian:debian", "--run", "id operator", "--run", "command -v nano || echo no nano"],
+    );
+    assert!(output_of(&report, 0).contains("1100"), "{report}");
+    assert!(output_of(&report, 1).contains("no nano"), "{report}");
+    let slim_iso = env.path("slim.iso");
+    env.json(&["deploy", slim.to_str().unwrap(), "--format", "iso", "--output", slim_iso.to_str().unwrap()]);
+    let report = boot(&env, slim_iso.to_str().unwrap(), &["--login", "debian:debian", "--run", "id operator"]);
+    assert!(output_of(&report, 0).contains("1100"), "{report}");
+
+    // From an OSTree repository: a raw disk of a given size, and an ISO (its tree imported).
     let repo = env.path("repo");
-    env.ok(&["export", "images/debian-ostree", "--repo", repo.to_str().unwrap(), "--ref", "exampleos/x86_64"]);
+    env.ok(&["export", "images/debian-base", "--repo", repo.to_str().unwrap(), "--ref", "exampleos/x86_64"]);
     let raw = env.path("disk.raw");
     let spec = format!("ostree:{}#exampleos/x86_64", repo.display());
     let from_repo = env.json(&[
@@ -110,12 +189,23 @@ fn the_debian_ostree_example_deploys_to_a_disk_that_boots_with_bios_and_uefi() {
     }
     let esp = sh(&format!("mdir -i {}@@{} ::/EFI/BOOT", raw.display(), 2 << 20));
     assert!(esp.contains("BOOTX64"), "{esp}");
+    let repo_iso = env.path("exampleos.iso");
+    let out = env.json(&["deploy", &spec, "--format", "iso", "--output", repo_iso.to_str().unwrap()]);
+    assert_eq!(out["volid"], "EXAMPLEOS");
+    assert_eq!(out["built"]["initramfs_cached"], true, "the same content: the same initramfs step");
 
     // Errors name what is wrong.
     let err = env.fail(&["deploy", &spec, "--format", "raw", "--output", raw.to_str().unwrap(), "--size", "1G"]);
     assert!(err.contains("too small") && err.contains("MiB"), "{err}");
     let err = env.fail(&["deploy", &spec, "--format", "raw", "--output", raw.to_str().unwrap(), "--size", "3 parsecs"]);
     assert!(err.contains("invalid size `3 parsecs`"), "{err}");
+    let err = env.fail(&["deploy", &spec, "--format", "iso", "--output", raw.to_str().unwrap(), "--size", "3G"]);
+    assert!(err.contains("--size is for disk images"), "{err}");
+    let err = env.fail(&["deploy", &spec, "--output", raw.to_str().unwrap()]);
+    assert!(err.contains("give --format"), "{err}");
+    let err =
+        env.fail(&["deploy", &spec, "--format", "raw", "--filesystem", "ntfs", "--output", raw.to_str().unwrap()]);
+    assert!(err.contains("`ntfs` is not supported: expected ext4 or xfs"), "{err}");
     let err = env.fail(&["deploy", "ostree:/nonexistent#x", "--format", "raw", "--output", raw.to_str().unwrap()]);
     assert!(err.contains("/nonexistent"), "{err}");
 }
@@ -141,22 +231,33 @@ fn a_disk_that_does_not_boot_is_reported_with_its_last_console_lines() {
 #[test]
 fn an_update_inside_the_machine_boots_the_new_commit_and_rolls_back() {
     let env = env_with_cache();
-    let base = project().join("descriptions/debian-ostree");
+    let base = project().join("descriptions/debian-base");
     let disk = env.path("machine.qcow2");
-    let c1 = env.json(&["deploy", base.to_str().unwrap(), "--format", "qcow2", "--output", disk.to_str().unwrap()]);
+    // On an xfs root (the disk target's option).
+    let c1 = env.json(&[
+        "deploy",
+        base.to_str().unwrap(),
+        "--format",
+        "qcow2",
+        "--filesystem",
+        "xfs",
+        "--output",
+        disk.to_str().unwrap(),
+    ]);
+    assert_eq!(c1["filesystem"], "xfs");
     let c1 = c1["commit"].as_str().unwrap().to_string();
 
     // Commit 2: the same image and ref, with a marker file.
     let v2 = env.path("v2");
     write(
         &v2.join("image.toml"),
-        &format!("[image]\nname = \"debian-ostree-v2\"\nderived-from = \"{}\"\nversion = \"12.0.2\"\n", base.display()),
+        &format!("[image]\nname = \"debian-base-v2\"\nderived-from = \"{}\"\nversion = \"12.0.2\"\n", base.display()),
     );
     write(&v2.join("root/usr/share/strata-marker"), "commit 2\n");
     let updates = env.path("updates");
     let repo = updates.join("repo");
     let c2 =
-        env.json(&["export", v2.to_str().unwrap(), "--repo", repo.to_str().unwrap(), "--ref", "debian-ostree/x86_64"]);
+        env.json(&["export", v2.to_str().unwrap(), "--repo", repo.to_str().unwrap(), "--ref", "debian-base/x86_64"]);
     let c2 = c2["commit"].as_str().unwrap().to_string();
     let updates_disk = env.path("updates.ext4");
     sh(&format!("mkfs.ext4 -q -L updates -d {} {} 1G", updates.display(), updates_disk.display()));
@@ -174,16 +275,19 @@ fn an_update_inside_the_machine_boots_the_new_commit_and_rolls_back() {
             "--login",
             "debian:debian",
             "--run",
+            "findmnt -no FSTYPE /sysroot",
+            "--run",
             &format!("{sudo}mount -o ro /dev/vdb /mnt"),
             "--run",
-            &format!("{sudo}ostree pull-local /mnt/repo debian-ostree/x86_64"),
+            &format!("{sudo}ostree pull-local /mnt/repo debian-base/x86_64"),
             "--run",
-            &format!("{sudo}ostree admin deploy debian-ostree/x86_64"),
+            &format!("{sudo}ostree admin deploy debian-base/x86_64"),
             "--run",
             "sync",
         ],
     );
-    assert_eq!(upgrade["commands"].as_array().unwrap().len(), 4);
+    assert_eq!(upgrade["commands"].as_array().unwrap().len(), 5);
+    assert_eq!(output_of(&upgrade, 0).trim(), "xfs", "{upgrade}");
 
     let updated = boot(
         &env,
@@ -207,8 +311,8 @@ fn an_update_inside_the_machine_boots_the_new_commit_and_rolls_back() {
     // (Kernel messages may interleave with command output on the serial console.)
     assert!(output_of(&updated, 0).contains("commit 2"), "{updated}");
     let status = output_of(&updated, 1);
-    assert!(status.contains(&format!("* debian-ostree {c2}.0")), "booted commit 2: {status}");
-    assert_eq!(status.matches("debian-ostree ").count(), 2, "two deployments: {status}");
+    assert!(status.contains(&format!("* debian-base {c2}.0")), "booted commit 2: {status}");
+    assert_eq!(status.matches("debian-base ").count(), 2, "two deployments: {status}");
 
     let rolled_back = boot(
         &env,
@@ -225,6 +329,6 @@ fn an_update_inside_the_machine_boots_the_new_commit_and_rolls_back() {
         ],
     );
     let status = output_of(&rolled_back, 1);
-    assert!(status.contains(&format!("* debian-ostree {c1}")), "commit 1 is booted again: {status}");
-    assert!(status.contains(&format!("  debian-ostree {c2}")), "commit 2 is kept: {status}");
+    assert!(status.contains(&format!("* debian-base {c1}")), "commit 1 is booted again: {status}");
+    assert!(status.contains(&format!("  debian-base {c2}")), "commit 2 is kept: {status}");
 }

@@ -194,6 +194,12 @@ fn an_image_is_laid_out_committed_reproducibly_and_incrementally() {
         listing.lines().filter(|l| l.contains("README")).map(|l| l.split_whitespace().nth(4).unwrap()).collect();
     assert_eq!(sums.len(), 2);
     assert_eq!(sums[0], sums[1], "hardlinked files are one object");
+    // A live ISO needs dracut's live module in the image; the fixture has no dracut.
+    let spec = format!("ostree:{}#fixture/x86_64", repo.display());
+    let iso = env.path("fixture.iso");
+    let err = env.fail(&["deploy", &spec, "--format", "iso", "--output", iso.to_str().unwrap()]);
+    assert!(err.contains("fixture has no dracut") && err.contains("dracut-live"), "{err}");
+    assert!(!iso.exists());
     // The layout, as a deployment expects it.
     assert!(!theirs.join("etc").exists());
     assert_eq!(fs_err::read_to_string(theirs.join("usr/etc/os-release")).unwrap(), "ID=fixture\nVERSION_ID=1\n");
@@ -464,9 +470,9 @@ fn an_interrupted_push_leaves_the_destination_serving_the_old_commit() {
 /// pushed, and pulled by a stock client over HTTP, which checks the GPG signatures of the commit
 /// and the summary; then deployed-style checks on what the client has.
 #[test]
-fn the_debian_ostree_example_is_exported_pushed_and_pulled() {
+fn the_debian_base_example_is_exported_pushed_and_pulled() {
     let env = common::env_with_cache();
-    let desc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("descriptions/debian-ostree");
+    let desc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("descriptions/debian-base");
     let (gnupg, _) = make_key(&env, "publisher");
     let gnupg = gnupg.to_str().unwrap().to_string();
     let key_id = sh(&format!("GNUPGHOME={gnupg} gpg --list-keys --with-colons | awk -F: '/^fpr/{{print $10; exit}}'"));
@@ -481,7 +487,7 @@ fn the_debian_ostree_example_is_exported_pushed_and_pulled() {
     args.extend_from_slice(&sign);
     let out: serde_json::Value = serde_json::from_str(&env.ok(&args)).unwrap();
     let commit = out["commit"].as_str().unwrap().to_string();
-    assert_eq!(out["ref"], "debian-ostree/x86_64");
+    assert_eq!(out["ref"], "debian-base/x86_64");
     assert_eq!(out["layout"]["report"]["initramfs_checked"], true, "{out}");
     assert!(out["layout"]["report"]["kernel"].as_str().unwrap().ends_with("-amd64"));
     fsck(&repo);
@@ -489,7 +495,7 @@ fn the_debian_ostree_example_is_exported_pushed_and_pulled() {
 
     let public = env.path("public");
     let mut args =
-        vec!["push", "debian-ostree/x86_64", "--repo", repo.to_str().unwrap(), "--to", public.to_str().unwrap()];
+        vec!["push", "debian-base/x86_64", "--repo", repo.to_str().unwrap(), "--to", public.to_str().unwrap()];
     args.extend_from_slice(&sign);
     env.ok(&args);
     fsck(&public);
@@ -504,8 +510,8 @@ fn the_debian_ostree_example_is_exported_pushed_and_pulled() {
             server.port
         ),
     );
-    ostree(&client, "pull os debian-ostree/x86_64 2>&1");
-    assert_eq!(ostree(&client, "rev-parse os:debian-ostree/x86_64").trim(), commit);
+    ostree(&client, "pull os debian-base/x86_64 2>&1");
+    assert_eq!(ostree(&client, "rev-parse os:debian-base/x86_64").trim(), commit);
     fsck(&client);
     drop(server);
     // What a deployment of it boots: the kernel and its initramfs, /usr/etc, the var snippet.

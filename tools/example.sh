@@ -20,22 +20,22 @@ chroot "$work/web" dpkg-query -W nginx-light
 $strata store verify
 # The OSTree image: exported as a signed commit, published, and pulled by a stock ostree client.
 $strata key generate "$work/signing.key"
-$strata export descriptions/debian-ostree --repo "$work/repo" --sign-key "$work/signing.key"
-ostree --repo="$work/repo" log debian-ostree/x86_64
-$strata push debian-ostree/x86_64 --repo "$work/repo" --to "$work/public" --sign-key "$work/signing.key"
+$strata export descriptions/debian-base --repo "$work/repo" --sign-key "$work/signing.key"
+ostree --repo="$work/repo" log debian-base/x86_64
+$strata push debian-base/x86_64 --repo "$work/repo" --to "$work/public" --sign-key "$work/signing.key"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 python3 -m http.server --bind 127.0.0.1 "$port" --directory "$work/public" >/dev/null 2>&1 &
 server=$!
 sleep 1
 ostree --repo="$work/client" init --mode=bare
 ostree --repo="$work/client" remote add --no-gpg-verify os "http://127.0.0.1:$port/"
-ostree --repo="$work/client" pull os debian-ostree/x86_64
+ostree --repo="$work/client" pull os debian-base/x86_64
 kill $server
 ostree --repo="$work/client" fsck
 # A disk image of it that boots (BIOS and UEFI), proven in QEMU.
-$strata deploy descriptions/debian-ostree --format qcow2 --output "$work/debian-ostree.qcow2"
-$strata boot "$work/debian-ostree.qcow2" --login debian:debian --run 'ostree admin status'
+$strata deploy descriptions/debian-base --format qcow2 --output "$work/debian-base.qcow2"
+$strata boot "$work/debian-base.qcow2" --login debian:debian --run 'ostree admin status'
 set +x
 echo "example done: store in $work/store, the web image checked out in $work/web,"
 echo "the OSTree repository in $work/repo, published in $work/public, pulled into $work/client,"
-echo "its disk image in $work/debian-ostree.qcow2 (boot it: $strata boot $work/debian-ostree.qcow2 --uefi)"
+echo "its disk image in $work/debian-base.qcow2 (boot it: $strata boot $work/debian-base.qcow2 --uefi)"

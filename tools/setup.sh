@@ -19,6 +19,7 @@ packages=(
   b3sum hyperfine time                         # benchmarks
   grub-pc-bin grub-efi-amd64-bin grub-common  # deploy: BIOS and UEFI boot loaders
   mtools dosfstools e2fsprogs fdisk            # deploy: the EFI system partition without mounting, GPT
+  xorriso squashfs-tools                       # deploy: live ISOs (El Torito by grub-mkrescue, squashfs root)
   ovmf                                         # strata boot --uefi
 )
 missing=()

@@ -272,7 +272,7 @@ impl Walker<'_> {
                     );
                 }
                 let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                let key = entry_key(EntryKind::Import, &[("ostree-commit", commit.as_bytes())], &[]);
+                let key = overlay::ostree_commit_key(&commit);
                 let mut step = Step {
                     image,
                     kind: "base".into(),

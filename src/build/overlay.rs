@@ -88,6 +88,25 @@ pub fn import_archive(store: &mut Store, path: &Path, progress: &Progress) -> an
     Ok(tree)
 }
 
+/// The `import` entry of an OSTree commit (imported now unless the store has it).
+pub fn ostree_commit_entry(
+    store: &mut Store,
+    repo: &Path,
+    commit: &str,
+    progress: &Progress,
+) -> anyhow::Result<EntryRow> {
+    let key = ostree_commit_key(commit);
+    match store.db().entry(&key)? {
+        Some(e) => Ok(e),
+        None => import_ostree(store, repo, commit, key, progress),
+    }
+}
+
+/// The key of an OSTree commit's `import` entry.
+pub fn ostree_commit_key(commit: &str) -> Digest {
+    crate::entry::entry_key(EntryKind::Import, &[("ostree-commit", commit.as_bytes())], &[])
+}
+
 /// Check out an OSTree commit and record it as an `import` entry under `key`.
 pub fn import_ostree(
     store: &mut Store,

@@ -1,7 +1,8 @@
 //! `strata deploy` and `strata boot`: bootable disk images from OSTree commits, and proving
 //! that they boot.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use super::{output, Ctx};
 use crate::boot::{self, BootOptions};
 use crate::build;
 use crate::deploy::{self, DeployOptions, Format};
+use crate::description::TargetKind;
 use crate::lock::LockMode;
 use crate::ostree::export::RepoMode;
 use crate::ostree::layout::SpecialFiles;
@@ -24,6 +26,8 @@ pub enum FormatArg {
     Raw,
     /// A qcow2 disk image
     Qcow2,
+    /// A hybrid live ISO (BIOS and UEFI, CD or USB stick); the image needs dracut-live
+    Iso,
 }
 
 #[derive(Args, Debug)]
@@ -32,15 +36,20 @@ pub struct DeployArgs {
     /// entry (`images/NAME`), or an OSTree commit `ostree:REPO#REF`
     #[command(flatten)]
     build: BuildArgs,
-    /// The artifact to make
+    /// The artifact to make [default: the description's primary target]
     #[arg(long, value_enum)]
-    format: FormatArg,
+    format: Option<FormatArg>,
     /// Where to write it
     #[arg(long, short, value_name = "FILE")]
     output: PathBuf,
-    /// The disk size, e.g. 8G or 4096M [default: what the image needs, plus room for updates]
+    /// The disk size, e.g. 8G or 4096M [default: what the image needs, plus room for updates;
+    /// not for ISOs]
     #[arg(long, value_name = "SIZE")]
     size: Option<String>,
+    /// The root file system of a disk image: ext4 or xfs [default: the disk target's
+    /// filesystem, else ext4]
+    #[arg(long, value_name = "FS")]
+    filesystem: Option<String>,
     /// A kernel argument (repeatable), after the description's kernelcmdline
     #[arg(long = "karg", value_name = "ARG")]
     kargs: Vec<String>,
@@ -110,19 +119,26 @@ pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     let mut store = ctx.open(LockMode::Shared)?;
     let spec = args.build.desc.description.to_string_lossy().into_owned();
-    let (repo, reference, commit_id, kargs_from_desc, osname, refs) = if let Some(rest) = spec.strip_prefix("ostree:") {
+    let source_date = args.build.source_date_epoch().unwrap_or(build::DEFAULT_EPOCH);
+    let (repo, reference, commit_id, tree, targets, osname, refs) = if let Some(rest) = spec.strip_prefix("ostree:") {
         let (repo, reference) = rest.split_once('#').with_context(|| format!("`{spec}`: expected ostree:REPO#REF"))?;
-        let r = crate::ostree::export::open_repo(std::path::Path::new(repo), None)?;
+        let r = crate::ostree::export::open_repo(Path::new(repo), None)?;
         let commit_id =
             r.resolve_rev(reference, true)?.with_context(|| format!("`{repo}` has no ref `{reference}`"))?.to_string();
         let os = reference.split('/').next().unwrap_or("os").to_string();
-        (PathBuf::from(repo), reference.to_string(), commit_id, vec![], os, vec![])
+        // An ISO is made from the commit's content in the store.
+        let (tree, refs) = if matches!(args.format, Some(FormatArg::Iso)) {
+            let e = build::overlay::ostree_commit_entry(&mut store, Path::new(repo), &commit_id, &ctx.progress)?;
+            (Some(e.tree), vec![e.key])
+        } else {
+            (None, vec![])
+        };
+        (PathBuf::from(repo), reference.to_string(), commit_id, tree, BTreeMap::new(), os, refs)
     } else {
         let src = source(ctx, &mut store, &args.build, None)?;
         let repo = store.root().join("ostree-repo");
         let reference = format!("{}/{}", src.image, ref_arch(&args.build.arch));
-        let source_date = args.build.source_date_epoch().unwrap_or(build::DEFAULT_EPOCH);
-        let (report, _) = commit(
+        let (report, layout) = commit(
             ctx,
             &mut store,
             &src,
@@ -133,28 +149,23 @@ pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
             false,
             source_date,
         )?;
-        (repo, reference, report.commit, src.kernelcmdline.clone(), src.image.clone(), vec![src.entry.key])
+        // The commit's content is the layout step's tree.
+        let tree = layout["tree"].as_str().map(str::parse).transpose()?;
+        (repo, reference, report.commit, tree, src.targets, src.image, vec![src.entry.key])
     };
-    let mut kargs = kargs_from_desc;
-    kargs.extend(args.kargs.iter().cloned());
-    let opts = DeployOptions {
-        format: match args.format {
-            FormatArg::Raw => Format::Raw,
-            FormatArg::Qcow2 => Format::Qcow2,
-        },
-        size: args.size.as_deref().map(parse_size).transpose()?,
-        kargs,
-        osname: args.osname.clone().unwrap_or(osname),
-    };
-    let artifact = deploy::deploy(&mut store, &repo, &reference, &commit_id, &opts, &refs, &ctx.progress)?;
+    let opts = options(&args, &targets, osname)?;
+    let commit = deploy::Commit { repo: &repo, reference: &reference, checksum: &commit_id, tree, source_date };
+    let artifact = deploy::deploy(&mut store, &commit, &opts, &refs, &ctx.progress)?;
     let copied = deploy::write_output(&artifact, &args.output)?;
     if ctx.json {
         output::json(&serde_json::json!({
             "output": args.output, "format": opts.format.as_str(), "bytes": artifact.size,
             "commit": commit_id, "ref": reference, "os": opts.osname,
-            "kernel_arguments": deploy::kernel_arguments(&opts.kargs),
+            "filesystem": (opts.format != Format::Iso).then_some(opts.filesystem),
+            "volid": (opts.format == Format::Iso).then_some(&opts.volid),
+            "kernel_arguments": deploy::kernel_arguments(&opts),
             "artifact": artifact.entry.key, "cached": artifact.cached, "copied": copied,
-            "layout": artifact.layout,
+            "built": artifact.built,
         }))?;
     } else {
         println!("{}", args.output.display());
@@ -169,6 +180,71 @@ pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The deploy options: the command line first, then the description's target of that kind
+/// (`[target.disk]`/`<type image="oem">`, `[target.iso]`/`<type image="iso">`). Without
+/// `--format`, the primary target (or the only one) decides.
+fn options(
+    args: &DeployArgs,
+    targets: &BTreeMap<TargetKind, BTreeMap<String, String>>,
+    osname: String,
+) -> anyhow::Result<DeployOptions> {
+    let attr = |kind: TargetKind, name: &str| targets.get(&kind).and_then(|t| t.get(name)).map(String::as_str);
+    let format = match args.format {
+        Some(FormatArg::Raw) => Format::Raw,
+        Some(FormatArg::Qcow2) => Format::Qcow2,
+        Some(FormatArg::Iso) => Format::Iso,
+        None => {
+            let kind = match targets.keys().copied().collect::<Vec<_>>().as_slice() {
+                [] => bail!("give --format raw, qcow2 or iso (the source names no target)"),
+                [only] => *only,
+                several => {
+                    several.iter().copied().find(|k| attr(*k, "primary") == Some("true")).with_context(|| {
+                        "the description has a disk and an ISO target and neither is primary: give --format".to_string()
+                    })?
+                }
+            };
+            match (kind, attr(kind, "format")) {
+                (TargetKind::Iso, _) => Format::Iso,
+                (TargetKind::Disk, None | Some("qcow2")) => Format::Qcow2,
+                (TargetKind::Disk, Some("raw")) => Format::Raw,
+                (TargetKind::Disk, Some(other)) => {
+                    bail!("the disk target's format `{other}` is not supported: expected raw or qcow2")
+                }
+            }
+        }
+    };
+    let kind = if format == Format::Iso { TargetKind::Iso } else { TargetKind::Disk };
+    if let Some(b) = attr(kind, "bootloader") {
+        if !matches!(b, "grub" | "grub2") {
+            bail!("the {} target's bootloader `{b}` is not supported: strata installs GRUB", kind.as_str());
+        }
+    }
+    let mut kargs: Vec<String> = attr(kind, "kernelcmdline")
+        .or_else(|| attr(TargetKind::Disk, "kernelcmdline"))
+        .map(|c| c.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    kargs.extend(args.kargs.iter().cloned());
+    let size = match (&args.size, attr(kind, "disksize")) {
+        _ if format == Format::Iso => {
+            if args.size.is_some() {
+                bail!("--size is for disk images: an ISO is as large as its content");
+            }
+            None
+        }
+        (Some(s), _) => Some(parse_size(s)?),
+        (None, Some(s)) => Some(parse_size(s).context("the disk target's disksize")?),
+        (None, None) => None,
+    };
+    let filesystem = match (&args.filesystem, attr(TargetKind::Disk, "filesystem")) {
+        (Some(f), _) => deploy::Filesystem::parse(f)?,
+        (None, Some(f)) => deploy::Filesystem::parse(f).context("the disk target's filesystem")?,
+        (None, None) => deploy::Filesystem::Ext4,
+    };
+    let osname = args.osname.clone().unwrap_or(osname);
+    let volid = attr(TargetKind::Iso, "volid").map_or_else(|| deploy::live::volume_id(&osname), str::to_string);
+    Ok(DeployOptions { format, size, filesystem, volid, kargs, osname })
 }
 
 pub fn boot(ctx: &Ctx, args: BootArgs) -> anyhow::Result<ExitCode> {

@@ -110,12 +110,12 @@ enum Command {
     /// repository lacks are read and written; an unchanged image writes nothing. The commit is
     /// reproducible: its time is SOURCE_DATE_EPOCH and its parent the ref's previous commit.
     #[command(
-        after_help = "Examples:\n  strata export descriptions/debian-ostree --repo ./repo\n  strata export descriptions/debian-ostree --repo ./repo --sign-key signing.key --deltas 1 --history 10\n  strata export images/debian-ostree --repo ./repo --ref exampleos/x86_64/stable --json\n  ostree --repo=./repo log debian-ostree/x86_64"
+        after_help = "Examples:\n  strata export descriptions/debian-base --repo ./repo\n  strata export descriptions/debian-base --repo ./repo --sign-key signing.key --deltas 1 --history 10\n  strata export images/debian-base --repo ./repo --ref exampleos/x86_64/stable --json\n  ostree --repo=./repo log debian-base/x86_64"
     )]
     Export(ostree::ExportArgs),
     /// Publish a ref to another archive repository: objects, deltas, then ref and summary
     #[command(
-        after_help = "Examples:\n  strata push debian-ostree/x86_64 --repo ./repo --to /srv/www/ostree --sign-key signing.key\n  strata push debian-ostree/x86_64 --repo ./repo --to public"
+        after_help = "Examples:\n  strata push debian-base/x86_64 --repo ./repo --to /srv/www/ostree --sign-key signing.key\n  strata push debian-base/x86_64 --repo ./repo --to public"
     )]
     Push(ostree::PushArgs),
     /// Name the repositories `strata push` publishes to
@@ -132,7 +132,7 @@ enum Command {
     /// keeps booting after `ostree admin upgrade` or `rollback`. The image is cached in the store:
     /// deploying an unchanged image again only copies it out.
     #[command(
-        after_help = "Examples:\n  sudo strata deploy descriptions/debian-ostree --format qcow2 --output debian.qcow2\n  sudo strata deploy ostree:./repo#debian-ostree/x86_64 --format raw --output disk.raw --size 8G --karg quiet\n  strata boot debian.qcow2 --login debian:debian --run 'ostree admin status'"
+        after_help = "Examples:\n  sudo strata deploy descriptions/debian-base --format qcow2 --output debian.qcow2\n  sudo strata deploy ostree:./repo#debian-base/x86_64 --format raw --output disk.raw --size 8G --karg quiet\n  strata boot debian.qcow2 --login debian:debian --run 'ostree admin status'"
     )]
     Deploy(deploy::DeployArgs),
     /// Boot a disk image in QEMU and wait for the login prompt (optionally log in, run commands)

@@ -1,6 +1,7 @@
 //! `strata export`, `strata push`, `strata remote …` and `strata key generate`: OSTree commits
 //! of images, and publishing them.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -11,6 +12,7 @@ use super::image::BuildArgs;
 use super::{output, Ctx};
 use crate::build::{self, generations, Mode};
 use crate::db::EntryRow;
+use crate::description::TargetKind;
 use crate::lock::LockMode;
 use crate::ostree::export::{self, CommitMeta, RepoMode};
 use crate::ostree::layout::{self, SpecialFiles};
@@ -71,7 +73,7 @@ pub struct ExportArgs {
     /// The OSTree repository (created when missing)
     #[arg(long, value_name = "PATH")]
     repo: PathBuf,
-    /// The branch to commit to [default: IMAGE/ARCH, e.g. debian-ostree/x86_64]
+    /// The branch to commit to [default: IMAGE/ARCH, e.g. debian-base/x86_64]
     #[arg(long = "ref", value_name = "REF")]
     reference: Option<String>,
     /// The mode of a new repository; an existing one must match
@@ -120,7 +122,7 @@ pub struct PushArgs {
 pub enum RemoteCommand {
     /// Name a repository that `strata push --to NAME` publishes to
     #[command(
-        after_help = "Examples:\n  strata remote add public /srv/www/ostree\n  strata remote add mirror ssh://deploy@repo.example.org/srv/ostree\n  strata push debian-ostree/x86_64 --repo ./repo --to public"
+        after_help = "Examples:\n  strata remote add public /srv/www/ostree\n  strata remote add mirror ssh://deploy@repo.example.org/srv/ostree\n  strata push debian-base/x86_64 --repo ./repo --to public"
     )]
     Add {
         /// The name
@@ -164,8 +166,8 @@ pub(crate) struct Source {
     pub entry: EntryRow,
     pub image: String,
     pub version: Option<String>,
-    /// The description's disk kernel arguments (`kernelcmdline`), split on spaces.
-    pub kernelcmdline: Vec<String>,
+    /// The description's targets (`[target.disk]`, `<type image="oem">`, …) and their attributes.
+    pub targets: BTreeMap<TargetKind, BTreeMap<String, String>>,
 }
 
 /// A description directory (built, every cached step reused) or a store id.
@@ -182,25 +184,18 @@ pub(crate) fn source(
         ctx.note(format!("{}: generation {generation}{}", o.image, if new { "" } else { " (unchanged)" }));
         let loaded = crate::description::load(path, &args.desc.profiles)?;
         let d = loaded.description;
-        let kernelcmdline = d
-            .preferences
-            .targets
-            .get(&crate::description::TargetKind::Disk)
-            .and_then(|t| t.get("kernelcmdline"))
-            .map(|c| c.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
         return Ok(Source {
             entry: o.rootfs.expect("a build ends with its rootfs entry"),
             image: o.image,
             version: version.or(d.preferences.version),
-            kernelcmdline,
+            targets: d.preferences.targets,
         });
     }
     let spec = path.to_string_lossy();
     match store.resolve(&spec)? {
         Target::Entry(e) => {
             let image = e.name.split('/').next().unwrap_or(&e.name).to_string();
-            Ok(Source { entry: e, image, version, kernelcmdline: vec![] })
+            Ok(Source { entry: e, image, version, targets: BTreeMap::new() })
         }
         Target::Tree(t) => bail!("{} is a tree, not an entry: give an image (images/NAME) or a description", t.short()),
     }

@@ -8,11 +8,13 @@
 //! | 1 | BIOS boot | 1 MiB | GRUB's `core.img` |
 //! | 2 | EFI system | 100 MiB | FAT (mtools): `EFI/BOOT/BOOTX64.EFI` |
 //! | 3 | `/boot` | 512 MiB | ext4 labelled `strata-boot`: OSTree's kernels, `loader/`, `grub/grub.cfg` |
-//! | 4 | root | the rest | ext4 labelled `strata-root`: the sysroot (`ostree/repo`, `ostree/deploy`) |
+//! | 4 | root | the rest | ext4 or xfs labelled `strata-root`: the sysroot (`ostree/repo`, `ostree/deploy`) |
 //!
 //! The ext4 file systems are made from directories by `mke2fs -d` into files and copied into
-//! their partitions' offsets (skipping holes); the ESP is formatted and filled by mtools at its
-//! offset; the table is written by `sfdisk` on the image file.
+//! their partitions' offsets (skipping holes); an xfs root (xfsprogs 6.1 cannot fill a file
+//! system from a directory) is made in a file, loop-mounted, filled by `cp -a` and unmounted
+//! before it is copied. The ESP is formatted and filled by mtools at its offset; the table is
+//! written by `sfdisk` on the image file.
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -25,6 +27,7 @@ use anyhow::{bail, Context};
 
 use super::grub;
 use super::sysroot::{BOOT_LABEL, ROOT_LABEL};
+use super::Filesystem;
 
 const MIB: u64 = 1 << 20;
 const SECTOR: u64 = 512;
@@ -110,7 +113,7 @@ pub fn used_bytes(dir: &Path) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+pub(super) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
     if !out.status.success() {
         bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -128,6 +131,22 @@ fn mkfs_ext4(dir: &Path, label: &str, size: u64, out: &Path) -> anyhow::Result<(
             .arg(format!("{}k", size / 1024)),
         "mkfs.ext4 (e2fsprogs)",
     )
+}
+
+/// An xfs image of `size` bytes at `out` holding `dir`: made in the file, loop-mounted on a
+/// scratch directory, filled with `cp -a` (hardlinks, xattrs, owners), unmounted.
+fn mkfs_xfs(dir: &Path, label: &str, size: u64, out: &Path, work: &Path) -> anyhow::Result<()> {
+    fs_err::File::create(out)?.set_len(size)?;
+    run(Command::new("mkfs.xfs").args(["-q", "-f", "-L", label]).arg(out), "mkfs.xfs (xfsprogs)")?;
+    let mnt = work.join("xfs-mount");
+    fs_err::create_dir_all(&mnt)?;
+    run(Command::new("mount").args(["-t", "xfs", "-o", "loop"]).arg(out).arg(&mnt), "mount of the xfs image")?;
+    let copied = run(
+        Command::new("cp").args(["-a", "--sparse=always"]).arg(dir.join(".")).arg(&mnt),
+        "cp -a into the xfs image",
+    );
+    let unmounted = run(Command::new("umount").arg(&mnt), "umount of the xfs image");
+    copied.and(unmounted)
 }
 
 /// Copy the data regions of `src` into `dst` at `offset`, leaving holes as holes.
@@ -184,7 +203,13 @@ fn esp(disk: &Path, offset: u64, efi: &Path) -> anyhow::Result<()> {
 
 /// Turn the sysroot directory `sysroot` into the raw disk image `out`, using `work` for
 /// scratch files. Moves `sysroot/boot` out (it becomes the `/boot` file system).
-pub fn build_raw(sysroot: &Path, out: &Path, disk_size: Option<u64>, work: &Path) -> anyhow::Result<Layout> {
+pub fn build_raw(
+    sysroot: &Path,
+    out: &Path,
+    disk_size: Option<u64>,
+    filesystem: Filesystem,
+    work: &Path,
+) -> anyhow::Result<Layout> {
     let bootfs = work.join("bootfs");
     fs_err::rename(sysroot.join("boot"), &bootfs)?;
     fs_err::create_dir(sysroot.join("boot"))?;
@@ -192,13 +217,16 @@ pub fn build_raw(sysroot: &Path, out: &Path, disk_size: Option<u64>, work: &Path
     fs_err::write(bootfs.join("grub/grub.cfg"), grub::config())?;
 
     let used = used_bytes(sysroot)?;
-    // ext4's own metadata (inode tables, journal) and room for an upgrade or two.
+    // The file system's own metadata (inode tables, journal) and room for an upgrade or two.
     let root_size = (used + used / 5 + 512 * MIB).max(1024 * MIB);
     let layout = Layout::new(root_size, disk_size)?;
     {
         let _span = tracing::debug_span!("mkfs").entered();
         mkfs_ext4(&bootfs, BOOT_LABEL, BOOT_SIZE, &work.join("boot.ext4"))?;
-        mkfs_ext4(sysroot, ROOT_LABEL, layout.root_size, &work.join("root.ext4"))?;
+        match filesystem {
+            Filesystem::Ext4 => mkfs_ext4(sysroot, ROOT_LABEL, layout.root_size, &work.join("root.fs"))?,
+            Filesystem::Xfs => mkfs_xfs(sysroot, ROOT_LABEL, layout.root_size, &work.join("root.fs"), work)?,
+        }
     }
     let _ = fs_err::remove_file(out);
     let disk = fs_err::OpenOptions::new().create_new(true).read(true).write(true).open(out)?;
@@ -219,7 +247,7 @@ pub fn build_raw(sysroot: &Path, out: &Path, disk_size: Option<u64>, work: &Path
     {
         let _span = tracing::debug_span!("copy file systems").entered();
         copy_at(&work.join("boot.ext4"), &disk, layout.boot_start)?;
-        copy_at(&work.join("root.ext4"), &disk, layout.root_start)?;
+        copy_at(&work.join("root.fs"), &disk, layout.root_start)?;
     }
     let mut disk = disk;
     grub::install_bios(&mut disk, BIOS_START / SECTOR, BIOS_SIZE / SECTOR, work)?;

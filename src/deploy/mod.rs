@@ -1,13 +1,16 @@
-//! Deploying an OSTree commit to a bootable disk image (raw or qcow2), cached in the store.
+//! Deploying an OSTree commit to a bootable disk image (raw or qcow2) or a live ISO, cached in
+//! the store.
 //!
 //! An artifact is a store entry of kind `artifact` whose tree holds the one image file. Its key
 //! is the commit checksum and every option that shapes the image (format, size, kernel
 //! arguments, OS name), so a second deploy of an unchanged image is a lookup and a copy.
-//! Building one: an OSTree sysroot in a scratch directory ([`sysroot`]), made into a GPT disk
-//! with GRUB for BIOS and UEFI ([`disk`], [`grub`]), converted to qcow2 if asked.
+//! A disk: an OSTree sysroot in a scratch directory ([`sysroot`]), made into a GPT disk with
+//! GRUB for BIOS and UEFI ([`disk`], [`grub`]), converted to qcow2 if asked. An ISO: the
+//! commit's tree with a live initramfs, squashed and made bootable ([`live`]).
 
 pub mod disk;
 pub mod grub;
+pub mod live;
 pub mod sysroot;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +35,7 @@ const DEPLOY_VERSION: &[u8] = b"1";
 pub enum Format {
     Raw,
     Qcow2,
+    Iso,
 }
 
 impl Format {
@@ -39,6 +43,45 @@ impl Format {
         match self {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
+            Format::Iso => "iso",
+        }
+    }
+}
+
+/// The commit to deploy.
+#[derive(Clone, Debug)]
+pub struct Commit<'a> {
+    /// The repository holding it, and its ref there.
+    pub repo: &'a Path,
+    pub reference: &'a str,
+    pub checksum: &'a str,
+    /// Its content as a store tree (needed for ISOs only).
+    pub tree: Option<Digest>,
+    /// `SOURCE_DATE_EPOCH` for time stamps inside the artifact.
+    pub source_date: u64,
+}
+
+/// The root file system of a disk image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filesystem {
+    Ext4,
+    Xfs,
+}
+
+impl Filesystem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Xfs => "xfs",
+        }
+    }
+
+    pub fn parse(s: &str) -> anyhow::Result<Filesystem> {
+        match s {
+            "ext4" => Ok(Filesystem::Ext4),
+            "xfs" => Ok(Filesystem::Xfs),
+            other => bail!("root file system `{other}` is not supported: expected ext4 or xfs"),
         }
     }
 }
@@ -48,6 +91,10 @@ pub struct DeployOptions {
     pub format: Format,
     /// The whole disk, in bytes; default: what the tree needs plus room for updates.
     pub size: Option<u64>,
+    /// The root file system of a disk image.
+    pub filesystem: Filesystem,
+    /// The ISO's volume label, which the live initramfs finds its root by.
+    pub volid: String,
     /// Kernel arguments besides `root=`, which strata sets.
     pub kargs: Vec<String>,
     /// The OSTree stateroot (`--os`).
@@ -64,23 +111,40 @@ pub struct Artifact {
     /// blake3 of the image file.
     pub content: Digest,
     pub cached: bool,
-    pub layout: Option<disk::Layout>,
+    /// How a new artifact was put together (absent when it came from the cache).
+    pub built: Option<Built>,
 }
 
-/// The kernel arguments of a deployment: the root file system by label, no GPT
-/// auto-mounting (the deployment root is immutable), then the caller's.
-pub fn kernel_arguments(extra: &[String]) -> Vec<String> {
+/// The parts of a newly built artifact.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Built {
+    Disk(disk::Layout),
+    Iso {
+        #[serde(flatten)]
+        layout: live::IsoLayout,
+        /// The live initramfs step and whether it came from the cache.
+        initramfs_step: Digest,
+        initramfs_cached: bool,
+    },
+}
+
+/// The kernel arguments of an artifact: for a disk, the root file system by label and no GPT
+/// auto-mounting (the deployment root is immutable); for an ISO, the live root by volume label;
+/// then the caller's.
+pub fn kernel_arguments(opts: &DeployOptions) -> Vec<String> {
+    if opts.format == Format::Iso {
+        return live::kernel_arguments(&opts.volid, &opts.kargs);
+    }
     let mut kargs = vec![format!("root=LABEL={}", sysroot::ROOT_LABEL), "systemd.gpt_auto=0".to_string()];
-    kargs.extend(extra.iter().cloned());
+    kargs.extend(opts.kargs.iter().cloned());
     kargs
 }
 
-/// Deploy `commit` (on `reference` in the repository `repo`) to a disk image.
+/// Deploy `commit` to an artifact of `opts.format`.
 pub fn deploy(
     store: &mut Store,
-    repo: &Path,
-    reference: &str,
-    commit: &str,
+    commit: &Commit<'_>,
     opts: &DeployOptions,
     refs: &[Digest],
     progress: &Progress,
@@ -90,40 +154,48 @@ pub fn deploy(
     {
         bail!("invalid OS name `{}`: letters, digits, `-`, `_` and `.`", opts.osname);
     }
-    let kargs = kernel_arguments(&opts.kargs);
+    live::check_volume_id(&opts.volid)?;
+    let kargs = kernel_arguments(opts);
     let size = opts.size.map(|s| s.to_string()).unwrap_or_default();
+    let (artifact, version) = match opts.format {
+        Format::Iso => (&b"iso"[..], live::LIVE_VERSION),
+        Format::Raw | Format::Qcow2 => (&b"disk"[..], DEPLOY_VERSION),
+    };
     let key = entry_key(
         EntryKind::Artifact,
         &[
-            ("artifact", b"disk"),
-            ("version", DEPLOY_VERSION),
-            ("commit", commit.as_bytes()),
+            ("artifact", artifact),
+            ("version", version),
+            ("commit", commit.checksum.as_bytes()),
             ("format", opts.format.as_str().as_bytes()),
             ("size", size.as_bytes()),
             ("kargs", kargs.join("\0").as_bytes()),
             ("os", opts.osname.as_bytes()),
+            ("filesystem", if opts.format == Format::Iso { b"" } else { opts.filesystem.as_str().as_bytes() }),
+            ("volid", if opts.format == Format::Iso { opts.volid.as_bytes() } else { b"" }),
         ],
         &[],
     );
     if let Some(entry) = store.db().entry(&key)? {
-        let (file, size, content) = artifact_file(store, &entry)?;
-        return Ok(Artifact { entry, file, size, content, cached: true, layout: None });
+        let (file, size, content) = single_file(store, &entry)?;
+        return Ok(Artifact { entry, file, size, content, cached: true, built: None });
     }
 
     let work = tempfile::Builder::new().prefix("deploy-").tempdir_in(store.tmp_dir())?;
-    let result = build(store, work.path(), repo, reference, commit, opts, &kargs, key, refs, progress);
+    let result = match opts.format {
+        Format::Iso => build_iso(store, work.path(), commit, opts, &kargs, key, refs, progress),
+        Format::Raw | Format::Qcow2 => build_disk(store, work.path(), commit, opts, &kargs, key, refs, progress),
+    };
     // libostree marks deployment directories immutable; clear that so the scratch can go.
     let _ = Command::new("chattr").args(["-R", "-i"]).arg(work.path()).output();
     result
 }
 
 #[allow(clippy::too_many_arguments)]
-fn build(
+fn build_disk(
     store: &mut Store,
     work: &Path,
-    repo: &Path,
-    reference: &str,
-    commit: &str,
+    commit: &Commit<'_>,
     opts: &DeployOptions,
     kargs: &[String],
     key: Digest,
@@ -133,12 +205,12 @@ fn build(
     let bar = progress.spinner("deploying: sysroot");
     let root = work.join("sysroot");
     fs_err::create_dir(&root)?;
-    sysroot::build(&root, repo, reference, commit, &opts.osname, kargs)?;
+    sysroot::build(&root, commit.repo, commit.reference, commit.checksum, &opts.osname, kargs, opts.filesystem)?;
     bar.set_message("deploying: disk image");
     let raw = work.join("disk.raw");
-    let layout = disk::build_raw(&root, &raw, opts.size, work)?;
+    let layout = disk::build_raw(&root, &raw, opts.size, opts.filesystem, work)?;
     let file = match opts.format {
-        Format::Raw => raw,
+        Format::Raw | Format::Iso => raw,
         Format::Qcow2 => {
             bar.set_message("deploying: qcow2");
             let q = work.join("disk.qcow2");
@@ -148,8 +220,51 @@ fn build(
         }
     };
     bar.set_message("deploying: storing the image");
-    // Into the store: one file object, one tree, one entry.
-    let mut f = fs_err::File::open(&file)?;
+    let mut artifact = store_artifact(store, &file, opts, key, refs)?;
+    bar.finish_and_clear();
+    artifact.built = Some(Built::Disk(layout));
+    Ok(artifact)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_iso(
+    store: &mut Store,
+    work: &Path,
+    commit: &Commit<'_>,
+    opts: &DeployOptions,
+    kargs: &[String],
+    key: Digest,
+    refs: &[Digest],
+    progress: &Progress,
+) -> anyhow::Result<Artifact> {
+    let tree = commit.tree.context("a live ISO needs the commit's tree in the store")?;
+    let live = live::live_tree(store, &tree)?;
+    let (step, initramfs, initramfs_cached) = live::initramfs(store, &live, &opts.osname, progress)?;
+    let input = live::IsoInput {
+        live: &live,
+        initramfs: &initramfs,
+        kargs,
+        volid: &opts.volid,
+        title: &format!("{} live ({})", opts.osname, &commit.checksum[..commit.checksum.len().min(12)]),
+        source_date: commit.source_date,
+    };
+    let (file, layout) = live::build_iso(store, work, &input, progress)?;
+    let mut refs = refs.to_vec();
+    refs.push(step.key);
+    let mut artifact = store_artifact(store, &file, opts, key, &refs)?;
+    artifact.built = Some(Built::Iso { layout, initramfs_step: step.key, initramfs_cached });
+    Ok(artifact)
+}
+
+/// Record `file` as the artifact entry `key`: one file object, one tree, one entry.
+fn store_artifact(
+    store: &mut Store,
+    file: &Path,
+    opts: &DeployOptions,
+    key: Digest,
+    refs: &[Digest],
+) -> anyhow::Result<Artifact> {
+    let mut f = fs_err::File::open(file)?;
     let st = f.metadata()?;
     let content = hash_file(f.file_mut(), st.len())?;
     let meta = Meta { mode: 0o644, uid: 0, gid: 0, xattrs: vec![] };
@@ -157,10 +272,11 @@ fn build(
     let known = store.db().known_objects(&[id])?[0];
     let mut batch = Batch::new();
     if !known {
-        store.object_store().insert_file(&id, &file, Stamp::of(&st), &meta)?;
+        store.object_store().insert_file(&id, file, Stamp::of(&st), &meta)?;
         batch.record_placed(id, st.len());
     }
-    let name = Name::new(format!("disk.{}", opts.format.as_str())).expect("valid name");
+    let stem = if opts.format == Format::Iso { "live" } else { "disk" };
+    let name = Name::new(format!("{stem}.{}", opts.format.as_str())).expect("valid name");
     let tree = Tree {
         meta: Meta { mode: 0o755, uid: 0, gid: 0, xattrs: vec![] },
         entries: vec![(name, Node::File { meta, size: st.len(), content, link: 0 })],
@@ -177,20 +293,19 @@ fn build(
         refs,
     };
     batch.commit(store, Some(&new))?;
-    bar.finish_and_clear();
     let entry = store.db().entry(&key)?.expect("entry just recorded");
-    let (file, size, content) = artifact_file(store, &entry)?;
-    Ok(Artifact { entry, file, size, content, cached: false, layout: Some(layout) })
+    let (file, size, content) = single_file(store, &entry)?;
+    Ok(Artifact { entry, file, size, content, cached: false, built: None })
 }
 
-/// The image file of an artifact entry.
-fn artifact_file(store: &Store, entry: &EntryRow) -> anyhow::Result<(PathBuf, u64, Digest)> {
-    let tree = store.tree(&entry.tree)?;
-    match tree.entries.as_slice() {
+/// The one file of a single-file entry (an artifact, a live initramfs step): its object's path,
+/// size and content hash.
+pub(crate) fn single_file(store: &Store, entry: &EntryRow) -> anyhow::Result<(PathBuf, u64, Digest)> {
+    match store.tree(&entry.tree)?.entries.as_slice() {
         [(_, Node::File { meta, size, content, .. })] => {
             Ok((store.object_store().path(&object_id(meta, *size, content)), *size, *content))
         }
-        _ => bail!("artifact {} does not hold one file", entry.key.short()),
+        _ => bail!("entry {} ({}) does not hold one file", entry.key.short(), entry.name),
     }
 }
 

@@ -34,6 +34,7 @@ pub fn build(
     commit: &str,
     osname: &str,
     kargs: &[String],
+    filesystem: super::Filesystem,
 ) -> anyhow::Result<Deployed> {
     let _span = tracing::debug_span!("sysroot", osname).entered();
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(dir)));
@@ -86,7 +87,10 @@ pub fn build(
     let fstab = dir.join(&path).join("etc/fstab");
     fs_err::write(
         &fstab,
-        format!("LABEL={ROOT_LABEL} / ext4 defaults 1 1\nLABEL={BOOT_LABEL} /boot ext4 defaults 1 2\n"),
+        format!(
+            "LABEL={ROOT_LABEL} / {} defaults 1 1\nLABEL={BOOT_LABEL} /boot ext4 defaults 1 2\n",
+            filesystem.as_str()
+        ),
     )?;
     Ok(Deployed { osname: osname.to_string(), commit: commit.to_string(), deployment: path })
 }

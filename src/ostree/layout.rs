@@ -40,6 +40,7 @@ use crate::entry::{entry_key, EntryKind};
 use crate::meta::Meta;
 use crate::store::Store;
 use crate::tree::{Name, Node, Tree};
+use crate::tree_edit::{load, lookup, put, set};
 
 /// Bumped when the conversion changes, so that cached layout entries are not reused.
 const LAYOUT_VERSION: &[u8] = b"2";
@@ -474,54 +475,6 @@ fn file_meta(mode: u32) -> Meta {
 
 fn symlink(target: &str) -> Node {
     Node::Symlink { meta: Meta { mode: 0o777, uid: 0, gid: 0, xattrs: vec![] }, target: target.as_bytes().to_vec() }
-}
-
-/// Set (or with `None` remove) entry `name` of `tree`, keeping entries sorted.
-fn set(tree: &mut Tree, name: &str, node: Option<Node>) {
-    let name = Name::new(name.as_bytes()).expect("a valid constant name");
-    match (tree.entries.binary_search_by(|(n, _)| n.cmp(&name)), node) {
-        (Ok(i), Some(node)) => tree.entries[i].1 = node,
-        (Ok(i), None) => {
-            tree.entries.remove(i);
-        }
-        (Err(i), Some(node)) => tree.entries.insert(i, (name, node)),
-        (Err(_), None) => {}
-    }
-}
-
-/// The node at `path` below `tree`.
-fn lookup(store: &Store, batch: &Batch, tree: &Tree, path: &[&str]) -> anyhow::Result<Option<Node>> {
-    let Some((first, rest)) = path.split_first() else { return Ok(None) };
-    match (tree.get(first.as_bytes()), rest.is_empty()) {
-        (node, true) => Ok(node.cloned()),
-        (Some(Node::Directory { tree }), false) => lookup(store, batch, &load(store, batch, tree)?, rest),
-        _ => Ok(None),
-    }
-}
-
-/// A tree from the batch (written by this conversion, not yet recorded) or the store.
-fn load(store: &Store, batch: &Batch, id: &Digest) -> anyhow::Result<Tree> {
-    match batch.trees.iter().rev().find(|(t, _)| t == id) {
-        Some((_, data)) => Ok(Tree::decode(data)?),
-        None => store.tree(id),
-    }
-}
-
-/// Set the node at `path` below `tree`, creating missing directories (0755, root).
-fn put(store: &Store, batch: &mut Batch, tree: &mut Tree, path: &[&str], node: Option<Node>) -> anyhow::Result<()> {
-    let Some((first, rest)) = path.split_first() else { bail!("empty path") };
-    if rest.is_empty() {
-        set(tree, first, node);
-        return Ok(());
-    }
-    let mut child = match tree.get(first.as_bytes()) {
-        Some(Node::Directory { tree }) => load(store, batch, tree)?,
-        None => Tree { meta: dir_meta(0o755), entries: vec![] },
-        Some(other) => bail!("{first} is a {}, not a directory", other.kind_name()),
-    };
-    put(store, batch, &mut child, rest, node)?;
-    set(tree, first, Some(Node::Directory { tree: batch.put_tree(&child) }));
-    Ok(())
 }
 
 #[cfg(test)]
