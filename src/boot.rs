@@ -286,6 +286,29 @@ fn login_failure(vm: &Vm, since: usize, otherwise: &str) -> String {
     if text[since.min(text.len())..].contains("Login incorrect") { "login incorrect" } else { otherwise }.to_string()
 }
 
+/// What a command printed: the console text after the shell's echo of `sent`, without the
+/// kernel's messages (`[   12.345678] …`), which share the serial console.
+fn command_output(chunk: &str, sent: &str) -> String {
+    let after = match chunk.rfind(sent) {
+        Some(i) => chunk[i + sent.len()..].split_once('\n').map_or("", |(_, rest)| rest),
+        None => chunk.split_once('\n').map_or("", |(_, rest)| rest),
+    };
+    let mut out = String::new();
+    for line in after.split_inclusive('\n') {
+        if !is_kernel_message(line) {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+fn is_kernel_message(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix('[') else { return false };
+    let Some((stamp, _)) = rest.split_once("] ") else { return false };
+    let stamp = stamp.trim_start();
+    !stamp.is_empty() && stamp.contains('.') && stamp.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
 fn last_lines(text: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
@@ -348,9 +371,7 @@ pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
             return finish(report, &vm, Some(format!("`{command}` did not finish in time")));
         };
         let text = vm.console.text();
-        let chunk = &text[at..at + i];
-        // Drop the echoed command line.
-        let output = chunk.split_once('\n').map_or("", |(_, rest)| rest).to_string();
+        let output = command_output(&text[at..at + i], &format!("{command}; echo \"{RC}$?\""));
         report.commands.push(CommandOutput { command: command.clone(), status, output });
         at += next;
         if status != 0 {
@@ -363,6 +384,15 @@ pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_output_leaves_out_the_echo_and_kernel_messages() {
+        let sent = "findmnt -no FSTYPE /; echo \"__strata_rc=$?\"";
+        let chunk = format!("[   39.081138] IPv6: link becomes ready\n{sent}\noverlay\n[   40.1] late\nmore\n");
+        assert_eq!(command_output(&chunk, sent), "overlay\nmore\n");
+        assert_eq!(command_output(&format!("{sent}\n[x] not the kernel\n"), sent), "[x] not the kernel\n");
+        assert_eq!(command_output("echo garbled\nout\n", sent), "out\n");
+    }
 
     #[test]
     fn escapes_are_stripped() {

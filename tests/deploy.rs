@@ -126,7 +126,8 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     assert_eq!(other["built"]["initramfs_cached"], true);
     assert_eq!(other["built"]["initramfs_step"], live["built"]["initramfs_step"]);
 
-    // The derived examples: debian-web (its only target is a disk) and debian-slim (a raw disk).
+    // The derived examples: debian-web (its only target is a disk) and debian-slim (whose target
+    // is a raw disk), each as a qcow2 disk and an ISO.
     let web = project().join("descriptions/debian-web");
     let web_disk = env.path("web.qcow2");
     let out = env.json(&["deploy", web.to_str().unwrap(), "--output", web_disk.to_str().unwrap()]);
@@ -149,9 +150,11 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     assert_eq!(output_of(&report, 0).trim(), "active", "{report}");
 
     let slim = project().join("descriptions/debian-slim");
-    let slim_disk = env.path("slim.raw");
-    let out = env.json(&["deploy", slim.to_str().unwrap(), "--output", slim_disk.to_str().unwrap()]);
-    assert_eq!(out["format"], "raw");
+    let slim_raw = env.path("slim.raw");
+    let out = env.json(&["deploy", slim.to_str().unwrap(), "--output", slim_raw.to_str().unwrap()]);
+    assert_eq!(out["format"], "raw", "the description's target");
+    let slim_disk = env.path("slim.qcow2");
+    env.json(&["deploy", slim.to_str().unwrap(), "--format", "qcow2", "--output", slim_disk.to_str().unwrap()]);
     let report = boot(
         &env,
         slim_disk.to_str().unwrap(),
@@ -192,7 +195,8 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     let repo_iso = env.path("exampleos.iso");
     let out = env.json(&["deploy", &spec, "--format", "iso", "--output", repo_iso.to_str().unwrap()]);
     assert_eq!(out["volid"], "EXAMPLEOS");
-    assert_eq!(out["built"]["initramfs_cached"], true, "the same content: the same initramfs step");
+    let torito = sh(&format!("xorriso -indev {} -report_el_torito plain 2>&1", repo_iso.display()));
+    assert!(torito.contains("BIOS") && torito.contains("UEFI"), "{torito}");
 
     // Errors name what is wrong.
     let err = env.fail(&["deploy", &spec, "--format", "raw", "--output", raw.to_str().unwrap(), "--size", "1G"]);

@@ -32,10 +32,13 @@ ostree --repo="$work/client" remote add --no-gpg-verify os "http://127.0.0.1:$po
 ostree --repo="$work/client" pull os debian-base/x86_64
 kill $server
 ostree --repo="$work/client" fsck
-# A disk image of it that boots (BIOS and UEFI), proven in QEMU.
-$strata deploy descriptions/debian-base --format qcow2 --output "$work/debian-base.qcow2"
+# A disk image of it that boots (BIOS and UEFI), and a live ISO of the same commit, proven in QEMU.
+$strata deploy descriptions/debian-base --output "$work/debian-base.qcow2"
 $strata boot "$work/debian-base.qcow2" --login debian:debian --run 'ostree admin status'
+$strata deploy descriptions/debian-base --format iso --output "$work/debian-base.iso"
+$strata boot "$work/debian-base.iso" --uefi --login debian:debian --run 'findmnt /'
 set +x
 echo "example done: store in $work/store, the web image checked out in $work/web,"
 echo "the OSTree repository in $work/repo, published in $work/public, pulled into $work/client,"
 echo "its disk image in $work/debian-base.qcow2 (boot it: $strata boot $work/debian-base.qcow2 --uefi)"
+echo "and its live ISO in $work/debian-base.iso"

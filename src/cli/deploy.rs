@@ -60,7 +60,7 @@ pub struct DeployArgs {
 
 #[derive(Args, Debug)]
 pub struct BootArgs {
-    /// The disk image (raw or .qcow2)
+    /// The disk image (raw or .qcow2) or ISO
     image: PathBuf,
     /// Boot with UEFI firmware (OVMF) instead of BIOS
     #[arg(long)]

@@ -124,20 +124,24 @@ enum Command {
     /// Make ed25519 signing keys for OSTree commits and summaries
     #[command(subcommand)]
     Key(ostree::KeyCommand),
-    /// Deploy an image's OSTree commit to a bootable disk image (BIOS and UEFI)
+    /// Deploy an image's OSTree commit to a bootable disk image or live ISO (BIOS and UEFI)
     ///
-    /// Builds and exports the image first (all cached), deploys the commit into an OSTree
-    /// sysroot, and writes a GPT disk: BIOS boot partition, EFI system partition, ext4 /boot and
-    /// an ext4 root. GRUB reads the boot loader configuration OSTree maintains, so the machine
-    /// keeps booting after `ostree admin upgrade` or `rollback`. The image is cached in the store:
-    /// deploying an unchanged image again only copies it out.
+    /// Builds and exports the image first (all cached). A disk: the commit deployed into an
+    /// OSTree sysroot, written as a GPT disk (BIOS boot partition, EFI system partition, ext4
+    /// /boot, ext4 or xfs root); GRUB reads the boot loader configuration OSTree maintains, so the
+    /// machine keeps booting after `ostree admin upgrade` or a rollback. An ISO: the commit's
+    /// tree on squashfs with a dracut live initramfs (a cached step; the image needs
+    /// dracut-live), hybrid El Torito. Without --format, the description's primary target
+    /// decides. Artifacts are cached in the store: deploying an unchanged image again only copies
+    /// it out.
     #[command(
-        after_help = "Examples:\n  sudo strata deploy descriptions/debian-base --format qcow2 --output debian.qcow2\n  sudo strata deploy ostree:./repo#debian-base/x86_64 --format raw --output disk.raw --size 8G --karg quiet\n  strata boot debian.qcow2 --login debian:debian --run 'ostree admin status'"
+        after_help = "Examples:\n  sudo strata deploy descriptions/debian-base --output debian.qcow2\n  sudo strata deploy descriptions/debian-base --format iso --output debian.iso\n  sudo strata deploy descriptions/debian-base --format raw --filesystem xfs --size 8G --output disk.raw\n  sudo strata deploy ostree:./repo#debian-base/x86_64 --format raw --output disk.raw --karg quiet\n  strata boot debian.qcow2 --login debian:debian --run 'ostree admin status'"
     )]
     Deploy(deploy::DeployArgs),
-    /// Boot a disk image in QEMU and wait for the login prompt (optionally log in, run commands)
+    /// Boot a disk image or ISO in QEMU and wait for the login prompt (optionally log in, run
+    /// commands)
     #[command(
-        after_help = "Examples:\n  strata boot debian.qcow2\n  strata boot debian.qcow2 --uefi --login debian:debian --run 'cat /etc/os-release' --json\n  strata boot disk.raw --timeout 300 --log serial.log"
+        after_help = "Examples:\n  strata boot debian.qcow2\n  strata boot debian.iso --uefi\n  strata boot debian.qcow2 --uefi --login debian:debian --run 'cat /etc/os-release' --json\n  strata boot disk.raw --timeout 300 --log serial.log"
     )]
     Boot(deploy::BootArgs),
     /// Add, inspect, check out and verify store entries
