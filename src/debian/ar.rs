@@ -140,4 +140,42 @@ mod tests {
         }
         assert!(ArReader::new(&b"nope"[..], 4).is_err());
     }
+
+    /// Read every member to the end; errors are fine, panics and runaway reads are not.
+    fn read_all(bytes: &[u8]) {
+        let Ok(mut r) = ArReader::new(bytes, bytes.len() as u64) else { return };
+        let mut total = 0u64;
+        while let Ok(Some((_, mut data))) = r.next_member() {
+            let mut buf = Vec::new();
+            if data.read_to_end(&mut buf).is_err() {
+                break;
+            }
+            total += buf.len() as u64;
+        }
+        assert!(total <= bytes.len() as u64, "read {total} bytes out of {}", bytes.len());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let mut ar = MAGIC.to_vec();
+            ar.extend_from_slice(&tail);
+            read_all(&ar);
+            read_all(&tail);
+        }
+
+        #[test]
+        fn damaged_archives_never_panic(flips in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..8), cut in 0usize..400) {
+            let mut ar = MAGIC.to_vec();
+            ar.extend(member("debian-binary", b"2.0\n"));
+            ar.extend(member("control.tar", &[7u8; 101]));
+            ar.extend(member("data.tar", &[9u8; 150]));
+            for (at, byte) in flips {
+                let i = at % ar.len();
+                ar[i] = byte;
+            }
+            ar.truncate(cut.max(8).min(ar.len()));
+            read_all(&ar);
+        }
+    }
 }

@@ -100,4 +100,16 @@ mod tests {
             assert_eq!(parse(text).as_ref().err(), Some(expected), "{text:?}");
         }
     }
+
+    proptest::proptest! {
+        /// Indexes and control files are untrusted: any text parses or fails, never panics.
+        #[test]
+        fn any_text_parses_or_fails(text in "[A-Za-z0-9:# .,|()<>=~+-]{0,40}(\n[ A-Za-z0-9:# .,|()<>=~+-]{0,40}){0,6}") {
+            if let Ok(paras) = parse(&text) {
+                for p in paras {
+                    let _ = p.get("Package");
+                }
+            }
+        }
+    }
 }

@@ -136,6 +136,14 @@ fn parse_dep(s: &str) -> Result<Dep, RelationError> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Depends fields are untrusted: any text parses or fails, never panics.
+        #[test]
+        fn any_field_parses_or_fails(field in "[a-z0-9.+:~ ,|()<>=\\[\\]!-]{0,60}") {
+            let _ = parse(&field);
+        }
+    }
+
     #[test]
     fn parse_table() {
         let groups = parse("libc6 (>= 2.34), debconf (>= 0.5) | debconf-2.0, perl:any, foo (<< 1:2.0-1),").unwrap();

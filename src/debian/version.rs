@@ -130,6 +130,17 @@ fn verrevcmp(a: &str, b: &str) -> Ordering {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any text parses or fails; parsed versions order consistently.
+        #[test]
+        fn versions_parse_and_order_consistently(a in "[0-9a-z.+~:-]{0,16}", b in "[0-9a-z.+~:-]{0,16}") {
+            if let (Ok(va), Ok(vb)) = (Version::parse(&a), Version::parse(&b)) {
+                proptest::prop_assert_eq!(va.cmp(&va), Ordering::Equal);
+                proptest::prop_assert_eq!(va.cmp(&vb), vb.cmp(&va).reverse());
+            }
+        }
+    }
+
     #[test]
     fn ordering_table() {
         // (a, b, expected a.cmp(b)); cases from dpkg's own test suite and Debian policy.

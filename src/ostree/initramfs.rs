@@ -194,4 +194,33 @@ mod tests {
         bad[6 + 11 * 8..6 + 12 * 8].copy_from_slice(b"ffffffff");
         assert!(contains(&bad, WANT).is_err());
     }
+
+    proptest::proptest! {
+        /// The initramfs comes from the image (untrusted): damaged archives and compressed
+        /// segments are reported or refused, never a panic.
+        #[test]
+        fn damaged_initramfs_never_panics(
+            flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..6),
+            cut in 0usize..4096,
+            compress in 0u8..3,
+        ) {
+            let mut data = archive(&["early"]);
+            let main = archive(&["usr", "usr/lib/ostree/ostree-prepare-root"]);
+            match compress {
+                0 => data.extend(&main),
+                1 => {
+                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    gz.write_all(&main).unwrap();
+                    data.extend(gz.finish().unwrap());
+                }
+                _ => data.extend(zstd::encode_all(&main[..], 1).unwrap()),
+            }
+            for (at, byte) in flips {
+                let i = at % data.len();
+                data[i] = byte;
+            }
+            data.truncate(cut.min(data.len()));
+            let _ = contains(&data, WANT);
+        }
+    }
 }
