@@ -61,7 +61,8 @@ cleanup() {
   done
 }
 cleanup
-rm -rf "$work"; mkdir -p "$work/bin"
+trap cleanup EXIT
+rm -rf --one-file-system "$work"; mkdir -p "$work/bin"
 
 # The partx wrapper (see above).
 cat > "$work/bin/partx" <<'EOF'
@@ -109,7 +110,7 @@ print(s, end="")' > "$kdesc/config.xml"
 
 declare -a t_prepare t_create
 for i in $(seq "$runs"); do
-  cleanup; rm -rf "$work/root" "$work/out"; sync
+  cleanup; rm -rf --one-file-system "$work/root" "$work/out"; sync
   gnupg=$(mktemp -d); s=$(now)
   GNUPGHOME=$gnupg kiwi-ng --debug system prepare --description "$kdesc" --root "$work/root" \
     >"$work/prepare.log" 2>&1 || { echo "kiwi-ng system prepare failed: see $work/prepare.log" >&2; exit 1; }
@@ -119,7 +120,7 @@ for i in $(seq "$runs"); do
     >"$work/create.log" 2>&1 || { echo "kiwi-ng system create failed: see $work/create.log" >&2; cleanup; exit 1; }
   t_create+=("$(elapsed "$s" "$(now)")")
 done
-rm -rf "$work/root"   # keep out/ (the images) and the logs
+cleanup; rm -rf --one-file-system "$work/root"   # keep out/ (the images) and the logs
 
 qcow2=$(ls "$work"/out/*.qcow2)
 raw=$(ls "$work"/out/*.raw 2>/dev/null || true)

@@ -5,8 +5,9 @@
 //! is dropped for TCG, which is slower but always works. "Fails" includes the quiet ways seen in
 //! nested setups: QEMU exits, the firmware runs but the boot loader never starts (a real-mode
 //! boot sector that hangs), or the boot loader runs but the kernel never prints: KVM must get
-//! to the kernel's banner within [`KVM_PROBE`]. A KVM found unusable is remembered until the
-//! host reboots ([`KVM_UNUSABLE`], on the `/run` tmpfs), so later boots go to TCG at once.
+//! to the kernel's banner within [`KVM_PROBE`]. When TCG then gets to the login prompt, KVM is
+//! what fails on this host: that is remembered until the host reboots ([`KVM_UNUSABLE`], on the
+//! `/run` tmpfs), so later boots go to TCG at once.
 //! The image is not written (QEMU's `-snapshot`) unless asked
 //! (`persist`); extra disks are attached read-only. UEFI boots use Debian's OVMF with a scratch copy of
 //! its variable store.
@@ -23,6 +24,10 @@ const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const READY: &str = "__strata_ready__";
 const RC: &str = "__strata_rc=";
+/// Marks each line a command prints, so that kernel messages on the same console stay out.
+const OUT: &str = "|> ";
+/// Where a command's output goes before it is printed with [`OUT`] in front.
+const OUT_FILE: &str = "/tmp/.strata-output";
 /// How long a KVM boot may take to reach the kernel's banner (boot menus wait a few seconds).
 const KVM_PROBE: Duration = Duration::from_secs(30);
 /// What a working boot prints early: the kernel's banner, or a login prompt.
@@ -167,7 +172,7 @@ fn is_iso(path: &Path) -> anyhow::Result<bool> {
 
 fn start(opts: &BootOptions, kvm: bool) -> anyhow::Result<Vm> {
     if !opts.image.is_file() {
-        bail!("{}: no such disk image", opts.image.display());
+        bail!("{}: no such image file", opts.image.display());
     }
     let format = match opts.image.extension().and_then(|e| e.to_str()) {
         Some("qcow2") => "qcow2",
@@ -198,7 +203,7 @@ fn start(opts: &BootOptions, kvm: bool) -> anyhow::Result<Vm> {
     }
     for (i, disk) in opts.disks.iter().enumerate() {
         if !disk.is_file() {
-            bail!("{}: no such disk image", disk.display());
+            bail!("{}: no such image file", disk.display());
         }
         let f = if disk.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
         let id = format!("disk{}", i + 1);
@@ -252,9 +257,9 @@ fn start(opts: &BootOptions, kvm: bool) -> anyhow::Result<Vm> {
     Ok(Vm { child, console, _scratch: scratch })
 }
 
-/// Start with KVM if asked or usable, falling back to TCG when KVM does not get the firmware
-/// to say anything.
-fn start_any(opts: &BootOptions) -> anyhow::Result<(Vm, &'static str)> {
+/// Start with KVM if asked or usable, falling back to TCG when KVM does not get to the kernel.
+/// Returns the machine, its accelerator, and whether a KVM probe failed.
+fn start_any(opts: &BootOptions) -> anyhow::Result<(Vm, &'static str, bool)> {
     let try_kvm = match opts.accel {
         Accel::Tcg => false,
         Accel::Kvm => true,
@@ -266,18 +271,26 @@ fn start_any(opts: &BootOptions) -> anyhow::Result<(Vm, &'static str)> {
         let alive = vm.wait_for(probe, 0, |t| BANNERS.iter().any(|b| t.contains(b)).then_some(()));
         let exited = matches!(vm.child.try_wait(), Ok(Some(_)));
         if alive.is_some() && !exited {
-            return Ok((vm, "kvm"));
+            return Ok((vm, "kvm", false));
         }
         if opts.accel == Accel::Kvm {
             bail!("KVM did not boot: {}", last_lines(&vm.console.text(), 3).join(" | "));
         }
         tracing::debug!("KVM did not reach the kernel; falling back to TCG");
         drop(vm);
-        if opts.accel == Accel::Auto {
-            let _ = fs_err::create_dir_all("/run/strata").and_then(|()| fs_err::write(KVM_UNUSABLE, "probe failed\n"));
-        }
+        return Ok((start(opts, false)?, "tcg", opts.accel == Accel::Auto));
     }
-    Ok((start(opts, false)?, "tcg"))
+    Ok((start(opts, false)?, "tcg", false))
+}
+
+/// TCG got further than KVM did with the same image: KVM is what fails on this host. Later boots
+/// skip it until the host reboots.
+fn remember_kvm_unusable() {
+    let written = fs_err::create_dir_all("/run/strata")
+        .and_then(|()| fs_err::write(KVM_UNUSABLE, "KVM did not reach the kernel where TCG did\n"));
+    if written.is_ok() {
+        tracing::info!("KVM does not work on this host: using TCG until it reboots (remove {KVM_UNUSABLE} to retry)");
+    }
 }
 
 /// Why a login went nowhere: refused, or `otherwise`.
@@ -286,27 +299,25 @@ fn login_failure(vm: &Vm, since: usize, otherwise: &str) -> String {
     if text[since.min(text.len())..].contains("Login incorrect") { "login incorrect" } else { otherwise }.to_string()
 }
 
-/// What a command printed: the console text after the shell's echo of `sent`, without the
-/// kernel's messages (`[   12.345678] …`), which share the serial console.
-fn command_output(chunk: &str, sent: &str) -> String {
-    let after = match chunk.rfind(sent) {
-        Some(i) => chunk[i + sent.len()..].split_once('\n').map_or("", |(_, rest)| rest),
-        None => chunk.split_once('\n').map_or("", |(_, rest)| rest),
-    };
+/// The line typed for `command`: it runs in the login shell (a `cd` lasts), its output goes to
+/// a file and is then printed with [`OUT`] before each line (spelt `\x7c> ` for GNU sed, so that
+/// the shell's echo of the typed line never contains the marker), and its exit status follows.
+fn wrapped(command: &str) -> String {
+    format!(
+        "{{ {command}\n}} >{OUT_FILE} 2>&1 </dev/null; __strata_s=$?; sed 's/^/\\x7c> /' {OUT_FILE}; echo \"{RC}$__strata_s\"\n"
+    )
+}
+
+/// What a command printed: the console lines that start with [`OUT`]. Kernel messages, which
+/// share the serial console, and the shell's echo of the typed line do not.
+fn command_output(chunk: &str) -> String {
     let mut out = String::new();
-    for line in after.split_inclusive('\n') {
-        if !is_kernel_message(line) {
-            out.push_str(line);
+    for line in chunk.split_inclusive('\n') {
+        if let Some(text) = line.strip_prefix(OUT) {
+            out.push_str(&text.replace('\r', ""));
         }
     }
     out
-}
-
-fn is_kernel_message(line: &str) -> bool {
-    let Some(rest) = line.strip_prefix('[') else { return false };
-    let Some((stamp, _)) = rest.split_once("] ") else { return false };
-    let stamp = stamp.trim_start();
-    !stamp.is_empty() && stamp.contains('.') && stamp.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 fn last_lines(text: &str, n: usize) -> Vec<String> {
@@ -318,7 +329,7 @@ fn last_lines(text: &str, n: usize) -> Vec<String> {
 pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
     let started = Instant::now();
     let deadline = started + opts.timeout;
-    let (mut vm, accelerator) = start_any(opts)?;
+    let (mut vm, accelerator, kvm_failed) = start_any(opts)?;
     let mut report = BootReport {
         success: false,
         firmware: if opts.uefi { "uefi" } else { "bios" },
@@ -339,6 +350,9 @@ pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
         return finish(report, &vm, Some(why));
     };
     report.login_prompt_after = Some(started.elapsed().as_secs_f64());
+    if kvm_failed {
+        remember_kvm_unusable();
+    }
     let Some((user, password)) = &opts.login else { return finish(report, &vm, None) };
     vm.send(&format!("{user}\n"))?;
     let Some(rel) = vm.wait_for(deadline, at, |t| t.find("Password: ").map(|i| i + "Password: ".len())) else {
@@ -346,10 +360,18 @@ pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
     };
     let at = at + rel;
     vm.send(&format!("{password}\n"))?;
-    // login(1) flushes what is typed ahead: wait for the shell's prompt first.
-    let prompt = vm.wait_for(deadline, at, |t| (t.ends_with("$ ") || t.ends_with("# ")).then_some(t.len()));
-    let Some(rel) = prompt else {
-        return finish(report, &vm, Some(login_failure(&vm, at, "no shell prompt after login")));
+    // login(1) flushes what is typed ahead: wait for the shell's prompt first (or a refusal,
+    // after which login(1) asks again and no prompt comes).
+    let prompt = vm.wait_for(deadline, at, |t| {
+        if t.contains("Login incorrect") {
+            return Some(None);
+        }
+        (t.ends_with("$ ") || t.ends_with("# ")).then_some(Some(t.len()))
+    });
+    let rel = match prompt {
+        Some(Some(rel)) => rel,
+        Some(None) => return finish(report, &vm, Some("login incorrect".into())),
+        None => return finish(report, &vm, Some(login_failure(&vm, at, "no shell prompt after login"))),
     };
     let at = at + rel;
     vm.send(&format!("echo {READY}\n"))?;
@@ -359,7 +381,7 @@ pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
     };
     let mut at = at + rel;
     for command in &opts.commands {
-        vm.send(&format!("{command}; echo \"{RC}$?\"\n"))?;
+        vm.send(&wrapped(command))?;
         let found = vm.wait_for(deadline, at, |t| {
             let i = t.find(&format!("\n{RC}"))?;
             let rest = &t[i + 1 + RC.len()..];
@@ -371,7 +393,7 @@ pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
             return finish(report, &vm, Some(format!("`{command}` did not finish in time")));
         };
         let text = vm.console.text();
-        let output = command_output(&text[at..at + i], &format!("{command}; echo \"{RC}$?\""));
+        let output = command_output(&text[at..at + i]);
         report.commands.push(CommandOutput { command: command.clone(), status, output });
         at += next;
         if status != 0 {
@@ -386,12 +408,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn command_output_leaves_out_the_echo_and_kernel_messages() {
-        let sent = "findmnt -no FSTYPE /; echo \"__strata_rc=$?\"";
-        let chunk = format!("[   39.081138] IPv6: link becomes ready\n{sent}\noverlay\n[   40.1] late\nmore\n");
-        assert_eq!(command_output(&chunk, sent), "overlay\nmore\n");
-        assert_eq!(command_output(&format!("{sent}\n[x] not the kernel\n"), sent), "[x] not the kernel\n");
-        assert_eq!(command_output("echo garbled\nout\n", sent), "out\n");
+    fn command_output_is_the_marked_lines() {
+        let typed = wrapped("dmesg | tail -1");
+        assert!(typed.starts_with("{ dmesg | tail -1\n} >/tmp/.strata-output 2>&1"), "{typed}");
+        let chunk = format!(
+            "[   39.081138] IPv6: link becomes ready\n{typed}> \r\n|> [    1.000000] Linux version 6.1\r\n[   40.1] late\n|> more\n"
+        );
+        assert_eq!(command_output(&chunk), "[    1.000000] Linux version 6.1\nmore\n");
+        assert_eq!(command_output("no marked lines\n"), "");
     }
 
     #[test]

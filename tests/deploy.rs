@@ -118,19 +118,27 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
         let report = boot(&env, i, &[firmware, &checks[..]].concat());
         assert_eq!(output_of(&report, 0).trim(), "overlay", "{report}");
         assert!(output_of(&report, 1).contains("root=live:CDLABEL=DEBIAN_BASE rd.live.image"), "{report}");
-        assert!(output_of(&report, 2).contains("live"), "the live system is writable: {report}");
+        assert_eq!(output_of(&report, 2).trim(), "live", "the live system is writable: {report}");
     }
+    let again = env.json(&["deploy", d, "--format", "iso", "--output", i]);
+    assert_eq!((&again["cached"], &again["copied"]), (&true.into(), &false.into()), "{again}");
+    // A wrong password is reported as such, at once (not at the timeout).
+    let out = env.cmd(&["--json", "boot", i, "--login", "debian:wrong", "--timeout", "900"]).output().unwrap();
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failure"], "login incorrect", "{report}");
+
     // Another kernel argument: a new ISO, the initramfs step reused.
     let other = env.json(&["deploy", d, "--format", "iso", "--output", i, "--karg", "quiet"]);
     assert_eq!(other["cached"], false);
     assert_eq!(other["built"]["initramfs_cached"], true);
     assert_eq!(other["built"]["initramfs_step"], live["built"]["initramfs_step"]);
 
-    // The derived examples: debian-web (its only target is a disk) and debian-slim (whose target
-    // is a raw disk), each as a qcow2 disk and an ISO.
+    // The derived examples: debian-web (its only target is a disk without a format: raw, as in
+    // KIWI) and debian-slim (a raw disk), each as a qcow2 disk and an ISO.
     let web = project().join("descriptions/debian-web");
     let web_disk = env.path("web.qcow2");
-    let out = env.json(&["deploy", web.to_str().unwrap(), "--output", web_disk.to_str().unwrap()]);
+    let out = env.json(&["deploy", web.to_str().unwrap(), "--format", "qcow2", "--output", web_disk.to_str().unwrap()]);
     assert_eq!(out["format"], "qcow2");
     let report = boot(
         &env,
@@ -210,6 +218,8 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     let err =
         env.fail(&["deploy", &spec, "--format", "raw", "--filesystem", "ntfs", "--output", raw.to_str().unwrap()]);
     assert!(err.contains("`ntfs` is not supported: expected ext4 or xfs"), "{err}");
+    let err = env.fail(&["deploy", &spec, "--format", "iso", "--karg", "a;b", "--output", raw.to_str().unwrap()]);
+    assert!(err.contains("kernel argument `a;b`"), "{err}");
     let err = env.fail(&["deploy", "ostree:/nonexistent#x", "--format", "raw", "--output", raw.to_str().unwrap()]);
     assert!(err.contains("/nonexistent"), "{err}");
 }
@@ -225,7 +235,7 @@ fn a_disk_that_does_not_boot_is_reported_with_its_last_console_lines() {
     assert!(err.contains("no login prompt within 25 s"), "{err}");
     assert!(err.contains("SeaBIOS") || err.contains("Boot failed"), "the console's last lines are shown: {err}");
     let err = env.fail(&["boot", env.path("missing.qcow2").to_str().unwrap()]);
-    assert!(err.contains("no such disk image"), "{err}");
+    assert!(err.contains("no such image file"), "{err}");
     let err = env.fail(&["boot", blank.to_str().unwrap(), "--run", "true"]);
     assert!(err.contains("--run needs --login"), "{err}");
 }
@@ -249,6 +259,8 @@ fn an_update_inside_the_machine_boots_the_new_commit_and_rolls_back() {
         disk.to_str().unwrap(),
     ]);
     assert_eq!(c1["filesystem"], "xfs");
+    let mounts = sh("findmnt -rno TARGET");
+    assert!(!mounts.contains("xfs-mount"), "the xfs image is unmounted: {mounts}");
     let c1 = c1["commit"].as_str().unwrap().to_string();
 
     // Commit 2: the same image and ref, with a marker file.

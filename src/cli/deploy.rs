@@ -1,5 +1,5 @@
-//! `strata deploy` and `strata boot`: bootable disk images from OSTree commits, and proving
-//! that they boot.
+//! `strata deploy` and `strata boot`: bootable disk images and live ISOs from OSTree commits,
+//! and proving that they boot.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,8 @@ pub struct DeployArgs {
     /// A kernel argument (repeatable), after the description's kernelcmdline
     #[arg(long = "karg", value_name = "ARG")]
     kargs: Vec<String>,
-    /// The OSTree stateroot name [default: the image name]
+    /// The OS name: a disk's OSTree stateroot; an ISO's menu title and default volume id
+    /// [default: the image name]
     #[arg(long = "os", value_name = "NAME")]
     osname: Option<String>,
 }
@@ -120,25 +121,34 @@ pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let mut store = ctx.open(LockMode::Shared)?;
     let spec = args.build.desc.description.to_string_lossy().into_owned();
     let source_date = args.build.source_date_epoch().unwrap_or(build::DEFAULT_EPOCH);
-    let (repo, reference, commit_id, tree, targets, osname, refs) = if let Some(rest) = spec.strip_prefix("ostree:") {
+    let (repo, reference, commit_id, tree, opts, refs) = if let Some(rest) = spec.strip_prefix("ostree:") {
         let (repo, reference) = rest.split_once('#').with_context(|| format!("`{spec}`: expected ostree:REPO#REF"))?;
         let r = crate::ostree::export::open_repo(Path::new(repo), None)?;
         let commit_id =
             r.resolve_rev(reference, true)?.with_context(|| format!("`{repo}` has no ref `{reference}`"))?.to_string();
         let os = reference.split('/').next().unwrap_or("os").to_string();
+        let opts = options(&args, &BTreeMap::new(), os)?;
         // An ISO is made from the commit's content in the store.
-        let (tree, refs) = if matches!(args.format, Some(FormatArg::Iso)) {
+        let (tree, refs) = if opts.format == Format::Iso {
             let e = build::overlay::ostree_commit_entry(&mut store, Path::new(repo), &commit_id, &ctx.progress)?;
             (Some(e.tree), vec![e.key])
         } else {
             (None, vec![])
         };
-        (PathBuf::from(repo), reference.to_string(), commit_id, tree, BTreeMap::new(), os, refs)
+        (PathBuf::from(repo), reference.to_string(), commit_id, tree, opts, refs)
     } else {
+        // A description's options are checked before it is built.
+        let path = &args.build.desc.description;
+        let early = if path.exists() {
+            let d = crate::description::load(path, &args.build.desc.profiles)?.description;
+            Some(options(&args, &d.preferences.targets, d.name)?)
+        } else {
+            None
+        };
         let src = source(ctx, &mut store, &args.build, None)?;
         let repo = store.root().join("ostree-repo");
         let reference = format!("{}/{}", src.image, ref_arch(&args.build.arch));
-        let (report, layout) = commit(
+        let (report, _, tree) = commit(
             ctx,
             &mut store,
             &src,
@@ -149,11 +159,12 @@ pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
             false,
             source_date,
         )?;
-        // The commit's content is the layout step's tree.
-        let tree = layout["tree"].as_str().map(str::parse).transpose()?;
-        (repo, reference, report.commit, tree, src.targets, src.image, vec![src.entry.key])
+        let opts = match early {
+            Some(opts) => opts,
+            None => options(&args, &src.targets, src.image.clone())?,
+        };
+        (repo, reference, report.commit, Some(tree), opts, vec![src.entry.key])
     };
-    let opts = options(&args, &targets, osname)?;
     let commit = deploy::Commit { repo: &repo, reference: &reference, checksum: &commit_id, tree, source_date };
     let artifact = deploy::deploy(&mut store, &commit, &opts, &refs, &ctx.progress)?;
     let copied = deploy::write_output(&artifact, &args.output)?;
@@ -173,13 +184,18 @@ pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
             "{} {} of {} ({}): {}{}",
             opts.format.as_str(),
             output::bytes(artifact.size),
-            &commit_id[..12],
+            short(&commit_id),
             reference,
             if artifact.cached { "cached" } else { "built" },
             if copied { "" } else { ", output already up to date" }
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first 12 characters of a checksum, for messages.
+fn short(checksum: &str) -> &str {
+    checksum.get(..12).unwrap_or(checksum)
 }
 
 /// The deploy options: the command line first, then the description's target of that kind
@@ -205,10 +221,11 @@ fn options(
                     })?
                 }
             };
+            // As in KIWI, a disk without a format is raw.
             match (kind, attr(kind, "format")) {
                 (TargetKind::Iso, _) => Format::Iso,
-                (TargetKind::Disk, None | Some("qcow2")) => Format::Qcow2,
-                (TargetKind::Disk, Some("raw")) => Format::Raw,
+                (TargetKind::Disk, Some("qcow2")) => Format::Qcow2,
+                (TargetKind::Disk, None | Some("raw")) => Format::Raw,
                 (TargetKind::Disk, Some(other)) => {
                     bail!("the disk target's format `{other}` is not supported: expected raw or qcow2")
                 }
@@ -237,13 +254,24 @@ fn options(
         (None, Some(s)) => Some(parse_size(s).context("the disk target's disksize")?),
         (None, None) => None,
     };
+    // Each artifact kind reads only its own target's attributes.
     let filesystem = match (&args.filesystem, attr(TargetKind::Disk, "filesystem")) {
+        _ if format == Format::Iso => {
+            if args.filesystem.is_some() {
+                bail!("--filesystem is for disk images: an ISO's root is squashfs");
+            }
+            deploy::Filesystem::Ext4
+        }
         (Some(f), _) => deploy::Filesystem::parse(f)?,
         (None, Some(f)) => deploy::Filesystem::parse(f).context("the disk target's filesystem")?,
         (None, None) => deploy::Filesystem::Ext4,
     };
     let osname = args.osname.clone().unwrap_or(osname);
     let volid = attr(TargetKind::Iso, "volid").map_or_else(|| deploy::live::volume_id(&osname), str::to_string);
+    if format == Format::Iso {
+        deploy::live::check_volume_id(&volid).context("the ISO target's volid")?;
+    }
+    deploy::check_kernel_arguments(&kargs)?;
     Ok(DeployOptions { format, size, filesystem, volid, kargs, osname })
 }
 
@@ -301,4 +329,67 @@ pub fn boot(ctx: &Ctx, args: BootArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if report.success { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        deploy: DeployArgs,
+    }
+
+    fn opts(cli: &str, targets: &[(TargetKind, &[(&str, &str)])]) -> anyhow::Result<DeployOptions> {
+        let argv = format!("strata desc --output out {cli}");
+        let args = Cli::try_parse_from(argv.split_whitespace()).unwrap().deploy;
+        let targets = targets
+            .iter()
+            .map(|(k, attrs)| (*k, attrs.iter().map(|(a, v)| (a.to_string(), v.to_string())).collect()))
+            .collect();
+        options(&args, &targets, "my-os".into())
+    }
+
+    #[test]
+    fn targets_fill_in_what_the_command_line_leaves_open() {
+        use TargetKind::{Disk, Iso};
+        let both: &[(TargetKind, &[(&str, &str)])] = &[
+            (Disk, &[("format", "qcow2"), ("primary", "true"), ("kernelcmdline", "console=ttyS0"), ("disksize", "8G")]),
+            (Iso, &[("volid", "MY_LIVE")]),
+        ];
+        let o = opts("", both).unwrap();
+        assert_eq!((o.format, o.size, o.filesystem), (Format::Qcow2, Some(8 << 30), deploy::Filesystem::Ext4));
+        assert_eq!(o.kargs, ["console=ttyS0"]);
+        let o = opts("--format iso --karg quiet", both).unwrap();
+        assert_eq!((o.format, o.size, o.volid.as_str()), (Format::Iso, None, "MY_LIVE"));
+        assert_eq!(o.kargs, ["console=ttyS0", "quiet"], "an ISO falls back to the disk's kernelcmdline");
+        // The only target decides; a disk without a format is raw, as in KIWI.
+        assert_eq!(opts("", &[(Disk, &[])]).unwrap().format, Format::Raw);
+        let o = opts("", &[(Iso, &[])]).unwrap();
+        assert_eq!((o.format, o.volid.as_str()), (Format::Iso, "MY_OS"));
+        // Each kind reads only its own target: a disk file system strata cannot make does not
+        // stop an ISO, and a bad volume id does not stop a disk.
+        let odd: &[(TargetKind, &[(&str, &str)])] =
+            &[(Disk, &[("filesystem", "btrfs")]), (Iso, &[("volid", "my live"), ("primary", "true")])];
+        assert!(opts("--format raw --filesystem xfs", odd).is_ok());
+        let err = opts("--format raw", odd).unwrap_err();
+        assert!(format!("{err:#}").contains("filesystem: root file system `btrfs` is not supported"), "{err:#}");
+        let err = opts("", odd).unwrap_err();
+        assert!(format!("{err:#}").contains("volid: invalid ISO volume id `my live`"), "{err:#}");
+
+        for (cli, targets, expected) in [
+            ("", &[][..], "give --format"),
+            ("", &[(Disk, &[][..]), (Iso, &[][..])][..], "neither is primary"),
+            ("--format iso --size 4G", &[][..], "--size is for disk images"),
+            ("--format iso --filesystem xfs", &[][..], "--filesystem is for disk images"),
+            ("--format raw --karg a$b", &[][..], "kernel argument `a$b`"),
+            ("", &[(Disk, &[("format", "vmdk")][..])][..], "format `vmdk` is not supported"),
+            ("--format raw", &[(Disk, &[("bootloader", "systemd-boot")][..])][..], "bootloader `systemd-boot`"),
+        ] {
+            let err = format!("{:#}", opts(cli, targets).unwrap_err());
+            assert!(err.contains(expected), "{cli}: {err}");
+        }
+    }
 }

@@ -13,6 +13,7 @@ use super::{output, Ctx};
 use crate::build::{self, generations, Mode};
 use crate::db::EntryRow;
 use crate::description::TargetKind;
+use crate::digest::Digest;
 use crate::lock::LockMode;
 use crate::ostree::export::{self, CommitMeta, RepoMode};
 use crate::ostree::layout::{self, SpecialFiles};
@@ -201,7 +202,8 @@ pub(crate) fn source(
     }
 }
 
-/// Lay the source out for OSTree and commit it; returns the export report and the layout as JSON.
+/// Lay the source out for OSTree and commit it; returns the export report, the layout as JSON,
+/// and the committed tree (the commit's content in the store).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn commit(
     ctx: &Ctx,
@@ -213,7 +215,7 @@ pub(crate) fn commit(
     special: SpecialFiles,
     no_layout: bool,
     source_date: u64,
-) -> anyhow::Result<(export::ExportReport, serde_json::Value)> {
+) -> anyhow::Result<(export::ExportReport, serde_json::Value, Digest)> {
     let (tree, kernel, layout_json) = if no_layout {
         (src.entry.tree, None, serde_json::Value::Null)
     } else {
@@ -240,7 +242,7 @@ pub(crate) fn commit(
         kernel,
     };
     let report = export::export(store, &tree, repo, mode, reference, &meta, &ctx.progress)?;
-    Ok((report, layout_json))
+    Ok((report, layout_json, tree))
 }
 
 pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -259,7 +261,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         ModeArg::BareUser => RepoMode::BareUser,
     });
     let source_date = args.build.source_date_epoch().unwrap_or(build::DEFAULT_EPOCH);
-    let (report, layout_json) =
+    let (report, layout_json, _) =
         commit(ctx, &mut store, &src, &args.repo, mode, &reference, special, args.no_layout, source_date)?;
     let repo = export::open_repo(&args.repo, None)?;
     crate::ostree::sign::sign_commit(&repo, &report.commit, &signers)?;

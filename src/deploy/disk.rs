@@ -1,5 +1,5 @@
-//! A bootable disk image from an OSTree sysroot directory, built without mounting anything and
-//! without loop devices.
+//! A bootable disk image from an OSTree sysroot directory, built without partition devices:
+//! nothing is mounted (but an xfs root, see below) and no loop device is partitioned.
 //!
 //! Layout (GPT, 1 MiB aligned):
 //!
@@ -134,19 +134,23 @@ fn mkfs_ext4(dir: &Path, label: &str, size: u64, out: &Path) -> anyhow::Result<(
 }
 
 /// An xfs image of `size` bytes at `out` holding `dir`: made in the file, loop-mounted on a
-/// scratch directory, filled with `cp -a` (hardlinks, xattrs, owners), unmounted.
+/// scratch directory, filled with `cp -a` (hardlinks, xattrs, owners), unmounted. The mount
+/// lives in a private mount namespace, so whatever happens to this process (an error, a kill)
+/// it goes away with the namespace and its loop device is freed (autoclear): nothing is left
+/// mounted in the store's scratch directory.
 fn mkfs_xfs(dir: &Path, label: &str, size: u64, out: &Path, work: &Path) -> anyhow::Result<()> {
     fs_err::File::create(out)?.set_len(size)?;
     run(Command::new("mkfs.xfs").args(["-q", "-f", "-L", label]).arg(out), "mkfs.xfs (xfsprogs)")?;
     let mnt = work.join("xfs-mount");
     fs_err::create_dir_all(&mnt)?;
-    run(Command::new("mount").args(["-t", "xfs", "-o", "loop"]).arg(out).arg(&mnt), "mount of the xfs image")?;
-    let copied = run(
-        Command::new("cp").args(["-a", "--sparse=always"]).arg(dir.join(".")).arg(&mnt),
-        "cp -a into the xfs image",
-    );
-    let unmounted = run(Command::new("umount").arg(&mnt), "umount of the xfs image");
-    copied.and(unmounted)
+    run(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--fork", "--kill-child", "sh", "-ec"])
+            .arg(r#"mount -t xfs -o loop "$1" "$2"; cp -a --sparse=always "$3/." "$2"; umount "$2""#)
+            .arg("sh")
+            .args([out, &mnt, dir]),
+        "filling the xfs image (mount -o loop, cp -a, umount)",
+    )
 }
 
 /// Copy the data regions of `src` into `dst` at `offset`, leaving holes as holes.

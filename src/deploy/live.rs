@@ -31,13 +31,16 @@ use crate::db::{EntryRow, NewEntry};
 use crate::digest::Digest;
 use crate::entry::{entry_key, EntryKind};
 use crate::meta::Meta;
+use crate::ostree::layout::module_kernels;
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::tree::{object_id, Name, Node, Tree};
 use crate::tree_edit::{load, lookup, put};
 
-/// Bumped when the live tree, the initramfs or the ISO layout changes.
-pub const LIVE_VERSION: &[u8] = b"1";
+/// Bumped when the live tree or the way the initramfs is made changes.
+pub const LIVE_INITRAMFS_VERSION: &[u8] = b"1";
+/// Bumped when the ISO's content or layout changes (its menu, the squashfs options).
+pub const ISO_VERSION: &[u8] = b"2";
 /// How long dracut may run.
 const DRACUT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Where the sandboxed dracut writes the initramfs (captured in the run's layer).
@@ -50,7 +53,8 @@ pub struct LiveTree {
     pub kernel: Node,
 }
 
-/// The ISO 9660 volume label for `osname`: upper case letters, digits and `_`, at most 32.
+/// The default ISO 9660 volume label for `osname`: upper case letters, digits and `_`, at most
+/// 32 characters (a description's `volid` may also use lower case and `-`).
 pub fn volume_id(osname: &str) -> String {
     let mut v: String =
         osname.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).take(32).collect();
@@ -92,19 +96,13 @@ pub fn live_tree(store: &mut Store, layout: &Digest) -> anyhow::Result<LiveTree>
         Some(Node::Directory { tree }) => load(store, &batch, &tree)?,
         _ => bail!("the tree {} has no /usr/lib/modules: no kernel", layout.short()),
     };
-    let mut kernels = vec![];
-    for (name, node) in &modules.entries {
-        if let Node::Directory { tree } = node {
-            if let Some(k @ Node::File { .. }) = load(store, &batch, tree)?.get(b"vmlinuz") {
-                kernels.push((String::from_utf8_lossy(name.as_bytes()).into_owned(), k.clone()));
-            }
-        }
-    }
+    let mut kernels = module_kernels(store, &batch, &modules)?;
     let (kver, kernel) = match kernels.len() {
-        1 => kernels.pop().expect("one kernel"),
+        1 => kernels.pop_first().expect("one kernel"),
         n => bail!(
-            "the tree {} has {n} kernels in /usr/lib/modules/*/vmlinuz; a live ISO boots exactly one",
-            layout.short()
+            "the tree {} has {n} kernels in /usr/lib/modules/*/vmlinuz ({}); a live ISO boots exactly one",
+            layout.short(),
+            kernels.keys().cloned().collect::<Vec<_>>().join(", ")
         ),
     };
     put(store, &mut batch, &mut root, &["etc"], Some(etc))?;
@@ -115,17 +113,19 @@ pub fn live_tree(store: &mut Store, layout: &Digest) -> anyhow::Result<LiveTree>
 }
 
 /// The live initramfs of `live`: a cached step (dracut with `dmsquash-live` in the sandbox).
-/// Returns its entry, its file in the store and whether it was cached.
+/// `refs` are the entries it is made from. Returns its entry, its file in the store and whether
+/// it was cached.
 pub fn initramfs(
     store: &mut Store,
     live: &LiveTree,
     image: &str,
+    refs: &[Digest],
     progress: &Progress,
 ) -> anyhow::Result<(EntryRow, PathBuf, bool)> {
     let _span = tracing::debug_span!("live initramfs", kver = %live.kver).entered();
     let key = entry_key(
         EntryKind::Step,
-        &[("step", b"live-initramfs"), ("version", LIVE_VERSION), ("kernel", live.kver.as_bytes())],
+        &[("step", b"live-initramfs"), ("version", LIVE_INITRAMFS_VERSION), ("kernel", live.kver.as_bytes())],
         &[live.tree],
     );
     if let Some(entry) = store.db().entry(&key)? {
@@ -175,7 +175,7 @@ pub fn initramfs(
         tree,
         files: 1,
         bytes: compressed.len() as u64,
-        refs: &[],
+        refs,
     };
     batch.commit(store, Some(&new))?;
     let entry = store.db().entry(&key)?.expect("entry just recorded");
@@ -227,7 +227,8 @@ pub fn build_iso(
             .arg(&root)
             .arg(&squashfs)
             .args(["-noappend", "-no-progress", "-quiet", "-comp", "zstd", "-Xcompression-level", "6", "-b", "1M"])
-            .args(["-processors", &cores.to_string(), "-mkfs-time", &epoch, "-no-exports", "-xattrs"]),
+            .args(["-processors", &cores.to_string(), "-mkfs-time", &epoch, "-all-time", &epoch])
+            .args(["-no-exports", "-xattrs"]),
         "mksquashfs (install squashfs-tools)",
     )?;
     crate::store::make_writable(&root);
@@ -238,6 +239,12 @@ pub fn build_iso(
     fs_err::copy(input.initramfs, iso.join("boot/initrd.img"))?;
     fs_err::write(iso.join("boot/grub/grub.cfg"), grub_cfg(input.title, input.kargs))?;
     bar.set_message("live ISO: El Torito image");
+    // grub-mkrescue quietly leaves out a platform whose GRUB modules are missing.
+    for (platform, package) in [("i386-pc", "grub-pc-bin"), ("x86_64-efi", "grub-efi-amd64-bin")] {
+        if !Path::new("/usr/lib/grub").join(platform).join("moddep.lst").exists() {
+            bail!("a hybrid ISO needs GRUB's {platform} modules: install {package}");
+        }
+    }
     let out = work.join("live.iso");
     run(
         Command::new("grub-mkrescue")

@@ -2,8 +2,9 @@
 //! the store.
 //!
 //! An artifact is a store entry of kind `artifact` whose tree holds the one image file. Its key
-//! is the commit checksum and every option that shapes the image (format, size, kernel
-//! arguments, OS name), so a second deploy of an unchanged image is a lookup and a copy.
+//! is the commit checksum and every option that shapes the image (format; for disks the size
+//! and root file system; for ISOs the volume id and source date; kernel arguments, OS name), so
+//! a second deploy of an unchanged image is a lookup and a copy.
 //! A disk: an OSTree sysroot in a scratch directory ([`sysroot`]), made into a GPT disk with
 //! GRUB for BIOS and UEFI ([`disk`], [`grub`]), converted to qcow2 if asked. An ISO: the
 //! commit's tree with a live initramfs, squashed and made bootable ([`live`]).
@@ -141,6 +142,18 @@ pub fn kernel_arguments(opts: &DeployOptions) -> Vec<String> {
     kargs
 }
 
+/// Refuse kernel arguments the boot loader configurations cannot carry as they are: GRUB
+/// script (the ISO's menu) and OSTree's loader entries split on spaces and treat quotes, `$`,
+/// `;`, braces and backslashes specially.
+pub fn check_kernel_arguments(kargs: &[String]) -> anyhow::Result<()> {
+    for k in kargs {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,:=/+@%~^".contains(c)) {
+            bail!("kernel argument `{k}`: only letters, digits and -_.,:=/+@%~^ are passed to the boot loader");
+        }
+    }
+    Ok(())
+}
+
 /// Deploy `commit` to an artifact of `opts.format`.
 pub fn deploy(
     store: &mut Store,
@@ -154,13 +167,16 @@ pub fn deploy(
     {
         bail!("invalid OS name `{}`: letters, digits, `-`, `_` and `.`", opts.osname);
     }
-    live::check_volume_id(&opts.volid)?;
+    let iso = opts.format == Format::Iso;
+    if iso {
+        live::check_volume_id(&opts.volid)?;
+    }
+    check_kernel_arguments(&opts.kargs)?;
     let kargs = kernel_arguments(opts);
-    let size = opts.size.map(|s| s.to_string()).unwrap_or_default();
-    let (artifact, version) = match opts.format {
-        Format::Iso => (&b"iso"[..], live::LIVE_VERSION),
-        Format::Raw | Format::Qcow2 => (&b"disk"[..], DEPLOY_VERSION),
-    };
+    // Each field is blank where it does not shape this kind of artifact.
+    let size = if iso { String::new() } else { opts.size.map(|s| s.to_string()).unwrap_or_default() };
+    let source_date = if iso { commit.source_date.to_string() } else { String::new() };
+    let (artifact, version) = if iso { (&b"iso"[..], live::ISO_VERSION) } else { (&b"disk"[..], DEPLOY_VERSION) };
     let key = entry_key(
         EntryKind::Artifact,
         &[
@@ -171,8 +187,9 @@ pub fn deploy(
             ("size", size.as_bytes()),
             ("kargs", kargs.join("\0").as_bytes()),
             ("os", opts.osname.as_bytes()),
-            ("filesystem", if opts.format == Format::Iso { b"" } else { opts.filesystem.as_str().as_bytes() }),
-            ("volid", if opts.format == Format::Iso { opts.volid.as_bytes() } else { b"" }),
+            ("filesystem", if iso { b"" } else { opts.filesystem.as_str().as_bytes() }),
+            ("volid", if iso { opts.volid.as_bytes() } else { b"" }),
+            ("source-date", source_date.as_bytes()),
         ],
         &[],
     );
@@ -239,13 +256,13 @@ fn build_iso(
 ) -> anyhow::Result<Artifact> {
     let tree = commit.tree.context("a live ISO needs the commit's tree in the store")?;
     let live = live::live_tree(store, &tree)?;
-    let (step, initramfs, initramfs_cached) = live::initramfs(store, &live, &opts.osname, progress)?;
+    let (step, initramfs, initramfs_cached) = live::initramfs(store, &live, &opts.osname, refs, progress)?;
     let input = live::IsoInput {
         live: &live,
         initramfs: &initramfs,
         kargs,
         volid: &opts.volid,
-        title: &format!("{} live ({})", opts.osname, &commit.checksum[..commit.checksum.len().min(12)]),
+        title: &format!("{} live ({})", opts.osname, commit.checksum.get(..12).unwrap_or(commit.checksum)),
         source_date: commit.source_date,
     };
     let (file, layout) = live::build_iso(store, work, &input, progress)?;
@@ -320,18 +337,22 @@ pub fn write_output(artifact: &Artifact, out: &Path) -> anyhow::Result<bool> {
             }
         }
     }
-    let tmp = out.with_extension("strata-tmp");
-    let _ = fs_err::remove_file(&tmp);
-    {
-        // Holes stay holes (a raw disk is mostly empty); copy_file_range reflinks where it can.
-        let src = fs_err::File::open(&artifact.file)?;
-        let dst = fs_err::File::create(&tmp)?;
-        crate::object::copy_sparse(src.file(), dst.file(), artifact.size)
-            .with_context(|| format!("cannot copy the image to `{}`", tmp.display()))?;
-    }
-    let mut perms = fs_err::metadata(&tmp)?.permissions();
+    // A temporary file next to the output (removed if anything fails), renamed over it.
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".strata-deploy-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write into `{}`", dir.display()))?;
+    // Holes stay holes (a raw disk is mostly empty); copy_file_range reflinks where it can.
+    let src = fs_err::File::open(&artifact.file)?;
+    crate::object::copy_sparse(src.file(), tmp.as_file(), artifact.size)
+        .with_context(|| format!("cannot copy the image to `{}`", out.display()))?;
+    let mut perms = tmp.as_file().metadata()?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
-    fs_err::set_permissions(&tmp, perms)?;
-    fs_err::rename(&tmp, out)?;
+    tmp.as_file().set_permissions(perms)?;
+    tmp.persist(out).with_context(|| format!("cannot write `{}`", out.display()))?;
     Ok(true)
 }

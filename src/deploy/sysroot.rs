@@ -88,8 +88,10 @@ pub fn build(
     fs_err::write(
         &fstab,
         format!(
-            "LABEL={ROOT_LABEL} / {} defaults 1 1\nLABEL={BOOT_LABEL} /boot ext4 defaults 1 2\n",
-            filesystem.as_str()
+            "LABEL={ROOT_LABEL} / {} defaults 1 {}\nLABEL={BOOT_LABEL} /boot ext4 defaults 1 2\n",
+            filesystem.as_str(),
+            // fsck.xfs does nothing: xfs checks itself at mount.
+            if filesystem == super::Filesystem::Xfs { 0 } else { 1 }
         ),
     )?;
     Ok(Deployed { osname: osname.to_string(), commit: commit.to_string(), deployment: path })

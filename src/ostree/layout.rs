@@ -27,7 +27,7 @@
 //! or `/lib` as directories outside `/usr`. The step is cached like every other: its key is the
 //! input tree and the options; its report is kept with the entry.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -255,6 +255,19 @@ pub fn convert(
 }
 
 /// Find the one kernel, check its initramfs, and move both into `/usr/lib/modules/<kver>/`.
+/// The kernels of a `/usr/lib/modules` tree: version → its `vmlinuz` file.
+pub fn module_kernels(store: &Store, batch: &Batch, modules: &Tree) -> anyhow::Result<BTreeMap<String, Node>> {
+    let mut kernels = BTreeMap::new();
+    for (name, node) in &modules.entries {
+        if let Node::Directory { tree } = node {
+            if let Some(k @ Node::File { .. }) = load(store, batch, tree)?.get(b"vmlinuz") {
+                kernels.insert(String::from_utf8_lossy(name.as_bytes()).into_owned(), k.clone());
+            }
+        }
+    }
+    Ok(kernels)
+}
+
 fn kernel(
     store: &Store,
     batch: &mut Batch,
@@ -267,14 +280,7 @@ fn kernel(
         Some(Node::Directory { tree }) => load(store, batch, &tree)?,
         _ => Tree::default(),
     };
-    let mut kvers = BTreeSet::new();
-    for (name, node) in &modules.entries {
-        if let Node::Directory { tree } = node {
-            if matches!(load(store, batch, tree)?.get(b"vmlinuz"), Some(Node::File { .. })) {
-                kvers.insert(String::from_utf8_lossy(name.as_bytes()).into_owned());
-            }
-        }
-    }
+    let mut kvers: BTreeSet<String> = module_kernels(store, batch, &modules)?.into_keys().collect();
     let boot_entries: &[(Name, Node)] = boot.map_or(&[], |b| &b.entries);
     for (name, node) in boot_entries {
         let name = String::from_utf8_lossy(name.as_bytes());
