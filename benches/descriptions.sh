@@ -24,20 +24,8 @@ size() { du -sb "$1/objects" "$1/db.sqlite" | awk '{s+=$1} END {print s}'; }
 
 # The KIWI description.
 kdesc=$work/kiwi-description
-rm -rf "$kdesc"; mkdir -p "$kdesc"
-cp -a descriptions/debian-base/root descriptions/debian-base/config.sh "$kdesc/"
-$strata describe descriptions/debian-base --format xml | MIRROR=$mirror python3 -c '
-import os, re, sys
-s = sys.stdin.read()
-host = """  <repository type="apt-deb">\n    <source path="obsrepositories:/"/>\n  </repository>"""
-explicit = ("""  <repository type="apt-deb" alias="bookworm" distribution="bookworm" components="main" repository_gpgcheck="true">\n"""
-            """    <source path="%s">\n      <signing key="file:///usr/share/keyrings/debian-archive-keyring.gpg"/>\n"""
-            """    </source>\n  </repository>""" % os.environ["MIRROR"])
-assert host in s, "debian-base no longer uses the host sources"
-s = s.replace(host, explicit)
-s, n = re.subn(r"(    <type [^\n]*\n)+", "    <type image=\"tbz\"/>\n", s, count=1)
-assert n == 1
-print(s, end="")' > "$kdesc/config.xml"
+kiwi_description "$kdesc" "$mirror" '    <type image="tbz"/>
+' ''
 
 # Descriptions that add one package to the base (a different one per run).
 extra=(hello figlet sl bc tree jq ncdu htop)

@@ -84,29 +84,17 @@ EOF
 chmod +x "$work/bin/partx"
 export PATH=$work/bin:$PATH
 
-# The KIWI description.
+# The KIWI description: an OEM disk type (see above) and the two GRUB packages.
 kdesc=$work/kiwi-description
-mkdir -p "$kdesc"
-cp -a descriptions/debian-base/root descriptions/debian-base/config.sh "$kdesc/"
-$strata describe descriptions/debian-base --format xml | MIRROR=$mirror python3 -c '
-import os, re, sys
-s = sys.stdin.read()
-host = """  <repository type="apt-deb">\n    <source path="obsrepositories:/"/>\n  </repository>"""
-explicit = ("""  <repository type="apt-deb" alias="bookworm" distribution="bookworm" components="main" repository_gpgcheck="true">\n"""
-            """    <source path="%s">\n      <signing key="file:///usr/share/keyrings/debian-archive-keyring.gpg"/>\n"""
-            """    </source>\n  </repository>""" % os.environ["MIRROR"])
-assert host in s, "debian-base no longer uses the host sources"
-s = s.replace(host, explicit)
-oem = ("""    <type image="oem" filesystem="ext4" firmware="bios" format="qcow2" kernelcmdline="console=ttyS0" primary="true">\n"""
-       """      <bootloader name="grub2" console="serial" timeout="1"/>\n"""
-       """      <oemconfig>\n        <oem-resize>false</oem-resize>\n      </oemconfig>\n"""
-       """    </type>\n""")
-s, n = re.subn(r"(    <type [^\n]*\n)+", lambda m: oem, s, count=1)
-assert n == 1
-boot = """    <package name="grub2-common"/>\n    <package name="grub-pc-bin"/>\n"""
-s, n = re.subn(r"(  <packages type=\"image\">\n)", lambda m: m.group(1) + boot, s, count=1)
-assert n == 1
-print(s, end="")' > "$kdesc/config.xml"
+kiwi_description "$kdesc" "$mirror" '    <type image="oem" filesystem="ext4" firmware="bios" format="qcow2" kernelcmdline="console=ttyS0" primary="true">
+      <bootloader name="grub2" console="serial" timeout="1"/>
+      <oemconfig>
+        <oem-resize>false</oem-resize>
+      </oemconfig>
+    </type>
+' '    <package name="grub2-common"/>
+    <package name="grub-pc-bin"/>
+'
 
 declare -a t_prepare t_create
 for i in $(seq "$runs"); do

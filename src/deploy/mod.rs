@@ -199,26 +199,29 @@ pub fn deploy(
     }
 
     let work = tempfile::Builder::new().prefix("deploy-").tempdir_in(store.tmp_dir())?;
-    let result = match opts.format {
-        Format::Iso => build_iso(store, work.path(), commit, opts, &kargs, key, refs, progress),
-        Format::Raw | Format::Qcow2 => build_disk(store, work.path(), commit, opts, &kargs, key, refs, progress),
-    };
+    let job = Job { work: work.path(), commit, opts, kargs: &kargs, key, refs, progress };
+    let result = if iso { build_iso(store, &job) } else { build_disk(store, &job) };
     // libostree marks deployment directories immutable; clear that so the scratch can go.
     let _ = Command::new("chattr").args(["-R", "-i"]).arg(work.path()).output();
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_disk(
-    store: &mut Store,
-    work: &Path,
-    commit: &Commit<'_>,
-    opts: &DeployOptions,
-    kargs: &[String],
+/// What building one artifact needs.
+struct Job<'a> {
+    /// A scratch directory on the store's file system.
+    work: &'a Path,
+    commit: &'a Commit<'a>,
+    opts: &'a DeployOptions,
+    /// The kernel arguments, complete.
+    kargs: &'a [String],
+    /// The artifact's entry key.
     key: Digest,
-    refs: &[Digest],
-    progress: &Progress,
-) -> anyhow::Result<Artifact> {
+    refs: &'a [Digest],
+    progress: &'a Progress,
+}
+
+fn build_disk(store: &mut Store, job: &Job<'_>) -> anyhow::Result<Artifact> {
+    let Job { work, commit, opts, kargs, key, refs, progress } = *job;
     let bar = progress.spinner("deploying: sysroot");
     let root = work.join("sysroot");
     fs_err::create_dir(&root)?;
@@ -243,17 +246,8 @@ fn build_disk(
     Ok(artifact)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_iso(
-    store: &mut Store,
-    work: &Path,
-    commit: &Commit<'_>,
-    opts: &DeployOptions,
-    kargs: &[String],
-    key: Digest,
-    refs: &[Digest],
-    progress: &Progress,
-) -> anyhow::Result<Artifact> {
+fn build_iso(store: &mut Store, job: &Job<'_>) -> anyhow::Result<Artifact> {
+    let Job { work, commit, opts, kargs, key, refs, progress } = *job;
     let tree = commit.tree.context("a live ISO needs the commit's tree in the store")?;
     let live = live::live_tree(store, &tree)?;
     let (step, initramfs, initramfs_cached) = live::initramfs(store, &live, &opts.osname, refs, progress)?;
