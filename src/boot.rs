@@ -308,6 +308,22 @@ fn wrapped(command: &str) -> String {
     )
 }
 
+/// Whether the console ends at a shell prompt (`$ ` or `# `), but for kernel messages printed
+/// after it (they share the serial console and may land right behind the prompt).
+fn at_prompt(text: &str) -> bool {
+    let Some(i) = text.rfind(['$', '#']).filter(|&i| text[i + 1..].starts_with(' ')) else {
+        return false;
+    };
+    text[i + 2..].split('\n').map(|l| l.trim_matches(['\r', ' '])).all(|l| l.is_empty() || is_kernel_message(l))
+}
+
+fn is_kernel_message(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix('[') else { return false };
+    let Some((stamp, _)) = rest.split_once("] ") else { return false };
+    let stamp = stamp.trim_start();
+    !stamp.is_empty() && stamp.contains('.') && stamp.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
 /// What a command printed: the console lines that start with [`OUT`]. Kernel messages, which
 /// share the serial console, and the shell's echo of the typed line do not.
 fn command_output(chunk: &str) -> String {
@@ -366,7 +382,7 @@ pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
         if t.contains("Login incorrect") {
             return Some(None);
         }
-        (t.ends_with("$ ") || t.ends_with("# ")).then_some(Some(t.len()))
+        at_prompt(t).then_some(Some(t.len()))
     });
     let rel = match prompt {
         Some(Some(rel)) => rel,
@@ -406,6 +422,18 @@ pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prompt_is_found_behind_kernel_messages() {
+        assert!(at_prompt("login ok\ndebian@debian:~$ "));
+        assert!(at_prompt("root@debian:~# "));
+        assert!(at_prompt(
+            "debian@debian:~$ [   31.142529] e1000e: NIC Link is Up\r\n[   31.143615] IPv6: link becomes ready\r\n"
+        ));
+        assert!(!at_prompt("Password: "));
+        assert!(!at_prompt("debian@debian:~$ ls\nfile\n"));
+        assert!(!at_prompt("costs 5$ and more"));
+    }
 
     #[test]
     fn command_output_is_the_marked_lines() {
