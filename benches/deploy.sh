@@ -7,13 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh >/dev/null
-work=${STRATA_BENCH_DIR:-/var/tmp/strata-bench}/deploy
-runs=${RUNS:-3}
-strata=$PWD/target/release/strata
-export STRATA_STORE=$work/store
-mkdir -p "$work"
-
 . benches/lib.sh
+bench_dirs deploy 3
+export STRATA_STORE=$work/store
 
 # The image and its commit (not timed).
 $strata -q deploy descriptions/debian-base --format qcow2 --output "$work/warm.qcow2" >/dev/null

@@ -1,4 +1,13 @@
-# Helpers shared by the benchmark scripts (sourced, not run).
+# Helpers shared by the benchmark scripts (sourced, not run, from the project's top directory).
+
+# The benchmark's scratch directory $work (STRATA_BENCH_DIR/NAME, created), its number of runs
+# $runs (RUNS, default $2) and the strata binary $strata.
+bench_dirs() {
+  work=${STRATA_BENCH_DIR:-/var/tmp/strata-bench}/$1
+  runs=${RUNS:-$2}
+  strata=$PWD/target/release/strata
+  mkdir -p "$work"
+}
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.3f}')" "$@"; }

@@ -7,13 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh >/dev/null
-work=${STRATA_BENCH_DIR:-/var/tmp/strata-bench}/ostree
-runs=${RUNS:-3}
-strata=$PWD/target/release/strata
-export STRATA_STORE=$work/store
-mkdir -p "$work"
-
 . benches/lib.sh
+bench_dirs ostree 3
+export STRATA_STORE=$work/store
 transferred() { grep -o '[0-9.]* [kKMG]*i*B transferred' | tail -1 | awk '{print $1, $2}'; }
 
 # The image and one derived image per run, each adding one package (not timed).
