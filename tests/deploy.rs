@@ -32,6 +32,12 @@ fn boot(env: &Env, image: &str, extra: &[&str]) -> serde_json::Value {
     report
 }
 
+fn remove(files: &[&PathBuf]) {
+    for f in files {
+        fs_err::remove_file(f).unwrap();
+    }
+}
+
 fn output_of(report: &serde_json::Value, i: usize) -> &str {
     report["commands"][i]["output"].as_str().unwrap()
 }
@@ -133,6 +139,8 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     assert_eq!(other["cached"], false);
     assert_eq!(other["built"]["initramfs_cached"], true);
     assert_eq!(other["built"]["initramfs_step"], live["built"]["initramfs_step"]);
+    // Outputs are removed once checked: the test's disk use stays within what a CI machine has.
+    remove(&[&qcow2, &iso]);
 
     // The derived examples: debian-web (its only target is a disk without a format: raw, as in
     // KIWI) and debian-slim (a raw disk), each as a qcow2 disk and an ISO.
@@ -156,11 +164,13 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
         &["--uefi", "--login", "debian:debian", "--run", "systemctl is-active nginx"],
     );
     assert_eq!(output_of(&report, 0).trim(), "active", "{report}");
+    remove(&[&web_disk, &web_iso]);
 
     let slim = project().join("descriptions/debian-slim");
     let slim_raw = env.path("slim.raw");
     let out = env.json(&["deploy", slim.to_str().unwrap(), "--output", slim_raw.to_str().unwrap()]);
     assert_eq!(out["format"], "raw", "the description's target");
+    remove(&[&slim_raw]);
     let slim_disk = env.path("slim.qcow2");
     env.json(&["deploy", slim.to_str().unwrap(), "--format", "qcow2", "--output", slim_disk.to_str().unwrap()]);
     let report = boot(
@@ -174,6 +184,7 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     env.json(&["deploy", slim.to_str().unwrap(), "--format", "iso", "--output", slim_iso.to_str().unwrap()]);
     let report = boot(&env, slim_iso.to_str().unwrap(), &["--login", "debian:debian", "--run", "id operator"]);
     assert!(output_of(&report, 0).contains("1100"), "{report}");
+    remove(&[&slim_disk, &slim_iso]);
 
     // From an OSTree repository: a raw disk of a given size, and an ISO (its tree imported).
     let repo = env.path("repo");

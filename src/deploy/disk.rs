@@ -113,6 +113,23 @@ pub fn used_bytes(dir: &Path) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// Fails, naming `dir` and both figures, when its file system has fewer than `needed` bytes free:
+/// better than a tool failing half-way with "No space left on device", which reads as if the
+/// image were too small.
+pub(super) fn ensure_free(dir: &Path, needed: u64, what: &str) -> anyhow::Result<()> {
+    let st = nix::sys::statvfs::statvfs(dir).with_context(|| format!("cannot read free space of {}", dir.display()))?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if free < needed {
+        bail!(
+            "not enough free space for {what}: {} has {} MiB free, about {} MiB are needed",
+            dir.display(),
+            free / MIB,
+            needed.div_ceil(MIB)
+        );
+    }
+    Ok(())
+}
+
 pub(super) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
     if !out.status.success() {
@@ -224,6 +241,8 @@ pub fn build_raw(
     // The file system's own metadata (inode tables, journal) and room for an upgrade or two.
     let root_size = (used + used / 5 + 512 * MIB).max(1024 * MIB);
     let layout = Layout::new(root_size, disk_size)?;
+    // The root file system's image, then the disk it is copied into (both hold the data once).
+    ensure_free(work, 2 * (used + BOOT_SIZE / 8) + 64 * MIB, "the disk image")?;
     {
         let _span = tracing::debug_span!("mkfs").entered();
         mkfs_ext4(&bootfs, BOOT_LABEL, BOOT_SIZE, &work.join("boot.ext4"))?;

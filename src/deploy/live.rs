@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::disk::run;
+use super::disk::{ensure_free, run, used_bytes};
 use super::single_file;
 use crate::batch::Batch;
 use crate::checkout::{checkout, LinkMode};
@@ -214,6 +214,8 @@ pub fn build_iso(
     let bar = progress.spinner("live ISO: checkout");
     let root = work.join("root");
     checkout(store, &input.live.tree, &root, LinkMode::Hardlink, progress)?;
+    // The squashfs, then the ISO holding it: compressed, each well under the tree's size.
+    ensure_free(work, used_bytes(&root)? + (64 << 20), "the live ISO")?;
     let iso = work.join("iso");
     for d in ["LiveOS", "boot/grub"] {
         fs_err::create_dir_all(iso.join(d))?;
