@@ -22,6 +22,7 @@
 
 pub mod generations;
 pub mod overlay;
+mod rpm_packages;
 pub mod scripts;
 
 use std::path::Path;
@@ -32,12 +33,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::Batch;
 use crate::db::{EntryRow, NewEntry};
-use crate::debian::{bootstrap, packages, repo::AptSource, solve::Request};
+use crate::debian::{bootstrap, packages, solve::Request};
 use crate::description::{self, Base, Chain, Loaded, Repository};
 use crate::digest::Digest;
 use crate::entry::{entry_key, EntryKind};
 use crate::progress::Progress;
+use crate::rpm::repo::RpmSource;
 use crate::store::{Store, Target};
+use rpm_packages::{rpm_source_line, Sources};
 
 /// Bump when a step's logic changes, so that old results are not reused.
 const STEP_VERSION: &[u8] = b"1";
@@ -385,36 +388,45 @@ impl Walker<'_> {
         self.image_step(&image, cur)
     }
 
-    /// The apt sources for description `i` of the chain (its own and its bases'). The command
-    /// line's repositories apply to the description being built, not to its bases, which build
-    /// as their own descriptions say (so that a derived build reuses them).
-    fn sources(&self, chain: &Chain, i: usize) -> anyhow::Result<Vec<AptSource>> {
-        let mut out = Vec::new();
+    /// The repositories for description `i` of the chain (its own and its bases'): apt or
+    /// rpm-md, never both. The command line's repositories apply to the description being
+    /// built, not to its bases, which build as their own descriptions say (so that a derived
+    /// build reuses them).
+    fn sources(&self, chain: &Chain, i: usize) -> anyhow::Result<Sources> {
+        let (mut apt, mut rpm) = (Vec::new(), Vec::new());
         let top = i + 1 == chain.layers.len();
         if self.opts.set_repos.is_empty() || !top {
             let sub = Chain { origin: None, layers: chain.layers[..=i].to_vec() };
             for r in sub.repositories() {
                 match r {
-                    Repository::Host => out.extend(crate::debian::repo::host_sources()?),
-                    Repository::Apt(a) => out.push(
+                    Repository::Host => apt.extend(crate::debian::repo::host_sources()?),
+                    Repository::Apt(a) => apt.push(
                         crate::debian::repo::parse_source_line(&a.source_line())
                             .with_context(|| format!("repository {}", a.uri))?,
                     ),
+                    Repository::RpmMd(r) => {
+                        rpm.push(RpmSource { uri: r.uri, keys: r.signed_by.iter().map(Into::into).collect() })
+                    }
                 }
             }
         }
         if top {
             for line in self.opts.set_repos.iter().chain(&self.opts.add_repos) {
-                out.push(crate::debian::repo::parse_source_line(line)?);
+                match line.strip_prefix("rpm-md ") {
+                    Some(rest) => rpm.push(rpm_source_line(rest)?),
+                    None => apt.push(crate::debian::repo::parse_source_line(line)?),
+                }
             }
         }
-        if out.is_empty() {
-            bail!(
-                "{}: no repositories to install packages from: add a <repository> ([[repository]]) or pass --add-repo",
-                chain.layers[i].source.file.display()
-            );
+        let file = chain.layers[i].source.file.display();
+        match (apt.is_empty(), rpm.is_empty()) {
+            (true, true) => bail!(
+                "{file}: no repositories to install packages from: add a <repository> ([[repository]]) or pass --add-repo"
+            ),
+            (false, false) => bail!("{file}: the repositories mix apt and rpm-md: an image is built from one kind"),
+            (false, true) => Ok(Sources::Apt(apt)),
+            (true, false) => Ok(Sources::Rpm(rpm)),
         }
-        Ok(out)
     }
 
     fn packages(&mut self, chain: &Chain, i: usize, layer: &Loaded, cur: Cur) -> anyhow::Result<Cur> {
@@ -443,7 +455,10 @@ impl Walker<'_> {
             }
         };
         let _span = tracing::debug_span!("packages step", image = %image).entered();
-        let sources = self.sources(chain, i)?;
+        let sources = match self.sources(chain, i)? {
+            Sources::Apt(s) => s,
+            Sources::Rpm(s) => return self.rpm_packages(chain, i, layer, base, &s),
+        };
         let mut request = Request {
             install: wanted.clone(),
             required: base.is_none(),

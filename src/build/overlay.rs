@@ -178,7 +178,7 @@ fn unlinked(store: &Store, id: &Digest, out: &mut TreeRows) -> anyhow::Result<Di
 }
 
 /// A name → id table from the image's `/etc/passwd` or `/etc/group`.
-fn id_table(store: &Store, tree: &Digest, file: &[u8]) -> anyhow::Result<BTreeMap<String, u32>> {
+pub(crate) fn id_table(store: &Store, tree: &Digest, file: &[u8]) -> anyhow::Result<BTreeMap<String, u32>> {
     let node = match store.lookup(tree, &[b"etc", file])? {
         Some(n @ Node::File { .. }) => n,
         _ => return Ok(BTreeMap::new()),
@@ -253,7 +253,7 @@ pub fn set_attrs(store: &mut Store, tree: &Digest, files: &BTreeMap<String, File
     Ok(root)
 }
 
-fn set_at(
+pub(crate) fn set_at(
     store: &Store,
     batch: &mut Batch,
     tree: &Digest,

@@ -360,7 +360,7 @@ fn now() -> i64 {
 }
 
 /// Verify with `gpgv` and return the signed text (for a detached signature, the data file).
-fn gpgv(keyrings: &[PathBuf], args: &[&Path], what: &str) -> anyhow::Result<String> {
+pub(crate) fn gpgv(keyrings: &[PathBuf], args: &[&Path], what: &str) -> anyhow::Result<String> {
     let mut cmd = Command::new("gpgv");
     cmd.arg("--quiet");
     for k in keyrings {

@@ -29,50 +29,11 @@ use crate::store::Store;
 use crate::tree::{Name, Node};
 use crate::tree_builder::{implicit_dir_meta, TreeBuilder};
 
-/// Guards against decompression bombs and pathological archives.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Total bytes of all files in the package.
-    pub max_bytes: u64,
-    /// Members of the data archive.
-    pub max_members: u64,
-    /// Total bytes of the control archive's files.
-    pub max_control_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_bytes: 16 << 30, max_members: 1_000_000, max_control_bytes: 64 << 20 }
-    }
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct PackageReport {
-    pub key: Digest,
-    pub tree: Digest,
-    pub package: String,
-    pub version: String,
-    pub architecture: String,
-    pub sha256: String,
-    pub files: u64,
-    pub bytes: u64,
-    pub new_objects: u64,
-    /// The entry was already in the store: nothing was unpacked.
-    pub cached: bool,
-}
+pub use crate::package::{member_path, sha256_file, Limits, PackageReport};
 
 /// The entry key of the package whose file has this SHA-256.
 pub fn package_key(sha256_hex: &str) -> Digest {
     entry_key(EntryKind::Package, &[("format", b"deb"), ("sha256", sha256_hex.as_bytes())], &[])
-}
-
-/// SHA-256 of a file, hex.
-pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    use sha2::Digest as _;
-    let mut file = fs_err::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut file, &mut hasher).with_context(|| format!("failed to read `{}`", path.display()))?;
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Unpack `path` into the store (or find it there) and return its entry.
@@ -428,23 +389,6 @@ fn decompressor<'a>(suffix: &str, r: &'a mut dyn Read) -> anyhow::Result<Box<dyn
         ".zst" => Box::new(zstd::stream::read::Decoder::new(r)?),
         other => bail!("compression `{other}` is not supported (expected none, .gz, .xz or .zst)"),
     })
-}
-
-/// Normalize a tar member path: `./usr/bin/x` and `usr/bin/x` name the same file; `.` parts are
-/// dropped; absolute paths and `..` are refused. The empty list is the archive's root.
-pub fn member_path(raw: &[u8]) -> anyhow::Result<Vec<Name>> {
-    if raw.starts_with(b"/") {
-        bail!("absolute path: members must be relative to the package root");
-    }
-    let mut out = Vec::new();
-    for part in raw.split(|&b| b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => bail!("path contains `..`: it would leave the package root"),
-            _ => out.push(Name::new(part.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?),
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

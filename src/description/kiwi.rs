@@ -16,8 +16,8 @@ use std::fmt::Write as _;
 use roxmltree::{Document, Node, ParsingOptions};
 
 use super::{
-    AptRepository, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, TargetKind, User,
-    TARGET_ATTRIBUTES,
+    AptRepository, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, RpmRepository,
+    TargetKind, User, KNOWN_PACKAGE_MANAGERS, TARGET_ATTRIBUTES,
 };
 
 /// The `<source path>` that stands for the build host's apt sources (KIWI's build-service form).
@@ -300,10 +300,10 @@ impl<'a, 'i> Parser<'a, 'i> {
                 _ => return Err(self.unsupported(c, "preferences")),
             };
             let value = self.text(c)?;
-            if name == "packagemanager" && value != "apt" {
+            if name == "packagemanager" && !KNOWN_PACKAGE_MANAGERS.contains(&value.as_str()) {
                 return Err(self.err(
                     c,
-                    format!("packagemanager `{value}`: strata installs Debian packages with apt only so far (RPM is not supported yet)"),
+                    format!("packagemanager `{value}`: expected one of {}", KNOWN_PACKAGE_MANAGERS.join(", ")),
                 ));
             }
             *slot = Some(value);
@@ -393,17 +393,20 @@ impl<'a, 'i> Parser<'a, 'i> {
             }
             return Ok(Repository::Host);
         }
-        if kind != "apt-deb" {
+        if kind != "apt-deb" && kind != "rpm-md" {
             return Err(self.err(
                 node,
-                format!(
-                    "repository type `{kind}` is not supported by strata yet (apt-deb only; RPM is not supported yet)"
-                ),
+                format!("repository type `{kind}` is not supported by strata (expected apt-deb or rpm-md)"),
             ));
         }
-        if node.attribute("repository_gpgcheck") == Some("false") {
-            return Err(self.err(node, "repository_gpgcheck=\"false\": strata always verifies repository signatures"));
-        }
+        let gpgcheck = match node.attribute("repository_gpgcheck") {
+            None | Some("true") => true,
+            Some("false") if kind == "rpm-md" => false,
+            Some("false") => {
+                return Err(self.err(node, "repository_gpgcheck=\"false\": apt repositories are always verified"))
+            }
+            Some(v) => return Err(self.err(node, format!("repository_gpgcheck=\"{v}\": expected true or false"))),
+        };
         if !(path.starts_with("http://") || path.starts_with("https://") || path.starts_with("file:/")) {
             return Err(self.err(source, format!("source path `{path}`: expected an http://, https:// or file:/ URI")));
         }
@@ -419,6 +422,31 @@ impl<'a, 'i> Parser<'a, 'i> {
                 .filter(|f| f.starts_with('/'))
                 .ok_or_else(|| self.err(s, format!("signing key `{key}`: expected file:///absolute/path")))?;
             signed_by.push(file.to_string());
+        }
+        if kind == "rpm-md" {
+            for a in ["distribution", "components"] {
+                if node.attribute(a).is_some() {
+                    return Err(self.err(node, format!("`{a}` is for apt-deb repositories, not rpm-md")));
+                }
+            }
+            match (gpgcheck, signed_by.is_empty()) {
+                (true, true) => {
+                    return Err(self.err(
+                        source,
+                        "an rpm-md repository needs a <signing key=\"file:///…\"/> (or repository_gpgcheck=\"false\")",
+                    ))
+                }
+                (false, false) => {
+                    return Err(self.err(node, "repository_gpgcheck=\"false\" with a <signing> key: choose one"))
+                }
+                _ => {}
+            }
+            return Ok(Repository::RpmMd(RpmRepository {
+                alias: node.attribute("alias").map(str::to_string),
+                uri: path.to_string(),
+                signed_by,
+                gpgcheck,
+            }));
         }
         let distribution = node.attribute("distribution").map(str::to_string);
         let components: Vec<String> =
@@ -680,6 +708,23 @@ pub fn write(d: &Description) -> anyhow::Result<String> {
                 } else {
                     let _ = writeln!(s, "    <source path=\"{}\">", esc(&a.uri));
                     for k in &a.signed_by {
+                        let _ = writeln!(s, "      <signing key=\"file://{}\"/>", esc(k));
+                    }
+                    s.push_str("    </source>\n");
+                }
+                s.push_str("  </repository>\n");
+            }
+            Repository::RpmMd(r) => {
+                s.push_str("  <repository type=\"rpm-md\"");
+                if let Some(alias) = &r.alias {
+                    let _ = write!(s, " alias=\"{}\"", esc(alias));
+                }
+                let _ = writeln!(s, " repository_gpgcheck=\"{}\">", r.gpgcheck);
+                if r.signed_by.is_empty() {
+                    let _ = writeln!(s, "    <source path=\"{}\"/>", esc(&r.uri));
+                } else {
+                    let _ = writeln!(s, "    <source path=\"{}\">", esc(&r.uri));
+                    for k in &r.signed_by {
                         let _ = writeln!(s, "      <signing key=\"file://{}\"/>", esc(k));
                     }
                     s.push_str("    </source>\n");

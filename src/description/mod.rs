@@ -100,6 +100,19 @@ pub enum Repository {
     /// The build host's configured apt sources and their keyrings (KIWI: `obsrepositories:/`).
     Host,
     Apt(AptRepository),
+    RpmMd(RpmRepository),
+}
+
+/// An rpm-md repository (KIWI `type="rpm-md"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RpmRepository {
+    pub alias: Option<String>,
+    pub uri: String,
+    /// Key files `repodata/repomd.xml` must be signed by (absolute paths).
+    pub signed_by: Vec<String>,
+    /// `false` only when the description says so: the repository is then trusted by checksums
+    /// alone (a local repository a test or a build made).
+    pub gpgcheck: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -349,14 +362,25 @@ pub fn load_chain(path: &Path, profiles: &[String]) -> anyhow::Result<Chain> {
     Ok(Chain { origin, layers })
 }
 
+/// Package managers KIWI names: apt for apt-deb repositories, the others for rpm-md. strata
+/// installs packages itself; the name only has to fit the repositories.
+pub const KNOWN_PACKAGE_MANAGERS: &[&str] = &["apt", "zypper", "dnf", "dnf4", "dnf5", "microdnf", "yum"];
+
 /// Checks shared by both document formats.
 pub fn validate(d: &Description) -> anyhow::Result<()> {
     if d.name.is_empty() || !d.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b)) {
         bail!("image name `{}`: expected letters, digits and `._+-`", d.name);
     }
     if let Some(pm) = &d.preferences.packagemanager {
-        if pm != "apt" {
-            bail!("packagemanager `{pm}`: strata installs Debian packages with apt only so far (RPM is not supported yet)");
+        if !KNOWN_PACKAGE_MANAGERS.contains(&pm.as_str()) {
+            bail!("packagemanager `{pm}`: expected one of {}", KNOWN_PACKAGE_MANAGERS.join(", "));
+        }
+        let rpm = d.repositories.iter().any(|r| matches!(r, Repository::RpmMd(_)));
+        let apt = d.repositories.iter().any(|r| !matches!(r, Repository::RpmMd(_)));
+        if (pm == "apt" && rpm) || (pm != "apt" && apt) {
+            bail!(
+                "packagemanager `{pm}` does not fit the repositories: apt installs from apt-deb repositories, {pm} from rpm-md ones"
+            );
         }
     }
     let lists = [

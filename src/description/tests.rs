@@ -106,8 +106,8 @@ fn invalid_kiwi_documents_fail_with_their_exact_error() {
             "line 4, column 14: <rpm-check-signatures> in <preferences> is not supported by strata yet",
         ),
         (
-            &xml("<preferences><packagemanager>zypper</packagemanager></preferences>"),
-            "line 4, column 14: packagemanager `zypper`: strata installs Debian packages with apt only so far (RPM is not supported yet)",
+            &xml("<preferences><packagemanager>pacman</packagemanager></preferences>"),
+            "line 4, column 14: packagemanager `pacman`: expected one of apt, zypper, dnf, dnf4, dnf5, microdnf, yum",
         ),
         (
             &xml("<preferences><type image=\"docker\"/></preferences>"),
@@ -132,7 +132,15 @@ fn invalid_kiwi_documents_fail_with_their_exact_error() {
         (&xml("<packages type=\"product\"/>"), "line 4, column 1: <packages type=\"product\"> is not supported by strata yet (bootstrap, image, uninstall, delete)"),
         (
             &xml("<repository type=\"rpm-md\"><source path=\"http://x/\"/></repository>"),
-            "line 4, column 1: repository type `rpm-md` is not supported by strata yet (apt-deb only; RPM is not supported yet)",
+            "line 4, column 27: an rpm-md repository needs a <signing key=\"file:///…\"/> (or repository_gpgcheck=\"false\")",
+        ),
+        (
+            &xml("<repository type=\"yast2\"><source path=\"http://x/\"/></repository>"),
+            "line 4, column 1: repository type `yast2` is not supported by strata (expected apt-deb or rpm-md)",
+        ),
+        (
+            &xml("<repository type=\"rpm-md\" distribution=\"x\" repository_gpgcheck=\"false\"><source path=\"http://x/\"/></repository>"),
+            "line 4, column 1: `distribution` is for apt-deb repositories, not rpm-md",
         ),
         (
             &xml("<repository distribution=\"bookworm\"><source path=\"http://x/\"/></repository>"),
@@ -140,7 +148,7 @@ fn invalid_kiwi_documents_fail_with_their_exact_error() {
         ),
         (
             &xml("<repository repository_gpgcheck=\"false\"><source path=\"http://x/\"/></repository>"),
-            "line 4, column 1: repository_gpgcheck=\"false\": strata always verifies repository signatures",
+            "line 4, column 1: repository_gpgcheck=\"false\": apt repositories are always verified",
         ),
         (
             &xml("<repository><source path=\"ftp://x/\"/></repository>"),
@@ -196,7 +204,7 @@ fn invalid_toml_documents_fail_with_their_exact_error() {
         ("[image]\nname = \"t\"\n[target.disk]\nsize = \"4G\"\n", "key `target.disk.size`: unknown attribute; expected one of primary, filesystem, firmware, kernelcmdline, bootloader, format, volid, flags, disksize"),
         ("[image]\nname = \"t\"\n[target.vm]\n", "line 3, column 9: key `target.vm`: unknown field `vm`, expected `disk` or `iso`"),
         ("[image]\nname = \"t\"\n[files.\"/etc/x\"]\nmode = \"rw\"\n", "key `files.\"/etc/x\".mode`: mode `rw`: expected octal permission bits such as 0644"),
-        ("[image]\nname = \"t\"\npackagemanager = \"dnf\"\n", "packagemanager `dnf`: strata installs Debian packages with apt only so far (RPM is not supported yet)"),
+        ("[image]\nname = \"t\"\npackagemanager = \"dnf\"\n[[repository]]\nhost-sources = true\n", "packagemanager `dnf` does not fit the repositories: apt installs from apt-deb repositories, dnf from rpm-md ones"),
         ("[image]\nname = \"t\"\n[packages]\ninstall = [\"a1\", \"a1\"]\n", "packages install: `a1` is listed twice"),
         ("[image]\nname = \"t\"\n[scripts]\nconfig = \"/etc/passwd\"\n", "scripts config: `/etc/passwd` must be a path inside the description directory"),
     ];
@@ -260,6 +268,13 @@ fn description() -> impl Strategy<Value = Description> {
                 uri: format!("http://{host}/debian"),
                 components: if dist.is_some() { vec!["main".into()] } else { vec![] },
                 distribution: dist,
+                signed_by: keys,
+            })),
+        ("[a-z]{1,8}", proptest::option::of("[a-z]{1,8}"), proptest::collection::vec("/[a-z]{1,8}\\.asc", 0..2))
+            .prop_map(|(host, alias, keys)| Repository::RpmMd(RpmRepository {
+                alias,
+                uri: format!("http://{host}/fedora"),
+                gpgcheck: !keys.is_empty(),
                 signed_by: keys,
             })),
     ];
@@ -388,7 +403,7 @@ fn kiwi_style_descriptions_read_or_fail_loudly() {
     let leap = kiwi::parse(include_str!("../../tests/kiwi/leap-jeos.kiwi"), &[]).unwrap_err();
     assert_eq!(
         leap.to_string(),
-        "line 11, column 9: packagemanager `zypper`: strata installs Debian packages with apt only so far (RPM is not supported yet)"
+        "line 15, column 9: <rpm-excludedocs> in <preferences> is not supported by strata yet"
     );
     let container = kiwi::parse(include_str!("../../tests/kiwi/debian-container.kiwi"), &[]).unwrap_err();
     assert_eq!(

@@ -32,7 +32,8 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 
 use super::{
-    AptRepository, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, Scripts, TargetKind, User,
+    AptRepository, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, RpmRepository, Scripts,
+    TargetKind, User,
 };
 
 #[derive(Deserialize)]
@@ -71,8 +72,13 @@ struct ImageKeys {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RepoKeys {
+    /// `apt` (the default) or `rpm-md`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
     #[serde(default)]
     host_sources: bool,
+    /// rpm-md only: `false` trusts the repository by checksums alone.
+    gpgcheck: Option<bool>,
     alias: Option<String>,
     uri: Option<String>,
     distribution: Option<String>,
@@ -215,6 +221,34 @@ fn convert(doc: Doc) -> anyhow::Result<Description> {
                 anyhow::bail!("key `{at}.signed-by`: `{k}`: expected an absolute path to a keyring");
             }
         }
+        match r.kind.as_deref() {
+            None | Some("apt") | Some("apt-deb") => {
+                if r.gpgcheck.is_some() {
+                    anyhow::bail!("key `{at}.gpgcheck`: apt repositories are always verified");
+                }
+            }
+            Some("rpm-md") => {
+                if r.distribution.is_some() || !r.components.is_empty() {
+                    anyhow::bail!("key `{at}`: distribution and components are for apt repositories, not rpm-md");
+                }
+                let gpgcheck = r.gpgcheck.unwrap_or(true);
+                match (gpgcheck, r.signed_by.is_empty()) {
+                    (true, true) => {
+                        anyhow::bail!("key `{at}.signed-by`: an rpm-md repository needs a key (or `gpgcheck = false`)")
+                    }
+                    (false, false) => anyhow::bail!("key `{at}.gpgcheck`: `false` with signed-by keys: choose one"),
+                    _ => {}
+                }
+                repositories.push(Repository::RpmMd(RpmRepository {
+                    alias: r.alias,
+                    uri,
+                    signed_by: r.signed_by,
+                    gpgcheck,
+                }));
+                continue;
+            }
+            Some(other) => anyhow::bail!("key `{at}.type`: `{other}`: expected \"apt\" or \"rpm-md\""),
+        }
         repositories.push(Repository::Apt(AptRepository {
             alias: r.alias,
             uri,
@@ -326,6 +360,18 @@ pub fn write(d: &Description) -> String {
         s.push_str("\n[[repository]]\n");
         match r {
             Repository::Host => s.push_str("host-sources = true\n"),
+            Repository::RpmMd(r) => {
+                s.push_str("type = \"rpm-md\"\n");
+                if let Some(alias) = &r.alias {
+                    let _ = writeln!(s, "alias = {}", q(alias));
+                }
+                let _ = writeln!(s, "uri = {}", q(&r.uri));
+                if r.signed_by.is_empty() {
+                    s.push_str("gpgcheck = false\n");
+                } else {
+                    let _ = writeln!(s, "signed-by = {}", list(&r.signed_by));
+                }
+            }
             Repository::Apt(a) => {
                 if let Some(alias) = &a.alias {
                     let _ = writeln!(s, "alias = {}", q(alias));

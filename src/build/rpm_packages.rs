@@ -1,0 +1,127 @@
+//! The `packages` step of an image built from rpm-md repositories: resolve, unpack, then the
+//! merge, scriptlets and rootfs steps of [`crate::rpm::rootfs`], each a cached entry.
+
+use anyhow::{bail, Context};
+
+use super::{input, Cur, Input, Mode, State, Step, Walker};
+use crate::db::EntryRow;
+use crate::debian::repo::AptSource;
+use crate::description::{Chain, Loaded};
+use crate::rpm::repo::RpmSource;
+use crate::rpm::{packages, rootfs, solve::Request, unpack::package_key};
+
+/// The repositories of one image: one kind only.
+pub(super) enum Sources {
+    Apt(Vec<AptSource>),
+    Rpm(Vec<RpmSource>),
+}
+
+/// `[signed-by=KEY[,KEY…]|gpgcheck=false] URI`, the rest of an `rpm-md …` line of `--add-repo`.
+pub(super) fn rpm_source_line(rest: &str) -> anyhow::Result<RpmSource> {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let bad =
+        || anyhow::anyhow!("`rpm-md {rest}`: expected `rpm-md signed-by=/key.asc URI` or `rpm-md gpgcheck=false URI`");
+    match words[..] {
+        [opt, uri] => {
+            let keys = match opt.split_once('=') {
+                Some(("signed-by", keys)) => keys.split(',').map(Into::into).collect(),
+                Some(("gpgcheck", "false")) => Vec::new(),
+                _ => return Err(bad()),
+            };
+            Ok(RpmSource { uri: uri.to_string(), keys })
+        }
+        _ => Err(bad()),
+    }
+}
+
+impl Walker<'_> {
+    pub(super) fn rpm_packages(
+        &mut self,
+        chain: &Chain,
+        i: usize,
+        layer: &Loaded,
+        base: Option<EntryRow>,
+        sources: &[RpmSource],
+    ) -> anyhow::Result<Cur> {
+        let d = &layer.description;
+        let image = d.name.clone();
+        if base.is_some() {
+            bail!(
+                "{}: installing packages on top of an RPM base image is not supported yet: list them in the base, or build from scratch",
+                layer.source.file.display()
+            );
+        }
+        let request = Request {
+            install: d.packages.bootstrap.iter().chain(&d.packages.install).cloned().collect(),
+            exclude: chain.layers[..=i].iter().flat_map(|l| l.description.packages.exclude.clone()).collect(),
+        };
+        let fetcher = crate::debian::packages::fetcher(self.store)?;
+        let resolved = packages::resolve(&fetcher, sources, &self.opts.arch, &request, self.progress)
+            .with_context(|| format!("{}: packages", layer.source.file.display()))?;
+        let keys: Vec<_> = resolved.chosen().map(|r| package_key(&r.want.sha256)).collect();
+        let step_keys = rootfs::keys(&keys);
+        let mut inputs: Vec<Input> = sources.iter().map(|s| input("repository", format!("rpm-md {}", s.uri))).collect();
+        inputs.extend(resolved.chosen().map(|r| input(format!("package {}", r.name), format!("{}.{}", r.evr, r.arch))));
+        let unpacked = keys.iter().map(|k| self.store.db().entry(k)).collect::<Result<Vec<_>, _>>()?;
+        let unpacked_count = unpacked.iter().filter(|e| e.is_some()).count() as u64;
+        let mut unpack = Step {
+            image: image.clone(),
+            kind: "unpack".into(),
+            name: format!("{} packages", keys.len()),
+            key: None,
+            tree: None,
+            state: if unpacked_count == keys.len() as u64 { State::Cached } else { State::Missing },
+            count: keys.len() as u64,
+            cached_count: unpacked_count,
+            inputs,
+        };
+        let mut sub: Vec<Step> = step_keys
+            .steps()
+            .iter()
+            .map(|(kind, key)| -> anyhow::Result<Step> {
+                let e = self.store.db().entry(key)?;
+                Ok(Step {
+                    image: image.clone(),
+                    kind: (*kind).into(),
+                    name: "rpm".into(),
+                    key: Some(*key),
+                    tree: e.as_ref().map(|e| e.tree),
+                    state: if e.is_some() { State::Cached } else { State::Missing },
+                    count: 1,
+                    cached_count: e.is_some() as u64,
+                    inputs: vec![],
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        if self.mode == Mode::Plan || sub.last().is_some_and(|s| s.state == State::Cached) {
+            let out = match self.store.db().entry(&step_keys.rootfs)? {
+                Some(e) => Cur::Known(e),
+                None => Cur::Unknown,
+            };
+            self.push(unpack);
+            for s in sub {
+                self.push(s);
+            }
+            return Ok(out);
+        }
+        let limits = crate::package::Limits::default();
+        let reports = packages::fetch_and_unpack(self.store, &fetcher, &resolved, &limits, self.progress)?;
+        if unpack.state == State::Missing {
+            unpack.state = State::Built;
+        }
+        let pkgs = packages::rootfs_packages(&fetcher, &resolved, &reports, self.progress)?;
+        let done = rootfs::build(self.store, &pkgs, self.opts.script_timeout, self.progress)?;
+        self.push(unpack);
+        for (s, done) in sub.iter_mut().zip(&done) {
+            s.tree = Some(done.tree);
+            if !done.cached {
+                s.state = State::Built;
+            }
+        }
+        for s in sub {
+            self.push(s);
+        }
+        let e = self.store.db().entry(&step_keys.rootfs)?.expect("rootfs::build recorded its rootfs entry");
+        Ok(Cur::Known(e))
+    }
+}

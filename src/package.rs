@@ -1,0 +1,68 @@
+//! What unpacking any package format (`.deb`, `.rpm`) shares: the limits that guard against
+//! decompression bombs, the report of one unpacked package, member path normalization and the
+//! SHA-256 that keys package entries.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use crate::digest::Digest;
+use crate::tree::Name;
+
+/// Guards against decompression bombs and pathological archives.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Total bytes of all files in the package.
+    pub max_bytes: u64,
+    /// Members of the data archive.
+    pub max_members: u64,
+    /// Total bytes of the control archive's files.
+    pub max_control_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: 16 << 30, max_members: 1_000_000, max_control_bytes: 64 << 20 }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PackageReport {
+    pub key: Digest,
+    pub tree: Digest,
+    pub package: String,
+    pub version: String,
+    pub architecture: String,
+    pub sha256: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub new_objects: u64,
+    /// The entry was already in the store: nothing was unpacked.
+    pub cached: bool,
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    let mut file = fs_err::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("failed to read `{}`", path.display()))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Normalize an archive member path (tar, cpio): `./usr/bin/x` and `usr/bin/x` name the same file; `.` parts are
+/// dropped; absolute paths and `..` are refused. The empty list is the archive's root.
+pub fn member_path(raw: &[u8]) -> anyhow::Result<Vec<Name>> {
+    if raw.starts_with(b"/") {
+        bail!("absolute path: members must be relative to the package root");
+    }
+    let mut out = Vec::new();
+    for part in raw.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => bail!("path contains `..`: it would leave the package root"),
+            _ => out.push(Name::new(part.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,427 @@
+//! Unpacking an RPM package (`.rpm`) straight into the store as a `package` entry.
+//!
+//! The main header is the authority on every file: its path, mode, owner and group names, link
+//! target, device number and capabilities. The cpio payload only supplies content, and each of
+//! its members must be a file the header lists, of the same type. Files the header lists that
+//! the payload lacks are made from the header when they carry no content (directories,
+//! symlinks, empty files) and are an error otherwise; `%ghost` files are not made, as rpm does.
+//!
+//! The entry's tree: `data/` (the files, owned by root: owner *names* are mapped to numbers when
+//! packages are merged into an image, against that image's `/etc/passwd` and `/etc/group`) and
+//! `rpm/header` (the main header's bytes: scriptlets, triggers and owner names are read from it
+//! later). Its key comes from the package file's SHA-256.
+//!
+//! Package contents are untrusted: the same limits and path rules as for `.deb` apply, and
+//! every error names the package file and the offending member.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use super::cpio;
+use super::header::{self, tag, FileInfo, Header, FILE_GHOST};
+use crate::batch::Batch;
+use crate::db::NewEntry;
+use crate::diff::escape_path;
+use crate::digest::Digest;
+use crate::entry::{entry_key, EntryKind};
+use crate::meta::Meta;
+use crate::package::{member_path, sha256_file, Limits, PackageReport};
+use crate::store::Store;
+use crate::tree::{Name, Node};
+use crate::tree_builder::{implicit_dir_meta, TreeBuilder};
+
+/// The entry key of the package whose file has this SHA-256.
+pub fn package_key(sha256_hex: &str) -> Digest {
+    entry_key(EntryKind::Package, &[("format", b"rpm"), ("sha256", sha256_hex.as_bytes())], &[])
+}
+
+/// The entry of the package whose file has this SHA-256, if it was unpacked before.
+pub fn cached(store: &Store, sha256: &str) -> anyhow::Result<Option<PackageReport>> {
+    let key = package_key(sha256);
+    Ok(store.db().entry(&key)?.map(|e| {
+        let (package, version, architecture) = split_nevra(&e.name);
+        PackageReport {
+            key,
+            tree: e.tree,
+            package,
+            version,
+            architecture,
+            sha256: sha256.to_string(),
+            files: e.files,
+            bytes: e.bytes,
+            new_objects: 0,
+            cached: true,
+        }
+    }))
+}
+
+/// `name-version-release.arch` back into its parts (the name may contain `-`).
+fn split_nevra(nevra: &str) -> (String, String, String) {
+    let (rest, arch) = nevra.rsplit_once('.').unwrap_or((nevra, ""));
+    let mut parts = rest.rsplitn(3, '-');
+    let release = parts.next().unwrap_or_default();
+    let version = parts.next().unwrap_or_default();
+    let name = parts.next().unwrap_or_default();
+    (name.to_string(), format!("{version}-{release}"), arch.to_string())
+}
+
+/// Unpack `path` into the store (or find it there) and return its entry.
+pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result<PackageReport> {
+    let sha256 = sha256_file(path)?;
+    if let Some(report) = cached(store, &sha256)? {
+        return Ok(report);
+    }
+    let key = package_key(&sha256);
+    let ctx = || format!("bad package `{}`", path.display());
+    let mut batch = Batch::new();
+    let (h, data, files, bytes) = read_rpm(store, &mut batch, path, limits).with_context(ctx)?;
+    let name = h.string(tag::NAME).with_context(ctx)?.unwrap_or_default();
+    let version = h.string(tag::VERSION).with_context(ctx)?.unwrap_or_default();
+    let release = h.string(tag::RELEASE).with_context(ctx)?.unwrap_or_default();
+    let arch = h.string(tag::ARCH).with_context(ctx)?.unwrap_or_default();
+    if [&name, &version, &release, &arch].iter().any(|s| s.is_empty() || s.contains(['/', '\n'])) {
+        bail!("bad package `{}`: the header lacks a valid name, version, release or arch", path.display());
+    }
+    let header_node = batch.put_bytes(store, &h.raw, Meta { mode: 0o644, uid: 0, gid: 0, xattrs: Vec::new() })?;
+    let mut rpm = TreeBuilder::new(implicit_dir_meta());
+    rpm.insert(&[Name::new("header").expect("name")], header_node).expect("fresh tree");
+    let mut top = TreeBuilder::new(implicit_dir_meta());
+    let rpm_id = rpm.finish(&mut batch.trees);
+    let data_id = data.finish(&mut batch.trees);
+    top.insert_tree(Name::new("data").expect("name"), data_id);
+    top.insert_tree(Name::new("rpm").expect("name"), rpm_id);
+    let tree = top.finish(&mut batch.trees);
+    let version = match h.int(tag::EPOCH).with_context(ctx)? {
+        Some(epoch) => format!("{epoch}:{version}-{release}"),
+        None => format!("{version}-{release}"),
+    };
+    let entry_name = format!("{name}-{version}.{arch}");
+    let new_objects = batch.new_objects();
+    let entry = NewEntry { key, kind: EntryKind::Package.as_str(), name: &entry_name, tree, files, bytes, refs: &[] };
+    batch.commit(store, Some(&entry))?;
+    Ok(PackageReport {
+        key,
+        tree,
+        package: name,
+        version,
+        architecture: arch,
+        sha256,
+        files,
+        bytes,
+        new_objects,
+        cached: false,
+    })
+}
+
+/// The package's main header, without reading its payload.
+pub fn read_header(path: &Path) -> anyhow::Result<Header> {
+    let mut r = std::io::BufReader::new(fs_err::File::open(path)?);
+    header::skip_lead_and_signature(&mut r)?;
+    Header::read(&mut r, false).context("main header")
+}
+
+fn read_rpm(
+    store: &Store,
+    batch: &mut Batch,
+    path: &Path,
+    limits: &Limits,
+) -> anyhow::Result<(Header, TreeBuilder, u64, u64)> {
+    let mut r = std::io::BufReader::new(fs_err::File::open(path)?);
+    header::skip_lead_and_signature(&mut r)?;
+    let h = Header::read(&mut r, false).context("main header")?;
+    if let Some(format) = h.string(tag::PAYLOADFORMAT)? {
+        if format != "cpio" {
+            bail!("payload format `{format}` is not supported (expected cpio)");
+        }
+    }
+    let files = header::files(&h)?;
+    if files.len() as u64 > limits.max_members {
+        bail!("more than {} files", limits.max_members);
+    }
+    let compressor = h.string(tag::PAYLOADCOMPRESSOR)?.unwrap_or_else(|| "gzip".into());
+    let payload = decompressor(&compressor, &mut r)?;
+    let mut u =
+        Unpack { store, batch, files: &files, builder: TreeBuilder::new(implicit_dir_meta()), count: 0, bytes: 0 };
+    u.payload(payload, limits).context("payload")?;
+    let Unpack { builder, count, bytes, .. } = u;
+    Ok((h, builder, count, bytes))
+}
+
+fn decompressor<'a>(name: &str, r: &'a mut dyn Read) -> anyhow::Result<Box<dyn Read + 'a>> {
+    Ok(match name {
+        "gzip" => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        "xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(r)),
+        "lzma" => Box::new(xz2::read::XzDecoder::new_stream(r, xz2::stream::Stream::new_lzma_decoder(u64::MAX)?)),
+        "zstd" => Box::new(zstd::stream::read::Decoder::new(r)?),
+        "identity" => Box::new(r),
+        other => bail!("payload compression `{other}` is not supported (expected gzip, xz, lzma or zstd)"),
+    })
+}
+
+struct Unpack<'a> {
+    store: &'a Store,
+    batch: &'a mut Batch,
+    files: &'a [FileInfo],
+    builder: TreeBuilder,
+    count: u64,
+    bytes: u64,
+}
+
+/// File type bits of a mode.
+const S_IFMT: u32 = 0o170000;
+const S_IFDIR: u32 = 0o040000;
+const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
+const S_IFCHR: u32 = 0o020000;
+const S_IFBLK: u32 = 0o060000;
+const S_IFIFO: u32 = 0o010000;
+
+impl Unpack<'_> {
+    fn payload(&mut self, payload: Box<dyn Read + '_>, limits: &Limits) -> anyhow::Result<()> {
+        // Header files by path, without the leading `/` (cpio names are `./usr/...`).
+        let by_path: HashMap<Vec<Name>, usize> = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let rel = f.path.strip_prefix('/').unwrap_or(&f.path);
+                member_path(rel.as_bytes()).map(|p| (p, i)).with_context(|| format!("file `{}`", f.path))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut seen = vec![false; self.files.len()];
+        let mut cpio = cpio::Reader::new(payload);
+        let mut budget = limits.max_bytes;
+        let mut members = 0u64;
+        // Hardlinked files: rpm writes the content with the last link; the others wait for it.
+        let mut pending: HashMap<u32, Vec<(Vec<Name>, Meta)>> = HashMap::new();
+        let mut group_of: HashMap<u32, u32> = HashMap::new();
+        while let Some(m) = cpio.next_member()? {
+            members += 1;
+            if members > limits.max_members {
+                bail!("more than {} members", limits.max_members);
+            }
+            let shown = escape_path(&m.name);
+            let ectx = || format!("member `{shown}`");
+            let path = member_path(&m.name).with_context(ectx)?;
+            let &i =
+                by_path.get(&path).with_context(|| format!("member `{shown}` is not in the header's file list"))?;
+            let f = &self.files[i];
+            if seen[i] {
+                bail!("member `{shown}` appears twice");
+            }
+            seen[i] = true;
+            if f.mode & S_IFMT != m.mode & S_IFMT {
+                bail!("member `{shown}`: its type in the payload ({:o}) is not the header's ({:o})", m.mode, f.mode);
+            }
+            let meta = meta_of(f).with_context(ectx)?;
+            match f.mode & S_IFMT {
+                S_IFREG => {
+                    if m.size > budget {
+                        bail!("member `{shown}`: the package is larger than the limit of {} bytes", limits.max_bytes);
+                    }
+                    if m.nlink > 1 && m.size == 0 {
+                        pending.entry(m.ino).or_default().push((path, meta));
+                        continue;
+                    }
+                    let staged = self.store.object_store().stage(&mut cpio.data(), &meta, budget).with_context(ectx)?;
+                    budget -= staged.size;
+                    let (size, content) = (staged.size, staged.content);
+                    self.batch.keep(self.store, staged)?;
+                    let mut link = 0;
+                    let waiting = pending.remove(&m.ino).unwrap_or_default();
+                    if m.nlink > 1 {
+                        let next = group_of.len() as u32 + 1;
+                        link = *group_of.entry(m.ino).or_insert(next);
+                    }
+                    for (p, meta) in waiting.into_iter().chain([(path, meta)]) {
+                        let node = Node::File { meta: meta.clone(), size, content, link };
+                        self.add(&p, node).with_context(ectx)?;
+                        self.bytes += size;
+                    }
+                }
+                S_IFDIR => self.builder.mkdir(&path, meta).with_context(ectx)?,
+                S_IFLNK => {
+                    let mut target = Vec::new();
+                    cpio.data().take(4096).read_to_end(&mut target).with_context(ectx)?;
+                    if target != f.link_to.as_bytes() {
+                        bail!("member `{shown}`: symlink target differs from the header's `{}`", f.link_to);
+                    }
+                    self.add(&path, Node::Symlink { meta: Meta { mode: 0o777, ..meta }, target })?;
+                }
+                S_IFCHR | S_IFBLK => {
+                    let rdev = nix::sys::stat::makedev(m.rdev_major.into(), m.rdev_minor.into());
+                    let node = if f.mode & S_IFMT == S_IFCHR {
+                        Node::CharDevice { meta, rdev }
+                    } else {
+                        Node::BlockDevice { meta, rdev }
+                    };
+                    self.add(&path, node).with_context(ectx)?;
+                }
+                S_IFIFO => self.add(&path, Node::Fifo { meta }).with_context(ectx)?,
+                other => bail!("member `{shown}`: file type {other:o} is not supported"),
+            }
+        }
+        // Hardlinked empty files: no member carried content.
+        for (_, waiting) in pending {
+            for (p, meta) in waiting {
+                let staged = self.store.object_store().stage(&mut &b""[..], &meta, 0)?;
+                let content = staged.content;
+                self.batch.keep(self.store, staged)?;
+                self.add(&p, Node::File { meta, size: 0, content, link: 0 })?;
+            }
+        }
+        // Listed but not in the payload: made from the header when nothing is missing.
+        for (i, f) in self.files.iter().enumerate() {
+            if seen[i] || f.flags & FILE_GHOST != 0 {
+                continue;
+            }
+            let fctx = || format!("file `{}`", f.path);
+            let path = member_path(f.path.strip_prefix('/').unwrap_or(&f.path).as_bytes())?;
+            let meta = meta_of(f).with_context(fctx)?;
+            match f.mode & S_IFMT {
+                S_IFDIR => self.builder.mkdir(&path, meta).with_context(fctx)?,
+                S_IFLNK => self
+                    .add(
+                        &path,
+                        Node::Symlink { meta: Meta { mode: 0o777, ..meta }, target: f.link_to.clone().into_bytes() },
+                    )
+                    .with_context(fctx)?,
+                S_IFREG if f.size == 0 => {
+                    let staged = self.store.object_store().stage(&mut &b""[..], &meta, 0)?;
+                    let content = staged.content;
+                    self.batch.keep(self.store, staged)?;
+                    self.add(&path, Node::File { meta, size: 0, content, link: 0 }).with_context(fctx)?;
+                }
+                _ => bail!("file `{}` is in the header but missing from the payload", f.path),
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, path: &[Name], node: Node) -> anyhow::Result<()> {
+        self.count += 1;
+        self.builder.insert(path, node)?;
+        Ok(())
+    }
+}
+
+/// A file's metadata from the header: owned by root (names are mapped when merging), with its
+/// file capabilities as the `security.capability` attribute.
+fn meta_of(f: &FileInfo) -> anyhow::Result<Meta> {
+    let mut xattrs = Vec::new();
+    if !f.caps.is_empty() {
+        xattrs.push((b"security.capability".to_vec(), capability_xattr(&f.caps)?));
+    }
+    Ok(Meta { mode: f.mode & 0o7777, uid: 0, gid: 0, xattrs })
+}
+
+/// Capability names in bit order (linux/capability.h).
+const CAPS: &[&str] = &[
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+/// The `security.capability` value (`vfs_cap_data` revision 2) of a capability text such as
+/// `cap_net_raw,cap_net_admin=ep` or `cap_setuid+p`, as `%caps` writes it.
+pub fn capability_xattr(text: &str) -> anyhow::Result<Vec<u8>> {
+    let (mut permitted, mut inheritable, mut effective) = (0u64, 0u64, false);
+    for clause in text.split_whitespace() {
+        let at = clause.find(['=', '+']).with_context(|| format!("capabilities `{text}`: no `=` or `+`"))?;
+        let (names, flags) = (&clause[..at], &clause[at + 1..]);
+        let mut mask = 0u64;
+        for name in names.split(',').filter(|n| !n.is_empty()) {
+            let n = name.to_ascii_lowercase();
+            let bare = n.strip_prefix("cap_").unwrap_or(&n);
+            let bit = CAPS
+                .iter()
+                .position(|c| *c == bare)
+                .with_context(|| format!("capabilities `{text}`: unknown capability `{name}`"))?;
+            mask |= 1 << bit;
+        }
+        for c in flags.chars() {
+            match c {
+                'p' => permitted |= mask,
+                'i' => inheritable |= mask,
+                'e' => effective = true,
+                _ => bail!("capabilities `{text}`: unknown flag `{c}` (expected e, i or p)"),
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(20);
+    out.extend((0x0200_0000u32 | effective as u32).to_le_bytes());
+    for half in [0, 32] {
+        out.extend(((permitted >> half) as u32).to_le_bytes());
+        out.extend(((inheritable >> half) as u32).to_le_bytes());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_text_to_xattr() {
+        let x = capability_xattr("cap_net_raw=ep").unwrap();
+        assert_eq!(x.len(), 20);
+        assert_eq!(&x[..4], &0x0200_0001u32.to_le_bytes());
+        assert_eq!(&x[4..8], &(1u32 << 13).to_le_bytes());
+        let x = capability_xattr("cap_setuid,cap_bpf+p").unwrap();
+        assert_eq!(&x[..4], &0x0200_0000u32.to_le_bytes());
+        assert_eq!(&x[4..8], &(1u32 << 7).to_le_bytes());
+        assert_eq!(&x[12..16], &(1u32 << (39 - 32)).to_le_bytes());
+        for bad in ["cap_nothing=ep", "cap_net_raw", "cap_net_raw=x"] {
+            assert!(capability_xattr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nevra_split() {
+        assert_eq!(
+            split_nevra("python3-libs-3.12.1-2.fc40.x86_64"),
+            ("python3-libs".into(), "3.12.1-2.fc40".into(), "x86_64".into())
+        );
+    }
+}
