@@ -21,6 +21,7 @@ packages=(
   mtools dosfstools e2fsprogs fdisk            # deploy: the EFI system partition without mounting, GPT
   xorriso squashfs-tools                       # deploy: live ISOs (El Torito by grub-mkrescue, squashfs root)
   ovmf                                         # strata boot --uefi
+  rpm createrepo-c busybox-static              # RPM images: rpm database (rpm --justdb); tests: rpmbuild, rpm-md repositories, a static shell
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -277,10 +277,10 @@ fn scriptlets_script(
         let delim = format!("STRATA_SCRIPTLET_{}", Digest::of(s.body.as_bytes()).short());
         body.push_str(&format!("cat > {file} <<'{delim}'\n{}\n{delim}\n", s.body));
         let argv: Vec<String> = s.interpreter.iter().map(|a| sq(a)).collect();
+        let failed = sq(&format!("strata: {nevra}: its {what} scriptlet failed"));
         body.push_str(&format!(
-            "{} {file} {arg} || {{ echo \"strata: {} {what} scriptlet failed (exit $?)\" >&2; exit 1; }}\n",
-            argv.join(" "),
-            sq(nevra).replace('"', "\\\"")
+            "{} {file} {arg} || {{ rc=$?; echo {failed}\" (exit $rc)\" >&2; exit 1; }}\n",
+            argv.join(" ")
         ));
         Ok(())
     };
@@ -295,11 +295,11 @@ fn scriptlets_script(
     let mut chowns: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for (i, path, user, group) in unresolved {
         chowns.entry(*i).or_default().push(format!(
-            "chown -h {}:{} {} || {{ echo \"strata: {}: no user {user} or group {group} for {path}\" >&2; exit 1; }}\n",
+            "chown -h {}:{} {} || {{ echo {} >&2; exit 1; }}\n",
             sq(user),
             sq(group),
             sq(path),
-            packages[*i].nevra
+            sq(&format!("strata: {}: {path} is owned by {user}:{group}, which the image lacks", packages[*i].nevra))
         ));
     }
     for (i, (p, h)) in packages.iter().zip(headers).enumerate() {
