@@ -401,6 +401,212 @@ pub fn capability_xattr(text: &str) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpm::cpio::tests::archive;
+
+    /// One file of a hand-made package: its header path, its payload name (`None`: not in the
+    /// payload), mode, content or link target.
+    struct F<'a>(&'a str, Option<&'a str>, u32, &'a [u8]);
+
+    fn header(entries: &[(u32, u32, u32, Vec<u8>)]) -> Vec<u8> {
+        let mut index = Vec::new();
+        let mut data: Vec<u8> = Vec::new();
+        for (tag, ty, count, bytes) in entries {
+            while data.len() % 8 != 0 {
+                data.push(0);
+            }
+            for v in [*tag, *ty, data.len() as u32, *count] {
+                index.extend(v.to_be_bytes());
+            }
+            data.extend(bytes);
+        }
+        let mut out = vec![0x8e, 0xad, 0xe8, 0x01, 0, 0, 0, 0];
+        out.extend((entries.len() as u32).to_be_bytes());
+        out.extend((data.len() as u32).to_be_bytes());
+        out.extend(index);
+        out.extend(data);
+        out
+    }
+
+    fn strings(items: &[&str]) -> (u32, Vec<u8>) {
+        let mut b = Vec::new();
+        for i in items {
+            b.extend(i.as_bytes());
+            b.push(0);
+        }
+        (items.len() as u32, b)
+    }
+
+    /// A `.rpm` as rpm lays it out: lead, signature header, main header, gzip cpio payload.
+    fn rpm_bytes(files: &[F<'_>], payload_extra: &[(&str, u32, &[u8])]) -> Vec<u8> {
+        let mut lead = vec![0xed, 0xab, 0xee, 0xdb, 3, 0, 0, 0, 0, 1];
+        lead.resize(96, 0);
+        let mut out = lead;
+        let sig = header(&[(1000, 4, 1, 0u32.to_be_bytes().to_vec())]);
+        let pad = (8 - sig.len() % 8) % 8;
+        out.extend(sig);
+        out.extend(vec![0; pad]);
+        let s = |t: u32, v: &str| (t, 6, 1, strings(&[v]).1);
+        let arr = |t: u32, v: &[&str]| {
+            let (n, b) = strings(v);
+            (t, 8, n, b)
+        };
+        let dirs: Vec<String> = files.iter().map(|f| format!("{}/", f.0.rsplit_once('/').unwrap().0)).collect();
+        let bases: Vec<&str> = files.iter().map(|f| f.0.rsplit_once('/').unwrap().1).collect();
+        let dir_refs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+        let n = files.len() as u32;
+        let int32 = |v: Vec<u32>| v.into_iter().flat_map(u32::to_be_bytes).collect::<Vec<u8>>();
+        let links: Vec<&str> = files
+            .iter()
+            .map(|f| if f.2 & S_IFMT == S_IFLNK { std::str::from_utf8(f.3).unwrap() } else { "" })
+            .collect();
+        let roots = vec!["root"; files.len()];
+        let mut entries = vec![
+            s(tag::NAME, "evil"),
+            s(tag::VERSION, "1"),
+            s(tag::RELEASE, "1"),
+            s(tag::ARCH, "noarch"),
+            s(tag::PAYLOADFORMAT, "cpio"),
+            s(tag::PAYLOADCOMPRESSOR, "gzip"),
+        ];
+        if n > 0 {
+            entries.extend([
+                arr(tag::BASENAMES, &bases),
+                arr(tag::DIRNAMES, &dir_refs),
+                (tag::DIRINDEXES, 4, n, int32((0..n).collect())),
+                (tag::FILESIZES, 4, n, int32(files.iter().map(|f| f.3.len() as u32).collect())),
+                (tag::FILEMODES, 3, n, files.iter().flat_map(|f| (f.2 as u16).to_be_bytes()).collect()),
+                arr(tag::FILEUSERNAME, &roots),
+                arr(tag::FILEGROUPNAME, &roots),
+                arr(tag::FILELINKTOS, &links),
+                (tag::FILEFLAGS, 4, n, int32(vec![0; files.len()])),
+            ]);
+        }
+        out.extend(header(&entries));
+        let mut members: Vec<(String, u32, &[u8])> =
+            files.iter().filter_map(|f| f.1.map(|name| (name.to_string(), f.2, f.3))).collect();
+        members.extend(payload_extra.iter().map(|(n, m, d)| (n.to_string(), *m, *d)));
+        let refs: Vec<(&str, u32, &[u8])> = members.iter().map(|(n, m, d)| (n.as_str(), *m, *d)).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &archive(&refs)).unwrap();
+        out.extend(gz.finish().unwrap());
+        out
+    }
+
+    fn good_files() -> Vec<F<'static>> {
+        vec![
+            F("/usr", Some("./usr"), 0o40755, b""),
+            F("/usr/bin", Some("./usr/bin"), 0o40755, b""),
+            F("/usr/bin/tool", Some("./usr/bin/tool"), 0o104755, b"#!/bin/sh\necho tool\n"),
+            F("/usr/bin/t", Some("./usr/bin/t"), 0o120777, b"tool"),
+            F("/etc/tool.conf", None, 0o100644, b""),
+        ]
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), &crate::store::OpenOptions::default(), || {}).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_hand_made_package_unpacks_with_the_headers_metadata() {
+        let (dir, mut store) = store();
+        let file = dir.path().join("evil-1-1.noarch.rpm");
+        fs_err::write(&file, rpm_bytes(&good_files(), &[])).unwrap();
+        let report = unpack(&mut store, &file, &Limits::default()).unwrap();
+        assert_eq!((report.package.as_str(), report.version.as_str(), report.files), ("evil", "1-1", 3));
+        let tool = store.lookup(&report.tree, &[b"data", b"usr", b"bin", b"tool"]).unwrap().unwrap();
+        assert_eq!(tool.meta().unwrap().mode, 0o4755, "setuid from the header");
+        assert!(matches!(
+            store.lookup(&report.tree, &[b"data", b"etc", b"tool.conf"]).unwrap(),
+            Some(Node::File { size: 0, .. })
+        ));
+        assert!(store.lookup(&report.tree, &[b"rpm", b"header"]).unwrap().is_some());
+        // Cached: the same file is not read again.
+        assert!(unpack(&mut store, &file, &Limits::default()).unwrap().cached);
+    }
+
+    /// The malicious corpus: each package is refused with its name and the offending member,
+    /// and nothing of it reaches the store.
+    #[test]
+    fn malicious_packages_are_refused_by_member() {
+        let (dir, mut store) = store();
+        let file = dir.path().join("evil-1-1.noarch.rpm");
+        let big = vec![0u8; 3 << 20];
+        let cases: Vec<(Vec<u8>, Limits, &str)> = vec![
+            (rpm_bytes(&[F("/../etc/evil", Some("./../etc/evil"), 0o100644, b"x")], &[]), Limits::default(), "`..`"),
+            (
+                rpm_bytes(&good_files(), &[("./etc/cron.d/backdoor", 0o100644, b"* * * * * root sh")]),
+                Limits::default(),
+                "member `./etc/cron.d/backdoor` is not in the header's file list",
+            ),
+            (
+                rpm_bytes(
+                    &[
+                        F("/usr/lnk", Some("./usr/lnk"), 0o120777, b"/etc"),
+                        F("/usr/lnk/passwd", Some("./usr/lnk/passwd"), 0o100644, b"root::0:0"),
+                    ],
+                    &[],
+                ),
+                Limits::default(),
+                "usr/lnk/passwd",
+            ),
+            (
+                rpm_bytes(&[F("/usr", Some("./usr"), 0o40755, b"")], &[("./usr", 0o100644, b"")]),
+                Limits::default(),
+                "appears twice",
+            ),
+            (
+                rpm_bytes(&[F("/usr/big", Some("./usr/big"), 0o100644, &big)], &[]),
+                Limits { max_bytes: 1 << 20, ..Limits::default() },
+                "larger than the limit",
+            ),
+            (rpm_bytes(&[F("/usr/x", None, 0o100644, b"content")], &[]), Limits::default(), "missing from the payload"),
+        ];
+        for (bytes, limits, says) in cases {
+            fs_err::write(&file, &bytes).unwrap();
+            let err = format!("{:#}", unpack(&mut store, &file, &limits).unwrap_err());
+            assert!(err.contains("evil-1-1.noarch.rpm") && err.contains(says), "{says}: {err}");
+        }
+        assert!(store.db().entries().unwrap().is_empty(), "no entry was recorded");
+        let report = crate::verify::verify(&store, true, &crate::progress::Progress::hidden()).unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+    }
+
+    /// Damaged packages (bytes changed, cut short) are unpacked or refused, never a panic, and
+    /// the store still verifies afterwards.
+    #[test]
+    fn damaged_packages_fail_cleanly_and_leave_the_store_sound() {
+        let (dir, mut store) = store();
+        let good = rpm_bytes(&good_files(), &[]);
+        let file = dir.path().join("evil-1-1.noarch.rpm");
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut refused = 0;
+        for case in 0..300 {
+            let mut bytes = good.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % bytes.len();
+                bytes[i] = next() as u8;
+            }
+            if case % 3 == 0 {
+                bytes.truncate((next() as usize) % bytes.len());
+            }
+            fs_err::write(&file, &bytes).unwrap();
+            if let Err(e) = unpack(&mut store, &file, &Limits::default()) {
+                assert!(format!("{e:#}").contains("evil-1-1.noarch.rpm"), "the error names the package: {e:#}");
+                refused += 1;
+            }
+        }
+        assert!(refused > 100, "most damaged packages are refused ({refused} of 300)");
+        let report = crate::verify::verify(&store, true, &crate::progress::Progress::hidden()).unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+    }
 
     #[test]
     fn capability_text_to_xattr() {
