@@ -411,7 +411,7 @@ mod tests {
         let mut index = Vec::new();
         let mut data: Vec<u8> = Vec::new();
         for (tag, ty, count, bytes) in entries {
-            while data.len() % 8 != 0 {
+            while !data.len().is_multiple_of(8) {
                 data.push(0);
             }
             for v in [*tag, *ty, data.len() as u32, *count] {
