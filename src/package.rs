@@ -41,6 +41,17 @@ pub struct PackageReport {
     pub cached: bool,
 }
 
+/// Unpack a `.deb` or an `.rpm` (told apart by their first bytes) into its package entry.
+pub fn unpack_any(store: &mut crate::store::Store, path: &Path, limits: &Limits) -> anyhow::Result<PackageReport> {
+    let mut magic = [0u8; 4];
+    let n = std::io::Read::read(&mut fs_err::File::open(path)?, &mut magic)?;
+    match &magic[..n] {
+        b"!<ar" => crate::debian::unpack::unpack(store, path, limits),
+        [0xed, 0xab, 0xee, 0xdb] => crate::rpm::unpack::unpack(store, path, limits),
+        _ => bail!("`{}` is neither a Debian package (.deb) nor an RPM package (.rpm)", path.display()),
+    }
+}
+
 /// SHA-256 of a file, hex.
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     use sha2::Digest as _;

@@ -34,15 +34,16 @@ pub enum PackageCommand {
         after_help = "Examples:\n  strata package fetch --host-sources --required\n  strata package fetch --host-sources --exclude exim4-base mailutils"
     )]
     Fetch(RepoArgs),
-    /// Unpack Debian packages (.deb) into package entries, keyed by their SHA-256
+    /// Unpack Debian (.deb) or RPM (.rpm) packages into package entries, keyed by their SHA-256
     ///
     /// Each package is read once, straight into the store: files the store already has are not
     /// written again, and a package unpacked before is a cache hit that reads nothing but its
-    /// checksum. The entry's tree holds `control/` (control archive) and `data/` (the files).
+    /// checksum. The entry's tree holds `data/` (the files) and `control/` (a .deb's control
+    /// archive) or `rpm/header` (an .rpm's header: scriptlets, owner names).
     /// Package contents are untrusted: paths that leave the package root, go through a symlink,
     /// or repeat are refused with the member's name.
     #[command(
-        after_help = "Examples:\n  strata package unpack ./hello_2.10-3_amd64.deb\n  strata package unpack /var/cache/apt/archives/*.deb --json"
+        after_help = "Examples:\n  strata package unpack ./hello_2.10-3_amd64.deb\n  strata package unpack ./hello-2.12-1.x86_64.rpm\n  strata package unpack /var/cache/apt/archives/*.deb --json"
     )]
     Unpack {
         /// The package files
@@ -240,7 +241,7 @@ fn unpack(ctx: &Ctx, files: Vec<PathBuf>, max_bytes: u64) -> anyhow::Result<Exit
     let bar = ctx.progress.items(files.len() as u64, "unpacking");
     let mut reports = Vec::new();
     for file in &files {
-        let r = crate::debian::unpack::unpack(&mut store, file, &limits)?;
+        let r = crate::package::unpack_any(&mut store, file, &limits)?;
         bar.inc(1);
         if !ctx.json {
             bar.suspend(|| {
