@@ -118,6 +118,14 @@ fn maintainer_scripts_run_sandboxed_and_failures_name_the_package() {
             ("owner-a", "", &[("usr/share/same", "from a\n")], ""),
             ("owner-b", "", &[("usr/share/same", "from b\n")], ""),
             ("owner-c", "Replaces: owner-a", &[("usr/share/same", "from c\n")], ""),
+            (
+                "trig-watcher",
+                "",
+                &[("DEBIAN/triggers", "interest-noawait /usr/share/trig-watch\ninterest trig-name\n")],
+                "if [ \"$1\" = triggered ]; then echo \"triggered $2\" >> /var/lib/trig-watcher.log; fi",
+            ),
+            ("trig-file", "", &[("usr/share/trig-watch/item", "x\n")], ""),
+            ("trig-activator", "", &[("DEBIAN/triggers", "activate-noawait trig-name\n"), ("usr/share/trig-a", "a\n")], ""),
         ],
     );
     // No network, no writes outside the image, leftover processes do not keep the build waiting.
@@ -149,6 +157,30 @@ fn maintainer_scripts_run_sandboxed_and_failures_name_the_package() {
     let root = checkout(&env, "tags/replaced", "replaced");
     assert_eq!(fs_err::read_to_string(root.join("usr/share/same")).unwrap(), "from c\n");
     let (ok, out) = chroot(&root, "dpkg --audit && dpkg -V owner-c");
+    assert!(ok && out.trim().is_empty(), "{out}");
+
+    // Triggers: the image records every interest (dpkg inside it runs them later), and packages
+    // added on a base set off the base's triggers, a file trigger and a named one.
+    bootstrap(&env, &["--repo", &repo, "trig-watcher", "--root", "tags/trig-base"]).unwrap();
+    bootstrap(
+        &env,
+        &["--repo", &repo, "--base", "tags/trig-base", "trig-file", "trig-activator", "--root", "tags/trig"],
+    )
+    .unwrap();
+    let root = checkout(&env, "tags/trig", "trig");
+    assert_eq!(
+        fs_err::read_to_string(root.join("var/lib/trig-watcher.log")).unwrap(),
+        "triggered trig-name\ntriggered /usr/share/trig-watch\n",
+        "dpkg runs the named trigger while configuring, strata the file trigger after"
+    );
+    let file = fs_err::read_to_string(root.join("var/lib/dpkg/triggers/File")).unwrap();
+    assert!(file.contains("/usr/share/trig-watch trig-watcher/noawait\n"), "{file}");
+    assert!(
+        file.contains("/usr/share/debianutils/shells.d debianutils/noawait\n"),
+        "the base's interests stay: {file}"
+    );
+    assert_eq!(fs_err::read_to_string(root.join("var/lib/dpkg/triggers/trig-name")).unwrap(), "trig-watcher\n");
+    let (ok, out) = chroot(&root, "dpkg --audit");
     assert!(ok && out.trim().is_empty(), "{out}");
     drop(port);
 }

@@ -32,7 +32,7 @@ use crate::tree::{Name, Node, Tree};
 use crate::tree_builder::{implicit_dir_meta, TreeBuilder};
 
 /// Bump when the merge or script logic changes, so old cached steps are not reused.
-const STEPS_VERSION: &[u8] = b"1";
+const STEPS_VERSION: &[u8] = b"2";
 /// The packages installed in a Debian root tree: name -> version.
 pub fn installed(
     store: &Store,
@@ -237,7 +237,7 @@ pub fn keys(
     }
     let merge = entry_key(EntryKind::Merge, &[("debian", STEPS_VERSION), ("merged-usr", merged_usr)], &key_inputs);
     let records: Vec<&PackageRecord> = new.iter().map(|i| &packages[*i].0).collect();
-    let script = configure_script(&records);
+    let script = configure_script(&records, base_status.is_some());
     let layer = entry_key(EntryKind::Layer, &[("script", script.as_bytes())], &[merge]);
     let apt = apt_key(apt.0, apt.1);
     let rootfs = entry_key(EntryKind::Rootfs, &[], &[merge, layer, apt]);
@@ -301,7 +301,34 @@ fn apt_lists(store: &mut Store, sources: &[AptSource], lists: &[ListFile]) -> an
 
 /// The script the `layer` step runs: preinst of Essential packages, then of the rest, then
 /// configure everything.
-fn configure_script(packages: &[&PackageRecord]) -> String {
+/// File triggers of the base's packages that new packages set off, as dpkg would when it
+/// unpacks them: when a new package ships a path under an interest, the interested package's
+/// `postinst triggered PATH` runs. (Named triggers that packages activate, dpkg itself runs
+/// during `--configure`, from the interests the merge records. Without a base, every interested
+/// package is configured after all files are in place, which covers what its file triggers do.)
+const BASE_TRIGGERS: &str = r#"strata_new() { case " $strata_new_packages " in *" $1 "*) return 0;; esac; return 1; }
+for strata_tf in /var/lib/dpkg/info/*.triggers; do
+  [ -e "$strata_tf" ] || continue
+  strata_p=${strata_tf##*/}; strata_p=${strata_p%.triggers}
+  strata_new "$strata_p" && continue
+  while read -r strata_dir strata_arg strata_rest; do
+    case "$strata_dir" in interest|interest-await|interest-noawait) ;; *) continue;; esac
+    case "$strata_arg" in /*) ;; *) continue;; esac
+    strata_hit=
+    for strata_n in $strata_new_packages; do
+      if [ -e "/var/lib/dpkg/info/$strata_n.list" ] && awk -v a="$strata_arg" '$0 == a || index($0, a "/") == 1 { f = 1 } END { exit !f }' "/var/lib/dpkg/info/$strata_n.list"; then strata_hit=1; fi
+    done
+    [ -n "$strata_hit" ] || continue
+    [ -x "/var/lib/dpkg/info/$strata_p.postinst" ] || continue
+    DPKG_MAINTSCRIPT_PACKAGE=${strata_p%%:*} DPKG_MAINTSCRIPT_ARCH=$(dpkg-query -W -f '${Architecture}' "$strata_p") \
+      DPKG_MAINTSCRIPT_NAME=postinst DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 DPKG_ADMINDIR=/var/lib/dpkg DPKG_ROOT= \
+      "/var/lib/dpkg/info/$strata_p.postinst" triggered "$strata_arg" \
+      || { echo "strata: the trigger $strata_arg of $strata_p failed" >&2; exit 1; }
+  done < "$strata_tf"
+done
+"#;
+
+fn configure_script(packages: &[&PackageRecord], on_base: bool) -> String {
     let mut names: Vec<(bool, String, &str, &str)> =
         packages.iter().map(|r| (!r.essential, info_name(r), r.name.as_str(), r.architecture.as_str())).collect();
     names.sort();
@@ -318,7 +345,12 @@ fn configure_script(packages: &[&PackageRecord]) -> String {
              /var/lib/dpkg/info/{info}.preinst install || {{ echo \"strata: the preinst script of {pkg} failed\" >&2; exit 1; }}; fi\n"
         ));
     }
-    s.push_str("dpkg --configure -a\ndpkg --triggers-only -a || true\nldconfig\nrm -f /usr/sbin/policy-rc.d\n");
+    s.push_str("dpkg --configure -a\n");
+    if on_base {
+        let new: Vec<&str> = names.iter().map(|(_, info, _, _)| info.as_str()).collect();
+        s.push_str(&format!("strata_new_packages='{}'\n{BASE_TRIGGERS}", new.join(" ")));
+    }
+    s.push_str("dpkg --triggers-only -a || true\nldconfig\nrm -f /usr/sbin/policy-rc.d\n");
     // Logs and caches that record the time or inode numbers of this run: the same packages must
     // give the same tree.
     s.push_str("rm -f /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache /var/log/apt/*.log\n");
@@ -371,6 +403,11 @@ fn build_merge(
     let mut base_owners: Option<std::collections::HashMap<String, String>> = None;
     let mut conflicts: Vec<crate::merge::Conflict> = Vec::new();
     let mut db = TreeBuilder::new(implicit_dir_meta());
+    // dpkg's trigger interests (`triggers/File`, `triggers/<name>`), the base's first.
+    let mut interests = match base {
+        Some((tree, _)) => trigger_interests(store, &tree)?,
+        None => Interests::default(),
+    };
     let info_dir = [name("var"), name("lib"), name("dpkg"), name("info")];
     db.mkdir(&info_dir, implicit_dir_meta())?;
     for (record, report) in packages {
@@ -397,6 +434,10 @@ fn build_merge(
             .map(|d| d.name)
             .collect();
         let info = info_name(record);
+        if let Some(n) = control_tree.get(b"triggers") {
+            let text = String::from_utf8_lossy(&store.read_file(n)?).into_owned();
+            interests.add(&info, &text).with_context(ctx)?;
+        }
 
         // info/<pkg>.list: every path the package ships, as dpkg records it.
         let mut list = String::from("/.\n");
@@ -483,6 +524,18 @@ fn build_merge(
         let unincorp = [dpkg_dir, &[name("triggers"), name("Unincorp")]].concat();
         db.insert(&unincorp, batch.put_bytes(store, b"", file_meta(0o644))?)?;
     }
+    let triggers_dir = [dpkg_dir, &[name("triggers")]].concat();
+    if !interests.files.is_empty() {
+        let text: String = interests.files.iter().map(|l| format!("{l}\n")).collect();
+        let node = batch.put_bytes(store, text.as_bytes(), file_meta(0o644))?;
+        db.insert(&[&triggers_dir[..], &[name("File")]].concat(), node)?;
+    }
+    for (trigger, lines) in &interests.named {
+        let file = Name::new(trigger.as_str()).map_err(|e| anyhow::anyhow!("trigger name `{trigger}`: {e}"))?;
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let node = batch.put_bytes(store, text.as_bytes(), file_meta(0o644))?;
+        db.insert(&[&triggers_dir[..], &[file]].concat(), node)?;
+    }
     // The new status file replaces the base's.
     let db_tree = db.finish(&mut batch.trees);
     inputs.push(Input { owner: "(dpkg database)".into(), tree: db_tree, replaces: vec![BASE_OWNER.into()] });
@@ -496,6 +549,71 @@ fn build_merge(
     let entry = NewEntry { key, kind: EntryKind::Merge.as_str(), name: "debian-merge", tree, files, bytes, refs };
     Batch::new().commit(store, Some(&entry))?;
     Ok(tree)
+}
+
+/// Trigger interests as dpkg records them under `/var/lib/dpkg/triggers`: `File` holds
+/// `PATH PACKAGE[/noawait]` lines for file triggers, and a file per named trigger holds
+/// `PACKAGE[/noawait]` lines. Without them, dpkg inside the image would never run the triggers
+/// of packages strata installed.
+#[derive(Default)]
+struct Interests {
+    files: Vec<String>,
+    named: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Interests {
+    /// Add the interests of package `info` from its `triggers` control file.
+    fn add(&mut self, info: &str, text: &str) -> anyhow::Result<()> {
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let mut words = line.split_whitespace();
+            let (Some(directive), Some(arg)) = (words.next(), words.next()) else {
+                anyhow::bail!("triggers: bad line `{line}`");
+            };
+            let suffix = match directive {
+                "interest" | "interest-await" => "",
+                "interest-noawait" => "/noawait",
+                d if d.starts_with("activate") => continue,
+                other => anyhow::bail!("triggers: unknown directive `{other}`"),
+            };
+            let who = format!("{info}{suffix}");
+            if arg.starts_with('/') {
+                let l = format!("{arg} {who}");
+                if !self.files.contains(&l) {
+                    self.files.push(l);
+                }
+            } else {
+                if arg.contains('/') || arg == "File" || arg == "Lock" || arg == "Unincorp" {
+                    anyhow::bail!("triggers: trigger name `{arg}` cannot be recorded");
+                }
+                let list = self.named.entry(arg.to_string()).or_default();
+                if !list.contains(&who) {
+                    list.push(who);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The trigger interests a Debian tree records.
+fn trigger_interests(store: &Store, tree: &Digest) -> anyhow::Result<Interests> {
+    let mut out = Interests::default();
+    let Some(Node::Directory { tree: dir }) = store.lookup(tree, &[b"var", b"lib", b"dpkg", b"triggers"])? else {
+        return Ok(out);
+    };
+    for (n, node) in &store.tree(&dir)?.entries {
+        if !matches!(node, Node::File { .. }) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&store.read_file(node)?).into_owned();
+        let lines = text.lines().map(str::to_string).filter(|l| !l.trim().is_empty());
+        match n.as_bytes() {
+            b"File" => out.files.extend(lines),
+            b"Lock" | b"Unincorp" => {}
+            other => out.named.entry(String::from_utf8_lossy(other).into_owned()).or_default().extend(lines),
+        }
+    }
+    Ok(out)
 }
 
 /// Which package owns each path of a Debian tree, from its `info/*.list` files (paths under
