@@ -48,6 +48,8 @@ printf 'root:x:0:\ndaemon:x:2:\n' > %{buildroot}/etc/group
 %dir %attr(0700,root,root) /root
 %verify(not md5 size mtime) %config(noreplace) /etc/passwd
 %verify(not md5 size mtime) %config(noreplace) /etc/group
+%triggerin -- fixture-extra
+echo "base trigger extra" >> /var/log/fixture.log
 "#;
 
 const APP: &str = r#"Name: fixture-app
@@ -131,6 +133,15 @@ fn build_packages(dir: &Path) -> PathBuf {
                 "Requires: fixture-filesystem",
                 &[("/usr/share/broken", "b")],
                 "%post\necho about to fail\nexit 3\n",
+            ),
+        ),
+        (
+            "fixture-extra",
+            simple(
+                "fixture-extra",
+                "Requires: fixture-app",
+                &[("/usr/share/extra", "extra")],
+                "%post\necho \"extra post $1\" >> /var/log/fixture.log\n",
             ),
         ),
         (
@@ -277,6 +288,27 @@ fn an_image_from_an_rpm_md_repository_passes_rpm_verify() {
     assert_eq!(again["steps"]["cached"], again["steps"]["total"], "{again}");
     let store_check = env.json(&["store", "verify", "--full"]);
     assert_eq!(store_check["problems"], serde_json::json!([]), "{store_check}");
+
+    // A derived image adds a package: the base's steps are reused, the new package's scriptlets
+    // and the base's trigger on it run, and the rpm database knows all five packages.
+    let derived = env.path("derived");
+    write(
+        &derived.join("image.toml"),
+        "[image]\nname = \"rpm-derived\"\nderived-from = \"../desc\"\nversion = \"1.0.1\"\n\n[packages]\ninstall = [\"fixture-extra\"]\n",
+    );
+    let out = env.json(&["build", derived.to_str().unwrap()]);
+    assert_eq!(out["image"], "rpm-derived", "{out}");
+    let droot = env.path("droot");
+    env.ok(&["store", "checkout", "images/rpm-derived", droot.to_str().unwrap(), "--link", "copy"]);
+    let (ok, qa) = rpm(&droot, "-qa --qf '%{NAME}\\n'");
+    assert!(ok && qa.lines().count() == 5 && qa.contains("fixture-extra"), "{qa}");
+    let (ok, va) = rpm(&droot, "-Va --nomtime");
+    assert!(ok && va.trim().is_empty(), "rpm -Va:\n{va}");
+    let log = fs_err::read_to_string(droot.join("var/log/fixture.log")).unwrap();
+    assert_eq!(log, "post 1\ntrigger mta\nposttrans\nextra post 1\nbase trigger extra\n");
+    let plan = env.json(&["plan", derived.to_str().unwrap()]);
+    let cached = plan["steps"].as_array().unwrap().iter().filter(|s| s["state"] == "cached").count();
+    assert_eq!(cached, plan["steps"].as_array().unwrap().len(), "{plan}");
 
     // Errors name what is wrong, and change nothing.
     let with = |dir: &str, pkgs: &[&str]| kiwi(&env.path(dir), &url, &key, pkgs);

@@ -1,14 +1,15 @@
 //! The `packages` step of an image built from rpm-md repositories: resolve, unpack, then the
 //! merge, scriptlets and rootfs steps of [`crate::rpm::rootfs`], each a cached entry.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use super::{input, Cur, Input, Mode, State, Step, Walker};
 use crate::db::EntryRow;
 use crate::debian::repo::AptSource;
 use crate::description::{Chain, Loaded};
+use crate::rpm::header::tag;
 use crate::rpm::repo::RpmSource;
-use crate::rpm::{packages, rootfs, solve::Request, unpack::package_key};
+use crate::rpm::{packages, rootfs, rpmdb, solve::Request, unpack::package_key};
 
 /// The repositories of one image: one kind only.
 pub(super) enum Sources {
@@ -45,21 +46,39 @@ impl Walker<'_> {
     ) -> anyhow::Result<Cur> {
         let d = &layer.description;
         let image = d.name.clone();
-        if base.is_some() {
-            bail!(
-                "{}: installing packages on top of an RPM base image is not supported yet: list them in the base, or build from scratch",
-                layer.source.file.display()
-            );
-        }
+        let file = layer.source.file.display();
+        // On a base: its installed packages, from its rpm database.
+        let base = match base {
+            None => None,
+            Some(entry) => {
+                let headers = rpmdb::installed(self.store, &entry.tree)?.with_context(|| {
+                    format!(
+                        "{file}: the base has no rpm database ({}): rpm-md packages need an RPM base",
+                        rootfs::DBPATH
+                    )
+                })?;
+                Some(rootfs::Base { entry, headers })
+            }
+        };
+        let installed = match &base {
+            Some(b) => b
+                .headers
+                .iter()
+                .map(|h| Ok((h.string(tag::NAME)?.unwrap_or_default(), h.evr()?)))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .context("the base's rpm database")?,
+            None => Vec::new(),
+        };
         let request = Request {
             install: d.packages.bootstrap.iter().chain(&d.packages.install).cloned().collect(),
             exclude: chain.layers[..=i].iter().flat_map(|l| l.description.packages.exclude.clone()).collect(),
+            locked: Default::default(),
         };
         let fetcher = crate::debian::packages::fetcher(self.store)?;
-        let resolved = packages::resolve(&fetcher, sources, &self.opts.arch, &request, self.progress)
-            .with_context(|| format!("{}: packages", layer.source.file.display()))?;
+        let resolved = packages::resolve(&fetcher, sources, &self.opts.arch, &request, &installed, self.progress)
+            .with_context(|| format!("{file}: packages"))?;
         let keys: Vec<_> = resolved.chosen().map(|r| package_key(&r.want.sha256)).collect();
-        let step_keys = rootfs::keys(&keys);
+        let step_keys = rootfs::keys(base.as_ref().map(|b| &b.entry.tree), &keys);
         let mut inputs: Vec<Input> = sources.iter().map(|s| input("repository", format!("rpm-md {}", s.uri))).collect();
         inputs.extend(resolved.chosen().map(|r| input(format!("package {}", r.name), format!("{}.{}", r.evr, r.arch))));
         let unpacked = keys.iter().map(|k| self.store.db().entry(k)).collect::<Result<Vec<_>, _>>()?;
@@ -110,7 +129,7 @@ impl Walker<'_> {
             unpack.state = State::Built;
         }
         let pkgs = packages::rootfs_packages(&fetcher, &resolved, &reports, self.progress)?;
-        let done = rootfs::build(self.store, &pkgs, self.opts.script_timeout, self.progress)?;
+        let done = rootfs::build(self.store, base.as_ref(), &pkgs, self.opts.script_timeout, self.progress)?;
         self.push(unpack);
         for (s, done) in sub.iter_mut().zip(&done) {
             s.tree = Some(done.tree);

@@ -188,6 +188,15 @@ impl Header {
         Ok(Some(bytes.get(..count).with_context(|| format!("tag {t}: beyond the data"))?))
     }
 
+    /// The package's epoch, version and release.
+    pub fn evr(&self) -> anyhow::Result<super::version::Evr> {
+        Ok(super::version::Evr {
+            epoch: self.int(tag::EPOCH)?.unwrap_or(0),
+            version: self.string(tag::VERSION)?.unwrap_or_default(),
+            release: self.string(tag::RELEASE)?,
+        })
+    }
+
     /// `name-[epoch:]version-release.arch`, for messages.
     pub fn nevra(&self) -> String {
         let s = |t| self.string(t).ok().flatten().unwrap_or_default();

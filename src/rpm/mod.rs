@@ -9,6 +9,7 @@ pub mod header;
 pub mod packages;
 pub mod repo;
 pub mod rootfs;
+pub mod rpmdb;
 pub mod solve;
 pub mod unpack;
 pub mod version;

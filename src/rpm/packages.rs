@@ -7,6 +7,7 @@ use super::repo::{load, RpmRecord, RpmSource};
 use super::rootfs::Package;
 use super::solve::{install_order, solve, Request};
 use super::unpack::{package_key, unpack};
+use super::version::Evr;
 use crate::fetch::Fetcher;
 use crate::package::{Limits, PackageReport};
 use crate::progress::Progress;
@@ -35,18 +36,42 @@ pub fn rpm_arch(arch: &str) -> &str {
     }
 }
 
-/// Load the metadata of `sources` and resolve `request`.
+/// Load the metadata of `sources` and resolve `request` on top of the `installed` packages (name
+/// and version, a base image's): those stay as they are, and only the packages they lack are
+/// returned, in install order. A request that would change an installed package is an error.
 pub fn resolve(
     fetcher: &Fetcher,
     sources: &[RpmSource],
     arch: &str,
     request: &Request,
+    installed: &[(String, Evr)],
     progress: &Progress,
 ) -> anyhow::Result<Resolved> {
     let _span = tracing::debug_span!("rpm resolve").entered();
     let records = load(fetcher, sources, rpm_arch(arch), progress)?;
-    let chosen = solve(&records, request)?;
-    let order = install_order(&records, &chosen);
+    let mut request = request.clone();
+    for (name, evr) in installed {
+        // A base package the repositories no longer carry is kept as it is, unsolved.
+        if records.iter().any(|r| r.name == *name) {
+            request.install.push(name.clone());
+            request.locked.insert(name.clone(), evr.clone());
+        }
+    }
+    let chosen = solve(&records, &request)?;
+    let mut new = Vec::new();
+    for i in chosen {
+        let r = &records[i];
+        match installed.iter().find(|(n, _)| *n == r.name) {
+            Some((_, evr)) if *evr == r.evr => {}
+            Some((_, evr)) => bail!(
+                "the base has {}-{evr} but the package set needs {}: adding packages cannot upgrade the base; build it again",
+                r.name,
+                r.nevra()
+            ),
+            None => new.push(i),
+        }
+    }
+    let order = install_order(&records, &new);
     Ok(Resolved { records, order })
 }
 

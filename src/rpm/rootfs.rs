@@ -1,14 +1,17 @@
-//! An RPM root tree from package entries, as cached steps (the RPM counterpart of
-//! [`crate::debian::bootstrap`]):
+//! An RPM root tree from package entries, from scratch or on a base image's tree, as cached
+//! steps (the RPM counterpart of [`crate::debian::bootstrap`]):
 //!
 //! 1. `merge`: every package's `data/` tree merged as trees, in install order. Identical files
 //!    and shared directories are fine; any other clash is a conflict reported by path and
 //!    packages. Owner and group *names* from each header are then mapped to numbers through the
-//!    merged `/etc/passwd` and `/etc/group` (root needs neither). Key: the package keys.
+//!    merged `/etc/passwd` and `/etc/group` (root needs neither). On a base, its tree comes
+//!    first and a new file that differs from one of its files is a conflict. Key: the base tree
+//!    and the package keys.
 //! 2. `layer`: the scriptlets, run in the sandbox over the merge: every `%pretrans`; then per
 //!    package, in install order (dependencies first), `%pre`, the `chown` of files whose owner
 //!    only exists once a `%pre` has created it, `%post`, and the `%triggerin` scriptlets that the
-//!    package sets off or carries; then every `%posttrans`. A failing scriptlet names its package.
+//!    package sets off or carries (the base's included); then every `%posttrans`. A failing
+//!    scriptlet names its package.
 //!    Key: the merge key (the packages decide the scripts).
 //! 3. `rootfs`: the layer applied to the merge, plus the rpm database at `/var/lib/rpm`, written
 //!    by the build host's `rpm --justdb` from the package files, so that `rpm -qa` and `rpm -V`
@@ -16,7 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -61,9 +63,11 @@ impl Keys {
     }
 }
 
-/// The step keys for packages (entry keys, in install order), computed without running anything.
-pub fn keys(package_keys: &[Digest]) -> Keys {
-    let merge = entry_key(EntryKind::Merge, &[("format", b"rpm"), ("version", STEPS_VERSION)], package_keys);
+/// The step keys for packages (entry keys, in install order) on `base` (a tree), computed
+/// without running anything.
+pub fn keys(base: Option<&Digest>, package_keys: &[Digest]) -> Keys {
+    let inputs: Vec<Digest> = base.into_iter().chain(package_keys).copied().collect();
+    let merge = entry_key(EntryKind::Merge, &[("format", b"rpm"), ("version", STEPS_VERSION)], &inputs);
     let layer = entry_key(EntryKind::Layer, &[("format", b"rpm-scriptlets"), ("version", STEPS_VERSION)], &[merge]);
     let rootfs = entry_key(EntryKind::Rootfs, &[("format", b"rpm"), ("version", STEPS_VERSION)], &[merge, layer]);
     Keys { merge, layer, rootfs }
@@ -78,14 +82,24 @@ pub struct Step {
     pub cached: bool,
 }
 
-/// Build (or find) the root tree of `packages`, given in install order.
+/// An RPM root tree that packages are added to: its entry and its installed packages' headers.
+pub struct Base {
+    pub entry: crate::db::EntryRow,
+    pub headers: Vec<Header>,
+}
+
+/// The owner name of a base tree's files in merge conflict reports.
+const BASE_OWNER: &str = "(base image)";
+
+/// Build (or find) the root tree of `packages`, given in install order, from scratch or on `base`.
 pub fn build(
     store: &mut Store,
+    base: Option<&Base>,
     packages: &[Package],
     script_timeout: Duration,
     progress: &Progress,
 ) -> anyhow::Result<Vec<Step>> {
-    let k = keys(&packages.iter().map(|p| p.key).collect::<Vec<_>>());
+    let k = keys(base.map(|b| &b.entry.tree), &packages.iter().map(|p| p.key).collect::<Vec<_>>());
     // Headers are read only when a step has to be built.
     let headers = |store: &Store| packages.iter().map(|p| package_header(store, p)).collect::<anyhow::Result<Vec<_>>>();
     let mut built_merge = None;
@@ -94,7 +108,7 @@ pub fn build(
         None => {
             let _span = tracing::debug_span!("rpm merge").entered();
             let headers = headers(store)?;
-            let (tree, unresolved) = build_merge(store, packages, &headers, &k)?;
+            let (tree, unresolved) = build_merge(store, base, packages, &headers, &k)?;
             built_merge = Some((headers, unresolved));
             Step { kind: "merge", key: k.merge, tree, cached: false }
         }
@@ -112,7 +126,8 @@ pub fn build(
                     (headers, unresolved)
                 }
             };
-            let script = scriptlets_script(packages, &headers, &unresolved)?;
+            let base_headers = base.map(|b| b.headers.as_slice()).unwrap_or_default();
+            let script = scriptlets_script(base_headers, packages, &headers, &unresolved)?;
             let tree = match script {
                 None => {
                     let mut batch = Batch::new();
@@ -156,7 +171,7 @@ pub fn build(
             let mut batch = Batch::new();
             let configured = crate::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
             batch.commit(store, None)?;
-            let db = rpmdb(store, packages, progress)?;
+            let db = super::rpmdb::write(store, base.map(|b| &b.entry.tree), packages, progress)?;
             let mut batch = Batch::new();
             let inputs = [
                 Input { owner: "(packages and scriptlets)".into(), tree: configured, replaces: vec![] },
@@ -200,19 +215,23 @@ type Unresolved = Vec<(usize, String, String, String)>;
 
 fn build_merge(
     store: &mut Store,
+    base: Option<&Base>,
     packages: &[Package],
     headers: &[Header],
     k: &Keys,
 ) -> anyhow::Result<(Digest, Unresolved)> {
-    let inputs = packages
-        .iter()
-        .map(|p| Ok(Input { owner: p.nevra.clone(), tree: data_tree(store, p)?, replaces: vec![] }))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    // On a base, a new package's file may differ from the base's only where the base has none:
+    // anything else is a conflict (rpm refuses those too).
+    let mut inputs: Vec<Input> =
+        base.map(|b| Input { owner: BASE_OWNER.into(), tree: b.entry.tree, replaces: vec![] }).into_iter().collect();
+    for p in packages {
+        inputs.push(Input { owner: p.nevra.clone(), tree: data_tree(store, p)?, replaces: vec![] });
+    }
     let mut batch = Batch::new();
     let merged = merge(store, &inputs, &mut batch.trees)?;
     batch.commit(store, None)?;
     let (tree, unresolved) = owners(store, &merged, packages, headers)?;
-    let refs: Vec<Digest> = packages.iter().map(|p| p.key).collect();
+    let refs: Vec<Digest> = base.map(|b| b.entry.key).into_iter().chain(packages.iter().map(|p| p.key)).collect();
     let (files, bytes) = crate::walk::file_totals(store, &tree)?;
     let entry =
         NewEntry { key: k.merge, kind: EntryKind::Merge.as_str(), name: "rpm-merge", tree, files, bytes, refs: &refs };
@@ -261,6 +280,7 @@ fn owners(
 
 /// The script that runs every scriptlet in order, or `None` when there is nothing to run.
 fn scriptlets_script(
+    base: &[Header],
     packages: &[Package],
     headers: &[Header],
     unresolved: &Unresolved,
@@ -292,6 +312,13 @@ fn scriptlets_script(
     }
     let names: Vec<String> = headers.iter().map(|h| h.string(tag::NAME).ok().flatten().unwrap_or_default()).collect();
     let triggers: Vec<Vec<header::Trigger>> = headers.iter().map(header::triggers_in).collect::<anyhow::Result<_>>()?;
+    let base_names: Vec<String> = base.iter().map(|h| h.string(tag::NAME).ok().flatten().unwrap_or_default()).collect();
+    let mut base_triggers = Vec::new();
+    for h in base {
+        for t in header::triggers_in(h)? {
+            base_triggers.push((h, t));
+        }
+    }
     let mut chowns: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for (i, path, user, group) in unresolved {
         chowns.entry(*i).or_default().push(format!(
@@ -312,14 +339,17 @@ fn scriptlets_script(
         if let Some(s) = scriptlet(h, tag::POSTIN, tag::POSTINPROG)? {
             emit(&mut body, &p.nevra, "%post", &s, "1")?;
         }
-        // Triggers of packages installed so far (this one included) on this package, then this
-        // package's triggers on those installed before it.
+        // Triggers of the base's packages and of those installed so far (this one included) on
+        // this package, then this package's triggers on those installed before it.
+        for (h, t) in base_triggers.iter().filter(|(_, t)| t.on == names[i]) {
+            emit(&mut body, &h.nevra(), &format!("%triggerin -- {}", t.on), &t.script, "1 1")?;
+        }
         for j in 0..=i {
             for t in triggers[j].iter().filter(|t| t.on == names[i]) {
                 emit(&mut body, &packages[j].nevra, &format!("%triggerin -- {}", t.on), &t.script, "1 1")?;
             }
         }
-        for t in triggers[i].iter().filter(|t| names[..i].contains(&t.on)) {
+        for t in triggers[i].iter().filter(|t| names[..i].contains(&t.on) || base_names.contains(&t.on)) {
             emit(&mut body, &p.nevra, &format!("%triggerin -- {}", t.on), &t.script, "1 1")?;
         }
     }
@@ -329,32 +359,4 @@ fn scriptlets_script(
         }
     }
     Ok((!body.is_empty()).then(|| format!("set +e\n{body}rm -f /tmp/.strata-scriptlet-*\n")))
-}
-
-/// The rpm database of `packages`, written by the build host's rpm into an empty root and
-/// imported as a tree holding `var/lib/rpm`.
-fn rpmdb(store: &mut Store, packages: &[Package], progress: &Progress) -> anyhow::Result<Digest> {
-    let work = tempfile::Builder::new().prefix("rpmdb-").tempdir_in(store.tmp_dir())?;
-    let root = work.path().join("root");
-    fs_err::create_dir_all(root.join(DBPATH.trim_start_matches('/')))?;
-    let out = Command::new("rpm")
-        .arg("--root")
-        .arg(&root)
-        .args(["--dbpath", DBPATH, "--define", "_pkgverify_level none", "--justdb", "--nodeps", "--noscripts"])
-        .args(["--notriggers", "--nosignature", "--nodigest", "--ignorearch", "--ignoreos", "--force", "-i"])
-        .args(packages.iter().map(|p| &p.file))
-        .output()
-        .context("cannot run rpm to write the package database (install rpm)")?;
-    if !out.status.success() {
-        bail!("rpm --justdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    // sqlite's side files hold nothing once rpm has closed the database.
-    for side in ["rpmdb.sqlite-shm", "rpmdb.sqlite-wal", ".rpm.lock"] {
-        let _ = fs_err::remove_file(root.join(DBPATH.trim_start_matches('/')).join(side));
-    }
-    let (batch, tree, _) =
-        crate::import::import_tree(store, &root, false, progress).context("importing the rpm database")?;
-    batch.commit(store, None)?;
-    crate::store::make_writable(work.path());
-    Ok(tree)
 }

@@ -44,6 +44,8 @@ pub struct Request {
     pub install: Vec<String>,
     /// Package names that must not be installed.
     pub exclude: Vec<String>,
+    /// Packages that must keep this version if installed (those of a base image).
+    pub locked: std::collections::BTreeMap<String, super::version::Evr>,
 }
 
 struct Provider<'a> {
@@ -54,6 +56,7 @@ struct Provider<'a> {
     /// capability name (provide, package name or file) -> providing record indexes.
     providers: HashMap<&'a str, Vec<usize>>,
     excluded: BTreeSet<&'a str>,
+    locked: &'a std::collections::BTreeMap<String, super::version::Evr>,
 }
 
 impl<'a> Provider<'a> {
@@ -89,6 +92,7 @@ impl<'a> Provider<'a> {
             record_of,
             providers,
             excluded: request.exclude.iter().map(String::as_str).collect(),
+            locked: &request.locked,
         }
     }
 
@@ -237,9 +241,16 @@ impl DependencyProvider for Provider<'_> {
         } else {
             vec![]
         };
+        // A locked name may only take its locked version (that of the base image).
+        let name_str = self.pool.resolve_package_name(name);
+        let locked = self
+            .locked
+            .get(name_str.as_str())
+            .and_then(|v| candidates.iter().copied().find(|&s| self.record(s).evr == *v));
         Some(Candidates {
             candidates,
             excluded,
+            locked,
             hint_dependencies_available: HintDependenciesAvailable::All,
             ..Default::default()
         })
@@ -386,6 +397,7 @@ mod tests {
         let req = Request {
             install: install.iter().map(|s| s.to_string()).collect(),
             exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            locked: Default::default(),
         };
         solve(records, &req)
             .map(|ids| ids.iter().map(|&i| format!("{}-{}", records[i].name, records[i].evr)).collect())
