@@ -41,14 +41,16 @@ pub struct PackageReport {
     pub cached: bool,
 }
 
-/// Unpack a `.deb` or an `.rpm` (told apart by their first bytes) into its package entry.
+/// Unpack a `.deb` or an `.rpm` into its package entry: an RPM by its lead's magic or its name,
+/// anything else as a `.deb` (whose reader then says what is wrong with it).
 pub fn unpack_any(store: &mut crate::store::Store, path: &Path, limits: &Limits) -> anyhow::Result<PackageReport> {
     let mut magic = [0u8; 4];
     let n = std::io::Read::read(&mut fs_err::File::open(path)?, &mut magic)?;
-    match &magic[..n] {
-        b"!<ar" => crate::debian::unpack::unpack(store, path, limits),
-        [0xed, 0xab, 0xee, 0xdb] => crate::rpm::unpack::unpack(store, path, limits),
-        _ => bail!("`{}` is neither a Debian package (.deb) nor an RPM package (.rpm)", path.display()),
+    let rpm_name = path.extension().is_some_and(|e| e == "rpm");
+    if magic[..n] == [0xed, 0xab, 0xee, 0xdb] || rpm_name {
+        crate::rpm::unpack::unpack(store, path, limits)
+    } else {
+        crate::debian::unpack::unpack(store, path, limits)
     }
 }
 

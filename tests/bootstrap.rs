@@ -125,6 +125,13 @@ fn maintainer_scripts_run_sandboxed_and_failures_name_the_package() {
                 "if [ \"$1\" = triggered ]; then echo \"triggered $2\" >> /var/lib/trig-watcher.log; fi",
             ),
             ("trig-file", "", &[("usr/share/trig-watch/item", "x\n")], ""),
+            (
+                "div-owner",
+                "",
+                &[("usr/share/div/file", "owner\n")],
+                "dpkg-divert --package div-owner --add --no-rename --divert /usr/share/div/file.distrib /usr/share/div/file",
+            ),
+            ("div-victim", "", &[("usr/share/div/file", "victim\n")], ""),
             ("trig-activator", "", &[("DEBIAN/triggers", "activate-noawait trig-name\n"), ("usr/share/trig-a", "a\n")], ""),
         ],
     );
@@ -181,6 +188,16 @@ fn maintainer_scripts_run_sandboxed_and_failures_name_the_package() {
     );
     assert_eq!(fs_err::read_to_string(root.join("var/lib/dpkg/triggers/trig-name")).unwrap(), "trig-watcher\n");
     let (ok, out) = chroot(&root, "dpkg --audit");
+    assert!(ok && out.trim().is_empty(), "{out}");
+
+    // Diversions: a package added on a base that diverts one of its files installs it under the
+    // diverted name, as dpkg does, instead of conflicting with the diverting package.
+    bootstrap(&env, &["--repo", &repo, "div-owner", "--root", "tags/div-base"]).unwrap();
+    bootstrap(&env, &["--repo", &repo, "--base", "tags/div-base", "div-victim", "--root", "tags/div"]).unwrap();
+    let root = checkout(&env, "tags/div", "div");
+    assert_eq!(fs_err::read_to_string(root.join("usr/share/div/file")).unwrap(), "owner\n");
+    assert_eq!(fs_err::read_to_string(root.join("usr/share/div/file.distrib")).unwrap(), "victim\n");
+    let (ok, out) = chroot(&root, "dpkg --audit && dpkg -V div-owner div-victim");
     assert!(ok && out.trim().is_empty(), "{out}");
     drop(port);
 }

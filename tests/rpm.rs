@@ -29,7 +29,7 @@ mkdir -p %{buildroot}/usr/bin %{buildroot}/etc %{buildroot}/var/log %{buildroot}
 mkdir -p %{buildroot}/proc %{buildroot}/dev %{buildroot}/sys %{buildroot}/run
 cp /bin/busybox %{buildroot}/usr/bin/busybox
 ln -s usr/bin %{buildroot}/bin
-for a in sh chown cat echo rm mkdir id; do ln -s busybox %{buildroot}/usr/bin/$a; done
+for a in sh chown cat echo rm mkdir id env; do ln -s busybox %{buildroot}/usr/bin/$a; done
 printf 'root:x:0:0:root:/root:/bin/sh\ndaemon:x:2:2:daemon:/:/bin/sh\n' > %{buildroot}/etc/passwd
 printf 'root:x:0:\ndaemon:x:2:\n' > %{buildroot}/etc/group
 %files
@@ -71,6 +71,7 @@ ln %{buildroot}/usr/bin/fixture-app %{buildroot}/usr/bin/fixture-app2
 ln -s fixture-app %{buildroot}/usr/bin/fa
 printf 'su\n' > %{buildroot}/usr/bin/fixture-su
 printf 'ping\n' > %{buildroot}/usr/bin/fixture-ping
+printf 'grp\n' > %{buildroot}/usr/bin/fixture-grp
 echo 'x=1' > %{buildroot}/etc/fixture.conf
 echo state > %{buildroot}/var/lib/fixture/state
 echo d > %{buildroot}/var/lib/fixture/daemon-file
@@ -80,6 +81,7 @@ echo d > %{buildroot}/var/lib/fixture/daemon-file
 /usr/bin/fa
 %attr(4755,root,root) /usr/bin/fixture-su
 %caps(cap_net_raw=ep) %attr(0755,root,root) /usr/bin/fixture-ping
+%attr(2755,root,appuser) /usr/bin/fixture-grp
 %config(noreplace) /etc/fixture.conf
 %dir /var/lib/fixture
 %attr(0640,appuser,appuser) /var/lib/fixture/state
@@ -93,6 +95,8 @@ echo "post $1" >> /var/log/fixture.log
 echo posttrans >> /var/log/fixture.log
 %triggerin -- fixture-mta
 echo "trigger mta" >> /var/log/fixture.log
+%triggerin -- fixture-mta < 1.0
+echo "trigger for an older fixture-mta" >> /var/log/fixture.log
 "#;
 
 fn simple(name: &str, extra: &str, files: &[(&str, &str)], scripts: &str) -> String {
@@ -120,8 +124,13 @@ fn build_packages(dir: &Path) -> PathBuf {
                 "fixture-lib",
                 "Requires: fixture-filesystem\nProvides: libfixture.so.1()(64bit)",
                 &[("/usr/lib64/libfixture.so.1", "lib")],
-                "",
+                // A program without a body: rpm runs it alone (an argument would make env fail).
+                "%post -p /usr/bin/env\n",
             ),
+        ),
+        (
+            "fixture-iffy",
+            simple("fixture-iffy", "Requires: (fixture-mta if fixture-exim)", &[("/usr/share/iffy", "i")], ""),
         ),
         ("fixture-mta", simple("fixture-mta", "Provides: MTA", &[("/usr/sbin/sendmail", "mta")], "")),
         ("fixture-exim", simple("fixture-exim", "Provides: MTA", &[("/usr/sbin/exim", "exim")], "")),
@@ -272,6 +281,8 @@ fn an_image_from_an_rpm_md_repository_passes_rpm_verify() {
     assert_eq!(log, "post 1\ntrigger mta\nposttrans\n");
     let st = fs_err::metadata(root.join("var/lib/fixture/state")).unwrap();
     assert_eq!((st.uid(), st.gid(), st.mode() & 0o7777), (1200, 1200, 0o640), "owner made by %pre");
+    let st = fs_err::metadata(root.join("usr/bin/fixture-grp")).unwrap();
+    assert_eq!((st.gid(), st.mode() & 0o7777), (1200, 0o2755), "setgid kept after the group was made by %pre");
     let st = fs_err::metadata(root.join("var/lib/fixture/daemon-file")).unwrap();
     assert_eq!((st.uid(), st.gid()), (2, 2), "owner from the image's passwd, not the host's");
     assert_eq!(fs_err::metadata(root.join("usr/bin/fixture-su")).unwrap().mode() & 0o7777, 0o4755);
@@ -324,6 +335,10 @@ fn an_image_from_an_rpm_md_repository_passes_rpm_verify() {
     assert!(err.contains("about to fail"), "the scriptlet's output is shown: {err}");
     let err = env.fail(&["build", with("impossible", &["fixture-impossible"]).to_str().unwrap()]);
     assert!(err.contains("nothing-provides-this"), "{err}");
+    // A package whose rich dependency strata cannot solve fails alone; the repository, which
+    // the image above used, stays usable.
+    let err = env.fail(&["build", with("iffy", &["fixture-iffy"]).to_str().unwrap()]);
+    assert!(err.contains("fixture-iffy") && err.contains("`if` is not supported"), "{err}");
     let err = env.fail(&["build", with("missing", &["no-such-package"]).to_str().unwrap()]);
     assert!(err.contains("no-such-package"), "{err}");
 

@@ -7,7 +7,6 @@ use super::{input, Cur, Input, Mode, State, Step, Walker};
 use crate::db::EntryRow;
 use crate::debian::repo::AptSource;
 use crate::description::{Chain, Loaded};
-use crate::rpm::header::tag;
 use crate::rpm::repo::RpmSource;
 use crate::rpm::{packages, rootfs, rpmdb, solve::Request, unpack::package_key};
 
@@ -53,7 +52,7 @@ impl Walker<'_> {
             Some(entry) => {
                 let headers = rpmdb::installed(self.store, &entry.tree)?.with_context(|| {
                     format!(
-                        "{file}: the base has no rpm database ({}): rpm-md packages need an RPM base",
+                        "{file}: the base has no rpm database ({} or /usr/lib/sysimage/rpm): rpm-md packages need an RPM base",
                         rootfs::DBPATH
                     )
                 })?;
@@ -64,9 +63,10 @@ impl Walker<'_> {
             Some(b) => b
                 .headers
                 .iter()
-                .map(|h| Ok((h.string(tag::NAME)?.unwrap_or_default(), h.evr()?)))
-                .collect::<anyhow::Result<Vec<_>>>()
-                .context("the base's rpm database")?,
+                .map(|h| {
+                    packages::installed_record(h).with_context(|| format!("the base's rpm database: {}", h.nevra()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
             None => Vec::new(),
         };
         let request = Request {
@@ -75,7 +75,7 @@ impl Walker<'_> {
             locked: Default::default(),
         };
         let fetcher = crate::debian::packages::fetcher(self.store)?;
-        let resolved = packages::resolve(&fetcher, sources, &self.opts.arch, &request, &installed, self.progress)
+        let resolved = packages::resolve(&fetcher, sources, &self.opts.arch, &request, installed, self.progress)
             .with_context(|| format!("{file}: packages"))?;
         let keys: Vec<_> = resolved.chosen().map(|r| package_key(&r.want.sha256)).collect();
         let step_keys = rootfs::keys(base.as_ref().map(|b| &b.entry.tree), &keys);

@@ -322,7 +322,7 @@ for strata_tf in /var/lib/dpkg/info/*.triggers; do
     [ -x "/var/lib/dpkg/info/$strata_p.postinst" ] || continue
     DPKG_MAINTSCRIPT_PACKAGE=${strata_p%%:*} DPKG_MAINTSCRIPT_ARCH=$(dpkg-query -W -f '${Architecture}' "$strata_p") \
       DPKG_MAINTSCRIPT_NAME=postinst DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 DPKG_ADMINDIR=/var/lib/dpkg DPKG_ROOT= \
-      "/var/lib/dpkg/info/$strata_p.postinst" triggered "$strata_arg" \
+      "/var/lib/dpkg/info/$strata_p.postinst" triggered "$strata_arg" </dev/null \
       || { echo "strata: the trigger $strata_arg of $strata_p failed" >&2; exit 1; }
   done < "$strata_tf"
 done
@@ -401,6 +401,7 @@ fn build_merge(
 
     let mut status = base.map(|(_, s)| s.trim_end().to_string() + "\n\n").unwrap_or_default();
     let mut base_owners: Option<std::collections::HashMap<String, String>> = None;
+    let mut diversions: Option<Vec<Diversion>> = None;
     let mut conflicts: Vec<crate::merge::Conflict> = Vec::new();
     let mut db = TreeBuilder::new(implicit_dir_meta());
     // dpkg's trigger interests (`triggers/File`, `triggers/<name>`), the base's first.
@@ -487,6 +488,17 @@ fn build_merge(
         }
         status.push_str(&status_paragraph(&control_text, &conffiles));
 
+        // The base's diversions move this package's files aside, as dpkg does when it unpacks.
+        let data = match base {
+            Some((base_tree, _)) => {
+                let list = match &diversions {
+                    Some(d) => d,
+                    None => diversions.insert(diversions_in(store, &base_tree)?),
+                };
+                divert(store, data, &record.name, list).with_context(ctx)?
+            }
+            None => data,
+        };
         let data = if opts.merged_usr { usrmerge(store, &data, &record.name, &mut moved_dirs)? } else { data };
         let mut replaces = replaces;
         if let Some((base_tree, _)) = base {
@@ -549,6 +561,57 @@ fn build_merge(
     let entry = NewEntry { key, kind: EntryKind::Merge.as_str(), name: "debian-merge", tree, files, bytes, refs };
     Batch::new().commit(store, Some(&entry))?;
     Ok(tree)
+}
+
+/// A dpkg diversion: `from` is installed as `to`, except by package `by` (`LOCAL`: by none).
+struct Diversion {
+    from: String,
+    to: String,
+    by: String,
+}
+
+/// The diversions a Debian tree records in `/var/lib/dpkg/diversions` (three lines each).
+fn diversions_in(store: &Store, tree: &Digest) -> anyhow::Result<Vec<Diversion>> {
+    let Some(node @ Node::File { .. }) = store.lookup(tree, &[b"var", b"lib", b"dpkg", b"diversions"])? else {
+        return Ok(Vec::new());
+    };
+    let text = String::from_utf8_lossy(&store.read_file(&node)?).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    if !lines.len().is_multiple_of(3) {
+        anyhow::bail!("the base's /var/lib/dpkg/diversions is damaged ({} lines, not triplets)", lines.len());
+    }
+    Ok(lines
+        .chunks(3)
+        .map(|c| Diversion { from: c[0].to_string(), to: c[1].to_string(), by: c[2].to_string() })
+        .collect())
+}
+
+/// `data` (a package's files) with every file another package diverts moved to its diverted name.
+fn divert(store: &mut Store, data: Digest, package: &str, diversions: &[Diversion]) -> anyhow::Result<Digest> {
+    let mut batch = Batch::new();
+    let mut root = store.tree(&data)?;
+    let mut moved = false;
+    for d in diversions.iter().filter(|d| d.by != package) {
+        let from: Vec<&str> = d.from.split('/').filter(|p| !p.is_empty()).collect();
+        let to: Vec<&str> = d.to.split('/').filter(|p| !p.is_empty()).collect();
+        if to.is_empty() || to.iter().any(|p| *p == "." || *p == "..") {
+            anyhow::bail!("the base's diversion of {} to `{}` is not a path in the image", d.from, d.to);
+        }
+        match crate::tree_edit::lookup(store, &batch, &root, &from)? {
+            None | Some(Node::Directory { .. }) => {}
+            Some(node) => {
+                crate::tree_edit::put(store, &mut batch, &mut root, &from, None)?;
+                crate::tree_edit::put(store, &mut batch, &mut root, &to, Some(node))?;
+                moved = true;
+            }
+        }
+    }
+    if !moved {
+        return Ok(data);
+    }
+    let id = batch.put_tree(&root);
+    batch.commit(store, None)?;
+    Ok(id)
 }
 
 /// Trigger interests as dpkg records them under `/var/lib/dpkg/triggers`: `File` holds

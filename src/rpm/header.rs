@@ -18,6 +18,9 @@ const HEADER_MAGIC: [u8; 4] = [0x8e, 0xad, 0xe8, 0x01];
 /// rpm's own limits (`hdrchkTags`, `hdrchkData`).
 const MAX_ENTRIES: u32 = 0xffff;
 const MAX_DATA: u32 = 256 << 20;
+/// The most values one tag may declare (tags may share their data, so counts alone could ask
+/// for far more memory than the header's size).
+const MAX_VALUES: u32 = 1 << 21;
 
 pub mod tag {
     pub const NAME: u32 = 1000;
@@ -26,6 +29,7 @@ pub mod tag {
     pub const EPOCH: u32 = 1003;
     pub const ARCH: u32 = 1022;
     pub const PREIN: u32 = 1023;
+    pub const PROVIDENAME: u32 = 1047;
     pub const POSTIN: u32 = 1024;
     pub const FILESIZES: u32 = 1028;
     pub const FILEMODES: u32 = 1030;
@@ -36,6 +40,7 @@ pub mod tag {
     pub const FILEGROUPNAME: u32 = 1040;
     pub const TRIGGERSCRIPTS: u32 = 1065;
     pub const TRIGGERNAME: u32 = 1066;
+    pub const TRIGGERVERSION: u32 = 1067;
     pub const TRIGGERFLAGS: u32 = 1068;
     pub const TRIGGERINDEX: u32 = 1069;
     pub const PREINPROG: u32 = 1085;
@@ -44,6 +49,8 @@ pub mod tag {
     pub const DIRINDEXES: u32 = 1116;
     pub const BASENAMES: u32 = 1117;
     pub const DIRNAMES: u32 = 1118;
+    pub const PROVIDEFLAGS: u32 = 1112;
+    pub const PROVIDEVERSION: u32 = 1113;
     pub const PAYLOADFORMAT: u32 = 1124;
     pub const PAYLOADCOMPRESSOR: u32 = 1125;
     pub const PRETRANS: u32 = 1151;
@@ -90,9 +97,12 @@ impl Header {
             bail!("header of {entries} entries and {data} bytes is out of range");
         }
         let len = 16 + entries as usize * 16 + data as usize;
+        // Read what is there, not what the header claims: a short file allocates little.
         let mut raw = intro.to_vec();
-        raw.resize(len, 0);
-        r.read_exact(&mut raw[16..]).context("truncated header")?;
+        r.take((len - 16) as u64).read_to_end(&mut raw).context("truncated header")?;
+        if raw.len() != len {
+            bail!("truncated header");
+        }
         if pad {
             let mut padding = [0u8; 8];
             r.read_exact(&mut padding[..(8 - len % 8) % 8]).context("truncated header padding")?;
@@ -128,12 +138,20 @@ impl Header {
         self.index.contains_key(&t)
     }
 
+    /// The number of values a tag declares (0 when absent), without decoding them.
+    pub fn count(&self, t: u32) -> usize {
+        self.index.get(&t).map_or(0, |&(ty, _, count)| if ty == T_STRING { 1 } else { count as usize })
+    }
+
     fn data(&self) -> &[u8] {
         &self.raw[self.data_start..]
     }
 
     fn entry(&self, t: u32, types: &[u32]) -> anyhow::Result<Option<(u32, &[u8], usize)>> {
         let Some(&(ty, offset, count)) = self.index.get(&t) else { return Ok(None) };
+        if count > MAX_VALUES {
+            bail!("tag {t} declares {count} values, more than {MAX_VALUES}");
+        }
         if !types.contains(&ty) {
             bail!("tag {t} has type {ty}, expected one of {types:?}");
         }
@@ -238,16 +256,46 @@ pub struct FileInfo {
     pub caps: String,
 }
 
-/// The file list of a header (empty for a package without files).
-pub fn files(h: &Header) -> anyhow::Result<Vec<FileInfo>> {
-    let basenames = h.strings(tag::BASENAMES)?;
-    let n = basenames.len();
+/// The file list of a header (empty for a package without files), of at most `max` files. Every
+/// per-file tag must declare one value per file before any is decoded: tags may share their
+/// data, so a small header could otherwise declare millions of files.
+pub fn files(h: &Header, max: u64) -> anyhow::Result<Vec<FileInfo>> {
+    let n = h.count(tag::BASENAMES);
     if n == 0 {
         return Ok(Vec::new());
     }
+    if n as u64 > max {
+        bail!("the header lists {n} files, more than the limit of {max}");
+    }
+    let sizes_tag = if h.has(tag::LONGFILESIZES) { tag::LONGFILESIZES } else { tag::FILESIZES };
+    for (t, what) in [
+        (tag::DIRINDEXES, "DIRINDEXES"),
+        (sizes_tag, "FILESIZES"),
+        (tag::FILEMODES, "FILEMODES"),
+        (tag::FILEUSERNAME, "FILEUSERNAME"),
+        (tag::FILEGROUPNAME, "FILEGROUPNAME"),
+    ] {
+        if h.count(t) != n {
+            bail!("the header lists {n} files but {} {what}", h.count(t));
+        }
+    }
+    for (t, what) in [
+        (tag::FILERDEVS, "FILERDEVS"),
+        (tag::FILELINKTOS, "FILELINKTOS"),
+        (tag::FILEFLAGS, "FILEFLAGS"),
+        (tag::FILECAPS, "FILECAPS"),
+    ] {
+        if h.has(t) && h.count(t) != n {
+            bail!("the header lists {n} files but {} {what}", h.count(t));
+        }
+    }
+    if h.count(tag::DIRNAMES) > n {
+        bail!("the header lists more directories than files");
+    }
+    let basenames = h.strings(tag::BASENAMES)?;
     let dirnames = h.strings(tag::DIRNAMES)?;
     let dirindexes = h.ints(tag::DIRINDEXES)?;
-    let sizes = if h.has(tag::LONGFILESIZES) { h.ints(tag::LONGFILESIZES)? } else { h.ints(tag::FILESIZES)? };
+    let sizes = h.ints(sizes_tag)?;
     let modes = h.ints(tag::FILEMODES)?;
     let rdevs = h.ints(tag::FILERDEVS)?;
     let links = h.strings(tag::FILELINKTOS)?;
@@ -304,11 +352,34 @@ pub fn scriptlet(h: &Header, body_tag: u32, prog_tag: u32) -> anyhow::Result<Opt
     Ok(Some(Scriptlet { interpreter, body }))
 }
 
-/// A `%triggerin` scriptlet: fires when the named package is installed.
+/// A `%triggerin` scriptlet: fires when the named package is installed (in a version the
+/// constraint matches, if it has one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trigger {
     pub on: String,
+    pub constraint: Option<(super::repo::Flag, super::version::Evr)>,
     pub script: Scriptlet,
+}
+
+impl Trigger {
+    /// Does installing `name` at `evr` set this trigger off?
+    pub fn fires_on(&self, name: &str, evr: &super::version::Evr) -> bool {
+        self.on == name
+            && self.constraint.as_ref().is_none_or(|(flag, want)| flag.matches(evr.cmp_for_requirement(want)))
+    }
+}
+
+/// The comparison bits of a dependency or trigger flags word (`RPMSENSE_LESS|GREATER|EQUAL`).
+pub fn sense_flag(flags: u64) -> Option<super::repo::Flag> {
+    use super::repo::Flag;
+    Some(match flags & 0x0e {
+        0x02 => Flag::Lt,
+        0x0a => Flag::Le,
+        0x08 => Flag::Eq,
+        0x0c => Flag::Ge,
+        0x04 => Flag::Gt,
+        _ => return None,
+    })
 }
 
 /// `TRIGGERFLAGS` bit of `%triggerin`.
@@ -322,6 +393,7 @@ pub fn triggers_in(h: &Header) -> anyhow::Result<Vec<Trigger>> {
     let index = h.ints(tag::TRIGGERINDEX)?;
     let scripts = h.strings(tag::TRIGGERSCRIPTS)?;
     let progs = h.strings(tag::TRIGGERSCRIPTPROG)?;
+    let versions = h.strings(tag::TRIGGERVERSION)?;
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate() {
         if flags.get(i).is_none_or(|f| f & SENSE_TRIGGERIN == 0) {
@@ -330,7 +402,17 @@ pub fn triggers_in(h: &Header) -> anyhow::Result<Vec<Trigger>> {
         let k = *index.get(i).context("trigger without an index")? as usize;
         let body = scripts.get(k).with_context(|| format!("trigger on {name}: script {k} out of range"))?;
         let prog = progs.get(k).cloned().unwrap_or_else(|| "/bin/sh".into());
-        out.push(Trigger { on: name.clone(), script: Scriptlet { interpreter: vec![prog], body: body.clone() } });
+        let constraint = match (sense_flag(flags[i]), versions.get(i).filter(|v| !v.is_empty())) {
+            (Some(flag), Some(v)) => {
+                Some((flag, super::version::Evr::parse(v).map_err(|e| anyhow::anyhow!("trigger on {name}: {e}"))?))
+            }
+            _ => None,
+        };
+        out.push(Trigger {
+            on: name.clone(),
+            constraint,
+            script: Scriptlet { interpreter: vec![prog], body: body.clone() },
+        });
     }
     Ok(out)
 }

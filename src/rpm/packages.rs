@@ -3,6 +3,8 @@
 
 use anyhow::{bail, Context};
 
+use super::header::{files, sense_flag, tag, Header};
+use super::repo::Cap;
 use super::repo::{load, RpmRecord, RpmSource};
 use super::rootfs::Package;
 use super::solve::{install_order, solve, Request};
@@ -36,40 +38,71 @@ pub fn rpm_arch(arch: &str) -> &str {
     }
 }
 
-/// Load the metadata of `sources` and resolve `request` on top of the `installed` packages (name
-/// and version, a base image's): those stay as they are, and only the packages they lack are
-/// returned, in install order. A request that would change an installed package is an error.
+/// A base image's installed package as the solver sees it, from its header: what it provides
+/// (its name and version, its `Provides`, its files), already satisfied, never fetched.
+pub fn installed_record(h: &Header) -> anyhow::Result<RpmRecord> {
+    let names = h.strings(tag::PROVIDENAME)?;
+    let flags = h.ints(tag::PROVIDEFLAGS)?;
+    let versions = h.strings(tag::PROVIDEVERSION)?;
+    let mut provides = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        let constraint = match (flags.get(i).and_then(|f| sense_flag(*f)), versions.get(i).filter(|v| !v.is_empty())) {
+            (Some(flag), Some(v)) => Some((flag, Evr::parse(v).map_err(|e| anyhow::anyhow!("provide {name}: {e}"))?)),
+            _ => None,
+        };
+        provides.push(Cap { name, constraint });
+    }
+    Ok(RpmRecord {
+        name: h.string(tag::NAME)?.unwrap_or_default(),
+        arch: h.string(tag::ARCH)?.unwrap_or_default(),
+        evr: h.evr()?,
+        provides,
+        requires: Vec::new(),
+        conflicts: Vec::new(),
+        obsoletes: Vec::new(),
+        files: files(h, Limits::default().max_members)?.into_iter().map(|f| f.path).collect(),
+        want: crate::fetch::Want { url: String::new(), size: 0, sha256: String::new() },
+        unsupported: None,
+        installed: true,
+    })
+}
+
+/// Load the metadata of `sources` and resolve `request` on top of the `installed` packages (a
+/// base image's, from [`installed_record`]): those stay as they are, whether the repositories
+/// still carry them or not, and only the packages they lack are returned, in install order. A
+/// request that would replace an installed package is an error.
 pub fn resolve(
     fetcher: &Fetcher,
     sources: &[RpmSource],
     arch: &str,
     request: &Request,
-    installed: &[(String, Evr)],
+    installed: Vec<RpmRecord>,
     progress: &Progress,
 ) -> anyhow::Result<Resolved> {
     let _span = tracing::debug_span!("rpm resolve").entered();
-    let records = load(fetcher, sources, rpm_arch(arch), progress)?;
+    // Installed packages first: where a repository has the same package, the installed one wins.
+    let mut records = installed;
     let mut request = request.clone();
-    for (name, evr) in installed {
-        // A base package the repositories no longer carry is kept as it is, unsolved.
-        if records.iter().any(|r| r.name == *name) {
-            request.install.push(name.clone());
-            request.locked.insert(name.clone(), evr.clone());
-        }
+    for r in &records {
+        request.install.push(r.name.clone());
+        request.locked.insert(r.name.clone(), r.evr.clone());
     }
+    records.extend(load(fetcher, sources, rpm_arch(arch), progress)?);
     let chosen = solve(&records, &request)?;
     let mut new = Vec::new();
     for i in chosen {
         let r = &records[i];
-        match installed.iter().find(|(n, _)| *n == r.name) {
-            Some((_, evr)) if *evr == r.evr => {}
-            Some((_, evr)) => bail!(
-                "the base has {}-{evr} but the package set needs {}: adding packages cannot upgrade the base; build it again",
-                r.name,
-                r.nevra()
-            ),
-            None => new.push(i),
+        if r.installed {
+            continue;
         }
+        if let Some(old) = records.iter().find(|o| o.installed && o.name == r.name) {
+            bail!(
+                "the base has {} but the package set needs {}: adding packages cannot upgrade the base; build it again",
+                old.nevra(),
+                r.nevra()
+            );
+        }
+        new.push(i);
     }
     let order = install_order(&records, &new);
     Ok(Resolved { records, order })
@@ -91,17 +124,28 @@ pub fn fetch_and_unpack(
     }
     fetcher.get_all(&missing, progress)?;
     let bar = progress.items(resolved.order.len() as u64, "unpacking");
-    let mut out = Vec::new();
-    for r in resolved.chosen() {
-        let report = unpack(store, &fetcher.cached_path(&r.want.sha256), limits)
-            .with_context(|| format!("package {} ({})", r.nevra(), r.want.url))?;
-        let (name, version) = (&report.package, &report.version);
-        if *name != r.name || Some(version.as_str()) != Some(r.evr.to_string().as_str()) {
-            bail!("{}: the metadata says {}, the package file says {name}-{version}", r.want.url, r.nevra());
-        }
-        bar.inc(1);
-        out.push(report);
-    }
+    // Packages are independent: they unpack in parallel, each worker with its own handle on the
+    // store, as for Debian packages.
+    use rayon::prelude::*;
+    let root = store.root().to_path_buf();
+    let records: Vec<&RpmRecord> = resolved.chosen().collect();
+    let out = records
+        .par_iter()
+        .map_init(
+            || Store::open(&root, &crate::store::OpenOptions::default(), || {}),
+            |worker, r| -> anyhow::Result<PackageReport> {
+                let worker = worker.as_mut().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+                let report = unpack(worker, &fetcher.cached_path(&r.want.sha256), limits)
+                    .with_context(|| format!("package {} ({})", r.nevra(), r.want.url))?;
+                let (name, version) = (&report.package, &report.version);
+                if *name != r.name || *version != r.evr.to_string() {
+                    bail!("{}: the metadata says {}, the package file says {name}-{version}", r.want.url, r.nevra());
+                }
+                bar.inc(1);
+                Ok(report)
+            },
+        )
+        .collect::<anyhow::Result<Vec<_>>>()?;
     bar.finish_and_clear();
     Ok(out)
 }

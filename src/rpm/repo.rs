@@ -151,6 +151,11 @@ pub struct RpmRecord {
     /// Files primary.xml lists (those of `/etc`, `*bin/` and `/usr/lib/sendmail`).
     pub files: Vec<String>,
     pub want: Want,
+    /// Why this package cannot be installed, if it cannot (a rich dependency strata does not
+    /// solve): the repository stays usable, and the solver reports it if the package is needed.
+    pub unsupported: Option<String>,
+    /// Installed in the base image (made from its rpm database): never fetched.
+    pub installed: bool,
 }
 
 impl RpmRecord {
@@ -164,7 +169,7 @@ impl RpmRecord {
 pub fn parse_rich(text: &str) -> Result<Req, String> {
     let tokens = tokenize(text);
     let mut pos = 0;
-    let req = rich(&tokens, &mut pos, text)?;
+    let req = rich(&tokens, &mut pos, text, 0)?;
     if pos != tokens.len() {
         return Err(format!("rich dependency `{text}`: unexpected `{}`", tokens[pos]));
     }
@@ -207,8 +212,14 @@ fn tokenize(text: &str) -> Vec<String> {
     out
 }
 
-fn rich(tokens: &[String], pos: &mut usize, text: &str) -> Result<Req, String> {
+/// How deeply rich dependencies may nest (rpm's own are a few levels deep).
+const MAX_RICH_DEPTH: usize = 32;
+
+fn rich(tokens: &[String], pos: &mut usize, text: &str, depth: usize) -> Result<Req, String> {
     let bad = |why: &str| format!("rich dependency `{text}`: {why}");
+    if depth > MAX_RICH_DEPTH {
+        return Err(bad(&format!("nested more than {MAX_RICH_DEPTH} levels deep")));
+    }
     if tokens.get(*pos).map(String::as_str) != Some("(") {
         // A plain capability: `name [op evr]`.
         let name = tokens.get(*pos).ok_or_else(|| bad("ends early"))?.clone();
@@ -224,7 +235,7 @@ fn rich(tokens: &[String], pos: &mut usize, text: &str) -> Result<Req, String> {
         return Ok(Req::Cap(Cap { name, constraint }));
     }
     *pos += 1;
-    let mut parts = vec![rich(tokens, pos, text)?];
+    let mut parts = vec![rich(tokens, pos, text, depth + 1)?];
     let mut op: Option<String> = None;
     loop {
         match tokens.get(*pos).map(String::as_str) {
@@ -238,7 +249,7 @@ fn rich(tokens: &[String], pos: &mut usize, text: &str) -> Result<Req, String> {
                 }
                 op = Some(o.to_string());
                 *pos += 1;
-                parts.push(rich(tokens, pos, text)?);
+                parts.push(rich(tokens, pos, text, depth + 1)?);
             }
             Some(o @ ("if" | "unless" | "with" | "without" | "else")) => {
                 return Err(bad(&format!("the operator `{o}` is not supported (and, or are)")));
@@ -427,13 +438,17 @@ pub fn parse_primary(xml: &str, base: &str, arch: &str, out: &mut Vec<RpmRecord>
         };
         let provides: Vec<Cap> = caps("provides")?.into_iter().map(|(c, _)| c).collect();
         let mut requires = Vec::new();
+        let mut unsupported = None;
         for (cap, raw) in caps("requires")? {
             // Satisfied by rpm itself.
             if raw.starts_with("rpmlib(") {
                 continue;
             }
             if raw.starts_with('(') {
-                requires.push(parse_rich(&raw).map_err(|e| anyhow::anyhow!(at(&e)))?);
+                match parse_rich(&raw) {
+                    Ok(req) => requires.push(req),
+                    Err(e) => unsupported = Some(e),
+                }
             } else {
                 requires.push(Req::Cap(cap));
             }
@@ -455,6 +470,8 @@ pub fn parse_primary(xml: &str, base: &str, arch: &str, out: &mut Vec<RpmRecord>
             conflicts,
             obsoletes,
             files,
+            unsupported,
+            installed: false,
         });
     }
     Ok(())
@@ -522,13 +539,22 @@ mod tests {
             (PRIMARY.replace("Packages/app", "../../etc/app"), "leaves the repository"),
             (PRIMARY.replace("type=\"sha256\" pkgid", "type=\"md5\" pkgid"), "md5"),
             (PRIMARY.replace("flags=\"GE\"", "flags=\"XX\""), "flag `XX`"),
-            (PRIMARY.replace("(mta or exim)", "(mta if exim)"), "`if` is not supported"),
             (PRIMARY.replace("</metadata>", ""), "not XML"),
         ] {
             let err = format!("{:#}", parse_primary(&bad, "http://r", "x86_64", &mut Vec::new()).unwrap_err());
             assert!(err.contains(says), "{says}: {err}");
             assert!(says == "not XML" || err.contains("package `app`"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_rich_dependency_strata_cannot_solve_marks_only_its_package() {
+        let mut out = Vec::new();
+        parse_primary(&PRIMARY.replace("(mta or exim)", "(mta if exim)"), "http://r", "x86_64", &mut out).unwrap();
+        let why = out[0].unsupported.as_deref().unwrap();
+        assert!(why.contains("`if` is not supported"), "{why}");
+        let deep = format!("{}a{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(parse_rich(&deep).unwrap_err().contains("nested more than"));
     }
 
     #[test]

@@ -100,16 +100,15 @@ pub fn build(
     progress: &Progress,
 ) -> anyhow::Result<Vec<Step>> {
     let k = keys(base.map(|b| &b.entry.tree), &packages.iter().map(|p| p.key).collect::<Vec<_>>());
-    // Headers are read only when a step has to be built.
-    let headers = |store: &Store| packages.iter().map(|p| package_header(store, p)).collect::<anyhow::Result<Vec<_>>>();
-    let mut built_merge = None;
+    // Headers are read, and owners resolved, only when a step has to be built.
+    let mut state: Option<(Vec<Header>, Unresolved)> = None;
     let merge_step = match store.db().entry(&k.merge)? {
         Some(e) => Step { kind: "merge", key: k.merge, tree: e.tree, cached: true },
         None => {
             let _span = tracing::debug_span!("rpm merge").entered();
-            let headers = headers(store)?;
+            let headers = read_headers(store, packages)?;
             let (tree, unresolved) = build_merge(store, base, packages, &headers, &k)?;
-            built_merge = Some((headers, unresolved));
+            state = Some((headers, unresolved));
             Step { kind: "merge", key: k.merge, tree, cached: false }
         }
     };
@@ -117,17 +116,9 @@ pub fn build(
     let layer_step = match store.db().entry(&k.layer)? {
         Some(e) => Step { kind: "layer", key: k.layer, tree: e.tree, cached: true },
         None => {
-            let (headers, unresolved) = match built_merge {
-                Some(h) => h,
-                None => {
-                    let headers = headers(store)?;
-                    // The merge's owners are set; what it could not resolve is found again.
-                    let unresolved = owners(store, &merge_step.tree, packages, &headers)?.1;
-                    (headers, unresolved)
-                }
-            };
+            let (headers, unresolved) = pending(store, &merge_step.tree, packages, &mut state)?;
             let base_headers = base.map(|b| b.headers.as_slice()).unwrap_or_default();
-            let script = scriptlets_script(base_headers, packages, &headers, &unresolved)?;
+            let script = scriptlets_script(base_headers, headers, unresolved)?;
             let tree = match script {
                 None => {
                     let mut batch = Batch::new();
@@ -171,7 +162,10 @@ pub fn build(
             let mut batch = Batch::new();
             let configured = crate::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
             batch.commit(store, None)?;
-            let db = super::rpmdb::write(store, base.map(|b| &b.entry.tree), packages, progress)?;
+            let (_, unresolved) = pending(store, &merge_step.tree, packages, &mut state)?;
+            let configured = restore_special_bits(store, configured, unresolved)?;
+            let dbpath = super::rpmdb::dbpath_in(store, &configured)?;
+            let db = super::rpmdb::write(store, base.map(|b| &b.entry.tree), dbpath, packages, progress)?;
             let mut batch = Batch::new();
             let inputs = [
                 Input { owner: "(packages and scriptlets)".into(), tree: configured, replaces: vec![] },
@@ -196,6 +190,50 @@ pub fn build(
     Ok(vec![merge_step, layer_step, rootfs])
 }
 
+fn read_headers(store: &Store, packages: &[Package]) -> anyhow::Result<Vec<Header>> {
+    packages.iter().map(|p| package_header(store, p)).collect()
+}
+
+/// The packages' headers and the files the merge could not give an owner (found again from the
+/// merged tree when the merge step was a cache hit).
+fn pending<'s>(
+    store: &mut Store,
+    merged: &Digest,
+    packages: &[Package],
+    state: &'s mut Option<(Vec<Header>, Unresolved)>,
+) -> anyhow::Result<&'s (Vec<Header>, Unresolved)> {
+    if state.is_none() {
+        let headers = read_headers(store, packages)?;
+        let unresolved = owners(store, merged, packages, &headers)?.1;
+        *state = Some((headers, unresolved));
+    }
+    Ok(state.as_ref().expect("just set"))
+}
+
+/// Setuid and setgid bits and capabilities that a scriptlet-time `chown` cleared, set again as
+/// the header has them (rpm sets modes after owners for the same reason).
+fn restore_special_bits(store: &mut Store, tree: Digest, unresolved: &Unresolved) -> anyhow::Result<Digest> {
+    let mut root = tree;
+    for p in unresolved.iter().filter(|p| p.mode & 0o6000 != 0 || !p.caps.is_empty()) {
+        let caps = if p.caps.is_empty() { None } else { Some(super::unpack::capability_xattr(&p.caps)?) };
+        let change = |meta: &mut crate::meta::Meta| {
+            meta.mode = (meta.mode & !0o7777) | (p.mode & 0o7777);
+            if let Some(c) = &caps {
+                meta.xattrs.retain(|(n, _)| n != b"security.capability");
+                meta.xattrs.push((b"security.capability".to_vec(), c.clone()));
+                meta.xattrs.sort();
+            }
+        };
+        let parts: Vec<&[u8]> = p.path.split('/').filter(|s| !s.is_empty()).map(str::as_bytes).collect();
+        let mut batch = Batch::new();
+        if let Some(new) = set_at(store, &mut batch, &root, &parts, &change)? {
+            root = new;
+            batch.commit(store, None)?;
+        }
+    }
+    Ok(root)
+}
+
 fn package_header(store: &Store, p: &Package) -> anyhow::Result<Header> {
     let node = store
         .lookup(&p.tree, &[b"rpm", b"header"])?
@@ -211,7 +249,18 @@ fn data_tree(store: &Store, p: &Package) -> anyhow::Result<Digest> {
 }
 
 /// A file whose owner or group has no number in the merged tree yet: `(package, path, user, group)`.
-type Unresolved = Vec<(usize, String, String, String)>;
+type Unresolved = Vec<Pending>;
+
+/// A file whose owner the merge could not resolve; chowning it later clears its setuid and
+/// setgid bits and capabilities, which are restored from the header afterwards.
+pub struct Pending {
+    package: usize,
+    path: String,
+    user: String,
+    group: String,
+    mode: u32,
+    caps: String,
+}
 
 fn build_merge(
     store: &mut Store,
@@ -254,12 +303,21 @@ fn owners(
     let mut root = *tree;
     let mut unresolved = Vec::new();
     for (i, h) in headers.iter().enumerate() {
-        for f in header::files(h).with_context(|| packages[i].nevra.clone())? {
+        for f in header::files(h, crate::package::Limits::default().max_members)
+            .with_context(|| packages[i].nevra.clone())?
+        {
             if (f.user == "root" && f.group == "root") || f.flags & header::FILE_GHOST != 0 {
                 continue;
             }
             let (Some(&uid), Some(&gid)) = (users.get(&f.user), groups.get(&f.group)) else {
-                unresolved.push((i, f.path.clone(), f.user.clone(), f.group.clone()));
+                unresolved.push(Pending {
+                    package: i,
+                    path: f.path.clone(),
+                    user: f.user.clone(),
+                    group: f.group.clone(),
+                    mode: f.mode,
+                    caps: f.caps.clone(),
+                });
                 continue;
             };
             let parts: Vec<&[u8]> = f.path.split('/').filter(|p| !p.is_empty()).map(str::as_bytes).collect();
@@ -278,84 +336,103 @@ fn owners(
     Ok((root, unresolved))
 }
 
-/// The script that runs every scriptlet in order, or `None` when there is nothing to run.
-fn scriptlets_script(
-    base: &[Header],
-    packages: &[Package],
-    headers: &[Header],
-    unresolved: &Unresolved,
-) -> anyhow::Result<Option<String>> {
+/// A package as scriptlets see it: its name, version and header.
+struct Known<'a> {
+    nevra: String,
+    name: String,
+    evr: super::version::Evr,
+    triggers: Vec<header::Trigger>,
+    header: &'a Header,
+}
+
+impl<'a> Known<'a> {
+    fn new(h: &'a Header) -> anyhow::Result<Known<'a>> {
+        let nevra = h.nevra();
+        let read = || -> anyhow::Result<(String, super::version::Evr, Vec<header::Trigger>)> {
+            Ok((h.string(tag::NAME)?.unwrap_or_default(), h.evr()?, header::triggers_in(h)?))
+        };
+        let (name, evr, triggers) = read().with_context(|| nevra.clone())?;
+        Ok(Known { nevra, name, evr, triggers, header: h })
+    }
+
+    fn scriptlet(&self, body_tag: u32, prog_tag: u32) -> anyhow::Result<Option<Scriptlet>> {
+        header::scriptlet(self.header, body_tag, prog_tag).with_context(|| self.nevra.clone())
+    }
+}
+
+/// The script that runs every scriptlet of the new packages in order (and the base's triggers
+/// they set off), or `None` when there is nothing to run. Arguments are rpm's for a first
+/// install: 1 for `%pre`, `%post` and triggers (with the triggering package's count, 1), 0 for
+/// `%pretrans` and `%posttrans`.
+fn scriptlets_script(base: &[Header], headers: &[Header], unresolved: &Unresolved) -> anyhow::Result<Option<String>> {
+    let base: Vec<Known<'_>> = base.iter().map(Known::new).collect::<anyhow::Result<_>>()?;
+    let new: Vec<Known<'_>> = headers.iter().map(Known::new).collect::<anyhow::Result<_>>()?;
     let mut body = String::new();
     let mut n = 0usize;
-    let mut emit = |body: &mut String, nevra: &str, what: &str, s: &Scriptlet, arg: &str| -> anyhow::Result<()> {
+    let mut emit = |body: &mut String, nevra: &str, what: &str, s: &Scriptlet, args: &str| -> anyhow::Result<()> {
         let interp = s.interpreter.first().map(String::as_str).unwrap_or("/bin/sh");
         if interp == "<lua>" {
             bail!("{nevra}: its {what} scriptlet is in Lua, which strata cannot run yet");
         }
-        n += 1;
-        let file = format!("/tmp/.strata-scriptlet-{n}");
-        let delim = format!("STRATA_SCRIPTLET_{}", Digest::of(s.body.as_bytes()).short());
-        body.push_str(&format!("cat > {file} <<'{delim}'\n{}\n{delim}\n", s.body));
         let argv: Vec<String> = s.interpreter.iter().map(|a| sq(a)).collect();
         let failed = sq(&format!("strata: {nevra}: its {what} scriptlet failed"));
-        body.push_str(&format!(
-            "{} {file} {arg} || {{ rc=$?; echo {failed}\" (exit $rc)\" >&2; exit 1; }}\n",
+        // `%post -p /sbin/ldconfig` without a body: rpm runs the program alone.
+        let call = if s.body.trim().is_empty() {
             argv.join(" ")
-        ));
+        } else {
+            n += 1;
+            let file = format!("/tmp/.strata-scriptlet-{n}");
+            let delim = format!("STRATA_SCRIPTLET_{}", Digest::of(s.body.as_bytes()).short());
+            body.push_str(&format!("cat > {file} <<'{delim}'\n{}\n{delim}\n", s.body));
+            format!("{} {file} {args}", argv.join(" "))
+        };
+        body.push_str(&format!("{call} </dev/null || {{ rc=$?; echo {failed}\" (exit $rc)\" >&2; exit 1; }}\n"));
         Ok(())
     };
-    let scriptlet = |h: &Header, body_tag, prog_tag| header::scriptlet(h, body_tag, prog_tag);
-    for (p, h) in packages.iter().zip(headers) {
-        if let Some(s) = scriptlet(h, tag::PRETRANS, tag::PRETRANSPROG)? {
-            emit(&mut body, &p.nevra, "%pretrans", &s, "1")?;
+    for k in &new {
+        if let Some(s) = k.scriptlet(tag::PRETRANS, tag::PRETRANSPROG)? {
+            emit(&mut body, &k.nevra, "%pretrans", &s, "0")?;
         }
     }
-    let names: Vec<String> = headers.iter().map(|h| h.string(tag::NAME).ok().flatten().unwrap_or_default()).collect();
-    let triggers: Vec<Vec<header::Trigger>> = headers.iter().map(header::triggers_in).collect::<anyhow::Result<_>>()?;
-    let base_names: Vec<String> = base.iter().map(|h| h.string(tag::NAME).ok().flatten().unwrap_or_default()).collect();
-    let mut base_triggers = Vec::new();
-    for h in base {
-        for t in header::triggers_in(h)? {
-            base_triggers.push((h, t));
-        }
-    }
+    // rpm installs a file whose owner does not exist as root, with a warning; so does strata.
     let mut chowns: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    for (i, path, user, group) in unresolved {
-        chowns.entry(*i).or_default().push(format!(
-            "chown -h {}:{} {} || {{ echo {} >&2; exit 1; }}\n",
+    for Pending { package, path, user, group, .. } in unresolved {
+        let warning =
+            format!("strata: warning: {}: {path}: no user {user} or group {group}, left to root", new[*package].nevra);
+        chowns.entry(*package).or_default().push(format!(
+            "chown -h {}:{} {} 2>/dev/null || echo {} >&2\n",
             sq(user),
             sq(group),
             sq(path),
-            sq(&format!("strata: {}: {path} is owned by {user}:{group}, which the image lacks", packages[*i].nevra))
+            sq(&warning)
         ));
     }
-    for (i, (p, h)) in packages.iter().zip(headers).enumerate() {
-        if let Some(s) = scriptlet(h, tag::PREIN, tag::PREINPROG)? {
-            emit(&mut body, &p.nevra, "%pre", &s, "1")?;
+    for (i, k) in new.iter().enumerate() {
+        if let Some(s) = k.scriptlet(tag::PREIN, tag::PREINPROG)? {
+            emit(&mut body, &k.nevra, "%pre", &s, "1")?;
         }
         for c in chowns.get(&i).into_iter().flatten() {
             body.push_str(c);
         }
-        if let Some(s) = scriptlet(h, tag::POSTIN, tag::POSTINPROG)? {
-            emit(&mut body, &p.nevra, "%post", &s, "1")?;
+        if let Some(s) = k.scriptlet(tag::POSTIN, tag::POSTINPROG)? {
+            emit(&mut body, &k.nevra, "%post", &s, "1")?;
         }
-        // Triggers of the base's packages and of those installed so far (this one included) on
-        // this package, then this package's triggers on those installed before it.
-        for (h, t) in base_triggers.iter().filter(|(_, t)| t.on == names[i]) {
-            emit(&mut body, &h.nevra(), &format!("%triggerin -- {}", t.on), &t.script, "1 1")?;
-        }
-        for j in 0..=i {
-            for t in triggers[j].iter().filter(|t| t.on == names[i]) {
-                emit(&mut body, &packages[j].nevra, &format!("%triggerin -- {}", t.on), &t.script, "1 1")?;
+        // Triggers on this package: the base's, then those of packages installed so far (this
+        // one included); then this package's triggers on packages installed before it.
+        for owner in base.iter().chain(&new[..=i]) {
+            for t in owner.triggers.iter().filter(|t| t.fires_on(&k.name, &k.evr)) {
+                emit(&mut body, &owner.nevra, &format!("%triggerin -- {}", t.on), &t.script, "1 1")?;
             }
         }
-        for t in triggers[i].iter().filter(|t| names[..i].contains(&t.on) || base_names.contains(&t.on)) {
-            emit(&mut body, &p.nevra, &format!("%triggerin -- {}", t.on), &t.script, "1 1")?;
+        for earlier in base.iter().chain(&new[..i]) {
+            for t in k.triggers.iter().filter(|t| t.fires_on(&earlier.name, &earlier.evr)) {
+                emit(&mut body, &k.nevra, &format!("%triggerin -- {}", t.on), &t.script, "1 1")?;
+            }
         }
     }
-    for (p, h) in packages.iter().zip(headers) {
-        if let Some(s) = scriptlet(h, tag::POSTTRANS, tag::POSTTRANSPROG)? {
-            emit(&mut body, &p.nevra, "%posttrans", &s, "0")?;
+    for k in &new {
+        if let Some(s) = k.scriptlet(tag::POSTTRANS, tag::POSTTRANSPROG)? {
+            emit(&mut body, &k.nevra, "%posttrans", &s, "0")?;
         }
     }
     Ok((!body.is_empty()).then(|| format!("set +e\n{body}rm -f /tmp/.strata-scriptlet-*\n")))

@@ -13,9 +13,22 @@ use crate::progress::Progress;
 use crate::store::Store;
 use crate::tree::Node;
 
+/// Where rpm keeps its database in newer distributions (`/var/lib/rpm` links there).
+const SYSIMAGE_DBPATH: &str = "/usr/lib/sysimage/rpm";
+
+/// The rpm database directory of a tree: `/usr/lib/sysimage/rpm` where the image has that
+/// directory (Fedora 36 and later, openSUSE), `/var/lib/rpm` otherwise.
+pub fn dbpath_in(store: &Store, tree: &Digest) -> anyhow::Result<&'static str> {
+    Ok(match store.lookup(tree, &[b"usr", b"lib", b"sysimage", b"rpm"])? {
+        Some(Node::Directory { .. }) => SYSIMAGE_DBPATH,
+        _ => DBPATH,
+    })
+}
+
 /// The files of a tree's rpm database directory, by name.
 fn db_files(store: &Store, tree: &Digest) -> anyhow::Result<Vec<(String, Node)>> {
-    let parts: Vec<&[u8]> = DBPATH.trim_start_matches('/').split('/').map(str::as_bytes).collect();
+    let dbpath = dbpath_in(store, tree)?;
+    let parts: Vec<&[u8]> = dbpath.trim_start_matches('/').split('/').map(str::as_bytes).collect();
     let Some(Node::Directory { tree: dir }) = store.lookup(tree, &parts)? else { return Ok(Vec::new()) };
     Ok(store
         .tree(&dir)?
@@ -53,12 +66,13 @@ pub fn installed(store: &Store, tree: &Digest) -> anyhow::Result<Option<Vec<Head
 pub fn write(
     store: &mut Store,
     base: Option<&Digest>,
+    dbpath: &str,
     packages: &[Package],
     progress: &Progress,
 ) -> anyhow::Result<Digest> {
     let work = tempfile::Builder::new().prefix("rpmdb-").tempdir_in(store.tmp_dir())?;
     let root = work.path().join("root");
-    let dbdir = root.join(DBPATH.trim_start_matches('/'));
+    let dbdir = root.join(dbpath.trim_start_matches('/'));
     fs_err::create_dir_all(&dbdir)?;
     if let Some(tree) = base {
         for (name, node) in db_files(store, tree)? {
@@ -68,7 +82,8 @@ pub fn write(
     let out = Command::new("rpm")
         .arg("--root")
         .arg(&root)
-        .args(["--dbpath", DBPATH, "--define", "_pkgverify_level none", "--justdb", "--nodeps", "--noscripts"])
+        .args(["--dbpath", dbpath, "--define", "_db_backend sqlite", "--define", "_pkgverify_level none"])
+        .args(["--justdb", "--nodeps", "--noscripts"])
         .args(["--notriggers", "--nosignature", "--nodigest", "--ignorearch", "--ignoreos", "--force", "-i"])
         .args(packages.iter().map(|p| &p.file))
         .output()

@@ -262,6 +262,9 @@ impl DependencyProvider for Provider<'_> {
 
     async fn get_dependencies(&self, s: SolvableId) -> Dependencies {
         let r = self.record(s);
+        if let Some(why) = &r.unsupported {
+            return Dependencies::Unknown(self.pool.intern_string(format!("{}: {why}", r.nevra())));
+        }
         let mut known = KnownDependencies::default();
         for req in &r.requires {
             let mut reqs = Vec::new();
@@ -343,10 +346,30 @@ pub fn install_order(records: &[RpmRecord], chosen: &[usize]) -> Vec<usize> {
     let mut left: BTreeSet<(&str, usize)> = chosen.iter().map(|&i| (records[i].name.as_str(), i)).collect();
     let mut done = BTreeSet::new();
     let mut out = Vec::new();
+    // Can `from` reach `to` through dependencies not installed yet?
+    let reaches = |from: usize, to: usize, done: &BTreeSet<usize>| {
+        let (mut stack, mut seen) = (vec![from], BTreeSet::new());
+        while let Some(x) = stack.pop() {
+            if x == to {
+                return true;
+            }
+            if seen.insert(x) {
+                stack.extend(deps[&x].iter().filter(|d| !done.contains(*d)));
+            }
+        }
+        false
+    };
     while !left.is_empty() {
         let ready = left.iter().find(|(_, i)| deps[i].iter().all(|d| done.contains(d))).copied();
-        // A cycle: the first by name goes first, as rpm breaks loops.
-        let (name, i) = ready.unwrap_or_else(|| *left.iter().next().expect("not empty"));
+        // A cycle: a package on it whose missing dependencies all lead back to it (so nothing
+        // outside the cycle is skipped), the first by name.
+        let (name, i) = ready.unwrap_or_else(|| {
+            let unmet = |i: usize| deps[&i].iter().filter(|d| !done.contains(*d)).copied().collect::<Vec<_>>();
+            left.iter()
+                .copied()
+                .find(|&(_, i)| unmet(i).iter().all(|&d| reaches(d, i, &done)))
+                .unwrap_or_else(|| *left.iter().next().expect("not empty"))
+        });
         left.remove(&(name, i));
         done.insert(i);
         out.push(i);
@@ -390,6 +413,8 @@ mod tests {
             obsoletes: vec![],
             files: files.iter().map(|f| f.to_string()).collect(),
             want: Want { url: String::new(), size: 0, sha256: String::new() },
+            unsupported: None,
+            installed: false,
         }
     }
 
@@ -449,8 +474,11 @@ mod tests {
             pkg("base", "1-1", &[], &[], &[], &["/bin/sh"]),
             pkg("loop-a", "1-1", &["loop-b"], &[], &[], &[]),
             pkg("loop-b", "1-1", &["loop-a"], &[], &[], &[]),
+            // Sorts before the cycle it needs, and must still come after it.
+            pkg("aaa", "1-1", &["loop-b"], &[], &[], &[]),
         ];
-        let order: Vec<&str> = install_order(&repo, &[0, 1, 2, 3, 4]).iter().map(|&i| repo[i].name.as_str()).collect();
-        assert_eq!(order, ["base", "lib", "app", "loop-a", "loop-b"]);
+        let order: Vec<&str> =
+            install_order(&repo, &[0, 1, 2, 3, 4, 5]).iter().map(|&i| repo[i].name.as_str()).collect();
+        assert_eq!(order, ["base", "lib", "app", "loop-a", "loop-b", "aaa"]);
     }
 }

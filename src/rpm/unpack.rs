@@ -95,8 +95,9 @@ pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result
     top.insert_tree(Name::new("rpm").expect("name"), rpm_id);
     let tree = top.finish(&mut batch.trees);
     let version = match h.int(tag::EPOCH).with_context(ctx)? {
-        Some(epoch) => format!("{epoch}:{version}-{release}"),
-        None => format!("{version}-{release}"),
+        // As `Evr` shows it: epoch 0 is no epoch.
+        Some(epoch) if epoch != 0 => format!("{epoch}:{version}-{release}"),
+        _ => format!("{version}-{release}"),
     };
     let entry_name = format!("{name}-{version}.{arch}");
     let new_objects = batch.new_objects();
@@ -137,10 +138,7 @@ fn read_rpm(
             bail!("payload format `{format}` is not supported (expected cpio)");
         }
     }
-    let files = header::files(&h)?;
-    if files.len() as u64 > limits.max_members {
-        bail!("more than {} files", limits.max_members);
-    }
+    let files = header::files(&h, limits.max_members)?;
     let compressor = h.string(tag::PAYLOADCOMPRESSOR)?.unwrap_or_else(|| "gzip".into());
     let payload = decompressor(&compressor, &mut r)?;
     let mut u =
@@ -571,6 +569,37 @@ mod tests {
         assert!(store.db().entries().unwrap().is_empty(), "no entry was recorded");
         let report = crate::verify::verify(&store, true, &crate::progress::Progress::hidden()).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
+    }
+
+    /// Tags may share their data: a small header could declare millions of files. The count is
+    /// checked against the limit before anything is decoded.
+    #[test]
+    fn a_header_cannot_declare_more_files_than_the_limit() {
+        let (dir, mut store) = store();
+        let zeros = vec![0u8; 4096];
+        let n = zeros.len() as u32;
+        let shared = |t: u32, ty: u32| (t, ty, n, zeros.clone());
+        let mut bytes = vec![0xed, 0xab, 0xee, 0xdb, 3, 0];
+        bytes.resize(96, 0);
+        let sig = header(&[(1000, 4, 1, vec![0; 4])]);
+        let pad = (8 - sig.len() % 8) % 8;
+        bytes.extend(sig);
+        bytes.extend(vec![0; pad]);
+        bytes.extend(header(&[
+            (tag::NAME, 6, 1, b"evil\0".to_vec()),
+            shared(tag::BASENAMES, 8),
+            shared(tag::DIRNAMES, 8),
+            shared(tag::FILEUSERNAME, 8),
+            shared(tag::FILEGROUPNAME, 8),
+            (tag::DIRINDEXES, 4, n, vec![0; 4 * n as usize]),
+            (tag::FILESIZES, 4, n, vec![0; 4 * n as usize]),
+            (tag::FILEMODES, 3, n, vec![0; 2 * n as usize]),
+        ]));
+        let file = dir.path().join("evil-1-1.noarch.rpm");
+        fs_err::write(&file, &bytes).unwrap();
+        let err =
+            format!("{:#}", unpack(&mut store, &file, &Limits { max_members: 1000, ..Limits::default() }).unwrap_err());
+        assert!(err.contains("4096 files, more than the limit of 1000"), "{err}");
     }
 
     /// Damaged packages (bytes changed, cut short) are unpacked or refused, never a panic, and
