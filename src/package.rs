@@ -41,6 +41,17 @@ pub struct PackageReport {
     pub cached: bool,
 }
 
+/// The kernel's (`uname -m`) and RPM's name for a Debian architecture (`amd64` → `x86_64`).
+pub fn uname_arch(debian: &str) -> &str {
+    match debian {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "i386" => "i686",
+        "ppc64el" => "ppc64le",
+        other => other,
+    }
+}
+
 /// Unpack a `.deb` or an `.rpm` into its package entry: an RPM by its lead's magic or its name,
 /// anything else as a `.deb` (whose reader then says what is wrong with it).
 pub fn unpack_any(store: &mut crate::store::Store, path: &Path, limits: &Limits) -> anyhow::Result<PackageReport> {
@@ -52,6 +63,58 @@ pub fn unpack_any(store: &mut crate::store::Store, path: &Path, limits: &Limits)
     } else {
         crate::debian::unpack::unpack(store, path, limits)
     }
+}
+
+impl PackageReport {
+    /// The report of a package entry found in the store: nothing was unpacked.
+    pub fn cached(
+        key: Digest,
+        entry: &crate::db::EntryRow,
+        sha256: &str,
+        nva: (String, String, String),
+    ) -> PackageReport {
+        let (package, version, architecture) = nva;
+        PackageReport {
+            key,
+            tree: entry.tree,
+            package,
+            version,
+            architecture,
+            sha256: sha256.to_string(),
+            files: entry.files,
+            bytes: entry.bytes,
+            new_objects: 0,
+            cached: true,
+        }
+    }
+}
+
+/// Unpack `items` with `unpack`, in parallel, counting on a progress bar. Packages are
+/// independent steps: each worker has its own handle on the store (objects are written by
+/// content, and SQLite serializes the short transactions that record each package).
+pub fn unpack_in_parallel<T: Sync>(
+    store: &crate::store::Store,
+    items: &[T],
+    progress: &crate::progress::Progress,
+    unpack: impl Fn(&mut crate::store::Store, &T) -> anyhow::Result<PackageReport> + Sync,
+) -> anyhow::Result<Vec<PackageReport>> {
+    use rayon::prelude::*;
+    let bar = progress.items(items.len() as u64, "unpacking");
+    let root = store.root().to_path_buf();
+    let out = items
+        .par_iter()
+        .map_init(
+            || crate::store::Store::open(&root, &crate::store::OpenOptions::default(), || {}),
+            |worker, item| -> anyhow::Result<PackageReport> {
+                let worker = worker.as_mut().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+                let report = unpack(worker, item)?;
+                bar.inc(1);
+                Ok(report)
+            },
+        )
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    bar.finish_and_clear();
+    Ok(out)
 }
 
 /// SHA-256 of a file, hex.

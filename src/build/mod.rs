@@ -22,6 +22,7 @@
 
 pub mod generations;
 pub mod overlay;
+mod package_steps;
 mod rpm_packages;
 pub mod scripts;
 
@@ -483,58 +484,13 @@ impl Walker<'_> {
             let r = &records[*i].0;
             inputs.push(input(format!("package {}", r.name), r.version.to_string()));
         }
-        let mut new_keys = Vec::new();
-        for i in &keys.packages {
-            new_keys.push(records[*i].1);
+        let new_keys: Vec<Digest> = keys.packages.iter().map(|i| records[*i].1).collect();
+        let steps = self.package_steps(&image, "debian", inputs, &new_keys, keys.steps())?;
+        if let Some(cur) = self.known_package_steps(&steps)? {
+            return Ok(cur);
         }
-        let unpacked = new_keys.iter().map(|k| self.store.db().entry(k)).collect::<Result<Vec<_>, _>>()?;
-        let unpacked_count = unpacked.iter().filter(|e| e.is_some()).count() as u64;
-        let mut unpack = Step {
-            image: image.clone(),
-            kind: "unpack".into(),
-            name: format!("{} packages", new_keys.len()),
-            key: None,
-            tree: None,
-            state: if unpacked_count == new_keys.len() as u64 { State::Cached } else { State::Missing },
-            count: new_keys.len() as u64,
-            cached_count: unpacked_count,
-            inputs,
-        };
-        let mut sub: Vec<Step> = keys
-            .steps()
-            .iter()
-            .map(|(kind, key)| -> anyhow::Result<Step> {
-                let e = self.store.db().entry(key)?;
-                Ok(Step {
-                    image: image.clone(),
-                    kind: (*kind).into(),
-                    name: "debian".into(),
-                    key: Some(*key),
-                    tree: e.as_ref().map(|e| e.tree),
-                    state: if e.is_some() { State::Cached } else { State::Missing },
-                    count: 1,
-                    cached_count: e.is_some() as u64,
-                    inputs: vec![],
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let rootfs_cached = sub.last().is_some_and(|s| s.state == State::Cached);
-        if self.mode == Mode::Plan || rootfs_cached {
-            let out = match self.store.db().entry(&keys.rootfs)? {
-                Some(e) => Cur::Known(e),
-                None => Cur::Unknown,
-            };
-            self.push(unpack);
-            for s in sub {
-                self.push(s);
-            }
-            return Ok(out);
-        }
-        let limits = crate::debian::unpack::Limits::default();
+        let limits = crate::package::Limits::default();
         let reports = packages::fetch_and_unpack(self.store, &fetcher, &resolved, &limits, self.progress)?;
-        if unpack.state == State::Missing {
-            unpack.state = State::Built;
-        }
         let pairs: Vec<_> = resolved.chosen().cloned().zip(reports).collect();
         let report = bootstrap::bootstrap_on(
             self.store,
@@ -544,18 +500,8 @@ impl Walker<'_> {
             &bopts,
             self.progress,
         )?;
-        self.push(unpack);
-        for (s, done) in sub.iter_mut().zip(report.steps.iter().chain([&report.rootfs])) {
-            s.tree = Some(done.tree);
-            if !done.cached {
-                s.state = State::Built;
-            }
-        }
-        for s in sub {
-            self.push(s);
-        }
-        let e = self.store.db().entry(&report.rootfs.key)?.expect("bootstrap recorded its rootfs entry");
-        Ok(Cur::Known(e))
+        let done = report.steps.iter().chain([&report.rootfs]).map(|s| (s.tree, s.cached));
+        self.built_package_steps(steps, done)
     }
 
     /// A step that runs `script` in the sandbox over the current tree and applies its layer.

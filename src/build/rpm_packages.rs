@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use super::{input, Cur, Input, Mode, State, Step, Walker};
+use super::{input, Cur, Input, Walker};
 use crate::db::EntryRow;
 use crate::debian::repo::AptSource;
 use crate::description::{Chain, Loaded};
@@ -81,66 +81,14 @@ impl Walker<'_> {
         let step_keys = rootfs::keys(base.as_ref().map(|b| &b.entry.tree), &keys);
         let mut inputs: Vec<Input> = sources.iter().map(|s| input("repository", format!("rpm-md {}", s.uri))).collect();
         inputs.extend(resolved.chosen().map(|r| input(format!("package {}", r.name), format!("{}.{}", r.evr, r.arch))));
-        let unpacked = keys.iter().map(|k| self.store.db().entry(k)).collect::<Result<Vec<_>, _>>()?;
-        let unpacked_count = unpacked.iter().filter(|e| e.is_some()).count() as u64;
-        let mut unpack = Step {
-            image: image.clone(),
-            kind: "unpack".into(),
-            name: format!("{} packages", keys.len()),
-            key: None,
-            tree: None,
-            state: if unpacked_count == keys.len() as u64 { State::Cached } else { State::Missing },
-            count: keys.len() as u64,
-            cached_count: unpacked_count,
-            inputs,
-        };
-        let mut sub: Vec<Step> = step_keys
-            .steps()
-            .iter()
-            .map(|(kind, key)| -> anyhow::Result<Step> {
-                let e = self.store.db().entry(key)?;
-                Ok(Step {
-                    image: image.clone(),
-                    kind: (*kind).into(),
-                    name: "rpm".into(),
-                    key: Some(*key),
-                    tree: e.as_ref().map(|e| e.tree),
-                    state: if e.is_some() { State::Cached } else { State::Missing },
-                    count: 1,
-                    cached_count: e.is_some() as u64,
-                    inputs: vec![],
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        if self.mode == Mode::Plan || sub.last().is_some_and(|s| s.state == State::Cached) {
-            let out = match self.store.db().entry(&step_keys.rootfs)? {
-                Some(e) => Cur::Known(e),
-                None => Cur::Unknown,
-            };
-            self.push(unpack);
-            for s in sub {
-                self.push(s);
-            }
-            return Ok(out);
+        let steps = self.package_steps(&image, "rpm", inputs, &keys, step_keys.steps())?;
+        if let Some(cur) = self.known_package_steps(&steps)? {
+            return Ok(cur);
         }
         let limits = crate::package::Limits::default();
         let reports = packages::fetch_and_unpack(self.store, &fetcher, &resolved, &limits, self.progress)?;
-        if unpack.state == State::Missing {
-            unpack.state = State::Built;
-        }
         let pkgs = packages::rootfs_packages(&fetcher, &resolved, &reports, self.progress)?;
         let done = rootfs::build(self.store, base.as_ref(), &pkgs, self.opts.script_timeout, self.progress)?;
-        self.push(unpack);
-        for (s, done) in sub.iter_mut().zip(&done) {
-            s.tree = Some(done.tree);
-            if !done.cached {
-                s.state = State::Built;
-            }
-        }
-        for s in sub {
-            self.push(s);
-        }
-        let e = self.store.db().entry(&step_keys.rootfs)?.expect("rootfs::build recorded its rootfs entry");
-        Ok(Cur::Known(e))
+        self.built_package_steps(steps, done.iter().map(|s| (s.tree, s.cached)))
     }
 }

@@ -153,13 +153,7 @@ pub enum KeyCommand {
 
 /// The debian architecture as OSTree refs usually name it.
 pub(crate) fn ref_arch(arch: &str) -> &str {
-    match arch {
-        "amd64" => "x86_64",
-        "arm64" => "aarch64",
-        "i386" => "i686",
-        "ppc64el" => "ppc64le",
-        other => other,
-    }
+    crate::package::uname_arch(arch)
 }
 
 /// The image an export or deploy starts from.

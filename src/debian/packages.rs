@@ -160,26 +160,9 @@ pub fn fetch_and_unpack(
     }
     fetcher.get_all(&missing, progress)?;
     let _span = tracing::debug_span!("unpack", packages = records.len(), missing = missing.len()).entered();
-    let bar = progress.items(records.len() as u64, "unpacking");
-    // Packages are independent steps: they unpack in parallel, each worker with its own handle
-    // on the store (objects are written by content, and SQLite serializes the short
-    // transactions that record each package).
-    use rayon::prelude::*;
-    let root = store.root().to_path_buf();
-    let out = records
-        .par_iter()
-        .map_init(
-            || Store::open(&root, &crate::store::OpenOptions::default(), || {}),
-            |worker, r| -> anyhow::Result<PackageReport> {
-                let worker = worker.as_mut().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-                let report = unpack_cached(worker, &fetcher.cached_path(&r.want.sha256), r, limits)?;
-                bar.inc(1);
-                Ok(report)
-            },
-        )
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    bar.finish_and_clear();
-    Ok(out)
+    crate::package::unpack_in_parallel(store, &records, progress, |worker, r| {
+        unpack_cached(worker, &fetcher.cached_path(&r.want.sha256), r, limits)
+    })
 }
 
 fn unpack_cached(store: &mut Store, path: &Path, r: &PackageRecord, limits: &Limits) -> anyhow::Result<PackageReport> {

@@ -72,21 +72,7 @@ pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result
 /// read).
 pub fn cached(store: &Store, sha256: &str) -> anyhow::Result<Option<PackageReport>> {
     let key = package_key(sha256);
-    Ok(store.db().entry(&key)?.map(|e| {
-        let (package, version, architecture) = split_name(&e.name);
-        PackageReport {
-            key,
-            tree: e.tree,
-            package,
-            version,
-            architecture,
-            sha256: sha256.to_string(),
-            files: e.files,
-            bytes: e.bytes,
-            new_objects: 0,
-            cached: true,
-        }
-    }))
+    Ok(store.db().entry(&key)?.map(|e| PackageReport::cached(key, &e, sha256, split_name(&e.name))))
 }
 
 fn split_name(name: &str) -> (String, String, String) {

@@ -27,17 +27,6 @@ impl Resolved {
     }
 }
 
-/// RPM's name for a Debian architecture name (`amd64` → `x86_64`).
-pub fn rpm_arch(arch: &str) -> &str {
-    match arch {
-        "amd64" => "x86_64",
-        "arm64" => "aarch64",
-        "i386" => "i686",
-        "ppc64el" => "ppc64le",
-        other => other,
-    }
-}
-
 /// A base image's installed package as the solver sees it, from its header: what it provides
 /// (its name and version, its `Provides`, its files), already satisfied, never fetched.
 pub fn installed_record(h: &Header) -> anyhow::Result<RpmRecord> {
@@ -87,7 +76,7 @@ pub fn resolve(
         request.install.push(r.name.clone());
         request.locked.insert(r.name.clone(), r.evr.clone());
     }
-    records.extend(load(fetcher, sources, rpm_arch(arch), progress)?);
+    records.extend(load(fetcher, sources, crate::package::uname_arch(arch), progress)?);
     let chosen = solve(&records, &request)?;
     let mut new = Vec::new();
     for i in chosen {
@@ -123,31 +112,16 @@ pub fn fetch_and_unpack(
         }
     }
     fetcher.get_all(&missing, progress)?;
-    let bar = progress.items(resolved.order.len() as u64, "unpacking");
-    // Packages are independent: they unpack in parallel, each worker with its own handle on the
-    // store, as for Debian packages.
-    use rayon::prelude::*;
-    let root = store.root().to_path_buf();
     let records: Vec<&RpmRecord> = resolved.chosen().collect();
-    let out = records
-        .par_iter()
-        .map_init(
-            || Store::open(&root, &crate::store::OpenOptions::default(), || {}),
-            |worker, r| -> anyhow::Result<PackageReport> {
-                let worker = worker.as_mut().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-                let report = unpack(worker, &fetcher.cached_path(&r.want.sha256), limits)
-                    .with_context(|| format!("package {} ({})", r.nevra(), r.want.url))?;
-                let (name, version) = (&report.package, &report.version);
-                if *name != r.name || *version != r.evr.to_string() {
-                    bail!("{}: the metadata says {}, the package file says {name}-{version}", r.want.url, r.nevra());
-                }
-                bar.inc(1);
-                Ok(report)
-            },
-        )
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    bar.finish_and_clear();
-    Ok(out)
+    crate::package::unpack_in_parallel(store, &records, progress, |worker, r| {
+        let report = unpack(worker, &fetcher.cached_path(&r.want.sha256), limits)
+            .with_context(|| format!("package {} ({})", r.nevra(), r.want.url))?;
+        let (name, version) = (&report.package, &report.version);
+        if *name != r.name || *version != r.evr.to_string() {
+            bail!("{}: the metadata says {}, the package file says {name}-{version}", r.want.url, r.nevra());
+        }
+        Ok(report)
+    })
 }
 
 /// The packages for [`super::rootfs::build`]; their files are fetched again if the cache lost them.

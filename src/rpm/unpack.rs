@@ -41,21 +41,7 @@ pub fn package_key(sha256_hex: &str) -> Digest {
 /// The entry of the package whose file has this SHA-256, if it was unpacked before.
 pub fn cached(store: &Store, sha256: &str) -> anyhow::Result<Option<PackageReport>> {
     let key = package_key(sha256);
-    Ok(store.db().entry(&key)?.map(|e| {
-        let (package, version, architecture) = split_nevra(&e.name);
-        PackageReport {
-            key,
-            tree: e.tree,
-            package,
-            version,
-            architecture,
-            sha256: sha256.to_string(),
-            files: e.files,
-            bytes: e.bytes,
-            new_objects: 0,
-            cached: true,
-        }
-    }))
+    Ok(store.db().entry(&key)?.map(|e| PackageReport::cached(key, &e, sha256, split_nevra(&e.name))))
 }
 
 /// `name-version-release.arch` back into its parts (the name may contain `-`).
