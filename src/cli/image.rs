@@ -23,12 +23,13 @@ pub struct DescArgs {
 pub struct BuildArgs {
     #[command(flatten)]
     pub(crate) desc: DescArgs,
-    /// Use this apt source instead of the repositories the description names (repeatable):
-    /// `deb [signed-by=KEYRING] URI SUITE COMPONENT...`. Bases it derives from build with
-    /// their own repositories, so that their steps are reused
+    /// Use this repository instead of the ones the description names (repeatable): an apt
+    /// source `deb [signed-by=KEYRING] URI SUITE COMPONENT...`, or `rpm-md signed-by=KEY URI`
+    /// (`rpm-md gpgcheck=false URI`). Bases it derives from build with their own repositories,
+    /// so that their steps are reused
     #[arg(long = "set-repo", value_name = "LINE")]
     set_repos: Vec<String>,
-    /// Use this apt source in addition to the description's repositories (repeatable)
+    /// Use this repository (same forms) in addition to the description's (repeatable)
     #[arg(long = "add-repo", value_name = "LINE")]
     add_repos: Vec<String>,
     /// The architecture to install
