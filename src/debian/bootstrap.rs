@@ -299,8 +299,10 @@ fn apt_lists(store: &mut Store, sources: &[AptSource], lists: &[ListFile]) -> an
     Ok((key, id))
 }
 
-/// The script the `layer` step runs: preinst of Essential packages, then of the rest, then
-/// configure everything.
+/// Where the merge stages trigger interests (under `/var/lib/dpkg`) until the script has
+/// configured the packages.
+const STAGED_TRIGGERS: &str = "triggers.strata";
+
 /// File triggers of the base's packages that new packages set off, as dpkg would when it
 /// unpacks them: when a new package ships a path under an interest, the interested package's
 /// `postinst triggered PATH` runs. (Named triggers that packages activate, dpkg itself runs
@@ -328,6 +330,8 @@ for strata_tf in /var/lib/dpkg/info/*.triggers; do
 done
 "#;
 
+/// The script the `layer` step runs: preinst of Essential packages, then of the rest, then
+/// configure everything, run the triggers, and put the staged trigger interests in place.
 fn configure_script(packages: &[&PackageRecord], on_base: bool) -> String {
     let mut names: Vec<(bool, String, &str, &str)> =
         packages.iter().map(|r| (!r.essential, info_name(r), r.name.as_str(), r.architecture.as_str())).collect();
@@ -351,6 +355,10 @@ fn configure_script(packages: &[&PackageRecord], on_base: bool) -> String {
         s.push_str(&format!("strata_new_packages='{}'\n{BASE_TRIGGERS}", new.join(" ")));
     }
     s.push_str("dpkg --triggers-only -a || true\nldconfig\nrm -f /usr/sbin/policy-rc.d\n");
+    // The trigger interests the merge staged take effect for dpkg inside the image.
+    s.push_str(&format!(
+        "for f in /var/lib/dpkg/{STAGED_TRIGGERS}/*; do if [ -f \"$f\" ]; then cat \"$f\" > \"/var/lib/dpkg/triggers/${{f##*/}}\"; fi; done\nrm -rf /var/lib/dpkg/{STAGED_TRIGGERS}\n"
+    ));
     // Logs and caches that record the time or inode numbers of this run: the same packages must
     // give the same tree.
     s.push_str("rm -f /var/log/dpkg.log /var/log/alternatives.log /var/cache/ldconfig/aux-cache /var/log/apt/*.log\n");
@@ -536,7 +544,10 @@ fn build_merge(
         let unincorp = [dpkg_dir, &[name("triggers"), name("Unincorp")]].concat();
         db.insert(&unincorp, batch.put_bytes(store, b"", file_meta(0o644))?)?;
     }
-    let triggers_dir = [dpkg_dir, &[name("triggers")]].concat();
+    // Staged, and moved into `triggers/` by the script once the packages are configured: named
+    // triggers that packages of this same step activate are then not run on top of the
+    // interested packages' own configuration (the kernel's initramfs would be made twice).
+    let triggers_dir = [dpkg_dir, &[name(STAGED_TRIGGERS)]].concat();
     if !interests.files.is_empty() {
         let text: String = interests.files.iter().map(|l| format!("{l}\n")).collect();
         let node = batch.put_bytes(store, text.as_bytes(), file_meta(0o644))?;
