@@ -1,39 +1,42 @@
 //! strata: operating-system images built from a content-addressed store.
 //!
-//! The library holds all behaviour; `src/cli` only parses arguments and prints. Start with
-//! [`store`] (the on-disk layout and its invariants), [`tree`] (the Merkle encoding) and
-//! [`import`]/[`checkout`] (moving trees in and out).
+//! The modules follow the pipeline, in the order data flows through it; each layer imports only
+//! the layers below it (`docs/layers.txt`, checked by `tests/layers.rs`):
+//!
+//! ```text
+//! cli          arguments in, reports out; nothing else
+//! pipeline     description -> image -> commit -> artifact, as commands use it
+//! deploy       disks, live ISOs and boots from an OSTree commit
+//! ostree       the image tree as an OSTree commit; signing, deltas, push
+//! graph        a description chain as cached steps (the build graph), generations
+//! packages     Debian and RPM: repositories, solving, unpacking, bootstrap (deb/, rpm/)
+//! description  KIWI XML and TOML image descriptions
+//! sandbox      scripts run over a tree, their changes kept as a layer
+//! trees        merge, layer, diff and edit stored trees
+//! store        objects, trees, entries and roots: the backend boundary and its backends
+//! util         progress, text, file hashes
+//! ```
+//!
+//! Start with [`store`] (the boundary, the on-disk layout and its invariants), then
+//! [`store::memo`] (how every step is cached) and [`graph`].
 
-pub mod batch;
-pub mod boot;
-pub mod build;
-pub mod checkout;
-pub mod cli;
-pub mod db;
-pub mod debian;
-pub mod deploy;
-pub mod description;
-pub mod diff;
-pub mod digest;
-pub mod entry;
-pub mod error;
-pub mod fetch;
-pub mod gc;
-pub mod import;
-pub mod layer;
-pub mod lock;
-pub mod lowers;
-pub mod merge;
-pub mod meta;
-pub mod object;
-pub mod ostree;
-pub mod package;
-pub mod progress;
-pub mod rpm;
-pub mod sandbox;
+pub mod util;
+
 pub mod store;
-pub mod tree;
-pub mod tree_builder;
-pub mod tree_edit;
-pub mod verify;
-pub mod walk;
+
+pub mod trees;
+
+pub mod sandbox;
+
+pub mod description;
+pub mod packages;
+
+pub mod graph;
+
+pub mod ostree;
+
+pub mod deploy;
+
+pub mod pipeline;
+
+pub mod cli;

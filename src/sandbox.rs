@@ -1,7 +1,7 @@
 //! Running scripts (maintainer scripts, `config.sh`) against a stored tree, and capturing what
 //! they change as a layer.
 //!
-//! The tree is checked out by hardlinks (kept between runs, see [`crate::lowers`]) and used
+//! The tree is checked out by hardlinks (kept between runs, see [`crate::store::lowers`]) and used
 //! read-only as the lower directories of an overlayfs; the script runs in new mount, PID and network namespaces
 //! (`unshare`), chrooted into the overlay, with `/proc`, a minimal `/dev`, `/run` and `/tmp`
 //! mounted over it (so they never reach the layer). The network namespace has no interfaces but
@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::digest::Digest;
-use crate::progress::Progress;
-use crate::store::Store;
+use crate::store::digest::Digest;
+use crate::store::local::Store;
+use crate::util::progress::Progress;
 
 /// The environment scripts get: nothing from the caller's.
 pub const SCRIPT_ENV: &[(&str, &str)] = &[
@@ -50,7 +50,7 @@ pub fn run(
     // Hardlinked checkouts (kept between runs, see `lowers`) as the read-only lower directories.
     let lowers = {
         let _span = tracing::debug_span!("sandbox lower directories").entered();
-        crate::lowers::lowers_for(store, base, work.path())?
+        crate::store::lowers::lowers_for(store, base, work.path())?
     };
     let lower = lowers.dirs.iter().map(|l| shell_path(l)).collect::<anyhow::Result<Vec<_>>>()?.join(":");
     let (upper, ovl_work, merged) = (work.path().join("upper"), work.path().join("work"), work.path().join("root"));
@@ -119,10 +119,10 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
         Some(137) | None => bail!("the script was killed (out of memory?); last output:\n{}", tail(&log)),
         Some(code) => bail!("the script failed with exit status {code}; last output:\n{}", tail(&log)),
     }
-    let (batch, layer, _) = crate::import::import_tree(store, &upper, true, progress)?;
+    let (batch, layer, _) = crate::store::import::import_tree(store, &upper, true, progress)?;
     batch.commit(store, None)?;
     let _cleanup = tracing::debug_span!("sandbox cleanup").entered();
-    crate::store::make_writable(work.path());
+    crate::store::local::make_writable(work.path());
     drop(work);
     Ok(RunOutput { layer, log })
 }

@@ -12,13 +12,13 @@ use clap::{Args, ValueEnum};
 use super::image::BuildArgs;
 use super::ostree::{commit, ref_arch, source};
 use super::{output, Ctx};
-use crate::boot::{self, BootOptions};
-use crate::build;
+use crate::deploy::boot::{self, BootOptions};
 use crate::deploy::{self, DeployOptions, Format};
 use crate::description::TargetKind;
-use crate::lock::LockMode;
+use crate::graph;
 use crate::ostree::export::RepoMode;
 use crate::ostree::layout::SpecialFiles;
+use crate::store::lock::LockMode;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FormatArg {
@@ -120,7 +120,7 @@ pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     let mut store = ctx.open(LockMode::Shared)?;
     let spec = args.build.desc.description.to_string_lossy().into_owned();
-    let source_date = args.build.source_date_epoch().unwrap_or(build::DEFAULT_EPOCH);
+    let source_date = args.build.source_date_epoch().unwrap_or(graph::DEFAULT_EPOCH);
     let (repo, reference, commit_id, tree, opts, refs) = if let Some(rest) = spec.strip_prefix("ostree:") {
         let (repo, reference) = rest.split_once('#').with_context(|| format!("`{spec}`: expected ostree:REPO#REF"))?;
         let r = crate::ostree::export::open_repo(Path::new(repo), None)?;
@@ -130,7 +130,7 @@ pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
         let opts = options(&args, &BTreeMap::new(), os)?;
         // An ISO is made from the commit's content in the store.
         let (tree, refs) = if opts.format == Format::Iso {
-            let e = build::overlay::ostree_commit_entry(&mut store, Path::new(repo), &commit_id, &ctx.progress)?;
+            let e = graph::overlay::ostree_commit_entry(&mut store, Path::new(repo), &commit_id, &ctx.progress)?;
             (Some(e.tree), vec![e.key])
         } else {
             (None, vec![])

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{output, Ctx};
-use crate::lock::LockMode;
+use crate::store::lock::LockMode;
 
 #[derive(Args, Debug)]
 pub struct GcArgs {
@@ -16,7 +16,7 @@ pub struct GcArgs {
 
 pub fn run(ctx: &Ctx, args: GcArgs) -> anyhow::Result<ExitCode> {
     let mut store = ctx.open(LockMode::Exclusive)?;
-    let r = crate::gc::gc(&mut store, args.dry_run, &ctx.progress)?;
+    let r = crate::store::gc::gc(&mut store, args.dry_run, &ctx.progress)?;
     if ctx.json {
         output::json(&r)?;
     } else {

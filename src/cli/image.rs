@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{output, Ctx};
-use crate::build::{self, generations, Mode, Outcome, State};
-use crate::lock::LockMode;
+use crate::graph::{self, generations, Mode, Outcome, State};
+use crate::store::lock::LockMode;
 
 #[derive(Args, Debug)]
 pub struct DescArgs {
@@ -49,14 +49,14 @@ impl BuildArgs {
         self.source_date_epoch
     }
 
-    pub(crate) fn options(&self) -> build::Options {
-        build::Options {
+    pub(crate) fn options(&self) -> graph::Options {
+        graph::Options {
             profiles: self.desc.profiles.clone(),
             set_repos: self.set_repos.clone(),
             add_repos: self.add_repos.clone(),
             arch: self.arch.clone(),
             script_timeout: std::time::Duration::from_secs(self.script_timeout),
-            epoch: self.source_date_epoch.unwrap_or(build::DEFAULT_EPOCH),
+            epoch: self.source_date_epoch.unwrap_or(graph::DEFAULT_EPOCH),
         }
     }
 }
@@ -95,7 +95,7 @@ pub fn describe(ctx: &Ctx, args: DescArgs, format: Format) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn step_line(s: &build::Step) -> String {
+fn step_line(s: &graph::Step) -> String {
     let key = s.key.map(|k| k.short()).unwrap_or_else(|| "-".repeat(12));
     let state = match s.state {
         State::Missing => "to build",
@@ -120,7 +120,7 @@ fn steps_json(o: &Outcome) -> serde_json::Value {
 
 pub fn plan(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut store = ctx.open(LockMode::Shared)?;
-    let o = build::run(&mut store, &args.desc.description, &args.options(), Mode::Plan, &ctx.progress)?;
+    let o = graph::run(&mut store, &args.desc.description, &args.options(), Mode::Plan, &ctx.progress)?;
     let (total, cached, _) = o.counts();
     if ctx.json {
         output::json(&serde_json::json!({
@@ -139,7 +139,7 @@ pub fn plan(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
 
 pub fn build(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut store = ctx.open(LockMode::Shared)?;
-    let o = build::run(&mut store, &args.desc.description, &args.options(), Mode::Build, &ctx.progress)?;
+    let o = graph::run(&mut store, &args.desc.description, &args.options(), Mode::Build, &ctx.progress)?;
     let (generation, new) = generations::record(&mut store, &o)?;
     let rootfs = o.rootfs.as_ref().expect("a build ends with its rootfs entry");
     let (total, cached, built) = o.counts();
@@ -169,7 +169,7 @@ pub fn build(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
 
 pub fn why(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut store = ctx.open(LockMode::Shared)?;
-    let o = build::run(&mut store, &args.desc.description, &args.options(), Mode::Plan, &ctx.progress)?;
+    let o = graph::run(&mut store, &args.desc.description, &args.options(), Mode::Plan, &ctx.progress)?;
     let why = generations::why(&store, &o)?;
     if ctx.json {
         output::json(&why)?;
@@ -255,7 +255,7 @@ pub fn images(ctx: &Ctx, cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ImagesCommand::Ls => {
             let gens = store.db().generations(None)?;
-            let mut newest: std::collections::BTreeMap<&str, &crate::db::GenerationRow> = Default::default();
+            let mut newest: std::collections::BTreeMap<&str, &crate::store::db::GenerationRow> = Default::default();
             for g in &gens {
                 newest.insert(&g.image, g);
             }

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::lock::LockMode;
-use crate::progress::Progress;
-use crate::store::{OpenOptions, Store};
+use crate::store::local::{OpenOptions, Store};
+use crate::store::lock::LockMode;
+use crate::util::progress::Progress;
 
 const AFTER_HELP: &str = "\
 Examples:

@@ -10,16 +10,16 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::image::BuildArgs;
 use super::{output, Ctx};
-use crate::build::{self, generations, Mode};
-use crate::db::EntryRow;
 use crate::description::TargetKind;
-use crate::digest::Digest;
-use crate::lock::LockMode;
+use crate::graph::{self, generations, Mode};
 use crate::ostree::export::{self, CommitMeta, RepoMode};
 use crate::ostree::layout::{self, SpecialFiles};
 use crate::ostree::sign::{Ed25519Key, Signer};
 use crate::ostree::{publish, push, ssh};
-use crate::store::{Store, Target};
+use crate::store::db::EntryRow;
+use crate::store::digest::Digest;
+use crate::store::local::{Store, Target};
+use crate::store::lock::LockMode;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ModeArg {
@@ -153,7 +153,7 @@ pub enum KeyCommand {
 
 /// The debian architecture as OSTree refs usually name it.
 pub(crate) fn ref_arch(arch: &str) -> &str {
-    crate::package::uname_arch(arch)
+    crate::packages::uname_arch(arch)
 }
 
 /// The image an export or deploy starts from.
@@ -174,7 +174,7 @@ pub(crate) fn source(
 ) -> anyhow::Result<Source> {
     let path = &args.desc.description;
     if path.exists() {
-        let o = build::run(store, path, &args.options(), Mode::Build, &ctx.progress)?;
+        let o = graph::run(store, path, &args.options(), Mode::Build, &ctx.progress)?;
         let (generation, new) = generations::record(store, &o)?;
         ctx.note(format!("{}: generation {generation}{}", o.image, if new { "" } else { " (unchanged)" }));
         let loaded = crate::description::load(path, &args.desc.profiles)?;
@@ -254,7 +254,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         ModeArg::Bare => RepoMode::Bare,
         ModeArg::BareUser => RepoMode::BareUser,
     });
-    let source_date = args.build.source_date_epoch().unwrap_or(build::DEFAULT_EPOCH);
+    let source_date = args.build.source_date_epoch().unwrap_or(graph::DEFAULT_EPOCH);
     let (report, layout_json, _) =
         commit(ctx, &mut store, &src, &args.repo, mode, &reference, special, args.no_layout, source_date)?;
     let repo = export::open_repo(&args.repo, None)?;

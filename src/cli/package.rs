@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::{output, Ctx};
-use crate::lock::LockMode;
+use crate::store::lock::LockMode;
 
 #[derive(Subcommand, Debug)]
 pub enum PackageCommand {
@@ -50,7 +50,7 @@ pub enum PackageCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Refuse a package whose files add up to more than this many bytes (decompression bombs)
-        #[arg(long, value_name = "BYTES", default_value_t = crate::debian::unpack::Limits::default().max_bytes)]
+        #[arg(long, value_name = "BYTES", default_value_t = crate::packages::deb::unpack::Limits::default().max_bytes)]
         max_bytes: u64,
     },
 }
@@ -96,13 +96,13 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
-    fn sources(&self) -> anyhow::Result<Vec<crate::debian::repo::AptSource>> {
+    fn sources(&self) -> anyhow::Result<Vec<crate::packages::deb::repo::AptSource>> {
         let mut out = Vec::new();
         if self.host_sources {
-            out.extend(crate::debian::repo::host_sources()?);
+            out.extend(crate::packages::deb::repo::host_sources()?);
         }
         for line in &self.repos {
-            out.push(crate::debian::repo::parse_source_line(line)?);
+            out.push(crate::packages::deb::repo::parse_source_line(line)?);
         }
         if out.is_empty() {
             anyhow::bail!("no repositories: pass --repo LINE or --host-sources");
@@ -110,8 +110,8 @@ impl RepoArgs {
         Ok(out)
     }
 
-    fn request(&self) -> crate::debian::solve::Request {
-        crate::debian::solve::Request {
+    fn request(&self) -> crate::packages::deb::solve::Request {
+        crate::packages::deb::solve::Request {
             install: self.packages.clone(),
             required: self.required,
             exclude: self.exclude.clone(),
@@ -130,7 +130,7 @@ pub fn run(ctx: &Ctx, cmd: PackageCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn resolve(ctx: &Ctx, args: RepoArgs, fetch: bool) -> anyhow::Result<ExitCode> {
-    use crate::debian::packages;
+    use crate::packages::deb::packages;
     if args.packages.is_empty() && !args.required {
         anyhow::bail!("nothing to install: name packages or pass --required");
     }
@@ -154,7 +154,7 @@ fn resolve(ctx: &Ctx, args: RepoArgs, fetch: bool) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let limits = crate::debian::unpack::Limits::default();
+    let limits = crate::packages::deb::unpack::Limits::default();
     let reports = packages::fetch_and_unpack(&mut store, &fetcher, &resolved, &limits, &ctx.progress)?;
     if ctx.json {
         output::json(&reports)?;
@@ -174,16 +174,16 @@ fn resolve(ctx: &Ctx, args: RepoArgs, fetch: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn bootstrap(ctx: &Ctx, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
-    use crate::debian::{bootstrap, packages};
+    use crate::packages::deb::{bootstrap, packages};
     if let Some(root) = &args.root {
-        crate::store::check_root_name(root)?;
+        crate::store::local::check_root_name(root)?;
     }
     let sources = args.repo.sources()?;
     let mut store = ctx.open(LockMode::Shared)?;
     let base = match &args.base {
         None => None,
         Some(id) => match store.resolve(id)? {
-            crate::store::Target::Entry(e) if e.kind == "rootfs" => Some(e),
+            crate::store::local::Target::Entry(e) if e.kind == "rootfs" => Some(e),
             _ => anyhow::bail!("--base {id}: not a root tree made by `strata package bootstrap`"),
         },
     };
@@ -197,7 +197,7 @@ fn bootstrap(ctx: &Ctx, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     }
     let fetcher = packages::fetcher(&store)?;
     let resolved = packages::resolve(&fetcher, &sources, &args.repo.arch, &request, &ctx.progress)?;
-    let limits = crate::debian::unpack::Limits::default();
+    let limits = crate::packages::deb::unpack::Limits::default();
     let reports = packages::fetch_and_unpack(&mut store, &fetcher, &resolved, &limits, &ctx.progress)?;
     let pairs: Vec<_> = resolved.chosen().cloned().zip(reports).collect();
     let opts = bootstrap::Options {
@@ -237,11 +237,11 @@ fn bootstrap(ctx: &Ctx, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
 
 fn unpack(ctx: &Ctx, files: Vec<PathBuf>, max_bytes: u64) -> anyhow::Result<ExitCode> {
     let mut store = ctx.open(LockMode::Shared)?;
-    let limits = crate::debian::unpack::Limits { max_bytes, ..Default::default() };
+    let limits = crate::packages::deb::unpack::Limits { max_bytes, ..Default::default() };
     let bar = ctx.progress.items(files.len() as u64, "unpacking");
     let mut reports = Vec::new();
     for file in &files {
-        let r = crate::package::unpack_any(&mut store, file, &limits)?;
+        let r = crate::packages::unpack::unpack_any(&mut store, file, &limits)?;
         bar.inc(1);
         if !ctx.json {
             bar.suspend(|| {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::{output, Ctx};
-use crate::lock::LockMode;
-use crate::store::{check_root_name, Target};
+use crate::store::local::{check_root_name, Target};
+use crate::store::lock::LockMode;
 
 #[derive(Subcommand, Debug)]
 pub enum RootsCommand {

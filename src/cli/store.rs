@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{output, Ctx};
-use crate::checkout::LinkMode;
-use crate::lock::LockMode;
-use crate::store::Target;
+use crate::store::checkout::LinkMode;
+use crate::store::local::Target;
+use crate::store::lock::LockMode;
 
 #[derive(Subcommand, Debug)]
 pub enum StoreCommand {
@@ -136,7 +136,7 @@ fn add(ctx: &Ctx, a: AddArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| "root".into()),
     };
     let mut store = ctx.open(LockMode::Shared)?;
-    let r = crate::import::import_dir(&mut store, &a.path, &name, a.root.as_deref(), &ctx.progress)?;
+    let r = crate::store::import::import_dir(&mut store, &a.path, &name, a.root.as_deref(), &ctx.progress)?;
     if ctx.json {
         output::json(&serde_json::json!({
             "key": r.key, "tree": r.tree, "files": r.files, "bytes": r.bytes, "new_objects": r.new_objects,
@@ -166,7 +166,7 @@ fn add(ctx: &Ctx, a: AddArgs) -> anyhow::Result<ExitCode> {
 fn checkout(ctx: &Ctx, a: CheckoutArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.open(LockMode::Shared)?;
     let target = store.resolve(&a.id)?;
-    let r = crate::checkout::checkout(&store, &target.tree(), &a.dest, a.link.into(), &ctx.progress)?;
+    let r = crate::store::checkout::checkout(&store, &target.tree(), &a.dest, a.link.into(), &ctx.progress)?;
     if ctx.json {
         output::json(&r)?;
     } else {
@@ -268,7 +268,7 @@ fn show(ctx: &Ctx, a: IdArg) -> anyhow::Result<ExitCode> {
                 println!("tree     {t}");
                 println!("owner    {}:{} mode {:o}", tree.meta.uid, tree.meta.gid, tree.meta.mode);
                 for (name, node) in &tree.entries {
-                    println!("  {:<12} {}", node.kind_name(), crate::diff::escape_path(name.as_bytes()));
+                    println!("  {:<12} {}", node.kind_name(), crate::util::text::escape_path(name.as_bytes()));
                 }
             }
         }
@@ -280,7 +280,7 @@ fn diff(ctx: &Ctx, a: DiffArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.open(LockMode::Shared)?;
     let ta = store.resolve(&a.a)?.tree();
     let tb = store.resolve(&a.b)?.tree();
-    let changes = crate::diff::diff(&store, &ta, &tb)?;
+    let changes = crate::trees::diff::diff(&store, &ta, &tb)?;
     if ctx.json {
         output::json(&changes)?;
     } else {
@@ -303,7 +303,7 @@ fn diff(ctx: &Ctx, a: DiffArgs) -> anyhow::Result<ExitCode> {
 
 fn verify(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.open(LockMode::Shared)?;
-    let r = crate::verify::verify(&store, a.full, &ctx.progress)?;
+    let r = crate::store::verify::verify(&store, a.full, &ctx.progress)?;
     if ctx.json {
         output::json(&r)?;
     } else {

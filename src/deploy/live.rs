@@ -25,17 +25,17 @@ use anyhow::{bail, Context};
 
 use super::disk::{ensure_free, run, used_bytes};
 use super::single_file;
-use crate::batch::Batch;
-use crate::checkout::{checkout, LinkMode};
-use crate::db::{EntryRow, NewEntry};
-use crate::digest::Digest;
-use crate::entry::{entry_key, EntryKind};
-use crate::meta::Meta;
 use crate::ostree::layout::module_kernels;
-use crate::progress::Progress;
-use crate::store::Store;
-use crate::tree::{object_id, Name, Node, Tree};
-use crate::tree_edit::{load, lookup, put};
+use crate::store::batch::Batch;
+use crate::store::checkout::{checkout, LinkMode};
+use crate::store::db::{EntryRow, NewEntry};
+use crate::store::digest::Digest;
+use crate::store::entry::{entry_key, EntryKind};
+use crate::store::local::Store;
+use crate::store::meta::Meta;
+use crate::store::tree::{object_id, Name, Node, Tree};
+use crate::trees::edit::{load, lookup, put};
+use crate::util::progress::Progress;
 
 /// Bumped when the live tree or the way the initramfs is made changes.
 pub const LIVE_INITRAMFS_VERSION: &[u8] = b"1";
@@ -149,7 +149,7 @@ pub fn initramfs(
     let script = format!(
         "dracut --quiet --force --no-hostonly --no-hostonly-cmdline --reproducible --no-compress --tmpdir /tmp \
          --add dmsquash-live --omit ostree /{DRACUT_OUTPUT} {kver}\n",
-        kver = crate::build::scripts::sq(&live.kver)
+        kver = crate::util::text::sq(&live.kver)
     );
     let run = crate::sandbox::run(store, &live.tree, &script, DRACUT_TIMEOUT, progress)
         .with_context(|| format!("cannot make the live initramfs of {image} with dracut"))?;
@@ -233,7 +233,7 @@ pub fn build_iso(
             .args(["-no-exports", "-xattrs"]),
         "mksquashfs (install squashfs-tools)",
     )?;
-    crate::store::make_writable(&root);
+    crate::store::local::make_writable(&root);
     fs_err::remove_dir_all(&root)?;
     bar.set_message("live ISO: boot files");
     let Node::File { meta, size, content, .. } = &input.live.kernel else { bail!("the kernel is not a file") };

@@ -9,6 +9,7 @@
 //! GRUB for BIOS and UEFI ([`disk`], [`grub`]), converted to qcow2 if asked. An ISO: the
 //! commit's tree with a live initramfs, squashed and made bootable ([`live`]).
 
+pub mod boot;
 pub mod disk;
 pub mod grub;
 pub mod live;
@@ -19,15 +20,15 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use crate::batch::Batch;
-use crate::db::{EntryRow, NewEntry};
-use crate::digest::Digest;
-use crate::entry::{entry_key, EntryKind};
-use crate::meta::Meta;
-use crate::object::{hash_file, Stamp};
-use crate::progress::Progress;
-use crate::store::Store;
-use crate::tree::{object_id, Name, Node, Tree};
+use crate::store::batch::Batch;
+use crate::store::db::{EntryRow, NewEntry};
+use crate::store::digest::Digest;
+use crate::store::entry::{entry_key, EntryKind};
+use crate::store::local::Store;
+use crate::store::meta::Meta;
+use crate::store::object::{hash_file, Stamp};
+use crate::store::tree::{object_id, Name, Node, Tree};
+use crate::util::progress::Progress;
 
 /// Bumped when the image layout changes, so that cached artifacts are not reused.
 const DEPLOY_VERSION: &[u8] = b"1";
@@ -342,7 +343,7 @@ pub fn write_output(artifact: &Artifact, out: &Path) -> anyhow::Result<bool> {
         .with_context(|| format!("cannot write into `{}`", dir.display()))?;
     // Holes stay holes (a raw disk is mostly empty); copy_file_range reflinks where it can.
     let src = fs_err::File::open(&artifact.file)?;
-    crate::object::copy_sparse(src.file(), tmp.as_file(), artifact.size)
+    crate::store::object::copy_sparse(src.file(), tmp.as_file(), artifact.size)
         .with_context(|| format!("cannot copy the image to `{}`", out.display()))?;
     let mut perms = tmp.as_file().metadata()?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);

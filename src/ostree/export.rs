@@ -27,11 +27,11 @@ use ostree::gio;
 use ostree::glib;
 use ostree::prelude::*;
 
-use crate::digest::Digest;
-use crate::meta::Meta;
-use crate::progress::Progress;
-use crate::store::Store;
-use crate::tree::{object_id, Node, Tree};
+use crate::store::digest::Digest;
+use crate::store::local::Store;
+use crate::store::meta::Meta;
+use crate::store::tree::{object_id, Node, Tree};
+use crate::util::progress::Progress;
 
 /// Files up to this size are read into memory and written in one call.
 const INLINE_MAX: u64 = 256 * 1024;

@@ -33,14 +33,14 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use super::initramfs::{self, Lookup};
-use crate::batch::Batch;
-use crate::db::{EntryRow, NewEntry};
-use crate::digest::Digest;
-use crate::entry::{entry_key, EntryKind};
-use crate::meta::Meta;
-use crate::store::Store;
-use crate::tree::{Name, Node, Tree};
-use crate::tree_edit::{load, lookup, put, set};
+use crate::store::batch::Batch;
+use crate::store::db::{EntryRow, NewEntry};
+use crate::store::digest::Digest;
+use crate::store::entry::{entry_key, EntryKind};
+use crate::store::local::Store;
+use crate::store::meta::Meta;
+use crate::store::tree::{Name, Node, Tree};
+use crate::trees::edit::{load, lookup, put, set};
 
 /// Bumped when the conversion changes, so that cached layout entries are not reused.
 const LAYOUT_VERSION: &[u8] = b"2";
@@ -131,7 +131,7 @@ pub fn step(store: &mut Store, input: &EntryRow, special: SpecialFiles) -> anyho
     // Trees first, so that the new tree can be walked; a crash before the entry leaves
     // unreferenced rows for gc.
     batch.commit(store, None)?;
-    let (files, bytes) = crate::walk::file_totals(store, &tree)?;
+    let (files, bytes) = crate::store::walk::file_totals(store, &tree)?;
     let name = format!("{}/ostree-layout", input.name);
     let refs = [input.key];
     let new = NewEntry { key, kind: EntryKind::Step.as_str(), name: &name, tree, files, bytes, refs: &refs };

@@ -23,7 +23,7 @@ use ostree::gio;
 
 use super::export::{open_repo, RepoMode};
 use super::sign::{update_summary, Signer};
-use crate::progress::Progress;
+use crate::util::progress::Progress;
 
 const STAGING_PREFIX: &str = "strata-push-";
 

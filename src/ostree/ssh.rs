@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 
 use super::push::PushReport;
 use super::sign::Signer;
-use crate::progress::Progress;
+use crate::util::progress::Progress;
 
 /// `ssh://[USER@]HOST[:PORT]/PATH`, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,97 @@
+//! What unpacking any package format (`.deb`, `.rpm`) shares: the limits that guard against
+//! decompression bombs, the report of one unpacked package, member path normalization and the
+//! SHA-256 that keys package entries.
+
+use anyhow::bail;
+
+use crate::store::digest::Digest;
+use crate::store::tree::Name;
+
+pub mod deb;
+pub mod fetch;
+pub mod rpm;
+pub mod unpack;
+
+/// Guards against decompression bombs and pathological archives.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Total bytes of all files in the package.
+    pub max_bytes: u64,
+    /// Members of the data archive.
+    pub max_members: u64,
+    /// Total bytes of the control archive's files.
+    pub max_control_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: 16 << 30, max_members: 1_000_000, max_control_bytes: 64 << 20 }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PackageReport {
+    pub key: Digest,
+    pub tree: Digest,
+    pub package: String,
+    pub version: String,
+    pub architecture: String,
+    pub sha256: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub new_objects: u64,
+    /// The entry was already in the store: nothing was unpacked.
+    pub cached: bool,
+}
+
+/// The kernel's (`uname -m`) and RPM's name for a Debian architecture (`amd64` → `x86_64`).
+pub fn uname_arch(debian: &str) -> &str {
+    match debian {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "i386" => "i686",
+        "ppc64el" => "ppc64le",
+        other => other,
+    }
+}
+
+impl PackageReport {
+    /// The report of a package entry found in the store: nothing was unpacked.
+    pub fn cached(
+        key: Digest,
+        entry: &crate::store::db::EntryRow,
+        sha256: &str,
+        nva: (String, String, String),
+    ) -> PackageReport {
+        let (package, version, architecture) = nva;
+        PackageReport {
+            key,
+            tree: entry.tree,
+            package,
+            version,
+            architecture,
+            sha256: sha256.to_string(),
+            files: entry.files,
+            bytes: entry.bytes,
+            new_objects: 0,
+            cached: true,
+        }
+    }
+}
+
+/// Normalize an archive member path (tar, cpio): `./usr/bin/x` and `usr/bin/x` name the same file; `.` parts are
+/// dropped; absolute paths and `..` are refused. The empty list is the archive's root.
+pub fn member_path(raw: &[u8]) -> anyhow::Result<Vec<Name>> {
+    if raw.starts_with(b"/") {
+        bail!("absolute path: members must be relative to the package root");
+    }
+    let mut out = Vec::new();
+    for part in raw.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => bail!("path contains `..`: it would leave the package root"),
+            _ => out.push(Name::new(part.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,1 @@
+//! The pipeline as commands use it: description -> image -> commit -> artifact.

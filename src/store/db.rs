@@ -1,0 +1,500 @@
+//! All SQL of the store lives here: the schema migrations and every query.
+//!
+//! Migrations are the numbered files of `store-schema/`, compiled in, applied in order inside one
+//! transaction each, and tracked by SQLite's `user_version`. A database newer than this build is
+//! refused rather than guessed at. Landed migration files are never edited.
+//!
+//! Invariants kept by the callers of this module (see `store`): an `objects` row is inserted only
+//! after its file is synced; a `trees` row only together with the rows it references; an `entries`
+//! row only together with its tree.
+
+use std::path::Path;
+
+use anyhow::Context;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::store::digest::Digest;
+use crate::store::error::StoreError;
+
+/// The schema files, in order. Index + 1 is the version each one brings the database to.
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_initial", include_str!("../../store-schema/0001_initial.sql")),
+    ("0002_generations", include_str!("../../store-schema/0002_generations.sql")),
+    ("0003_ostree", include_str!("../../store-schema/0003_ostree.sql")),
+];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// One row of `entries`, joined with the roots that name it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EntryRow {
+    pub key: Digest,
+    pub kind: String,
+    pub name: String,
+    pub tree: Digest,
+    pub files: u64,
+    pub bytes: u64,
+    pub created: i64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RootRow {
+    pub name: String,
+    pub entry: Digest,
+    pub updated: i64,
+}
+
+/// A new entry to record.
+pub struct NewEntry<'a> {
+    pub key: Digest,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub tree: Digest,
+    pub files: u64,
+    pub bytes: u64,
+    pub refs: &'a [Digest],
+}
+
+pub struct Db {
+    conn: Connection,
+}
+
+fn digest_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Digest> {
+    let blob: Vec<u8> = row.get(idx)?;
+    Digest::from_slice(&blob).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, "digest is not 32 bytes".into())
+    })
+}
+
+fn entry_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok(EntryRow {
+        key: digest_col(row, 0)?,
+        kind: row.get(1)?,
+        name: row.get(2)?,
+        tree: digest_col(row, 3)?,
+        files: row.get::<_, i64>(4)? as u64,
+        bytes: row.get::<_, i64>(5)? as u64,
+        created: row.get(6)?,
+    })
+}
+
+const ENTRY_COLS: &str = "key, kind, name, tree, files, bytes, created";
+
+/// The inclusive blob range of all digests starting with the hex `prefix`.
+fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let pad = |c: char| {
+        let mut s = prefix.to_string();
+        while s.len() < 64 {
+            s.push(c);
+        }
+        hex::decode(s).expect("hex prefix")
+    };
+    (pad('0'), pad('f'))
+}
+
+impl Db {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Db> {
+        let mut conn =
+            Connection::open(path).with_context(|| format!("failed to open store database `{}`", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .with_context(|| format!("failed to enable WAL on `{}`", path.display()))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn, path)?;
+        Ok(Db { conn })
+    }
+
+    pub fn transaction(&mut self) -> anyhow::Result<Tx<'_>> {
+        Ok(Tx { tx: self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)? })
+    }
+
+    /// Which of `ids` have an `objects` row.
+    pub fn known_objects(&self, ids: &[Digest]) -> anyhow::Result<Vec<bool>> {
+        let mut stmt = self.conn.prepare_cached("SELECT 1 FROM objects WHERE id = ?1")?;
+        ids.iter().map(|id| Ok(stmt.exists([id.as_bytes()])?)).collect()
+    }
+
+    pub fn all_objects(&self) -> anyhow::Result<Vec<(Digest, u64)>> {
+        let mut stmt = self.conn.prepare("SELECT id, size FROM objects")?;
+        let rows = stmt.query_map([], |r| Ok((digest_col(r, 0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn tree_data(&self, id: &Digest) -> anyhow::Result<Option<Vec<u8>>> {
+        let mut stmt = self.conn.prepare_cached("SELECT data FROM trees WHERE id = ?1")?;
+        Ok(stmt.query_row([id.as_bytes()], |r| r.get(0)).optional()?)
+    }
+
+    pub fn all_tree_ids(&self) -> anyhow::Result<Vec<Digest>> {
+        let mut stmt = self.conn.prepare("SELECT id FROM trees")?;
+        let rows = stmt.query_map([], |r| digest_col(r, 0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn entry(&self, key: &Digest) -> anyhow::Result<Option<EntryRow>> {
+        let sql = format!("SELECT {ENTRY_COLS} FROM entries WHERE key = ?1");
+        Ok(self.conn.query_row(&sql, [key.as_bytes()], entry_row).optional()?)
+    }
+
+    pub fn entries(&self) -> anyhow::Result<Vec<EntryRow>> {
+        let sql = format!("SELECT {ENTRY_COLS} FROM entries ORDER BY created, name");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], entry_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn entry_refs(&self, key: &Digest) -> anyhow::Result<Vec<Digest>> {
+        let mut stmt = self.conn.prepare_cached("SELECT target FROM entry_refs WHERE entry = ?1 ORDER BY target")?;
+        let rows = stmt.query_map([key.as_bytes()], |r| digest_col(r, 0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Entry keys starting with the hex `prefix`.
+    pub fn entries_with_prefix(&self, prefix: &str) -> anyhow::Result<Vec<Digest>> {
+        let (lo, hi) = prefix_range(prefix);
+        let mut stmt = self.conn.prepare("SELECT key FROM entries WHERE key BETWEEN ?1 AND ?2 LIMIT 10")?;
+        let rows = stmt.query_map(params![lo, hi], |r| digest_col(r, 0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Tree ids starting with the hex `prefix`.
+    pub fn trees_with_prefix(&self, prefix: &str) -> anyhow::Result<Vec<Digest>> {
+        let (lo, hi) = prefix_range(prefix);
+        let mut stmt = self.conn.prepare("SELECT id FROM trees WHERE id BETWEEN ?1 AND ?2 LIMIT 10")?;
+        let rows = stmt.query_map(params![lo, hi], |r| digest_col(r, 0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn root(&self, name: &str) -> anyhow::Result<Option<RootRow>> {
+        let mut stmt = self.conn.prepare_cached("SELECT name, entry, updated FROM roots WHERE name = ?1")?;
+        Ok(stmt
+            .query_row([name], |r| Ok(RootRow { name: r.get(0)?, entry: digest_col(r, 1)?, updated: r.get(2)? }))
+            .optional()?)
+    }
+
+    pub fn roots(&self) -> anyhow::Result<Vec<RootRow>> {
+        let mut stmt = self.conn.prepare("SELECT name, entry, updated FROM roots ORDER BY name")?;
+        let rows =
+            stmt.query_map([], |r| Ok(RootRow { name: r.get(0)?, entry: digest_col(r, 1)?, updated: r.get(2)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Root names pointing at `entry`.
+    pub fn roots_of(&self, entry: &Digest) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT name FROM roots WHERE entry = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([entry.as_bytes()], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Generations of `image` (all images when `None`), oldest first.
+    pub fn generations(&self, image: Option<&str>) -> anyhow::Result<Vec<GenerationRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT image, number, entry, tree, created, description, inputs FROM generations \
+             WHERE ?1 IS NULL OR image = ?1 ORDER BY image, number",
+        )?;
+        let rows = stmt.query_map([image], |r| {
+            Ok(GenerationRow {
+                image: r.get(0)?,
+                number: r.get::<_, i64>(1)? as u64,
+                entry: digest_col(r, 2)?,
+                tree: digest_col(r, 3)?,
+                created: r.get(4)?,
+                description: r.get(5)?,
+                inputs: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The layout report recorded with an OSTree layout entry.
+    pub fn layout_report(&self, entry: &Digest) -> anyhow::Result<Option<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT report FROM ostree_layouts WHERE entry = ?1")?;
+        Ok(stmt.query_row([entry.as_bytes()], |r| r.get(0)).optional()?)
+    }
+
+    /// The OSTree content checksum of each of `objects`, where known.
+    pub fn ostree_checksums(&self, objects: &[Digest]) -> anyhow::Result<Vec<Option<Digest>>> {
+        let mut stmt = self.conn.prepare_cached("SELECT checksum FROM ostree_files WHERE object = ?1")?;
+        objects.iter().map(|id| Ok(stmt.query_row([id.as_bytes()], |r| digest_col(r, 0)).optional()?)).collect()
+    }
+
+    /// The dirtree and dirmeta checksums of store tree `tree`, if repository `repo` holds it.
+    pub fn ostree_tree(&self, repo: &str, tree: &Digest) -> anyhow::Result<Option<(Digest, Digest)>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT dirtree, dirmeta FROM ostree_trees WHERE repo = ?1 AND tree = ?2")?;
+        Ok(stmt.query_row(params![repo, tree.as_bytes()], |r| Ok((digest_col(r, 0)?, digest_col(r, 1)?))).optional()?)
+    }
+
+    /// Named push destinations, by name.
+    pub fn ostree_remotes(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare("SELECT name, url FROM ostree_remotes ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// All entry references, as (entry, target) pairs.
+    pub fn all_entry_refs(&self) -> anyhow::Result<Vec<(Digest, Digest)>> {
+        let mut stmt = self.conn.prepare("SELECT entry, target FROM entry_refs")?;
+        let rows = stmt.query_map([], |r| Ok((digest_col(r, 0)?, digest_col(r, 1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// One generation of an image.
+#[derive(Clone, Debug)]
+pub struct GenerationRow {
+    pub image: String,
+    pub number: u64,
+    pub entry: Digest,
+    pub tree: Digest,
+    pub created: i64,
+    pub description: String,
+    pub inputs: String,
+}
+
+/// A write transaction. Dropping it without [`Tx::commit`] rolls back.
+pub struct Tx<'a> {
+    tx: rusqlite::Transaction<'a>,
+}
+
+impl Tx<'_> {
+    /// Returns whether the row is new.
+    pub fn insert_object(&self, id: &Digest, size: u64) -> anyhow::Result<bool> {
+        let mut stmt = self.tx.prepare_cached("INSERT OR IGNORE INTO objects (id, size) VALUES (?1, ?2)")?;
+        Ok(stmt.execute(params![id.as_bytes(), size as i64])? == 1)
+    }
+
+    pub fn insert_tree(&self, id: &Digest, data: &[u8]) -> anyhow::Result<bool> {
+        let mut stmt = self.tx.prepare_cached("INSERT OR IGNORE INTO trees (id, data) VALUES (?1, ?2)")?;
+        Ok(stmt.execute(params![id.as_bytes(), data])? == 1)
+    }
+
+    /// Returns whether the entry is new; an existing entry with the same key is left as it was.
+    pub fn insert_entry(&self, e: &NewEntry<'_>) -> anyhow::Result<bool> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO entries (key, kind, name, tree, files, bytes, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let new = stmt.execute(params![
+            e.key.as_bytes(),
+            e.kind,
+            e.name,
+            e.tree.as_bytes(),
+            e.files as i64,
+            e.bytes as i64,
+            now
+        ])? == 1;
+        if new {
+            let mut r = self.tx.prepare_cached("INSERT OR IGNORE INTO entry_refs (entry, target) VALUES (?1, ?2)")?;
+            for target in e.refs {
+                r.execute(params![e.key.as_bytes(), target.as_bytes()])?;
+            }
+        }
+        Ok(new)
+    }
+
+    pub fn set_root(&self, name: &str, entry: &Digest) -> anyhow::Result<()> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        self.tx.execute(
+            "INSERT INTO roots (name, entry, updated) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET entry = excluded.entry, updated = excluded.updated",
+            params![name, entry.as_bytes(), now],
+        )?;
+        Ok(())
+    }
+
+    /// The newest generation of `image`: its number and entry.
+    pub fn last_generation(&self, image: &str) -> anyhow::Result<Option<(u64, Digest)>> {
+        let mut stmt =
+            self.tx.prepare("SELECT number, entry FROM generations WHERE image = ?1 ORDER BY number DESC LIMIT 1")?;
+        Ok(stmt.query_row([image], |r| Ok((r.get::<_, i64>(0)? as u64, digest_col(r, 1)?))).optional()?)
+    }
+
+    pub fn insert_generation(&self, g: &GenerationRow) -> anyhow::Result<()> {
+        self.tx.execute(
+            "INSERT INTO generations (image, number, entry, tree, created, description, inputs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![g.image, g.number as i64, g.entry.as_bytes(), g.tree.as_bytes(), g.created, g.description, g.inputs],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_generation_inputs(&self, image: &str, number: u64, inputs: &str) -> anyhow::Result<()> {
+        self.tx.execute(
+            "UPDATE generations SET inputs = ?3 WHERE image = ?1 AND number = ?2",
+            params![image, number as i64, inputs],
+        )?;
+        Ok(())
+    }
+
+    /// Returns whether a root was removed.
+    pub fn remove_root(&self, name: &str) -> anyhow::Result<bool> {
+        Ok(self.tx.execute("DELETE FROM roots WHERE name = ?1", [name])? == 1)
+    }
+
+    /// Check foreign keys at commit instead of per statement, so that a set of entries that
+    /// reference each other can be deleted in any order.
+    pub fn defer_foreign_keys(&self) -> anyhow::Result<()> {
+        self.tx.pragma_update(None, "defer_foreign_keys", "ON")?;
+        Ok(())
+    }
+
+    pub fn delete_entry(&self, key: &Digest) -> anyhow::Result<()> {
+        self.tx.execute("DELETE FROM entries WHERE key = ?1", [key.as_bytes()])?;
+        Ok(())
+    }
+
+    /// Delete a tree with what is known of it in OSTree repositories.
+    pub fn delete_tree(&self, id: &Digest) -> anyhow::Result<()> {
+        self.tx.prepare_cached("DELETE FROM trees WHERE id = ?1")?.execute([id.as_bytes()])?;
+        self.tx.prepare_cached("DELETE FROM ostree_trees WHERE tree = ?1")?.execute([id.as_bytes()])?;
+        Ok(())
+    }
+
+    /// Delete an object row with its OSTree checksum.
+    pub fn delete_object(&self, id: &Digest) -> anyhow::Result<()> {
+        self.tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?.execute([id.as_bytes()])?;
+        self.tx.prepare_cached("DELETE FROM ostree_files WHERE object = ?1")?.execute([id.as_bytes()])?;
+        Ok(())
+    }
+
+    pub fn insert_layout_report(&self, entry: &Digest, report: &str) -> anyhow::Result<()> {
+        self.tx.execute(
+            "INSERT OR REPLACE INTO ostree_layouts (entry, report) VALUES (?1, ?2)",
+            params![entry.as_bytes(), report],
+        )?;
+        Ok(())
+    }
+
+    pub fn insert_ostree_file(&self, object: &Digest, checksum: &Digest) -> anyhow::Result<()> {
+        let mut stmt =
+            self.tx.prepare_cached("INSERT OR REPLACE INTO ostree_files (object, checksum) VALUES (?1, ?2)")?;
+        stmt.execute(params![object.as_bytes(), checksum.as_bytes()])?;
+        Ok(())
+    }
+
+    pub fn insert_ostree_tree(
+        &self,
+        repo: &str,
+        tree: &Digest,
+        dirtree: &Digest,
+        dirmeta: &Digest,
+    ) -> anyhow::Result<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR REPLACE INTO ostree_trees (repo, tree, dirtree, dirmeta) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        stmt.execute(params![repo, tree.as_bytes(), dirtree.as_bytes(), dirmeta.as_bytes()])?;
+        Ok(())
+    }
+
+    /// Forget which trees repository `repo` holds (after objects were pruned from it).
+    pub fn forget_ostree_repo(&self, repo: &str) -> anyhow::Result<()> {
+        self.tx.execute("DELETE FROM ostree_trees WHERE repo = ?1", [repo])?;
+        Ok(())
+    }
+
+    /// Add a push destination; false when the name is taken.
+    pub fn add_ostree_remote(&self, name: &str, url: &str) -> anyhow::Result<bool> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        Ok(self.tx.execute(
+            "INSERT OR IGNORE INTO ostree_remotes (name, url, created) VALUES (?1, ?2, ?3)",
+            params![name, url, now],
+        )? == 1)
+    }
+
+    /// Returns whether a remote was removed.
+    pub fn remove_ostree_remote(&self, name: &str) -> anyhow::Result<bool> {
+        Ok(self.tx.execute("DELETE FROM ostree_remotes WHERE name = ?1", [name])? == 1)
+    }
+
+    pub fn commit(self) -> anyhow::Result<()> {
+        self.tx.commit().context("failed to commit the store transaction")
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
+    let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew { path: path.to_path_buf(), found, supported: SCHEMA_VERSION }.into());
+    }
+    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
+        // Another process may have migrated while we waited for the write lock.
+        let now: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if now > i as u32 {
+            continue;
+        }
+        tx.execute_batch(sql).with_context(|| format!("failed to apply store schema `{name}`"))?;
+        tx.pragma_update(None, "user_version", i as u32 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrate_twice_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(Db::open(&path).unwrap());
+        let db = Db::open(&path).unwrap();
+        let v: u32 = db.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+        let err = Db::open(&path).err().unwrap();
+        assert!(matches!(err.downcast_ref::<StoreError>(), Some(StoreError::SchemaTooNew { .. })), "{err:#}");
+    }
+
+    #[test]
+    fn entries_that_reference_each_other_delete_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        let tree = Digest::of(b"tree");
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let refs_b = [a];
+        let tx = db.transaction().unwrap();
+        tx.insert_tree(&tree, b"x").unwrap();
+        let e = |key, refs| NewEntry { key, kind: "layer", name: "n", tree, files: 0, bytes: 0, refs };
+        tx.insert_entry(&e(a, &[])).unwrap();
+        tx.insert_entry(&e(b, &refs_b)).unwrap();
+        tx.commit().unwrap();
+        let tx = db.transaction().unwrap();
+        tx.defer_foreign_keys().unwrap();
+        tx.delete_entry(&a).unwrap(); // still referenced by b until b goes too
+        tx.delete_entry(&b).unwrap();
+        tx.commit().unwrap();
+        assert!(db.entries().unwrap().is_empty());
+        // Without b going too, the commit is refused and nothing changes.
+        let tx = db.transaction().unwrap();
+        tx.insert_entry(&e(a, &[])).unwrap();
+        tx.insert_entry(&e(b, &refs_b)).unwrap();
+        tx.commit().unwrap();
+        let tx = db.transaction().unwrap();
+        tx.defer_foreign_keys().unwrap();
+        tx.delete_entry(&a).unwrap();
+        assert!(tx.commit().is_err());
+        assert_eq!(db.entries().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn prefix_range_table() {
+        let (lo, hi) = prefix_range("ab1");
+        assert_eq!(hex::encode(&lo[..2]), "ab10");
+        assert_eq!(hex::encode(&hi[..2]), "ab1f");
+        assert!(lo[2..].iter().all(|&b| b == 0) && hi[2..].iter().all(|&b| b == 0xff));
+    }
+}

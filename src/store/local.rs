@@ -1,0 +1,366 @@
+//! The store: a directory of immutable, content-addressed objects and trees with their metadata in
+//! SQLite.
+//!
+//! ```text
+//! <store>/meta.json          {"format": "strata-store", "layout": 1, "features": []}
+//! <store>/lock               flock: shared for use, exclusive for gc (src/lock.rs)
+//! <store>/db.sqlite          objects, trees, entries, roots (schema in store-schema/, src/db.rs)
+//! <store>/objects/ab/<62 hex> file objects: content with the object's owner, mode and xattrs, mtime 0
+//! <store>/checkouts/         materialized trees that steps need as real directories
+//! <store>/tmp/               work in progress, same file system as objects/; emptied when the
+//!                            store is opened with nobody else using it, and by gc
+//! <store>/cache/downloads/   fetched files, by checksum
+//! <store>/cache/resolutions/ dependency resolutions, by request and signed Release texts
+//! ```
+//!
+//! Write order (the crash-safety invariant): object files are written under `tmp/` and renamed
+//! into `objects/`; then one `syncfs`; then the SQLite transaction that records objects, trees and
+//! entries; then roots. A crash leaves at worst object files without rows (orphans, which gc
+//! deletes), never a row that points at a missing object. An object file without a row is not
+//! trusted: the next add that needs it writes it again.
+//!
+//! In a store opened without root privileges, objects keep the caller as owner, drop the
+//! privileged extended attributes, and stay readable by their owner; the trees still record the
+//! exact metadata, and checkouts apply what the caller is allowed to.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::store::db::{Db, EntryRow};
+use crate::store::digest::{is_hex_prefix, Digest};
+use crate::store::error::StoreError;
+use crate::store::lock::{LockMode, StoreLock};
+use crate::store::tree::Tree;
+
+/// The on-disk layout this build writes and understands.
+pub const LAYOUT_VERSION: u32 = 1;
+const FORMAT: &str = "strata-store";
+/// The shortest abbreviation accepted for an id.
+pub const MIN_PREFIX: usize = 4;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MetaJson {
+    format: String,
+    layout: u32,
+    #[serde(default)]
+    features: Vec<String>,
+}
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    pub lock: LockMode,
+    /// How long to wait for a busy lock before failing.
+    pub lock_wait: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { lock: LockMode::Shared, lock_wait: Duration::from_secs(60) }
+    }
+}
+
+pub struct Store {
+    root: PathBuf,
+    opts: OpenOptions,
+    pub(crate) db: Db,
+    _lock: StoreLock,
+    privileged: bool,
+}
+
+/// What a user-given id names.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Entry(EntryRow),
+    Tree(Digest),
+}
+
+impl Target {
+    pub fn tree(&self) -> Digest {
+        match self {
+            Target::Entry(e) => e.tree,
+            Target::Tree(t) => *t,
+        }
+    }
+}
+
+const SKELETON: &[&str] =
+    &["objects", "checkouts", "tmp", "cache", "lock", "db.sqlite", "db.sqlite-wal", "db.sqlite-shm"];
+
+impl Store {
+    /// Open the store at `root`, creating it if the directory is missing or empty.
+    /// `on_wait` is told when the lock is busy and we wait for it.
+    pub fn open(root: &Path, opts: &OpenOptions, on_wait: impl FnOnce()) -> anyhow::Result<Store> {
+        let root = root.to_path_buf();
+        check_or_init_layout(&root)?;
+        let lock_path = root.join("lock");
+        let lock = match opts.lock {
+            LockMode::Exclusive => {
+                let lock = StoreLock::acquire(&lock_path, LockMode::Exclusive, opts.lock_wait, on_wait)?;
+                clean_tmp(&root)?;
+                lock
+            }
+            LockMode::Shared => match StoreLock::try_exclusive(&lock_path)? {
+                Some(mut lock) => {
+                    clean_tmp(&root)?;
+                    lock.downgrade()?;
+                    lock
+                }
+                None => StoreLock::acquire(&lock_path, LockMode::Shared, opts.lock_wait, on_wait)?,
+            },
+        };
+        let db = Db::open(&root.join("db.sqlite"))?;
+        Ok(Store { root, db, _lock: lock, privileged: crate::store::meta::privileged(), opts: opts.clone() })
+    }
+
+    /// How to open another handle on this store as this one was opened (a shared lock, the
+    /// caller's `--lock-wait`): for worker threads that each need their own database connection.
+    pub fn shared_options(&self) -> OpenOptions {
+        OpenOptions { lock: LockMode::Shared, ..self.opts.clone() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn db_mut(&mut self) -> &mut Db {
+        &mut self.db
+    }
+
+    /// Whether objects carry their exact owner and privileged xattrs (the store is used as root).
+    pub fn privileged(&self) -> bool {
+        self.privileged
+    }
+
+    /// A `Sync` handle for writing objects from worker threads.
+    pub fn object_store(&self) -> crate::store::object::ObjectStore {
+        crate::store::object::ObjectStore::new(self.objects_dir(), self.tmp_dir(), self.privileged)
+    }
+
+    pub fn objects_dir(&self) -> PathBuf {
+        self.root.join("objects")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Flush everything written to the store's file system (one `syncfs`, not one fsync per file).
+    pub fn sync(&self) -> anyhow::Result<()> {
+        use std::os::fd::AsRawFd;
+        let dir = fs_err::File::open(self.objects_dir())?;
+        nix::unistd::syncfs(dir.as_raw_fd()).with_context(|| format!("failed to sync `{}`", self.root.display()))?;
+        Ok(())
+    }
+
+    /// Load and decode a tree.
+    pub fn tree(&self, id: &Digest) -> anyhow::Result<Tree> {
+        let data = self.db.tree_data(id)?.ok_or_else(|| anyhow::anyhow!("tree {id} is missing from the store"))?;
+        Tree::decode(&data).with_context(|| format!("tree {id} in the store is corrupt"))
+    }
+
+    /// The node at `path` (components) under tree `root`; `None` if it does not exist.
+    pub fn lookup(&self, root: &Digest, path: &[&[u8]]) -> anyhow::Result<Option<crate::store::tree::Node>> {
+        let Some((last, parents)) = path.split_last() else {
+            return Ok(Some(crate::store::tree::Node::Directory { tree: *root }));
+        };
+        let mut dir = *root;
+        for name in parents {
+            match self.tree(&dir)?.get(name) {
+                Some(crate::store::tree::Node::Directory { tree }) => dir = *tree,
+                _ => return Ok(None),
+            }
+        }
+        Ok(self.tree(&dir)?.get(last).cloned())
+    }
+
+    /// The content of a regular file node (read into memory: for small files such as control data).
+    pub fn read_file(&self, node: &crate::store::tree::Node) -> anyhow::Result<Vec<u8>> {
+        let crate::store::tree::Node::File { meta, size, content, .. } = node else {
+            anyhow::bail!("not a regular file");
+        };
+        Ok(fs_err::read(self.object_store().path(&crate::store::tree::object_id(meta, *size, content)))?)
+    }
+
+    /// Resolve a user-given id: a root name, or a unique hex prefix (at least [`MIN_PREFIX`]
+    /// characters) of an entry key or, failing that, of a tree id.
+    pub fn resolve(&self, spec: &str) -> anyhow::Result<Target> {
+        if let Some(root) = self.db.root(spec)? {
+            let entry = self.db.entry(&root.entry)?.ok_or_else(|| StoreError::NotFound(spec.to_string()))?;
+            return Ok(Target::Entry(entry));
+        }
+        // `images/<name>`: the newest generation of an image.
+        if spec.strip_prefix("images/").is_some_and(|i| !i.is_empty() && !i.contains('/')) {
+            let newest = self
+                .db
+                .roots()?
+                .into_iter()
+                .filter_map(|r| Some((r.name.strip_prefix(spec)?.strip_prefix('/')?.parse::<u64>().ok()?, r.entry)))
+                .max_by_key(|(n, _)| *n);
+            if let Some((_, key)) = newest {
+                let entry = self.db.entry(&key)?.ok_or_else(|| StoreError::NotFound(spec.to_string()))?;
+                return Ok(Target::Entry(entry));
+            }
+        }
+        let lower = spec.to_ascii_lowercase();
+        if lower.len() >= MIN_PREFIX && is_hex_prefix(&lower) {
+            let entries = self.db.entries_with_prefix(&lower)?;
+            match entries.as_slice() {
+                [one] => return Ok(Target::Entry(self.db.entry(one)?.expect("entry just listed"))),
+                [] => {}
+                many => return Err(ambiguous(spec, many)),
+            }
+            let trees = self.db.trees_with_prefix(&lower)?;
+            match trees.as_slice() {
+                [one] => return Ok(Target::Tree(*one)),
+                [] => {}
+                many => return Err(ambiguous(spec, many)),
+            }
+        } else if is_hex_prefix(&lower) {
+            anyhow::bail!("`{spec}` is too short to name an id: give at least {MIN_PREFIX} hex characters");
+        }
+        Err(StoreError::NotFound(spec.to_string()).into())
+    }
+}
+
+fn ambiguous(spec: &str, many: &[Digest]) -> anyhow::Error {
+    StoreError::Ambiguous { prefix: spec.to_string(), candidates: many.iter().map(|d| d.short()).collect() }.into()
+}
+
+/// Check that `root` holds a store this build understands, creating a new one if `root` is
+/// missing or empty (or holds only the skeleton of an interrupted creation).
+fn check_or_init_layout(root: &Path) -> anyhow::Result<()> {
+    let meta_path = root.join("meta.json");
+    match fs_err::read_to_string(&meta_path) {
+        Ok(text) => {
+            let meta: MetaJson = serde_json::from_str(&text).map_err(|e| StoreError::NotAStore {
+                path: root.to_path_buf(),
+                reason: format!("meta.json is not valid: {e}"),
+            })?;
+            if meta.format != FORMAT {
+                return Err(StoreError::NotAStore {
+                    path: root.to_path_buf(),
+                    reason: format!("meta.json names format `{}`, expected `{FORMAT}`", meta.format),
+                }
+                .into());
+            }
+            if meta.layout > LAYOUT_VERSION {
+                return Err(StoreError::LayoutTooNew {
+                    path: root.to_path_buf(),
+                    found: meta.layout,
+                    supported: LAYOUT_VERSION,
+                }
+                .into());
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => init_layout(root),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn init_layout(root: &Path) -> anyhow::Result<()> {
+    if root.exists() {
+        if !root.is_dir() {
+            return Err(
+                StoreError::NotAStore { path: root.to_path_buf(), reason: "it is not a directory".into() }.into()
+            );
+        }
+        for entry in fs_err::read_dir(root)? {
+            let name = entry?.file_name();
+            if !SKELETON.iter().any(|s| name == *s) {
+                return Err(StoreError::NotAStore {
+                    path: root.to_path_buf(),
+                    reason: format!("it has no meta.json and is not empty (found `{}`)", name.to_string_lossy()),
+                }
+                .into());
+            }
+        }
+    }
+    fs_err::create_dir_all(root.join("objects"))?;
+    for i in 0..=255u8 {
+        fs_err::create_dir_all(root.join("objects").join(hex::encode([i])))?;
+    }
+    for dir in ["checkouts", "tmp", "cache/downloads"] {
+        fs_err::create_dir_all(root.join(dir))?;
+    }
+    let meta = MetaJson { format: FORMAT.into(), layout: LAYOUT_VERSION, features: vec![] };
+    let tmp = root.join("meta.json.tmp");
+    fs_err::write(&tmp, serde_json::to_string_pretty(&meta)? + "\n")?;
+    fs_err::rename(&tmp, root.join("meta.json"))?;
+    Ok(())
+}
+
+/// Remove everything under `tmp/`. Only called with the exclusive lock held.
+fn clean_tmp(root: &Path) -> anyhow::Result<()> {
+    let tmp = root.join("tmp");
+    for entry in fs_err::read_dir(&tmp)? {
+        let path = entry?.path();
+        if path.is_dir() && !path.is_symlink() {
+            make_writable(&path);
+            fs_err::remove_dir_all(&path)?;
+        } else {
+            fs_err::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Give every directory under `path` owner write permission so that it can be removed
+/// (a half-made checkout may hold read-only directories).
+pub(crate) fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs_err::symlink_metadata(path) else { return };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    if let Ok(rd) = fs_err::read_dir(path) {
+        for e in rd.flatten() {
+            make_writable(&e.path());
+        }
+    }
+}
+
+/// Validate a root name: `images/base/3`, `tags/v1`; not a hex string, no empty or dot components.
+pub fn check_root_name(name: &str) -> anyhow::Result<()> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+@/".contains(&b));
+    let ok_parts = name.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
+    if name.is_empty() || !ok_chars || !ok_parts {
+        anyhow::bail!(
+            "invalid root name `{name}`: use letters, digits and `._-+@`, with `/` between non-empty parts (e.g. `tags/base`)"
+        );
+    }
+    if is_hex_prefix(&name.to_ascii_lowercase()) {
+        anyhow::bail!("invalid root name `{name}`: a name made only of hex digits would hide ids that start with it");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_name_table() {
+        for (name, ok) in [
+            ("tags/base", true),
+            ("images/web/12", true),
+            ("v1.2-rc+1@x", true),
+            ("", false),
+            ("/abs", false),
+            ("a//b", false),
+            ("a/../b", false),
+            ("dead", false),
+            ("with space", false),
+        ] {
+            assert_eq!(check_root_name(name).is_ok(), ok, "{name}");
+        }
+    }
+}
