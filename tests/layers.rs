@@ -12,16 +12,17 @@
 //! An import is any `crate::…` or `super::…` path, in a `use` item (grouped ones too:
 //! `use crate::{a, b::{c, d}}`) or inline (`crate::a::f()`). It names the longest module the path
 //! starts with, and that module's file (or its nearest ancestor's). `super` is resolved from the
-//! file's module: an inline `mod tests` is not seen, and neither is `use super::*`, nor a path built
-//! by a macro. A `mod.rs` naming its own submodules is structure, not an import. Comments are
-//! skipped; string literals are read like code.
+//! file's module, also inside an inline `mod tests`; a glob `use super::*` and a path built by a
+//! macro are not seen. A `mod.rs` naming its own submodules is structure, not an import. Comments
+//! are skipped; string literals are read like code.
 //!
-//! These are the reading rules of the `modgraph` tool, except that comments are recognised as Rust
-//! lexes them (modgraph's regular expressions take the `/*` of `info/*.list` in a `//` comment, or
-//! in a string, for the start of a block comment) and that nested groups are resolved below their
-//! own prefix (modgraph reads `b::{c}` in a group as `crate::c`).
+//! These are the reading rules of the shared `tools/modgraph` script, except that comments are
+//! recognised as Rust lexes them (modgraph's regular expressions take the `/*` of `info/*.list` in
+//! a `//` comment, or in a string, for the start of a block comment) and that nested groups are
+//! resolved below their own prefix (modgraph reads `b::{c}` in a group as `crate::c`).
 //!
-//! Set `STRATA_LAYERS_FILE` to check against another layers file.
+//! Set `STRATA_LAYERS_FILE` (relative to the crate's root, or absolute) to check against another
+//! layers file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -47,8 +48,9 @@ fn imports_run_down_the_layers_and_never_in_circles() {
     let problems = problems(&graph, &layers, &layers_name);
     assert!(
         problems.is_empty(),
-        "the imports of src/ break the layering of {layers_name} ({} problems):\n{}\n",
+        "the imports of src/ break the layering of {layers_name} ({} problem{}):\n{}\n",
         problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
         problems.join("\n")
     );
 }
@@ -105,20 +107,27 @@ fn module_of(file: &str) -> Module {
 /// no comment; the literals themselves are kept.
 fn strip_comments(text: &str) -> String {
     let mut code = String::with_capacity(text.len());
-    let mut i = 0;
+    // `text[kept..i]` is code still to be copied. Only ASCII bytes start anything, so `i` is a
+    // character boundary wherever `text[i..]` is taken.
+    let (mut kept, mut i) = (0, 0);
     while i < text.len() {
-        let rest = &text[i..];
-        if rest.starts_with("//") {
-            i += rest.find('\n').unwrap_or(rest.len());
-        } else if rest.starts_with("/*") {
-            i += block_comment_len(rest);
-            code.push(' ');
-        } else {
-            let len = literal_len(text, i).unwrap_or_else(|| rest.chars().next().map_or(1, char::len_utf8));
-            code.push_str(&rest[..len]);
-            i += len;
+        match text.as_bytes()[i] {
+            b'/' if text[i..].starts_with("//") => {
+                code.push_str(&text[kept..i]);
+                i += text[i..].find('\n').unwrap_or(text.len() - i);
+                kept = i;
+            }
+            b'/' if text[i..].starts_with("/*") => {
+                code.push_str(&text[kept..i]);
+                code.push(' ');
+                i += block_comment_len(&text[i..]);
+                kept = i;
+            }
+            b'"' | b'\'' | b'r' | b'b' | b'c' => i += literal_len(text, i).unwrap_or(1),
+            _ => i += 1,
         }
     }
+    code.push_str(&text[kept..]);
     code
 }
 
@@ -578,7 +587,7 @@ mod checker {
         assert_eq!(refs("use super::super::db;"), BTreeSet::from([sup("super::db")]));
         assert_eq!(refs("use super::{a, b};"), BTreeSet::from([sup("a"), sup("b")]));
         assert!(refs("use super::*;").is_empty(), "a glob of the parent is not read (like modgraph)");
-        let m = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let m = |s: &[&str]| s.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(from_crate_root(&m(&["store", "gc"]), Anchor::Super, m(&["db", "Row"])), ["store", "db", "Row"]);
         assert_eq!(from_crate_root(&m(&["a", "b", "c"]), Anchor::Super, m(&["super", "x"])), ["a", "x"]);
         assert_eq!(from_crate_root(&m(&["store"]), Anchor::Super, m(&["sandbox"])), ["sandbox"]);

@@ -1,14 +1,16 @@
-//! A batch of new objects and trees that become visible together, in the store's crash-safe
-//! order: object files are already in place; [`Batch::commit`] syncs once, then records the
-//! objects, trees and (optionally) an entry in one transaction.
+//! A batch of new objects and trees that become visible together: objects are written as the
+//! batch is filled (invisible until recorded); [`Batch::commit`] hands the batch to the backend,
+//! which records the objects, trees and (optionally) an entry at once (see [`Backend::commit`]).
+//! On the local store that is the crash-safe order: object files in place, one sync, then one
+//! SQLite transaction.
 
 use std::collections::HashSet;
 
 use crate::store::db::NewEntry;
 use crate::store::digest::Digest;
-use crate::store::local::Store;
 use crate::store::meta::Meta;
 use crate::store::tree::{Node, Tree, TreeRows};
+use crate::store::Backend;
 
 #[derive(Default)]
 pub struct Batch {
@@ -22,31 +24,26 @@ impl Batch {
         Batch::default()
     }
 
-    /// Move a staged object into place unless the store (or this batch) already has it; returns
-    /// whether it was new.
-    pub fn keep(&mut self, store: &Store, staged: crate::store::object::Staged) -> anyhow::Result<bool> {
-        if self.seen.contains(&staged.id) || store.db().known_objects(&[staged.id])?[0] {
-            return Ok(false);
-        }
-        self.seen.insert(staged.id);
-        self.objects.push((staged.id, staged.size));
-        store.object_store().commit(staged)?;
-        Ok(true)
-    }
-
-    /// Record an object that is already in place under `objects/` (written by parallel workers).
-    pub fn record_placed(&mut self, id: Digest, size: u64) {
-        if self.seen.insert(id) {
+    /// Record an object that is already in place (written by parallel workers, or by
+    /// [`Backend::write_object`]); whether the batch did not hold it yet.
+    pub fn record_placed(&mut self, id: Digest, size: u64) -> bool {
+        let new = self.seen.insert(id);
+        if new {
             self.objects.push((id, size));
         }
+        new
+    }
+
+    /// Whether the batch holds object `id`.
+    pub fn holds(&self, id: &Digest) -> bool {
+        self.seen.contains(id)
     }
 
     /// Store `bytes` as a file object with `meta`; returns the file node.
-    pub fn put_bytes(&mut self, store: &Store, bytes: &[u8], meta: Meta) -> anyhow::Result<Node> {
-        let staged = store.object_store().stage(&mut &*bytes, &meta, u64::MAX)?;
-        let node = Node::File { meta, size: staged.size, content: staged.content, link: 0 };
-        self.keep(store, staged)?;
-        Ok(node)
+    pub fn put_bytes<B: Backend + ?Sized>(&mut self, store: &B, bytes: &[u8], meta: Meta) -> anyhow::Result<Node> {
+        let w = store.write_object(&mut &*bytes, &meta, u64::MAX)?;
+        self.record_placed(w.id, w.size);
+        Ok(Node::File { meta, size: w.size, content: w.content, link: 0 })
     }
 
     /// Encode a tree into the batch and return its id.
@@ -58,21 +55,17 @@ impl Batch {
         self.objects.len() as u64
     }
 
-    /// Sync, then record everything (and `entry`) in one transaction.
-    pub fn commit(self, store: &mut Store, entry: Option<&NewEntry<'_>>) -> anyhow::Result<()> {
-        if !self.objects.is_empty() {
-            store.sync()?;
-        }
-        let tx = store.db_mut().transaction()?;
-        for (id, size) in &self.objects {
-            tx.insert_object(id, *size)?;
-        }
-        for (id, data) in &self.trees {
-            tx.insert_tree(id, data)?;
-        }
-        if let Some(e) = entry {
-            tx.insert_entry(e)?;
-        }
-        tx.commit()
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty() && self.trees.is_empty()
+    }
+
+    /// The objects (id, size) and trees, for a backend's [`Backend::commit`].
+    pub fn into_parts(self) -> (Vec<(Digest, u64)>, TreeRows) {
+        (self.objects, self.trees)
+    }
+
+    /// Record everything (and `entry`) at once; see [`Backend::commit`].
+    pub fn commit<B: Backend + ?Sized>(self, store: &mut B, entry: Option<&NewEntry<'_>>) -> anyhow::Result<()> {
+        store.commit(self, entry)
     }
 }

@@ -261,6 +261,14 @@ pub struct Tx<'a> {
 }
 
 impl Tx<'_> {
+    pub fn has_tree(&self, id: &Digest) -> anyhow::Result<bool> {
+        Ok(self.tx.prepare_cached("SELECT 1 FROM trees WHERE id = ?1")?.exists([id.as_bytes()])?)
+    }
+
+    pub fn has_entry(&self, key: &Digest) -> anyhow::Result<bool> {
+        Ok(self.tx.prepare_cached("SELECT 1 FROM entries WHERE key = ?1")?.exists([key.as_bytes()])?)
+    }
+
     /// Returns whether the row is new.
     pub fn insert_object(&self, id: &Digest, size: u64) -> anyhow::Result<bool> {
         let mut stmt = self.tx.prepare_cached("INSERT OR IGNORE INTO objects (id, size) VALUES (?1, ?2)")?;

@@ -1,9 +1,12 @@
-//! Errors a caller branches on. Everything else travels as `anyhow::Error` with context that names
-//! the path or id involved.
+//! Errors of the store boundary that a caller branches on (a missing tree, a busy lock, a layout
+//! too new). Everything else travels as `anyhow::Error` with context that names the path or id
+//! involved; callers find these with `downcast_ref::<StoreError>()`.
 
 use std::path::PathBuf;
 
-#[derive(Debug, thiserror::Error)]
+use crate::store::digest::Digest;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("`{path}` is not a strata store: {reason}")]
     NotAStore { path: PathBuf, reason: String },
@@ -19,4 +22,12 @@ pub enum StoreError {
     NotFound(String),
     #[error("`{prefix}` is ambiguous: it matches {}", candidates.join(", "))]
     Ambiguous { prefix: String, candidates: Vec<String> },
+    #[error("object {0} is missing from the store")]
+    ObjectMissing(Digest),
+    #[error("tree {0} is missing from the store")]
+    TreeMissing(Digest),
+    #[error("tree {id} in the store is corrupt: {reason}")]
+    CorruptTree { id: Digest, reason: String },
+    #[error("entry {0} is not in the store")]
+    EntryMissing(Digest),
 }

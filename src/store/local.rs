@@ -28,11 +28,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::store::db::{Db, EntryRow};
+use crate::store::batch::Batch;
+use crate::store::db::{Db, EntryRow, NewEntry, RootRow};
 use crate::store::digest::{is_hex_prefix, Digest};
 use crate::store::error::StoreError;
 use crate::store::lock::{LockMode, StoreLock};
+use crate::store::meta::Meta;
 use crate::store::tree::Tree;
+use crate::store::{Backend, Written};
 
 /// The on-disk layout this build writes and understands.
 pub const LAYOUT_VERSION: u32 = 1;
@@ -151,6 +154,18 @@ impl Store {
         self.root.join("tmp")
     }
 
+    /// Move a staged object into place unless the store (or `batch`) already has it, and add it
+    /// to `batch`; returns whether it was new. (The streaming path of the unpackers: content is
+    /// read and hashed once, and kept only if new.)
+    pub fn keep(&self, batch: &mut Batch, staged: crate::store::object::Staged) -> anyhow::Result<bool> {
+        if batch.holds(&staged.id) || self.db.known_objects(&[staged.id])?[0] {
+            return Ok(false);
+        }
+        batch.record_placed(staged.id, staged.size);
+        self.object_store().commit(staged)?;
+        Ok(true)
+    }
+
     /// Flush everything written to the store's file system (one `syncfs`, not one fsync per file).
     pub fn sync(&self) -> anyhow::Result<()> {
         use std::os::fd::AsRawFd;
@@ -159,33 +174,24 @@ impl Store {
         Ok(())
     }
 
-    /// Load and decode a tree.
+    /// Load and decode a tree (see [`Backend::tree`]).
     pub fn tree(&self, id: &Digest) -> anyhow::Result<Tree> {
-        let data = self.db.tree_data(id)?.ok_or_else(|| anyhow::anyhow!("tree {id} is missing from the store"))?;
-        Tree::decode(&data).with_context(|| format!("tree {id} in the store is corrupt"))
+        Backend::tree(self, id)
     }
 
-    /// The node at `path` (components) under tree `root`; `None` if it does not exist.
+    /// The node at `path` (components) under tree `root` (see [`Backend::lookup`]).
     pub fn lookup(&self, root: &Digest, path: &[&[u8]]) -> anyhow::Result<Option<crate::store::tree::Node>> {
-        let Some((last, parents)) = path.split_last() else {
-            return Ok(Some(crate::store::tree::Node::Directory { tree: *root }));
-        };
-        let mut dir = *root;
-        for name in parents {
-            match self.tree(&dir)?.get(name) {
-                Some(crate::store::tree::Node::Directory { tree }) => dir = *tree,
-                _ => return Ok(None),
-            }
-        }
-        Ok(self.tree(&dir)?.get(last).cloned())
+        Backend::lookup(self, root, path)
     }
 
-    /// The content of a regular file node (read into memory: for small files such as control data).
+    /// The content of a regular file node (see [`Backend::read_file`]).
     pub fn read_file(&self, node: &crate::store::tree::Node) -> anyhow::Result<Vec<u8>> {
-        let crate::store::tree::Node::File { meta, size, content, .. } = node else {
-            anyhow::bail!("not a regular file");
-        };
-        Ok(fs_err::read(self.object_store().path(&crate::store::tree::object_id(meta, *size, content)))?)
+        Backend::read_file(self, node)
+    }
+
+    /// Root names pointing at `entry`.
+    pub fn roots_of(&self, entry: &Digest) -> anyhow::Result<Vec<String>> {
+        self.db.roots_of(entry)
     }
 
     /// Resolve a user-given id: a root name, or a unique hex prefix (at least [`MIN_PREFIX`]
@@ -226,6 +232,97 @@ impl Store {
             anyhow::bail!("`{spec}` is too short to name an id: give at least {MIN_PREFIX} hex characters");
         }
         Err(StoreError::NotFound(spec.to_string()).into())
+    }
+}
+
+impl Backend for Store {
+    fn has_objects(&self, ids: &[Digest]) -> anyhow::Result<Vec<bool>> {
+        self.db.known_objects(ids)
+    }
+
+    fn write_object(&self, reader: &mut dyn std::io::Read, meta: &Meta, limit: u64) -> anyhow::Result<Written> {
+        let staged = self.object_store().stage(reader, meta, limit)?;
+        let written = Written { id: staged.id, content: staged.content, size: staged.size };
+        if !self.db.known_objects(&[staged.id])?[0] {
+            self.object_store().commit(staged)?;
+        }
+        Ok(written)
+    }
+
+    fn read_object(&self, id: &Digest) -> anyhow::Result<Vec<u8>> {
+        if !self.db.known_objects(&[*id])?[0] {
+            return Err(StoreError::ObjectMissing(*id).into());
+        }
+        Ok(fs_err::read(self.object_store().path(id))?)
+    }
+
+    fn tree_data(&self, id: &Digest) -> anyhow::Result<Option<Vec<u8>>> {
+        self.db.tree_data(id)
+    }
+
+    fn entry(&self, key: &Digest) -> anyhow::Result<Option<EntryRow>> {
+        self.db.entry(key)
+    }
+
+    fn entries(&self) -> anyhow::Result<Vec<EntryRow>> {
+        self.db.entries()
+    }
+
+    fn entry_refs(&self, key: &Digest) -> anyhow::Result<Vec<Digest>> {
+        self.db.entry_refs(key)
+    }
+
+    /// Object files are in place already; one `syncfs`, then one SQLite transaction (the
+    /// foreign keys refuse an entry without its tree or with unknown references).
+    fn commit(&mut self, batch: Batch, entry: Option<&NewEntry<'_>>) -> anyhow::Result<()> {
+        let (objects, trees) = batch.into_parts();
+        if !objects.is_empty() {
+            self.sync()?;
+        }
+        let tx = self.db.transaction()?;
+        for (id, size) in &objects {
+            tx.insert_object(id, *size)?;
+        }
+        for (id, data) in &trees {
+            tx.insert_tree(id, data)?;
+        }
+        if let Some(e) = entry {
+            if !tx.has_tree(&e.tree)? {
+                return Err(StoreError::TreeMissing(e.tree).into());
+            }
+            for r in e.refs {
+                if !tx.has_entry(r)? {
+                    return Err(StoreError::EntryMissing(*r).into());
+                }
+            }
+            tx.insert_entry(e)?;
+        }
+        tx.commit()
+    }
+
+    fn root(&self, name: &str) -> anyhow::Result<Option<RootRow>> {
+        self.db.root(name)
+    }
+
+    fn roots(&self) -> anyhow::Result<Vec<RootRow>> {
+        self.db.roots()
+    }
+
+    fn set_root(&mut self, name: &str, entry: &Digest) -> anyhow::Result<()> {
+        check_root_name(name)?;
+        let tx = self.db.transaction()?;
+        if !tx.has_entry(entry)? {
+            return Err(StoreError::EntryMissing(*entry).into());
+        }
+        tx.set_root(name, entry)?;
+        tx.commit()
+    }
+
+    fn remove_root(&mut self, name: &str) -> anyhow::Result<bool> {
+        let tx = self.db.transaction()?;
+        let removed = tx.remove_root(name)?;
+        tx.commit()?;
+        Ok(removed)
     }
 }
 

@@ -31,7 +31,47 @@ const VERSION: u8 = 1;
 const OBJECT_MAGIC: &[u8] = b"strata-object\0";
 
 /// Encoded trees waiting to be recorded: (tree id, canonical encoding).
-pub type TreeRows = Vec<(Digest, Vec<u8>)>;
+#[derive(Clone, Debug, Default)]
+pub struct TreeRows(Vec<(Digest, Vec<u8>)>);
+
+impl TreeRows {
+    pub fn new() -> TreeRows {
+        TreeRows::default()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, (Digest, Vec<u8>)> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Add the rows of `other` (encoded elsewhere, as by a worker thread).
+    pub fn append(&mut self, other: &mut TreeRows) {
+        self.0.append(&mut other.0);
+    }
+}
+
+impl<'a> IntoIterator for &'a TreeRows {
+    type Item = &'a (Digest, Vec<u8>);
+    type IntoIter = std::slice::Iter<'a, (Digest, Vec<u8>)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for TreeRows {
+    type Item = (Digest, Vec<u8>);
+    type IntoIter = std::vec::IntoIter<(Digest, Vec<u8>)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
 
 /// One path component: non-empty, not `.` or `..`, no `/` and no NUL, at most 255 bytes.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -220,7 +260,7 @@ impl Tree {
     pub fn encode_into(&self, out: &mut TreeRows) -> Digest {
         let data = self.encode();
         let id = Digest::of(&data);
-        out.push((id, data));
+        out.0.push((id, data));
         id
     }
 

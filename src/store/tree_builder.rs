@@ -225,7 +225,7 @@ mod tests {
             for path in order.iter().filter(|p| p.ends_with("hl")) {
                 b.set_link(&p(path), 7);
             }
-            b.finish(&mut Vec::new())
+            b.finish(&mut crate::store::tree::TreeRows::new())
         };
         assert_eq!(build(&["a/x", "b/hl", "c/hl", "d"]), build(&["d", "c/hl", "b/hl", "a/x"]));
     }

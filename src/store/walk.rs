@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::store::digest::Digest;
-use crate::store::local::Store;
 use crate::store::meta::Meta;
 use crate::store::tree::{Node, Tree};
+use crate::store::Backend;
 
 /// One node of a flattened tree. `path` is relative to the tree's root; the root itself has an
 /// empty path and appears first.
@@ -26,7 +26,7 @@ pub enum ItemKind {
 }
 
 /// Every node of tree `id`, directories before their contents, entries sorted by name.
-pub fn flatten(store: &Store, id: &Digest) -> anyhow::Result<Vec<Item>> {
+pub fn flatten<B: Backend + ?Sized>(store: &B, id: &Digest) -> anyhow::Result<Vec<Item>> {
     let mut cache: HashMap<Digest, std::rc::Rc<Tree>> = HashMap::new();
     let mut out = Vec::new();
     let mut stack = vec![(PathBuf::new(), *id)];
@@ -55,7 +55,7 @@ pub fn flatten(store: &Store, id: &Digest) -> anyhow::Result<Vec<Item>> {
 }
 
 /// The number of regular files under tree `id` and their total size.
-pub fn file_totals(store: &Store, id: &Digest) -> anyhow::Result<(u64, u64)> {
+pub fn file_totals<B: Backend + ?Sized>(store: &B, id: &Digest) -> anyhow::Result<(u64, u64)> {
     let mut files = 0;
     let mut bytes = 0;
     for item in flatten(store, id)? {

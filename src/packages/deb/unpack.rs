@@ -274,7 +274,7 @@ impl Unpacker<'_> {
                     self.files += 1;
                     self.bytes += staged.size;
                     let node = Node::File { meta, size: staged.size, content: staged.content, link: 0 };
-                    self.batch.keep(self.store, staged)?;
+                    self.store.keep(&mut self.batch, staged)?;
                     builder.insert(&path, node).with_context(ectx)?;
                 }
                 T::Symlink => {

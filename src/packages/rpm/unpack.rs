@@ -214,7 +214,7 @@ impl Unpack<'_> {
                     let staged = self.store.object_store().stage(&mut cpio.data(), &meta, budget).with_context(ectx)?;
                     budget -= staged.size;
                     let (size, content) = (staged.size, staged.content);
-                    self.batch.keep(self.store, staged)?;
+                    self.store.keep(self.batch, staged)?;
                     let mut link = 0;
                     let waiting = pending.remove(&m.ino).unwrap_or_default();
                     if m.nlink > 1 {
@@ -254,7 +254,7 @@ impl Unpack<'_> {
             for (p, meta) in waiting {
                 let staged = self.store.object_store().stage(&mut &b""[..], &meta, 0)?;
                 let content = staged.content;
-                self.batch.keep(self.store, staged)?;
+                self.store.keep(self.batch, staged)?;
                 self.add(&p, Node::File { meta, size: 0, content, link: 0 })?;
             }
         }
@@ -277,7 +277,7 @@ impl Unpack<'_> {
                 S_IFREG if f.size == 0 => {
                     let staged = self.store.object_store().stage(&mut &b""[..], &meta, 0)?;
                     let content = staged.content;
-                    self.batch.keep(self.store, staged)?;
+                    self.store.keep(self.batch, staged)?;
                     self.add(&path, Node::File { meta, size: 0, content, link: 0 }).with_context(fctx)?;
                 }
                 _ => bail!("file `{}` is in the header but missing from the payload", f.path),
