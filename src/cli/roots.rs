@@ -7,6 +7,7 @@ use clap::Subcommand;
 use super::{output, Ctx};
 use crate::store::local::{check_root_name, Target};
 use crate::store::lock::LockMode;
+use crate::store::Backend;
 
 #[derive(Subcommand, Debug)]
 pub enum RootsCommand {
@@ -33,7 +34,7 @@ pub fn run(ctx: &Ctx, cmd: RootsCommand) -> anyhow::Result<ExitCode> {
     let mut store = ctx.open(LockMode::Shared)?;
     match cmd {
         RootsCommand::Ls => {
-            let roots = store.db().roots()?;
+            let roots = store.roots()?;
             if ctx.json {
                 output::json(&roots)?;
             } else {
@@ -41,7 +42,7 @@ pub fn run(ctx: &Ctx, cmd: RootsCommand) -> anyhow::Result<ExitCode> {
                     ctx.note("no roots (create one with `strata roots add NAME ID`)");
                 }
                 for r in roots {
-                    let name = store.db().entry(&r.entry)?.map(|e| e.name).unwrap_or_default();
+                    let name = store.entry(&r.entry)?.map(|e| e.name).unwrap_or_default();
                     println!("{:<32} {}  {:<24} {}", r.name, r.entry.short(), name, output::date(r.updated));
                 }
             }

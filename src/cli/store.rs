@@ -9,6 +9,7 @@ use super::{output, Ctx};
 use crate::store::checkout::LinkMode;
 use crate::store::local::Target;
 use crate::store::lock::LockMode;
+use crate::store::Backend;
 
 #[derive(Subcommand, Debug)]
 pub enum StoreCommand {
@@ -154,7 +155,7 @@ fn add(ctx: &Ctx, a: AddArgs) -> anyhow::Result<ExitCode> {
         ));
         match &a.root {
             Some(root) => ctx.note(format!("root `{root}` -> {}", r.key.short())),
-            None if store.db().roots_of(&r.key)?.is_empty() => {
+            None if store.roots_of(&r.key)?.is_empty() => {
                 ctx.note("note: no root names this entry, so the next `strata gc` deletes it (use --root NAME)")
             }
             None => {}
@@ -195,8 +196,8 @@ fn checkout(ctx: &Ctx, a: CheckoutArgs) -> anyhow::Result<ExitCode> {
 fn ls(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.open(LockMode::Shared)?;
     let mut rows = Vec::new();
-    for e in store.db().entries()? {
-        let roots = store.db().roots_of(&e.key)?;
+    for e in store.entries()? {
+        let roots = store.roots_of(&e.key)?;
         rows.push((e, roots));
     }
     if ctx.json {
@@ -234,8 +235,8 @@ fn show(ctx: &Ctx, a: IdArg) -> anyhow::Result<ExitCode> {
     let store = ctx.open(LockMode::Shared)?;
     match store.resolve(&a.id)? {
         Target::Entry(e) => {
-            let refs = store.db().entry_refs(&e.key)?;
-            let roots = store.db().roots_of(&e.key)?;
+            let refs = store.entry_refs(&e.key)?;
+            let roots = store.roots_of(&e.key)?;
             if ctx.json {
                 output::json(&serde_json::json!({
                     "type": "entry", "key": e.key, "kind": e.kind, "name": e.name, "tree": e.tree,

@@ -28,12 +28,14 @@ use super::single_file;
 use crate::ostree::layout::module_kernels;
 use crate::store::batch::Batch;
 use crate::store::checkout::{checkout, LinkMode};
-use crate::store::db::{EntryRow, NewEntry};
+use crate::store::db::EntryRow;
 use crate::store::digest::Digest;
 use crate::store::entry::{entry_key, EntryKind};
 use crate::store::local::Store;
+use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::tree::{object_id, Name, Node, Tree};
+use crate::store::Backend;
 use crate::trees::edit::{load, lookup, put};
 use crate::util::progress::Progress;
 
@@ -128,7 +130,7 @@ pub fn initramfs(
         &[("step", b"live-initramfs"), ("version", LIVE_INITRAMFS_VERSION), ("kernel", live.kver.as_bytes())],
         &[live.tree],
     );
-    if let Some(entry) = store.db().entry(&key)? {
+    if let Some(entry) = store.entry(&key)? {
         let (file, _, _) = single_file(store, &entry)?;
         return Ok((entry, file, true));
     }
@@ -167,18 +169,8 @@ pub fn initramfs(
         meta: Meta { mode: 0o755, uid: 0, gid: 0, xattrs: vec![] },
         entries: vec![(Name::new("initrd.img").expect("valid name"), node)],
     });
-    let name = format!("{image}/live-initramfs");
-    let new = NewEntry {
-        key,
-        kind: EntryKind::Step.as_str(),
-        name: &name,
-        tree,
-        files: 1,
-        bytes: compressed.len() as u64,
-        refs,
-    };
-    batch.commit(store, Some(&new))?;
-    let entry = store.db().entry(&key)?.expect("entry just recorded");
+    let memo = Memo::with_key(EntryKind::Step, format!("{image}/live-initramfs"), key);
+    let entry = memo.record(store, Built::in_batch(tree, batch).refs(refs).totals(1, compressed.len() as u64))?;
     let (file, _, _) = single_file(store, &entry)?;
     Ok((entry, file, false))
 }

@@ -21,13 +21,15 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 use crate::store::batch::Batch;
-use crate::store::db::{EntryRow, NewEntry};
+use crate::store::db::EntryRow;
 use crate::store::digest::Digest;
 use crate::store::entry::{entry_key, EntryKind};
 use crate::store::local::Store;
+use crate::store::memo::{self, Memo};
 use crate::store::meta::Meta;
 use crate::store::object::{hash_file, Stamp};
 use crate::store::tree::{object_id, Name, Node, Tree};
+use crate::store::Backend;
 use crate::util::progress::Progress;
 
 /// Bumped when the image layout changes, so that cached artifacts are not reused.
@@ -194,7 +196,7 @@ pub fn deploy(
         ],
         &[],
     );
-    if let Some(entry) = store.db().entry(&key)? {
+    if let Some(entry) = store.entry(&key)? {
         let (file, size, content) = single_file(store, &entry)?;
         return Ok(Artifact { entry, file, size, content, cached: true, built: None });
     }
@@ -281,7 +283,7 @@ fn store_artifact(
     let content = hash_file(f.file_mut(), st.len())?;
     let meta = Meta { mode: 0o644, uid: 0, gid: 0, xattrs: vec![] };
     let id = object_id(&meta, st.len(), &content);
-    let known = store.db().known_objects(&[id])?[0];
+    let known = store.has_objects(&[id])?[0];
     let mut batch = Batch::new();
     if !known {
         store.object_store().insert_file(&id, file, Stamp::of(&st), &meta)?;
@@ -294,18 +296,8 @@ fn store_artifact(
         entries: vec![(name, Node::File { meta, size: st.len(), content, link: 0 })],
     };
     let tree_id = batch.put_tree(&tree);
-    let entry_name = format!("{}/{}", opts.osname, opts.format.as_str());
-    let new = NewEntry {
-        key,
-        kind: EntryKind::Artifact.as_str(),
-        name: &entry_name,
-        tree: tree_id,
-        files: 1,
-        bytes: st.len(),
-        refs,
-    };
-    batch.commit(store, Some(&new))?;
-    let entry = store.db().entry(&key)?.expect("entry just recorded");
+    let step = Memo::with_key(EntryKind::Artifact, format!("{}/{}", opts.osname, opts.format.as_str()), key);
+    let entry = step.record(store, memo::Built::in_batch(tree_id, batch).refs(refs).totals(1, st.len()))?;
     let (file, size, content) = single_file(store, &entry)?;
     Ok(Artifact { entry, file, size, content, cached: false, built: None })
 }

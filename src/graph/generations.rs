@@ -8,6 +8,7 @@ use super::{Input, Outcome, State};
 use crate::store::db::GenerationRow;
 use crate::store::digest::Digest;
 use crate::store::local::Store;
+use crate::store::Backend;
 
 /// The root name of a generation.
 pub fn root_name(image: &str, number: u64) -> String {
@@ -193,7 +194,7 @@ pub fn history(store: &Store, image: &str) -> anyhow::Result<Vec<HistoryItem>> {
             entry: g.entry,
             tree: g.tree,
             description: g.description,
-            collected: store.db().entry(&g.entry)?.is_none(),
+            collected: store.entry(&g.entry)?.is_none(),
             changes,
         });
         prev = steps;

@@ -36,10 +36,12 @@ use crate::description::{self, Base, Chain, Loaded, Repository};
 use crate::packages::deb::{bootstrap, packages, solve::Request};
 use crate::packages::rpm::repo::RpmSource;
 use crate::store::batch::Batch;
-use crate::store::db::{EntryRow, NewEntry};
+use crate::store::db::EntryRow;
 use crate::store::digest::Digest;
 use crate::store::entry::{entry_key, EntryKind};
 use crate::store::local::{Store, Target};
+use crate::store::memo::{Built, Memo};
+use crate::store::Backend;
 use crate::util::progress::Progress;
 use rpm_packages::{rpm_source_line, Sources};
 
@@ -288,7 +290,7 @@ impl Walker<'_> {
                     cached_count: 0,
                     inputs: vec![input(format!("ostree:{reference}"), commit.clone())],
                 };
-                let cur = if let Some(e) = self.store.db().entry(&key)? {
+                let cur = if let Some(e) = self.store.entry(&key)? {
                     step.state = State::Cached;
                     step.cached_count = 1;
                     Cur::Known(e)
@@ -564,7 +566,7 @@ impl Walker<'_> {
         let params: Vec<(&str, &[u8])> = params.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         let key = entry_key(EntryKind::Step, &params, &[base.tree]);
         step.key = Some(key);
-        if let Some(e) = self.store.db().entry(&key)? {
+        if let Some(e) = self.store.entry(&key)? {
             step.state = State::Cached;
             step.cached_count = 1;
             step.tree = Some(e.tree);
@@ -610,7 +612,7 @@ impl Walker<'_> {
         let key = entry_key(EntryKind::Rootfs, &[("image", image.as_bytes())], &[base.tree]);
         step.key = Some(key);
         step.tree = Some(base.tree);
-        let e = match self.store.db().entry(&key)? {
+        let e = match self.store.entry(&key)? {
             Some(e) => {
                 step.state = State::Cached;
                 step.cached_count = 1;
@@ -638,10 +640,6 @@ impl Walker<'_> {
         tree: Digest,
         from: Digest,
     ) -> anyhow::Result<EntryRow> {
-        let (files, bytes) = crate::store::walk::file_totals(self.store, &tree)?;
-        let refs = [from];
-        let entry = NewEntry { key, kind: kind.as_str(), name, tree, files, bytes, refs: &refs };
-        Batch::new().commit(self.store, Some(&entry))?;
-        Ok(self.store.db().entry(&key)?.expect("entry just recorded"))
+        Memo::with_key(kind, name, key).record(self.store, Built::recorded(tree).refs([from]))
     }
 }

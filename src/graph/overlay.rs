@@ -15,13 +15,15 @@ use anyhow::{bail, Context};
 use super::{input, Input};
 use crate::description::{FileAttrs, Preferences};
 use crate::store::batch::Batch;
-use crate::store::db::{EntryRow, NewEntry};
+use crate::store::db::EntryRow;
 use crate::store::digest::Digest;
 use crate::store::entry::EntryKind;
 use crate::store::local::Store;
+use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::tree::{Name, Node, Tree, TreeRows};
 use crate::store::tree_builder::{implicit_dir_meta, TreeBuilder};
+use crate::store::Backend;
 use crate::trees::edit::{id_table, set_at};
 use crate::util::progress::Progress;
 
@@ -97,7 +99,7 @@ pub fn ostree_commit_entry(
     progress: &Progress,
 ) -> anyhow::Result<EntryRow> {
     let key = ostree_commit_key(commit);
-    match store.db().entry(&key)? {
+    match store.entry(&key)? {
         Some(e) => Ok(e),
         None => import_ostree(store, repo, commit, key, progress),
     }
@@ -123,19 +125,10 @@ pub fn import_ostree(
         &format!("ostree checkout of {commit}"),
     )?;
     let (batch, tree, stats) = crate::store::import::import_tree(store, &dest, false, progress)?;
-    let name = format!("ostree:{}", &commit[..commit.len().min(12)]);
-    let entry = NewEntry {
-        key,
-        kind: EntryKind::Import.as_str(),
-        name: &name,
-        tree,
-        files: stats.files,
-        bytes: stats.bytes,
-        refs: &[],
-    };
-    batch.commit(store, Some(&entry))?;
+    let memo = Memo::with_key(EntryKind::Import, format!("ostree:{}", &commit[..commit.len().min(12)]), key);
+    let entry = memo.record(store, Built::in_batch(tree, batch).totals(stats.files, stats.bytes))?;
     crate::store::local::make_writable(work.path());
-    Ok(store.db().entry(&key)?.expect("entry just recorded"))
+    Ok(entry)
 }
 
 /// Lay `top` over `base` (see the module rules); returns the new tree, recorded.

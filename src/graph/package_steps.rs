@@ -4,6 +4,7 @@
 
 use super::{Cur, Input, Mode, State, Step, Walker};
 use crate::store::digest::Digest;
+use crate::store::Backend;
 
 pub(super) struct PackageSteps {
     unpack: Step,
@@ -24,7 +25,7 @@ impl Walker<'_> {
     ) -> anyhow::Result<PackageSteps> {
         let mut unpacked = 0u64;
         for k in package_keys {
-            unpacked += self.store.db().entry(k)?.is_some() as u64;
+            unpacked += self.store.entry(k)?.is_some() as u64;
         }
         let total = package_keys.len() as u64;
         let unpack = Step {
@@ -41,7 +42,7 @@ impl Walker<'_> {
         let sub = steps
             .iter()
             .map(|(kind, key)| -> anyhow::Result<Step> {
-                let e = self.store.db().entry(key)?;
+                let e = self.store.entry(key)?;
                 Ok(Step {
                     image: image.to_string(),
                     kind: (*kind).into(),
@@ -64,7 +65,7 @@ impl Walker<'_> {
         if self.mode != Mode::Plan && !ps.sub.last().is_some_and(|s| s.state == State::Cached) {
             return Ok(None);
         }
-        let out = match self.store.db().entry(&ps.rootfs)? {
+        let out = match self.store.entry(&ps.rootfs)? {
             Some(e) => Cur::Known(e),
             None => Cur::Unknown,
         };
@@ -95,7 +96,7 @@ impl Walker<'_> {
         for s in sub {
             self.push(s);
         }
-        let e = self.store.db().entry(&rootfs)?.expect("the rootfs step recorded its entry");
+        let e = self.store.entry(&rootfs)?.expect("the rootfs step recorded its entry");
         Ok(Cur::Known(e))
     }
 }

@@ -34,12 +34,14 @@ use serde::{Deserialize, Serialize};
 
 use super::initramfs::{self, Lookup};
 use crate::store::batch::Batch;
-use crate::store::db::{EntryRow, NewEntry};
+use crate::store::db::EntryRow;
 use crate::store::digest::Digest;
 use crate::store::entry::{entry_key, EntryKind};
 use crate::store::local::Store;
+use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::tree::{Name, Node, Tree};
+use crate::store::Backend;
 use crate::trees::edit::{load, lookup, put, set};
 
 /// Bumped when the conversion changes, so that cached layout entries are not reused.
@@ -119,7 +121,7 @@ pub fn step(store: &mut Store, input: &EntryRow, special: SpecialFiles) -> anyho
         &[("step", b"ostree-layout"), ("version", LAYOUT_VERSION), ("special-files", special.as_str().as_bytes())],
         &[input.tree],
     );
-    if let Some(entry) = store.db().entry(&key)? {
+    if let Some(entry) = store.entry(&key)? {
         if let Some(json) = store.db().layout_report(&key)? {
             let report = serde_json::from_str(&json).context("corrupt layout report in the store")?;
             return Ok(Layout { entry, report, cached: true });
@@ -130,16 +132,11 @@ pub fn step(store: &mut Store, input: &EntryRow, special: SpecialFiles) -> anyho
         .with_context(|| format!("cannot lay out {} ({}) for OSTree", input.name, input.key.short()))?;
     // Trees first, so that the new tree can be walked; a crash before the entry leaves
     // unreferenced rows for gc.
-    batch.commit(store, None)?;
-    let (files, bytes) = crate::store::walk::file_totals(store, &tree)?;
-    let name = format!("{}/ostree-layout", input.name);
-    let refs = [input.key];
-    let new = NewEntry { key, kind: EntryKind::Step.as_str(), name: &name, tree, files, bytes, refs: &refs };
-    Batch::new().commit(store, Some(&new))?;
+    let memo = Memo::with_key(EntryKind::Step, format!("{}/ostree-layout", input.name), key);
+    let entry = memo.record(store, Built::in_batch(tree, batch).refs([input.key]))?;
     let tx = store.db_mut().transaction()?;
     tx.insert_layout_report(&key, &serde_json::to_string(&report)?)?;
     tx.commit()?;
-    let entry = store.db().entry(&key)?.expect("entry just recorded");
     Ok(Layout { entry, report, cached: false })
 }
 

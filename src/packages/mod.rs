@@ -12,6 +12,22 @@ pub mod fetch;
 pub mod rpm;
 pub mod unpack;
 
+/// The outcome of one step of a package install (merge, scripts, root tree), as reports show it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Step {
+    pub kind: &'static str,
+    pub key: Digest,
+    pub tree: Digest,
+    pub cached: bool,
+}
+
+impl Step {
+    /// The step of `kind` whose entry [`crate::store::memo::Memo::get_or_build`] found or made.
+    pub fn of(kind: &'static str, (entry, cached): (crate::store::db::EntryRow, bool)) -> Step {
+        Step { kind, key: entry.key, tree: entry.tree, cached }
+    }
+}
+
 /// Guards against decompression bombs and pathological archives.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {

@@ -18,13 +18,14 @@ use anyhow::Context;
 use rayon::prelude::*;
 
 use crate::store::batch::Batch;
-use crate::store::db::NewEntry;
 use crate::store::digest::Digest;
-use crate::store::entry::{entry_key, EntryKind};
+use crate::store::entry::EntryKind;
 use crate::store::local::{check_root_name, Store};
+use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::object::{hash_file, Stamp};
 use crate::store::tree::{object_id, Name, Node, Tree, TreeRows};
+use crate::store::Backend;
 use crate::util::progress::Progress;
 
 /// What an import did.
@@ -77,22 +78,12 @@ pub fn import_dir(
         check_root_name(root)?;
     }
     let (batch, tree, stats) = import_tree(store, src, false, progress)?;
-    let key = entry_key(EntryKind::Import, &[], &[tree]);
-    let new_entry = store.db().entry(&key)?.is_none();
-    let entry = NewEntry {
-        key,
-        kind: EntryKind::Import.as_str(),
-        name,
-        tree,
-        files: stats.files,
-        bytes: stats.bytes,
-        refs: &[],
-    };
-    batch.commit(store, Some(&entry))?;
+    let memo = Memo::new(EntryKind::Import, name, &[], &[tree]);
+    let key = memo.key;
+    let new_entry = memo.lookup(store)?.is_none();
+    memo.record(store, Built::in_batch(tree, batch).totals(stats.files, stats.bytes))?;
     if let Some(root) = root {
-        let tx = store.db_mut().transaction()?;
-        tx.set_root(root, &key)?;
-        tx.commit()?;
+        store.set_root(root, &key)?;
     }
     Ok(ImportReport {
         key,

@@ -21,10 +21,10 @@ use super::deb822;
 use super::repo::{AptSource, ListContent, ListFile, PackageRecord};
 use super::unpack::PackageReport;
 use crate::store::batch::Batch;
-use crate::store::db::NewEntry;
 use crate::store::digest::Digest;
 use crate::store::entry::{entry_key, EntryKind};
 use crate::store::local::Store;
+use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::tree::{Name, Node, Tree};
 use crate::store::tree_builder::{implicit_dir_meta, TreeBuilder};
@@ -73,14 +73,7 @@ impl Default for Options {
     }
 }
 
-/// One step's outcome.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Step {
-    pub kind: &'static str,
-    pub key: Digest,
-    pub tree: Digest,
-    pub cached: bool,
-}
+pub use crate::packages::Step;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BootstrapReport {
@@ -108,42 +101,26 @@ pub fn bootstrap_on(
     let packages: Vec<(PackageRecord, PackageReport)> = k.packages.iter().map(|i| packages[*i].clone()).collect();
     let (base_status, merge_key, inputs_keys) = (k.base_status, k.merge, k.refs);
     let packages = &packages[..];
-    let merge_step = match store.db().entry(&merge_key)? {
-        Some(e) => Step { kind: "merge", key: merge_key, tree: e.tree, cached: true },
-        None => {
-            let base = base_status.as_ref().map(|(b, status)| (b.tree, status.as_str()));
-            let _span = tracing::debug_span!("merge").entered();
-            let tree = build_merge(store, base, packages, opts, merge_key, &inputs_keys)?;
-            Step { kind: "merge", key: merge_key, tree, cached: false }
-        }
-    };
+    let merged = Memo::with_key(EntryKind::Merge, "debian-merge", merge_key).get_or_build(store, |store| {
+        let base = base_status.as_ref().map(|(b, status)| (b.tree, status.as_str()));
+        let _span = tracing::debug_span!("merge").entered();
+        Ok(Built::recorded(build_merge(store, base, packages, opts)?).refs(inputs_keys))
+    })?;
+    let merge_step = Step::of("merge", merged);
 
     let (script, layer_key) = (k.script, k.layer);
-    let layer_step = match store.db().entry(&layer_key)? {
-        Some(e) => Step { kind: "layer", key: layer_key, tree: e.tree, cached: true },
-        None => {
+    let layer =
+        Memo::with_key(EntryKind::Layer, "debian-maintainer-scripts", layer_key).get_or_build(store, |store| {
             let out = crate::sandbox::run(store, &merge_step.tree, &script, opts.script_timeout, progress)
                 .context("maintainer scripts failed")?;
-            let (files, bytes) = crate::store::walk::file_totals(store, &out.layer)?;
-            let entry = NewEntry {
-                key: layer_key,
-                kind: EntryKind::Layer.as_str(),
-                name: "debian-maintainer-scripts",
-                tree: out.layer,
-                files,
-                bytes,
-                refs: &[merge_key],
-            };
-            Batch::new().commit(store, Some(&entry))?;
-            Step { kind: "layer", key: layer_key, tree: out.layer, cached: false }
-        }
-    };
+            Ok(Built::recorded(out.layer).refs([merge_key]))
+        })?;
+    let layer_step = Step::of("layer", layer);
 
     let (apt_key, apt_tree) = apt_lists(store, apt.0, apt.1)?;
     let rootfs_key = k.rootfs;
-    let rootfs = match store.db().entry(&rootfs_key)? {
-        Some(e) => Step { kind: "rootfs", key: rootfs_key, tree: e.tree, cached: true },
-        None => {
+    let rootfs = Memo::with_key(EntryKind::Rootfs, "debian-rootfs", rootfs_key).get_or_build(store, |store| {
+        {
             let _span = tracing::debug_span!("rootfs").entered();
             let mut batch = Batch::new();
             let configured = crate::trees::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
@@ -155,22 +132,10 @@ pub fn bootstrap_on(
                 Input { owner: "(apt lists)".into(), tree: apt_tree, replaces: vec![BASE_OWNER.into()] },
             ];
             let tree = merge(store, &inputs, &mut batch.trees)?;
-            batch.commit(store, None)?;
-            let (files, bytes) = crate::store::walk::file_totals(store, &tree)?;
-            let entry = NewEntry {
-                key: rootfs_key,
-                kind: EntryKind::Rootfs.as_str(),
-                name: "debian-rootfs",
-                tree,
-                files,
-                bytes,
-                refs: &[merge_key, layer_key, apt_key],
-            };
-            Batch::new().commit(store, Some(&entry))?;
-            Step { kind: "rootfs", key: rootfs_key, tree, cached: false }
+            Ok(Built::in_batch(tree, batch).refs([merge_key, layer_key, apt_key]))
         }
-    };
-    Ok(BootstrapReport { steps: vec![merge_step, layer_step], rootfs })
+    })?;
+    Ok(BootstrapReport { steps: vec![merge_step, layer_step], rootfs: Step::of("rootfs", rootfs) })
 }
 
 /// The keys of the steps [`bootstrap_on`] runs, computed without running anything.
@@ -263,10 +228,13 @@ fn apt_key(sources: &[AptSource], lists: &[ListFile]) -> Digest {
 /// keyed by the sources and the identities of the index files; returns its key and tree id.
 fn apt_lists(store: &mut Store, sources: &[AptSource], lists: &[ListFile]) -> anyhow::Result<(Digest, Digest)> {
     let text: String = sources.iter().map(|s| format!("{s}\n")).collect();
-    let key = apt_key(sources, lists);
-    if let Some(e) = store.db().entry(&key)? {
-        return Ok((key, e.tree));
-    }
+    let memo = Memo::with_key(EntryKind::Layer, "apt-lists", apt_key(sources, lists));
+    let (entry, _) = memo.get_or_build(store, |store| apt_lists_tree(store, &text, lists))?;
+    Ok((entry.key, entry.tree))
+}
+
+/// The tree of [`apt_lists`], its objects and trees in the batch.
+fn apt_lists_tree(store: &mut Store, text: &str, lists: &[ListFile]) -> anyhow::Result<Built> {
     let meta = Meta { mode: 0o644, uid: 0, gid: 0, xattrs: vec![] };
     let mut batch = Batch::new();
     let mut b = TreeBuilder::new(implicit_dir_meta());
@@ -286,17 +254,7 @@ fn apt_lists(store: &mut Store, sources: &[AptSource], lists: &[ListFile]) -> an
         )?;
     }
     let id = b.finish(&mut batch.trees);
-    let entry = NewEntry {
-        key,
-        kind: EntryKind::Layer.as_str(),
-        name: "apt-lists",
-        tree: id,
-        files: lists.len() as u64 + 1,
-        bytes,
-        refs: &[],
-    };
-    batch.commit(store, Some(&entry))?;
-    Ok((key, id))
+    Ok(Built::in_batch(id, batch).totals(lists.len() as u64 + 1, bytes))
 }
 
 /// Where the merge stages trigger interests (under `/var/lib/dpkg`) until the script has
@@ -394,8 +352,6 @@ fn build_merge(
     base: Option<(Digest, &str)>,
     packages: &[(PackageRecord, PackageReport)],
     opts: &Options,
-    key: Digest,
-    refs: &[Digest],
 ) -> anyhow::Result<Digest> {
     let mut batch = Batch::new();
     let file_meta = |mode| Meta { mode, uid: 0, gid: 0, xattrs: vec![] };
@@ -568,9 +524,6 @@ fn build_merge(
     let mut merged = Batch::new();
     let tree = merge(store, &inputs, &mut merged.trees)?;
     merged.commit(store, None)?;
-    let (files, bytes) = crate::store::walk::file_totals(store, &tree)?;
-    let entry = NewEntry { key, kind: EntryKind::Merge.as_str(), name: "debian-merge", tree, files, bytes, refs };
-    Batch::new().commit(store, Some(&entry))?;
     Ok(tree)
 }
 

@@ -11,6 +11,7 @@ use super::unpack::{unpack, Limits, PackageReport};
 use super::version::Version;
 use crate::packages::fetch::Fetcher;
 use crate::store::local::Store;
+use crate::store::Backend;
 use crate::util::progress::Progress;
 
 /// The resolved set: every record the indexes offered, the chosen ones (sorted by name), and
@@ -154,7 +155,7 @@ pub fn fetch_and_unpack(
     // Packages already unpacked need no download at all.
     let mut missing = Vec::new();
     for r in &records {
-        if store.db().entry(&super::unpack::package_key(&r.want.sha256))?.is_none() {
+        if store.entry(&super::unpack::package_key(&r.want.sha256))?.is_none() {
             missing.push(r.want.clone());
         }
     }

@@ -20,13 +20,14 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use crate::store::batch::Batch;
-use crate::store::db::NewEntry;
 use crate::store::digest::Digest;
 use crate::store::entry::{entry_key, EntryKind};
 use crate::store::local::Store;
+use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::tree::{Name, Node};
 use crate::store::tree_builder::{implicit_dir_meta, TreeBuilder};
+use crate::store::Backend;
 use crate::util::text::escape_path;
 
 pub use crate::packages::{member_path, Limits, PackageReport};
@@ -64,8 +65,7 @@ pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result
     }
     let name = format!("{package}_{version}_{architecture}");
     let new_objects = batch.new_objects();
-    let entry = NewEntry { key, kind: EntryKind::Package.as_str(), name: &name, tree, files, bytes, refs: &[] };
-    batch.commit(store, Some(&entry))?;
+    Memo::with_key(EntryKind::Package, name, key).record(store, Built::in_batch(tree, batch).totals(files, bytes))?;
     Ok(PackageReport { key, tree, package, version, architecture, sha256, files, bytes, new_objects, cached: false })
 }
 
@@ -73,7 +73,7 @@ pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result
 /// read).
 pub fn cached(store: &Store, sha256: &str) -> anyhow::Result<Option<PackageReport>> {
     let key = package_key(sha256);
-    Ok(store.db().entry(&key)?.map(|e| PackageReport::cached(key, &e, sha256, split_name(&e.name))))
+    Ok(store.entry(&key)?.map(|e| PackageReport::cached(key, &e, sha256, split_name(&e.name))))
 }
 
 fn split_name(name: &str) -> (String, String, String) {

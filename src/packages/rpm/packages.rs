@@ -13,6 +13,7 @@ use super::version::Evr;
 use crate::packages::fetch::Fetcher;
 use crate::packages::{Limits, PackageReport};
 use crate::store::local::Store;
+use crate::store::Backend;
 use crate::util::progress::Progress;
 
 /// The resolved set, in install order (dependencies first).
@@ -107,7 +108,7 @@ pub fn fetch_and_unpack(
 ) -> anyhow::Result<Vec<PackageReport>> {
     let mut missing = Vec::new();
     for r in resolved.chosen() {
-        if store.db().entry(&package_key(&r.want.sha256))?.is_none() {
+        if store.entry(&package_key(&r.want.sha256))?.is_none() {
             missing.push(r.want.clone());
         }
     }

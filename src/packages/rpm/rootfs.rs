@@ -24,10 +24,10 @@ use anyhow::{bail, Context};
 
 use super::header::{self, tag, Header, Scriptlet};
 use crate::store::batch::Batch;
-use crate::store::db::NewEntry;
 use crate::store::digest::Digest;
 use crate::store::entry::{entry_key, EntryKind};
 use crate::store::local::Store;
+use crate::store::memo::{Built, Memo};
 use crate::store::tree::Node;
 use crate::trees::edit::{id_table, set_at};
 use crate::trees::merge::{merge, Input};
@@ -62,14 +62,7 @@ pub fn keys(base: Option<&Digest>, package_keys: &[Digest]) -> Keys {
     Keys { merge, layer, rootfs }
 }
 
-/// One step's outcome.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Step {
-    pub kind: &'static str,
-    pub key: Digest,
-    pub tree: Digest,
-    pub cached: bool,
-}
+pub use crate::packages::Step;
 
 /// An RPM root tree that packages are added to: its entry and its installed packages' headers.
 pub struct Base {
@@ -91,92 +84,62 @@ pub fn build(
     let k = keys(base.map(|b| &b.entry.tree), &packages.iter().map(|p| p.key).collect::<Vec<_>>());
     // Headers are read, and owners resolved, only when a step has to be built.
     let mut state: Option<(Vec<Header>, Unresolved)> = None;
-    let merge_step = match store.db().entry(&k.merge)? {
-        Some(e) => Step { kind: "merge", key: k.merge, tree: e.tree, cached: true },
-        None => {
-            let _span = tracing::debug_span!("rpm merge").entered();
-            let headers = read_headers(store, packages)?;
-            let (tree, unresolved) = build_merge(store, base, packages, &headers, &k)?;
-            state = Some((headers, unresolved));
-            Step { kind: "merge", key: k.merge, tree, cached: false }
-        }
-    };
+    let merged = Memo::with_key(EntryKind::Merge, "rpm-merge", k.merge).get_or_build(store, |store| {
+        let _span = tracing::debug_span!("rpm merge").entered();
+        let headers = read_headers(store, packages)?;
+        let (built, unresolved) = build_merge(store, base, packages, &headers)?;
+        state = Some((headers, unresolved));
+        Ok(built)
+    })?;
+    let merge_step = Step::of("merge", merged);
 
-    let layer_step = match store.db().entry(&k.layer)? {
-        Some(e) => Step { kind: "layer", key: k.layer, tree: e.tree, cached: true },
-        None => {
-            let (headers, unresolved) = pending(store, &merge_step.tree, packages, &mut state)?;
-            let base_headers = base.map(|b| b.headers.as_slice()).unwrap_or_default();
-            let script = scriptlets_script(base_headers, headers, unresolved)?;
-            let tree = match script {
-                None => {
-                    let mut batch = Batch::new();
-                    let empty = batch.put_tree(&crate::store::tree::Tree {
-                        meta: crate::store::tree_builder::implicit_dir_meta(),
-                        entries: vec![],
-                    });
-                    batch.commit(store, None)?;
-                    empty
+    let layer = Memo::with_key(EntryKind::Layer, "rpm-scriptlets", k.layer).get_or_build(store, |store| {
+        let (headers, unresolved) = pending(store, &merge_step.tree, packages, &mut state)?;
+        let base_headers = base.map(|b| b.headers.as_slice()).unwrap_or_default();
+        let script = scriptlets_script(base_headers, headers, unresolved)?;
+        let tree = match script {
+            None => {
+                let mut batch = Batch::new();
+                let empty = batch.put_tree(&crate::store::tree::Tree {
+                    meta: crate::store::tree_builder::implicit_dir_meta(),
+                    entries: vec![],
+                });
+                batch.commit(store, None)?;
+                empty
+            }
+            Some(script) => {
+                if store.lookup(&merge_step.tree, &[b"bin", b"sh"])?.is_none()
+                    && store.lookup(&merge_step.tree, &[b"usr", b"bin", b"sh"])?.is_none()
+                {
+                    bail!("the packages have scriptlets but none of them provides /bin/sh to run them");
                 }
-                Some(script) => {
-                    if store.lookup(&merge_step.tree, &[b"bin", b"sh"])?.is_none()
-                        && store.lookup(&merge_step.tree, &[b"usr", b"bin", b"sh"])?.is_none()
-                    {
-                        bail!("the packages have scriptlets but none of them provides /bin/sh to run them");
-                    }
-                    crate::sandbox::run(store, &merge_step.tree, &script, script_timeout, progress)
-                        .context("RPM scriptlets failed")?
-                        .layer
-                }
-            };
-            let (files, bytes) = crate::store::walk::file_totals(store, &tree)?;
-            let entry = NewEntry {
-                key: k.layer,
-                kind: EntryKind::Layer.as_str(),
-                name: "rpm-scriptlets",
-                tree,
-                files,
-                bytes,
-                refs: &[k.merge],
-            };
-            Batch::new().commit(store, Some(&entry))?;
-            Step { kind: "layer", key: k.layer, tree, cached: false }
-        }
-    };
+                crate::sandbox::run(store, &merge_step.tree, &script, script_timeout, progress)
+                    .context("RPM scriptlets failed")?
+                    .layer
+            }
+        };
+        Ok(Built::recorded(tree).refs([k.merge]))
+    })?;
+    let layer_step = Step::of("layer", layer);
 
-    let rootfs = match store.db().entry(&k.rootfs)? {
-        Some(e) => Step { kind: "rootfs", key: k.rootfs, tree: e.tree, cached: true },
-        None => {
-            let _span = tracing::debug_span!("rpm rootfs").entered();
-            let mut batch = Batch::new();
-            let configured = crate::trees::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
-            batch.commit(store, None)?;
-            let (_, unresolved) = pending(store, &merge_step.tree, packages, &mut state)?;
-            let configured = restore_special_bits(store, configured, unresolved)?;
-            let dbpath = super::rpmdb::dbpath_in(store, &configured)?;
-            let db = super::rpmdb::write(store, base.map(|b| &b.entry.tree), dbpath, packages, progress)?;
-            let mut batch = Batch::new();
-            let inputs = [
-                Input { owner: "(packages and scriptlets)".into(), tree: configured, replaces: vec![] },
-                Input { owner: "(rpm database)".into(), tree: db, replaces: vec!["(packages and scriptlets)".into()] },
-            ];
-            let tree = merge(store, &inputs, &mut batch.trees)?;
-            batch.commit(store, None)?;
-            let (files, bytes) = crate::store::walk::file_totals(store, &tree)?;
-            let entry = NewEntry {
-                key: k.rootfs,
-                kind: EntryKind::Rootfs.as_str(),
-                name: "rpm-rootfs",
-                tree,
-                files,
-                bytes,
-                refs: &[k.merge, k.layer],
-            };
-            Batch::new().commit(store, Some(&entry))?;
-            Step { kind: "rootfs", key: k.rootfs, tree, cached: false }
-        }
-    };
-    Ok(vec![merge_step, layer_step, rootfs])
+    let rootfs = Memo::with_key(EntryKind::Rootfs, "rpm-rootfs", k.rootfs).get_or_build(store, |store| {
+        let _span = tracing::debug_span!("rpm rootfs").entered();
+        let mut batch = Batch::new();
+        let configured = crate::trees::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
+        batch.commit(store, None)?;
+        let (_, unresolved) = pending(store, &merge_step.tree, packages, &mut state)?;
+        let configured = restore_special_bits(store, configured, unresolved)?;
+        let dbpath = super::rpmdb::dbpath_in(store, &configured)?;
+        let db = super::rpmdb::write(store, base.map(|b| &b.entry.tree), dbpath, packages, progress)?;
+        let mut batch = Batch::new();
+        let inputs = [
+            Input { owner: "(packages and scriptlets)".into(), tree: configured, replaces: vec![] },
+            Input { owner: "(rpm database)".into(), tree: db, replaces: vec!["(packages and scriptlets)".into()] },
+        ];
+        let tree = merge(store, &inputs, &mut batch.trees)?;
+        Ok(Built::in_batch(tree, batch).refs([k.merge, k.layer]))
+    })?;
+    Ok(vec![merge_step, layer_step, Step::of("rootfs", rootfs)])
 }
 
 fn read_headers(store: &Store, packages: &[Package]) -> anyhow::Result<Vec<Header>> {
@@ -256,8 +219,7 @@ fn build_merge(
     base: Option<&Base>,
     packages: &[Package],
     headers: &[Header],
-    k: &Keys,
-) -> anyhow::Result<(Digest, Unresolved)> {
+) -> anyhow::Result<(Built, Unresolved)> {
     // On a base, a new package's file may differ from the base's only where the base has none:
     // anything else is a conflict (rpm refuses those too).
     let mut inputs: Vec<Input> =
@@ -270,11 +232,7 @@ fn build_merge(
     batch.commit(store, None)?;
     let (tree, unresolved) = owners(store, &merged, packages, headers)?;
     let refs: Vec<Digest> = base.map(|b| b.entry.key).into_iter().chain(packages.iter().map(|p| p.key)).collect();
-    let (files, bytes) = crate::store::walk::file_totals(store, &tree)?;
-    let entry =
-        NewEntry { key: k.merge, kind: EntryKind::Merge.as_str(), name: "rpm-merge", tree, files, bytes, refs: &refs };
-    Batch::new().commit(store, Some(&entry))?;
-    Ok((tree, unresolved))
+    Ok((Built::recorded(tree).refs(refs), unresolved))
 }
 
 /// Give files their owners by name, through the tree's `/etc/passwd` and `/etc/group`. Returns

@@ -24,13 +24,14 @@ use super::cpio;
 use super::header::{self, tag, FileInfo, Header, FILE_GHOST};
 use crate::packages::{member_path, Limits, PackageReport};
 use crate::store::batch::Batch;
-use crate::store::db::NewEntry;
 use crate::store::digest::Digest;
 use crate::store::entry::{entry_key, EntryKind};
 use crate::store::local::Store;
+use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::tree::{Name, Node};
 use crate::store::tree_builder::{implicit_dir_meta, TreeBuilder};
+use crate::store::Backend;
 use crate::util::hash::sha256_file;
 use crate::util::text::escape_path;
 
@@ -42,7 +43,7 @@ pub fn package_key(sha256_hex: &str) -> Digest {
 /// The entry of the package whose file has this SHA-256, if it was unpacked before.
 pub fn cached(store: &Store, sha256: &str) -> anyhow::Result<Option<PackageReport>> {
     let key = package_key(sha256);
-    Ok(store.db().entry(&key)?.map(|e| PackageReport::cached(key, &e, sha256, split_nevra(&e.name))))
+    Ok(store.entry(&key)?.map(|e| PackageReport::cached(key, &e, sha256, split_nevra(&e.name))))
 }
 
 /// `name-version-release.arch` back into its parts (the name may contain `-`).
@@ -88,8 +89,8 @@ pub fn unpack(store: &mut Store, path: &Path, limits: &Limits) -> anyhow::Result
     };
     let entry_name = format!("{name}-{version}.{arch}");
     let new_objects = batch.new_objects();
-    let entry = NewEntry { key, kind: EntryKind::Package.as_str(), name: &entry_name, tree, files, bytes, refs: &[] };
-    batch.commit(store, Some(&entry))?;
+    Memo::with_key(EntryKind::Package, entry_name, key)
+        .record(store, Built::in_batch(tree, batch).totals(files, bytes))?;
     Ok(PackageReport {
         key,
         tree,
@@ -554,7 +555,7 @@ mod tests {
             let err = format!("{:#}", unpack(&mut store, &file, &limits).unwrap_err());
             assert!(err.contains("evil-1-1.noarch.rpm") && err.contains(says), "{says}: {err}");
         }
-        assert!(store.db().entries().unwrap().is_empty(), "no entry was recorded");
+        assert!(store.entries().unwrap().is_empty(), "no entry was recorded");
         let report = crate::store::verify::verify(&store, true, &crate::util::progress::Progress::hidden()).unwrap();
         assert!(report.ok(), "{:?}", report.problems);
     }
