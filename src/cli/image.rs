@@ -254,8 +254,8 @@ pub fn images(ctx: &Ctx, cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
     let store = ctx.open(LockMode::Shared)?;
     match cmd {
         ImagesCommand::Ls => {
-            let gens = store.db().generations(None)?;
-            let mut newest: std::collections::BTreeMap<&str, &crate::store::db::GenerationRow> = Default::default();
+            let gens = generations::generations(store.db(), None)?;
+            let mut newest: std::collections::BTreeMap<&str, &generations::GenerationRow> = Default::default();
             for g in &gens {
                 newest.insert(&g.image, g);
             }

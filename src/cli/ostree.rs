@@ -266,7 +266,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
             if p.objects > 0 {
                 let key = export::repo_key(&args.repo)?;
                 let tx = store.db_mut().transaction()?;
-                tx.forget_ostree_repo(&key)?;
+                crate::ostree::mapping::forget_ostree_repo(&tx, &key)?;
                 tx.commit()?;
             }
             Some(p)
@@ -306,7 +306,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
 
 /// A remote's URL from the store, or the destination as given.
 fn destination(store: &Store, to: &str) -> anyhow::Result<String> {
-    let remotes = store.db().ostree_remotes()?;
+    let remotes = crate::ostree::mapping::ostree_remotes(store.db())?;
     Ok(remotes.into_iter().find(|(name, _)| name == to).map_or_else(|| to.to_string(), |(_, url)| url))
 }
 
@@ -372,7 +372,7 @@ pub fn remote(ctx: &Ctx, cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
                     .into_owned()
             };
             let tx = store.db_mut().transaction()?;
-            if !tx.add_ostree_remote(&name, &abs)? {
+            if !crate::ostree::mapping::add_ostree_remote(&tx, &name, &abs)? {
                 bail!("a remote named `{name}` exists (remove it with `strata remote rm {name}`)");
             }
             tx.commit()?;
@@ -383,7 +383,7 @@ pub fn remote(ctx: &Ctx, cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
             }
         }
         RemoteCommand::Ls => {
-            let remotes = store.db().ostree_remotes()?;
+            let remotes = crate::ostree::mapping::ostree_remotes(store.db())?;
             if ctx.json {
                 let list: Vec<_> = remotes.iter().map(|(n, u)| serde_json::json!({"name": n, "url": u})).collect();
                 output::json(&list)?;
@@ -398,7 +398,7 @@ pub fn remote(ctx: &Ctx, cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
         }
         RemoteCommand::Rm { name } => {
             let tx = store.db_mut().transaction()?;
-            if !tx.remove_ostree_remote(&name)? {
+            if !crate::ostree::mapping::remove_ostree_remote(&tx, &name)? {
                 bail!("no remote named `{name}`");
             }
             tx.commit()?;

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::{output, Ctx};
 use crate::store::lock::LockMode;
+use crate::store::Backend;
 
 #[derive(Subcommand, Debug)]
 pub enum PackageCommand {
@@ -213,9 +214,7 @@ fn bootstrap(ctx: &Ctx, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         &ctx.progress,
     )?;
     if let Some(root) = &args.root {
-        let tx = store.db_mut().transaction()?;
-        tx.set_root(root, &report.rootfs.key)?;
-        tx.commit()?;
+        store.set_root(root, &report.rootfs.key)?;
     }
     if ctx.json {
         output::json(&serde_json::json!({

@@ -53,9 +53,7 @@ pub fn run(ctx: &Ctx, cmd: RootsCommand) -> anyhow::Result<ExitCode> {
                 Target::Entry(e) => e,
                 Target::Tree(t) => anyhow::bail!("{} is a tree, not an entry: roots name entries", t.short()),
             };
-            let tx = store.db_mut().transaction()?;
-            tx.set_root(&name, &entry.key)?;
-            tx.commit()?;
+            store.set_root(&name, &entry.key)?;
             if ctx.json {
                 output::json(&serde_json::json!({"name": name, "entry": entry.key}))?;
             } else {
@@ -63,9 +61,7 @@ pub fn run(ctx: &Ctx, cmd: RootsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         RootsCommand::Rm { name } => {
-            let tx = store.db_mut().transaction()?;
-            let removed = tx.remove_root(&name)?;
-            tx.commit()?;
+            let removed = store.remove_root(&name)?;
             if !removed {
                 anyhow::bail!("no root named `{name}` (see `strata roots ls`)");
             }

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Input, Outcome, State};
-use crate::store::db::GenerationRow;
+use rusqlite::{params, OptionalExtension};
+
+use crate::store::db::{digest_col, Db, Tx};
 use crate::store::digest::Digest;
 use crate::store::local::Store;
 use crate::store::Backend;
@@ -42,12 +44,12 @@ pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool
     // Read and written in one (immediate) transaction: two builds of one image at once get
     // consecutive numbers.
     let tx = store.db_mut().transaction()?;
-    let last = tx.last_generation(&outcome.image)?;
+    let last = last_generation(&tx, &outcome.image)?;
     if let Some((number, entry)) = last {
         if entry == rootfs.key {
             // The same image: keep the generation, with the inputs of this build, which `why`
             // compares against (an edit whose effect was identical is no longer news).
-            tx.set_generation_inputs(&outcome.image, number, &inputs)?;
+            set_generation_inputs(&tx, &outcome.image, number, &inputs)?;
             tx.commit()?;
             return Ok((number, false));
         }
@@ -62,7 +64,7 @@ pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool
         description: outcome.document.clone(),
         inputs,
     };
-    tx.insert_generation(&row)?;
+    insert_generation(&tx, &row)?;
     tx.set_root(&root_name(&outcome.image, number), &rootfs.key)?;
     tx.commit()?;
     Ok((number, true))
@@ -119,7 +121,7 @@ fn diff_inputs(before: &[Input], now: &[Input]) -> Vec<Change> {
 
 /// Compare a plan with the newest generation of its image.
 pub fn why(store: &Store, plan: &Outcome) -> anyhow::Result<Why> {
-    let gens = store.db().generations(Some(&plan.image))?;
+    let gens = generations(store.db(), Some(&plan.image))?;
     let last = gens.last();
     let recorded: Vec<RecordedStep> = match last {
         Some(g) => serde_json::from_str(&g.inputs)?,
@@ -170,7 +172,7 @@ pub struct HistoryItem {
 }
 
 pub fn history(store: &Store, image: &str) -> anyhow::Result<Vec<HistoryItem>> {
-    let gens = store.db().generations(Some(image))?;
+    let gens = generations(store.db(), Some(image))?;
     if gens.is_empty() {
         anyhow::bail!("no image `{image}` has been built in this store (see `strata images ls`)");
     }
@@ -200,4 +202,61 @@ pub fn history(store: &Store, image: &str) -> anyhow::Result<Vec<HistoryItem>> {
         prev = steps;
     }
     Ok(out)
+}
+
+// The generations table's SQL (store-schema/0002_generations.sql).
+
+/// One generation of an image.
+#[derive(Clone, Debug)]
+pub struct GenerationRow {
+    pub image: String,
+    pub number: u64,
+    pub entry: Digest,
+    pub tree: Digest,
+    pub created: i64,
+    pub description: String,
+    pub inputs: String,
+}
+
+/// Generations of `image` (all images when `None`), oldest first.
+pub fn generations(db: &Db, image: Option<&str>) -> anyhow::Result<Vec<GenerationRow>> {
+    let mut stmt = db.sql().prepare(
+        "SELECT image, number, entry, tree, created, description, inputs FROM generations \
+         WHERE ?1 IS NULL OR image = ?1 ORDER BY image, number",
+    )?;
+    let rows = stmt.query_map([image], |r| {
+        Ok(GenerationRow {
+            image: r.get(0)?,
+            number: r.get::<_, i64>(1)? as u64,
+            entry: digest_col(r, 2)?,
+            tree: digest_col(r, 3)?,
+            created: r.get(4)?,
+            description: r.get(5)?,
+            inputs: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The newest generation of `image`: its number and entry.
+pub fn last_generation(tx: &Tx<'_>, image: &str) -> anyhow::Result<Option<(u64, Digest)>> {
+    let mut stmt =
+        tx.sql().prepare("SELECT number, entry FROM generations WHERE image = ?1 ORDER BY number DESC LIMIT 1")?;
+    Ok(stmt.query_row([image], |r| Ok((r.get::<_, i64>(0)? as u64, digest_col(r, 1)?))).optional()?)
+}
+
+pub fn insert_generation(tx: &Tx<'_>, g: &GenerationRow) -> anyhow::Result<()> {
+    tx.sql().execute(
+        "INSERT INTO generations (image, number, entry, tree, created, description, inputs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![g.image, g.number as i64, g.entry.as_bytes(), g.tree.as_bytes(), g.created, g.description, g.inputs],
+    )?;
+    Ok(())
+}
+
+pub fn set_generation_inputs(tx: &Tx<'_>, image: &str, number: u64, inputs: &str) -> anyhow::Result<()> {
+    tx.sql().execute(
+        "UPDATE generations SET inputs = ?3 WHERE image = ?1 AND number = ?2",
+        params![image, number as i64, inputs],
+    )?;
+    Ok(())
 }

@@ -157,7 +157,7 @@ pub fn export(
         walk(store, &repo, &key, root, "", &mut plan)?;
     }
     let objects: Vec<Digest> = plan.files.keys().copied().collect();
-    let known = store.db().ostree_checksums(&objects)?;
+    let known = crate::ostree::mapping::ostree_checksums(store.db(), &objects)?;
     let mut checksums: HashMap<Digest, String> = HashMap::new();
     let mut jobs = Vec::new();
     for (object, known) in objects.into_iter().zip(known) {
@@ -195,10 +195,10 @@ pub fn export(
     // Only now does the repository hold the objects: remember them.
     let tx = store.db_mut().transaction()?;
     for job in &jobs {
-        tx.insert_ostree_file(&job.object, &hex_digest(&checksums[&job.object])?)?;
+        crate::ostree::mapping::insert_ostree_file(&tx, &job.object, &hex_digest(&checksums[&job.object])?)?;
     }
     for (tree, dirtree, dirmeta) in &built {
-        tx.insert_ostree_tree(&key, tree, &hex_digest(dirtree)?, &hex_digest(dirmeta)?)?;
+        crate::ostree::mapping::insert_ostree_tree(&tx, &key, tree, &hex_digest(dirtree)?, &hex_digest(dirmeta)?)?;
     }
     tx.commit()?;
 
@@ -295,7 +295,7 @@ fn walk(store: &Store, repo: &ostree::Repo, key: &str, id: &Digest, at: &str, pl
     if plan.trees.contains_key(id) || plan.reused.contains_key(id) {
         return Ok(());
     }
-    if let Some((dirtree, dirmeta)) = store.db().ostree_tree(key, id)? {
+    if let Some((dirtree, dirmeta)) = crate::ostree::mapping::ostree_tree(store.db(), key, id)? {
         let (dirtree, dirmeta) = (dirtree.to_hex(), dirmeta.to_hex());
         if repo.has_object(ostree::ObjectType::DirTree, &dirtree, gio::Cancellable::NONE)?
             && repo.has_object(ostree::ObjectType::DirMeta, &dirmeta, gio::Cancellable::NONE)?

@@ -122,7 +122,7 @@ pub fn step(store: &mut Store, input: &EntryRow, special: SpecialFiles) -> anyho
         &[input.tree],
     );
     if let Some(entry) = store.entry(&key)? {
-        if let Some(json) = store.db().layout_report(&key)? {
+        if let Some(json) = crate::ostree::mapping::layout_report(store.db(), &key)? {
             let report = serde_json::from_str(&json).context("corrupt layout report in the store")?;
             return Ok(Layout { entry, report, cached: true });
         }
@@ -135,7 +135,7 @@ pub fn step(store: &mut Store, input: &EntryRow, special: SpecialFiles) -> anyho
     let memo = Memo::with_key(EntryKind::Step, format!("{}/ostree-layout", input.name), key);
     let entry = memo.record(store, Built::in_batch(tree, batch).refs([input.key]))?;
     let tx = store.db_mut().transaction()?;
-    tx.insert_layout_report(&key, &serde_json::to_string(&report)?)?;
+    crate::ostree::mapping::insert_layout_report(&tx, &key, &serde_json::to_string(&report)?)?;
     tx.commit()?;
     Ok(Layout { entry, report, cached: false })
 }

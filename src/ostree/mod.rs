@@ -4,6 +4,7 @@
 pub mod export;
 pub mod initramfs;
 pub mod layout;
+pub mod mapping;
 pub mod publish;
 pub mod push;
 pub mod sign;

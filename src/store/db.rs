@@ -1,4 +1,7 @@
-//! All SQL of the store lives here: the schema migrations and every query.
+//! The store's SQL: the schema migrations and every query of the store's own tables (objects,
+//! trees, entries, references, roots). Tables that other modules own are queried there, through
+//! [`Db::sql`] and [`Tx::sql`]: generations in `graph::generations`, the OSTree mapping in
+//! `ostree::mapping`. All migrations are applied here, in order, whoever owns the tables.
 //!
 //! Migrations are the numbered files of `store-schema/`, compiled in, applied in order inside one
 //! transaction each, and tracked by SQLite's `user_version`. A database newer than this build is
@@ -21,6 +24,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_initial", include_str!("../../store-schema/0001_initial.sql")),
     ("0002_generations", include_str!("../../store-schema/0002_generations.sql")),
     ("0003_ostree", include_str!("../../store-schema/0003_ostree.sql")),
+    ("0004_ostree_cleanup", include_str!("../../store-schema/0004_ostree_cleanup.sql")),
 ];
 
 /// The newest schema version this build knows.
@@ -60,7 +64,7 @@ pub struct Db {
     conn: Connection,
 }
 
-fn digest_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Digest> {
+pub fn digest_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Digest> {
     let blob: Vec<u8> = row.get(idx)?;
     Digest::from_slice(&blob).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, "digest is not 32 bytes".into())
@@ -105,6 +109,13 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn, path)?;
         Ok(Db { conn })
+    }
+
+    /// The connection, for the modules that own tables of their own (generations in
+    /// `graph::generations`, the OSTree mapping in `ostree::mapping`); the store's own tables
+    /// are read through the methods here.
+    pub fn sql(&self) -> &Connection {
+        &self.conn
     }
 
     pub fn transaction(&mut self) -> anyhow::Result<Tx<'_>> {
@@ -189,70 +200,12 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Generations of `image` (all images when `None`), oldest first.
-    pub fn generations(&self, image: Option<&str>) -> anyhow::Result<Vec<GenerationRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT image, number, entry, tree, created, description, inputs FROM generations \
-             WHERE ?1 IS NULL OR image = ?1 ORDER BY image, number",
-        )?;
-        let rows = stmt.query_map([image], |r| {
-            Ok(GenerationRow {
-                image: r.get(0)?,
-                number: r.get::<_, i64>(1)? as u64,
-                entry: digest_col(r, 2)?,
-                tree: digest_col(r, 3)?,
-                created: r.get(4)?,
-                description: r.get(5)?,
-                inputs: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// The layout report recorded with an OSTree layout entry.
-    pub fn layout_report(&self, entry: &Digest) -> anyhow::Result<Option<String>> {
-        let mut stmt = self.conn.prepare_cached("SELECT report FROM ostree_layouts WHERE entry = ?1")?;
-        Ok(stmt.query_row([entry.as_bytes()], |r| r.get(0)).optional()?)
-    }
-
-    /// The OSTree content checksum of each of `objects`, where known.
-    pub fn ostree_checksums(&self, objects: &[Digest]) -> anyhow::Result<Vec<Option<Digest>>> {
-        let mut stmt = self.conn.prepare_cached("SELECT checksum FROM ostree_files WHERE object = ?1")?;
-        objects.iter().map(|id| Ok(stmt.query_row([id.as_bytes()], |r| digest_col(r, 0)).optional()?)).collect()
-    }
-
-    /// The dirtree and dirmeta checksums of store tree `tree`, if repository `repo` holds it.
-    pub fn ostree_tree(&self, repo: &str, tree: &Digest) -> anyhow::Result<Option<(Digest, Digest)>> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT dirtree, dirmeta FROM ostree_trees WHERE repo = ?1 AND tree = ?2")?;
-        Ok(stmt.query_row(params![repo, tree.as_bytes()], |r| Ok((digest_col(r, 0)?, digest_col(r, 1)?))).optional()?)
-    }
-
-    /// Named push destinations, by name.
-    pub fn ostree_remotes(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let mut stmt = self.conn.prepare("SELECT name, url FROM ostree_remotes ORDER BY name")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// All entry references, as (entry, target) pairs.
     pub fn all_entry_refs(&self) -> anyhow::Result<Vec<(Digest, Digest)>> {
         let mut stmt = self.conn.prepare("SELECT entry, target FROM entry_refs")?;
         let rows = stmt.query_map([], |r| Ok((digest_col(r, 0)?, digest_col(r, 1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-}
-
-/// One generation of an image.
-#[derive(Clone, Debug)]
-pub struct GenerationRow {
-    pub image: String,
-    pub number: u64,
-    pub entry: Digest,
-    pub tree: Digest,
-    pub created: i64,
-    pub description: String,
-    pub inputs: String,
 }
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
@@ -315,29 +268,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// The newest generation of `image`: its number and entry.
-    pub fn last_generation(&self, image: &str) -> anyhow::Result<Option<(u64, Digest)>> {
-        let mut stmt =
-            self.tx.prepare("SELECT number, entry FROM generations WHERE image = ?1 ORDER BY number DESC LIMIT 1")?;
-        Ok(stmt.query_row([image], |r| Ok((r.get::<_, i64>(0)? as u64, digest_col(r, 1)?))).optional()?)
-    }
-
-    pub fn insert_generation(&self, g: &GenerationRow) -> anyhow::Result<()> {
-        self.tx.execute(
-            "INSERT INTO generations (image, number, entry, tree, created, description, inputs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![g.image, g.number as i64, g.entry.as_bytes(), g.tree.as_bytes(), g.created, g.description, g.inputs],
-        )?;
-        Ok(())
-    }
-
-    pub fn set_generation_inputs(&self, image: &str, number: u64, inputs: &str) -> anyhow::Result<()> {
-        self.tx.execute(
-            "UPDATE generations SET inputs = ?3 WHERE image = ?1 AND number = ?2",
-            params![image, number as i64, inputs],
-        )?;
-        Ok(())
-    }
-
     /// Returns whether a root was removed.
     pub fn remove_root(&self, name: &str) -> anyhow::Result<bool> {
         Ok(self.tx.execute("DELETE FROM roots WHERE name = ?1", [name])? == 1)
@@ -355,67 +285,23 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Delete a tree with what is known of it in OSTree repositories.
+    /// Delete a tree row (what other modules know of it goes by their triggers, see
+    /// `store-schema/0004_ostree_cleanup.sql`).
     pub fn delete_tree(&self, id: &Digest) -> anyhow::Result<()> {
         self.tx.prepare_cached("DELETE FROM trees WHERE id = ?1")?.execute([id.as_bytes()])?;
-        self.tx.prepare_cached("DELETE FROM ostree_trees WHERE tree = ?1")?.execute([id.as_bytes()])?;
         Ok(())
     }
 
-    /// Delete an object row with its OSTree checksum.
+    /// Delete an object row.
     pub fn delete_object(&self, id: &Digest) -> anyhow::Result<()> {
         self.tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?.execute([id.as_bytes()])?;
-        self.tx.prepare_cached("DELETE FROM ostree_files WHERE object = ?1")?.execute([id.as_bytes()])?;
         Ok(())
     }
 
-    pub fn insert_layout_report(&self, entry: &Digest, report: &str) -> anyhow::Result<()> {
-        self.tx.execute(
-            "INSERT OR REPLACE INTO ostree_layouts (entry, report) VALUES (?1, ?2)",
-            params![entry.as_bytes(), report],
-        )?;
-        Ok(())
-    }
-
-    pub fn insert_ostree_file(&self, object: &Digest, checksum: &Digest) -> anyhow::Result<()> {
-        let mut stmt =
-            self.tx.prepare_cached("INSERT OR REPLACE INTO ostree_files (object, checksum) VALUES (?1, ?2)")?;
-        stmt.execute(params![object.as_bytes(), checksum.as_bytes()])?;
-        Ok(())
-    }
-
-    pub fn insert_ostree_tree(
-        &self,
-        repo: &str,
-        tree: &Digest,
-        dirtree: &Digest,
-        dirmeta: &Digest,
-    ) -> anyhow::Result<()> {
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT OR REPLACE INTO ostree_trees (repo, tree, dirtree, dirmeta) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        stmt.execute(params![repo, tree.as_bytes(), dirtree.as_bytes(), dirmeta.as_bytes()])?;
-        Ok(())
-    }
-
-    /// Forget which trees repository `repo` holds (after objects were pruned from it).
-    pub fn forget_ostree_repo(&self, repo: &str) -> anyhow::Result<()> {
-        self.tx.execute("DELETE FROM ostree_trees WHERE repo = ?1", [repo])?;
-        Ok(())
-    }
-
-    /// Add a push destination; false when the name is taken.
-    pub fn add_ostree_remote(&self, name: &str, url: &str) -> anyhow::Result<bool> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        Ok(self.tx.execute(
-            "INSERT OR IGNORE INTO ostree_remotes (name, url, created) VALUES (?1, ?2, ?3)",
-            params![name, url, now],
-        )? == 1)
-    }
-
-    /// Returns whether a remote was removed.
-    pub fn remove_ostree_remote(&self, name: &str) -> anyhow::Result<bool> {
-        Ok(self.tx.execute("DELETE FROM ostree_remotes WHERE name = ?1", [name])? == 1)
+    /// The transaction, for the modules that own tables of their own (generations in
+    /// `graph::generations`, the OSTree mapping in `ostree::mapping`).
+    pub fn sql(&self) -> &rusqlite::Transaction<'_> {
+        &self.tx
     }
 
     pub fn commit(self) -> anyhow::Result<()> {
