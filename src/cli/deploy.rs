@@ -1,8 +1,7 @@
 //! `strata deploy` and `strata boot`: bootable disk images and live ISOs from OSTree commits,
 //! and proving that they boot.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,14 +9,12 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use super::image::BuildArgs;
-use super::ostree::{commit, ref_arch, source};
 use super::{output, Ctx};
 use crate::deploy::boot::{self, BootOptions};
-use crate::deploy::{self, DeployOptions, Format};
-use crate::description::TargetKind;
+use crate::deploy::options::Request;
+use crate::deploy::{self, Format};
 use crate::graph;
-use crate::ostree::export::RepoMode;
-use crate::ostree::layout::SpecialFiles;
+use crate::pipeline::{self, DeployFrom};
 use crate::store::lock::LockMode;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -99,19 +96,21 @@ pub enum AccelArg {
     Tcg,
 }
 
-/// `8G`, `4096M`, `512K` or bytes.
-fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().with_context(|| format!("invalid size `{s}`: expected a number with K, M, G or T"))?;
-    let mult = match unit.to_ascii_uppercase().as_str() {
-        "" => 1,
-        "K" | "KIB" => 1 << 10,
-        "M" | "MIB" => 1 << 20,
-        "G" | "GIB" => 1 << 30,
-        "T" | "TIB" => 1 << 40,
-        _ => bail!("invalid size `{s}`: expected a number with K, M, G or T"),
-    };
-    n.checked_mul(mult).with_context(|| format!("size `{s}` is too large"))
+impl DeployArgs {
+    /// The artifact choices this command line makes.
+    fn request(&self) -> Request {
+        Request {
+            format: self.format.map(|f| match f {
+                FormatArg::Raw => Format::Raw,
+                FormatArg::Qcow2 => Format::Qcow2,
+                FormatArg::Iso => Format::Iso,
+            }),
+            size: self.size.clone(),
+            filesystem: self.filesystem.clone(),
+            kargs: self.kargs.clone(),
+            osname: self.osname.clone(),
+        }
+    }
 }
 
 pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
@@ -119,54 +118,12 @@ pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
         bail!("strata deploy writes files owned by many users into the image: run it as root");
     }
     let mut store = ctx.open(LockMode::Shared)?;
-    let spec = args.build.desc.description.to_string_lossy().into_owned();
+    let from = DeployFrom::open(&args.build.desc.description, &args.build.desc.profiles)?;
     let source_date = args.build.source_date_epoch().unwrap_or(graph::DEFAULT_EPOCH);
-    let (repo, reference, commit_id, tree, opts, refs) = if let Some(rest) = spec.strip_prefix("ostree:") {
-        let (repo, reference) = rest.split_once('#').with_context(|| format!("`{spec}`: expected ostree:REPO#REF"))?;
-        let r = crate::ostree::export::open_repo(Path::new(repo), None)?;
-        let commit_id =
-            r.resolve_rev(reference, true)?.with_context(|| format!("`{repo}` has no ref `{reference}`"))?.to_string();
-        let os = reference.split('/').next().unwrap_or("os").to_string();
-        let opts = options(&args, &BTreeMap::new(), os)?;
-        // An ISO is made from the commit's content in the store.
-        let (tree, refs) = if opts.format == Format::Iso {
-            let e = graph::overlay::ostree_commit_entry(&mut store, Path::new(repo), &commit_id, &ctx.progress)?;
-            (Some(e.tree), vec![e.key])
-        } else {
-            (None, vec![])
-        };
-        (PathBuf::from(repo), reference.to_string(), commit_id, tree, opts, refs)
-    } else {
-        // A description's options are checked before it is built.
-        let path = &args.build.desc.description;
-        let early = if path.exists() {
-            let d = crate::description::load(path, &args.build.desc.profiles)?.description;
-            Some(options(&args, &d.preferences.targets, d.name)?)
-        } else {
-            None
-        };
-        let src = source(ctx, &mut store, &args.build, None)?;
-        let repo = store.root().join("ostree-repo");
-        let reference = format!("{}/{}", src.image, ref_arch(&args.build.arch));
-        let (report, _, tree) = commit(
-            ctx,
-            &mut store,
-            &src,
-            &repo,
-            Some(RepoMode::Bare),
-            &reference,
-            SpecialFiles::Skip,
-            false,
-            source_date,
-        )?;
-        let opts = match early {
-            Some(opts) => opts,
-            None => options(&args, &src.targets, src.image.clone())?,
-        };
-        (repo, reference, report.commit, Some(tree), opts, vec![src.entry.key])
-    };
-    let commit = deploy::Commit { repo: &repo, reference: &reference, checksum: &commit_id, tree, source_date };
-    let artifact = deploy::deploy(&mut store, &commit, &opts, &refs, &ctx.progress)?;
+    let note = |m: String| ctx.note(m);
+    let d =
+        pipeline::deploy(&mut store, &from, &args.request(), &args.build.options(), source_date, &ctx.progress, &note)?;
+    let (artifact, opts, commit_id, reference) = (d.artifact, d.options, d.commit, d.reference);
     let copied = deploy::write_output(&artifact, &args.output)?;
     if ctx.json {
         output::json(&serde_json::json!({
@@ -196,83 +153,6 @@ pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
 /// The first 12 characters of a checksum, for messages.
 fn short(checksum: &str) -> &str {
     checksum.get(..12).unwrap_or(checksum)
-}
-
-/// The deploy options: the command line first, then the description's target of that kind
-/// (`[target.disk]`/`<type image="oem">`, `[target.iso]`/`<type image="iso">`). Without
-/// `--format`, the primary target (or the only one) decides.
-fn options(
-    args: &DeployArgs,
-    targets: &BTreeMap<TargetKind, BTreeMap<String, String>>,
-    osname: String,
-) -> anyhow::Result<DeployOptions> {
-    let attr = |kind: TargetKind, name: &str| targets.get(&kind).and_then(|t| t.get(name)).map(String::as_str);
-    let format = match args.format {
-        Some(FormatArg::Raw) => Format::Raw,
-        Some(FormatArg::Qcow2) => Format::Qcow2,
-        Some(FormatArg::Iso) => Format::Iso,
-        None => {
-            let kind = match targets.keys().copied().collect::<Vec<_>>().as_slice() {
-                [] => bail!("give --format raw, qcow2 or iso (the source names no target)"),
-                [only] => *only,
-                several => {
-                    several.iter().copied().find(|k| attr(*k, "primary") == Some("true")).with_context(|| {
-                        "the description has a disk and an ISO target and neither is primary: give --format".to_string()
-                    })?
-                }
-            };
-            // As in KIWI, a disk without a format is raw.
-            match (kind, attr(kind, "format")) {
-                (TargetKind::Iso, _) => Format::Iso,
-                (TargetKind::Disk, Some("qcow2")) => Format::Qcow2,
-                (TargetKind::Disk, None | Some("raw")) => Format::Raw,
-                (TargetKind::Disk, Some(other)) => {
-                    bail!("the disk target's format `{other}` is not supported: expected raw or qcow2")
-                }
-            }
-        }
-    };
-    let kind = if format == Format::Iso { TargetKind::Iso } else { TargetKind::Disk };
-    if let Some(b) = attr(kind, "bootloader") {
-        if !matches!(b, "grub" | "grub2") {
-            bail!("the {} target's bootloader `{b}` is not supported: strata installs GRUB", kind.as_str());
-        }
-    }
-    let mut kargs: Vec<String> = attr(kind, "kernelcmdline")
-        .or_else(|| attr(TargetKind::Disk, "kernelcmdline"))
-        .map(|c| c.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default();
-    kargs.extend(args.kargs.iter().cloned());
-    let size = match (&args.size, attr(kind, "disksize")) {
-        _ if format == Format::Iso => {
-            if args.size.is_some() {
-                bail!("--size is for disk images: an ISO is as large as its content");
-            }
-            None
-        }
-        (Some(s), _) => Some(parse_size(s)?),
-        (None, Some(s)) => Some(parse_size(s).context("the disk target's disksize")?),
-        (None, None) => None,
-    };
-    // Each artifact kind reads only its own target's attributes.
-    let filesystem = match (&args.filesystem, attr(TargetKind::Disk, "filesystem")) {
-        _ if format == Format::Iso => {
-            if args.filesystem.is_some() {
-                bail!("--filesystem is for disk images: an ISO's root is squashfs");
-            }
-            deploy::Filesystem::Ext4
-        }
-        (Some(f), _) => deploy::Filesystem::parse(f)?,
-        (None, Some(f)) => deploy::Filesystem::parse(f).context("the disk target's filesystem")?,
-        (None, None) => deploy::Filesystem::Ext4,
-    };
-    let osname = args.osname.clone().unwrap_or(osname);
-    let volid = attr(TargetKind::Iso, "volid").map_or_else(|| deploy::live::volume_id(&osname), str::to_string);
-    if format == Format::Iso {
-        deploy::live::check_volume_id(&volid).context("the ISO target's volid")?;
-    }
-    deploy::check_kernel_arguments(&kargs)?;
-    Ok(DeployOptions { format, size, filesystem, volid, kargs, osname })
 }
 
 pub fn boot(ctx: &Ctx, args: BootArgs) -> anyhow::Result<ExitCode> {
@@ -334,6 +214,8 @@ pub fn boot(ctx: &Ctx, args: BootArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::DeployOptions;
+    use crate::description::TargetKind;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -349,7 +231,7 @@ mod tests {
             .iter()
             .map(|(k, attrs)| (*k, attrs.iter().map(|(a, v)| (a.to_string(), v.to_string())).collect()))
             .collect();
-        options(&args, &targets, "my-os".into())
+        crate::deploy::options::resolve(&args.request(), &targets, "my-os".into())
     }
 
     #[test]

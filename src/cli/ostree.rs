@@ -1,7 +1,6 @@
 //! `strata export`, `strata push`, `strata remote …` and `strata key generate`: OSTree commits
 //! of images, and publishing them.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,15 +9,13 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::image::BuildArgs;
 use super::{output, Ctx};
-use crate::description::TargetKind;
-use crate::graph::{self, generations, Mode};
-use crate::ostree::export::{self, CommitMeta, RepoMode};
-use crate::ostree::layout::{self, SpecialFiles};
+use crate::graph;
+use crate::ostree::export::{self, RepoMode};
+use crate::ostree::layout::SpecialFiles;
 use crate::ostree::sign::{Ed25519Key, Signer};
-use crate::ostree::{publish, push, ssh};
-use crate::store::db::EntryRow;
-use crate::store::digest::Digest;
-use crate::store::local::{Store, Target};
+use crate::ostree::{mapping, publish, push, ssh};
+use crate::pipeline::{self, CommitTo, Input};
+use crate::store::local::Store;
 use crate::store::lock::LockMode;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -151,100 +148,14 @@ pub enum KeyCommand {
     },
 }
 
-/// The debian architecture as OSTree refs usually name it.
-pub(crate) fn ref_arch(arch: &str) -> &str {
-    crate::packages::uname_arch(arch)
-}
-
-/// The image an export or deploy starts from.
-pub(crate) struct Source {
-    pub entry: EntryRow,
-    pub image: String,
-    pub version: Option<String>,
-    /// The description's targets (`[target.disk]`, `<type image="oem">`, …) and their attributes.
-    pub targets: BTreeMap<TargetKind, BTreeMap<String, String>>,
-}
-
-/// A description directory (built, every cached step reused) or a store id.
-pub(crate) fn source(
-    ctx: &Ctx,
-    store: &mut Store,
-    args: &BuildArgs,
-    version: Option<String>,
-) -> anyhow::Result<Source> {
-    let path = &args.desc.description;
-    if path.exists() {
-        let o = graph::run(store, path, &args.options(), Mode::Build, &ctx.progress)?;
-        let (generation, new) = generations::record(store, &o)?;
-        ctx.note(format!("{}: generation {generation}{}", o.image, if new { "" } else { " (unchanged)" }));
-        let loaded = crate::description::load(path, &args.desc.profiles)?;
-        let d = loaded.description;
-        return Ok(Source {
-            entry: o.rootfs.expect("a build ends with its rootfs entry"),
-            image: o.image,
-            version: version.or(d.preferences.version),
-            targets: d.preferences.targets,
-        });
-    }
-    let spec = path.to_string_lossy();
-    match store.resolve(&spec)? {
-        Target::Entry(e) => {
-            let image = e.name.split('/').next().unwrap_or(&e.name).to_string();
-            Ok(Source { entry: e, image, version, targets: BTreeMap::new() })
-        }
-        Target::Tree(t) => bail!("{} is a tree, not an entry: give an image (images/NAME) or a description", t.short()),
-    }
-}
-
-/// Lay the source out for OSTree and commit it; returns the export report, the layout as JSON,
-/// and the committed tree (the commit's content in the store).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn commit(
-    ctx: &Ctx,
-    store: &mut Store,
-    src: &Source,
-    repo: &Path,
-    mode: Option<RepoMode>,
-    reference: &str,
-    special: SpecialFiles,
-    no_layout: bool,
-    source_date: u64,
-) -> anyhow::Result<(export::ExportReport, serde_json::Value, Digest)> {
-    let (tree, kernel, layout_json) = if no_layout {
-        (src.entry.tree, None, serde_json::Value::Null)
-    } else {
-        let l = layout::step(store, &src.entry, special)?;
-        for left in &l.report.left_out {
-            ctx.note(format!("left out {}: {}", left.path, left.reason));
-        }
-        if let Some(note) = &l.report.initramfs_note {
-            ctx.note(format!("warning: {note}"));
-        }
-        let json =
-            serde_json::json!({"key": l.entry.key, "tree": l.entry.tree, "cached": l.cached, "report": l.report});
-        (l.entry.tree, Some(l.report.kernel.clone()), json)
-    };
-    let meta = CommitMeta {
-        subject: match &src.version {
-            Some(v) => format!("{} {v}", src.image),
-            None => src.image.clone(),
-        },
-        source_date,
-        version: src.version.clone(),
-        image: Some(src.image.clone()),
-        entry: src.entry.key,
-        kernel,
-    };
-    let report = export::export(store, &tree, repo, mode, reference, &meta, &ctx.progress)?;
-    Ok((report, layout_json, tree))
-}
-
 pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let signers = args.signing.signers()?;
     let mut store = ctx.open(LockMode::Shared)?;
-    let src = source(ctx, &mut store, &args.build, args.version.clone())?;
+    let input = Input::open(&args.build.desc.description, &args.build.desc.profiles)?;
+    let note = |m: String| ctx.note(m);
+    let src = pipeline::source(&mut store, &input, &args.build.options(), args.version.clone(), &ctx.progress, &note)?;
     let entry = src.entry.clone();
-    let reference = args.reference.clone().unwrap_or_else(|| format!("{}/{}", src.image, ref_arch(&args.build.arch)));
+    let reference = args.reference.clone().unwrap_or_else(|| pipeline::default_ref(&src.image, &args.build.arch));
     let special = match args.special_files {
         SpecialArg::Skip => SpecialFiles::Skip,
         SpecialArg::Fail => SpecialFiles::Fail,
@@ -255,8 +166,15 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         ModeArg::BareUser => RepoMode::BareUser,
     });
     let source_date = args.build.source_date_epoch().unwrap_or(graph::DEFAULT_EPOCH);
-    let (report, layout_json, _) =
-        commit(ctx, &mut store, &src, &args.repo, mode, &reference, special, args.no_layout, source_date)?;
+    let to = CommitTo { repo: &args.repo, mode, reference: &reference, special, layout: !args.no_layout, source_date };
+    let committed = pipeline::commit(&mut store, &src, &to, &ctx.progress, &note)?;
+    let layout_json = match &committed.layout {
+        Some(l) => {
+            serde_json::json!({"key": l.entry.key, "tree": l.entry.tree, "cached": l.cached, "report": l.report})
+        }
+        None => serde_json::Value::Null,
+    };
+    let report = committed.export;
     let repo = export::open_repo(&args.repo, None)?;
     crate::ostree::sign::sign_commit(&repo, &report.commit, &signers)?;
     let deltas = publish::generate_deltas(&repo, &report.commit, args.deltas)?;
@@ -265,9 +183,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
             let p = publish::prune(&repo, keep)?;
             if p.objects > 0 {
                 let key = export::repo_key(&args.repo)?;
-                let tx = store.db_mut().transaction()?;
-                crate::ostree::mapping::forget_ostree_repo(&tx, &key)?;
-                tx.commit()?;
+                mapping::forget_repo(&mut store, &key)?;
             }
             Some(p)
         }
@@ -306,7 +222,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
 
 /// A remote's URL from the store, or the destination as given.
 fn destination(store: &Store, to: &str) -> anyhow::Result<String> {
-    let remotes = crate::ostree::mapping::ostree_remotes(store.db())?;
+    let remotes = mapping::ostree_remotes(store.db())?;
     Ok(remotes.into_iter().find(|(name, _)| name == to).map_or_else(|| to.to_string(), |(_, url)| url))
 }
 
@@ -371,11 +287,9 @@ pub fn remote(ctx: &Ctx, cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
                     .to_string_lossy()
                     .into_owned()
             };
-            let tx = store.db_mut().transaction()?;
-            if !crate::ostree::mapping::add_ostree_remote(&tx, &name, &abs)? {
+            if !mapping::add_remote(&mut store, &name, &abs)? {
                 bail!("a remote named `{name}` exists (remove it with `strata remote rm {name}`)");
             }
-            tx.commit()?;
             if ctx.json {
                 output::json(&serde_json::json!({"name": name, "url": abs}))?;
             } else {
@@ -383,7 +297,7 @@ pub fn remote(ctx: &Ctx, cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
             }
         }
         RemoteCommand::Ls => {
-            let remotes = crate::ostree::mapping::ostree_remotes(store.db())?;
+            let remotes = mapping::ostree_remotes(store.db())?;
             if ctx.json {
                 let list: Vec<_> = remotes.iter().map(|(n, u)| serde_json::json!({"name": n, "url": u})).collect();
                 output::json(&list)?;
@@ -397,11 +311,9 @@ pub fn remote(ctx: &Ctx, cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
             }
         }
         RemoteCommand::Rm { name } => {
-            let tx = store.db_mut().transaction()?;
-            if !crate::ostree::mapping::remove_ostree_remote(&tx, &name)? {
+            if !mapping::remove_remote(&mut store, &name)? {
                 bail!("no remote named `{name}`");
             }
-            tx.commit()?;
             if ctx.json {
                 output::json(&serde_json::json!({"removed": name}))?;
             }

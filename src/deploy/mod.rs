@@ -13,6 +13,7 @@ pub mod boot;
 pub mod disk;
 pub mod grub;
 pub mod live;
+pub mod options;
 pub mod sysroot;
 
 use std::path::{Path, PathBuf};

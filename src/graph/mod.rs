@@ -25,12 +25,15 @@ pub mod overlay;
 mod package_steps;
 mod rpm_packages;
 pub mod scripts;
+mod step;
+
+use step::{input, Cur};
+pub use step::{Input, Mode, State, Step};
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
 
 use crate::description::{self, Base, Chain, Loaded, Repository};
 use crate::packages::deb::{bootstrap, packages, solve::Request};
@@ -38,15 +41,12 @@ use crate::packages::rpm::repo::RpmSource;
 use crate::store::batch::Batch;
 use crate::store::db::EntryRow;
 use crate::store::digest::Digest;
-use crate::store::entry::{entry_key, EntryKind};
+
 use crate::store::local::{Store, Target};
-use crate::store::memo::{Built, Memo};
+
 use crate::store::Backend;
 use crate::util::progress::Progress;
 use rpm_packages::{rpm_source_line, Sources};
-
-/// Bump when a step's logic changes, so that old results are not reused.
-const STEP_VERSION: &[u8] = b"1";
 
 /// The fixed time used inside images when the caller sets no `SOURCE_DATE_EPOCH`
 /// (2024-01-01T00:00:00Z): dates written into files (password ages) never come from the clock.
@@ -79,63 +79,6 @@ impl Default for Options {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Compute keys and look them up; build nothing.
-    Plan,
-    Build,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// The step's entry is in the store.
-    Cached,
-    /// The step ran in this build.
-    Built,
-    /// The key is known and not in the store: a build runs it.
-    Missing,
-    /// The key depends on the output of an earlier step that is not built yet.
-    Pending,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Cached => "cached",
-            State::Built => "built",
-            State::Missing => "missing",
-            State::Pending => "pending",
-        }
-    }
-}
-
-/// A named input of a step (a file digest, a package version, an attribute), for `why`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Input {
-    pub name: String,
-    pub value: String,
-}
-
-fn input(name: impl Into<String>, value: impl Into<String>) -> Input {
-    Input { name: name.into(), value: value.into() }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Step {
-    /// The description (image name) the step belongs to.
-    pub image: String,
-    pub kind: String,
-    pub name: String,
-    pub key: Option<Digest>,
-    pub tree: Option<Digest>,
-    pub state: State,
-    /// How many package entries this step stands for (the `unpack` step), else 1.
-    pub count: u64,
-    pub cached_count: u64,
-    pub inputs: Vec<Input>,
-}
-
 /// What [`run`] did or would do.
 #[derive(Debug)]
 pub struct Outcome {
@@ -156,17 +99,6 @@ impl Outcome {
     }
 }
 
-/// Where the build stands between steps.
-#[derive(Clone)]
-enum Cur {
-    /// Nothing yet: the first description installs from scratch.
-    Empty,
-    /// A tree, with the entry that holds it.
-    Known(EntryRow),
-    /// Not built yet (plan mode).
-    Unknown,
-}
-
 struct Walker<'a> {
     store: &'a mut Store,
     opts: &'a Options,
@@ -178,15 +110,25 @@ struct Walker<'a> {
 
 /// Plan or build the image described at `path`.
 pub fn run(store: &mut Store, path: &Path, opts: &Options, mode: Mode, progress: &Progress) -> anyhow::Result<Outcome> {
-    let chain = description::load_chain(path, &opts.profiles)?;
+    run_chain(store, &description::load_chain(path, &opts.profiles)?, opts, mode, progress)
+}
+
+/// Plan or build a loaded description chain (see [`description::load_chain`]).
+pub fn run_chain(
+    store: &mut Store,
+    chain: &Chain,
+    opts: &Options,
+    mode: Mode,
+    progress: &Progress,
+) -> anyhow::Result<Outcome> {
     // The bar starts with the steps the descriptions name; package counts join it once resolved.
     let expected: u64 = chain.layers.iter().map(expected_steps).sum::<u64>() + chain.origin.is_some() as u64;
     let bar = if mode == Mode::Build { progress.items(expected, "steps") } else { indicatif::ProgressBar::hidden() };
     let mut w = Walker { store, opts, mode, progress, steps: Vec::new(), bar };
-    let mut cur = w.origin(&chain)?;
+    let mut cur = w.origin(chain)?;
     let mut last = None;
     for (i, layer) in chain.layers.iter().enumerate() {
-        cur = w.layer(&chain, i, layer, cur)?;
+        cur = w.layer(chain, i, layer, cur)?;
         last = match &cur {
             Cur::Known(e) => Some(e.clone()),
             _ => None,
@@ -540,106 +482,20 @@ impl Walker<'_> {
         cur: Cur,
         build: impl FnOnce(&mut Store, &Digest, &Progress) -> anyhow::Result<Digest>,
     ) -> anyhow::Result<Cur> {
-        let mut step = Step {
-            image: image.to_string(),
-            kind: kind.to_string(),
-            name: name.to_string(),
-            key: None,
-            tree: None,
-            state: State::Pending,
-            count: 1,
-            cached_count: 0,
-            inputs,
-        };
-        let base = match cur {
-            Cur::Known(e) => e,
-            Cur::Unknown => {
-                self.push(step);
-                return Ok(Cur::Unknown);
-            }
-            Cur::Empty => bail!("{image}: the {kind} step needs a tree to start from"),
-        };
-        let _span = tracing::debug_span!("step", kind, name).entered();
-        let mut params: Vec<(String, Vec<u8>)> =
-            vec![("step".into(), kind.as_bytes().to_vec()), ("version".into(), STEP_VERSION.to_vec())];
-        params.extend(step.inputs.iter().map(|i| (i.name.clone(), i.value.clone().into_bytes())));
-        let params: Vec<(&str, &[u8])> = params.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-        let key = entry_key(EntryKind::Step, &params, &[base.tree]);
-        step.key = Some(key);
-        if let Some(e) = self.store.entry(&key)? {
-            step.state = State::Cached;
-            step.cached_count = 1;
-            step.tree = Some(e.tree);
-            self.push(step);
-            return Ok(Cur::Known(e));
-        }
-        if self.mode == Mode::Plan {
-            step.state = State::Missing;
-            self.push(step);
-            return Ok(Cur::Unknown);
-        }
         self.bar.set_message(format!("{kind} {name}"));
-        let tree =
-            build(self.store, &base.tree, self.progress).with_context(|| format!("{image}: step {kind} {name}"))?;
-        let entry = self.record(key, EntryKind::Step, &format!("{image}/{kind}"), tree, base.key)?;
-        step.state = State::Built;
-        step.tree = Some(tree);
+        let progress = self.progress;
+        let (step, cur) =
+            step::tree_step(self.store, self.mode, Step::new(image, kind, name, inputs), cur, |s, base| {
+                build(s, base, progress)
+            })?;
         self.push(step);
-        Ok(Cur::Known(entry))
+        Ok(cur)
     }
 
     /// The description's final `rootfs` entry.
     fn image_step(&mut self, image: &str, cur: Cur) -> anyhow::Result<Cur> {
-        let mut step = Step {
-            image: image.to_string(),
-            kind: "image".into(),
-            name: image.to_string(),
-            key: None,
-            tree: None,
-            state: State::Pending,
-            count: 1,
-            cached_count: 0,
-            inputs: vec![],
-        };
-        let base = match cur {
-            Cur::Known(e) => e,
-            _ => {
-                self.push(step);
-                return Ok(Cur::Unknown);
-            }
-        };
-        let _span = tracing::debug_span!("image step", image).entered();
-        let key = entry_key(EntryKind::Rootfs, &[("image", image.as_bytes())], &[base.tree]);
-        step.key = Some(key);
-        step.tree = Some(base.tree);
-        let e = match self.store.entry(&key)? {
-            Some(e) => {
-                step.state = State::Cached;
-                step.cached_count = 1;
-                e
-            }
-            None if self.mode == Mode::Plan => {
-                step.state = State::Missing;
-                self.push(step);
-                return Ok(Cur::Unknown);
-            }
-            None => {
-                step.state = State::Built;
-                self.record(key, EntryKind::Rootfs, image, base.tree, base.key)?
-            }
-        };
+        let (step, cur) = step::image_step(self.store, self.mode, image, cur)?;
         self.push(step);
-        Ok(Cur::Known(e))
-    }
-
-    fn record(
-        &mut self,
-        key: Digest,
-        kind: EntryKind,
-        name: &str,
-        tree: Digest,
-        from: Digest,
-    ) -> anyhow::Result<EntryRow> {
-        Memo::with_key(kind, name, key).record(self.store, Built::recorded(tree).refs([from]))
+        Ok(cur)
     }
 }

@@ -8,6 +8,7 @@ use rusqlite::{params, OptionalExtension};
 
 use crate::store::db::{digest_col, Db, Tx};
 use crate::store::digest::Digest;
+use crate::store::local::Store;
 
 /// The layout report recorded with an OSTree layout entry.
 pub fn layout_report(db: &Db, entry: &Digest) -> anyhow::Result<Option<String>> {
@@ -81,4 +82,28 @@ pub fn add_ostree_remote(tx: &Tx<'_>, name: &str, url: &str) -> anyhow::Result<b
 /// Returns whether a remote was removed.
 pub fn remove_ostree_remote(tx: &Tx<'_>, name: &str) -> anyhow::Result<bool> {
     Ok(tx.sql().execute("DELETE FROM ostree_remotes WHERE name = ?1", [name])? == 1)
+}
+
+/// Add a push destination to the store; false when the name is taken.
+pub fn add_remote(store: &mut Store, name: &str, url: &str) -> anyhow::Result<bool> {
+    let tx = store.db_mut().transaction()?;
+    let added = add_ostree_remote(&tx, name, url)?;
+    tx.commit()?;
+    Ok(added)
+}
+
+/// Forget a push destination; whether there was one.
+pub fn remove_remote(store: &mut Store, name: &str) -> anyhow::Result<bool> {
+    let tx = store.db_mut().transaction()?;
+    let removed = remove_ostree_remote(&tx, name)?;
+    tx.commit()?;
+    Ok(removed)
+}
+
+/// Forget which trees repository `repo` (its key, see `export::repo_key`) holds, after objects
+/// were pruned from it: the next export writes what it needs again.
+pub fn forget_repo(store: &mut Store, repo: &str) -> anyhow::Result<()> {
+    let tx = store.db_mut().transaction()?;
+    forget_ostree_repo(&tx, repo)?;
+    tx.commit()
 }
