@@ -137,6 +137,28 @@ impl<'a, 'i> Parser<'a, 'i> {
     }
 
     fn image(&mut self, root: Node<'a, 'i>, profiles: &[String]) -> Result<Description> {
+        self.check_image(root)?;
+        let mut d = Description { name: self.required(root, "name")?.to_string(), ..Default::default() };
+        let children = self.children(root)?;
+
+        // Profiles first: sections refer to them.
+        let declared = self.select_profiles(&children, profiles)?;
+
+        let mut seen_description = false;
+        for c in children {
+            self.section(c, &declared, &mut d, &mut seen_description)?;
+        }
+        if !seen_description && d.derived_from.is_none() {
+            return Err(self.err(
+                root,
+                "<image> needs a <description type=\"system\"> with <author>, <contact> and <specification>",
+            ));
+        }
+        Ok(d)
+    }
+
+    /// Check the document element: an `<image>` of a supported schema version.
+    fn check_image(&self, root: Node<'a, 'i>) -> Result<()> {
         if root.tag_name().name() != "image" || root.tag_name().namespace().is_some() {
             return Err(
                 self.err(root, format!("the document element is <{}>, expected <image>", root.tag_name().name()))
@@ -148,10 +170,11 @@ impl<'a, 'i> Parser<'a, 'i> {
         if !matches!(major, "7" | "8") || version.split('.').count() != 2 {
             return Err(self.err(root, format!("schemaversion `{version}`: strata reads KIWI schema 7.x and 8.x")));
         }
-        let mut d = Description { name: self.required(root, "name")?.to_string(), ..Default::default() };
-        let children = self.children(root)?;
+        Ok(())
+    }
 
-        // Profiles first: sections refer to them.
+    /// Read the `<profiles>` sections and select `profiles` (or the imported ones); returns the declared.
+    fn select_profiles(&mut self, children: &[Node<'a, 'i>], profiles: &[String]) -> Result<BTreeSet<String>> {
         let mut declared = BTreeSet::new();
         let mut imported = BTreeSet::new();
         for c in children.iter().filter(|c| c.tag_name().name() == "profiles") {
@@ -185,85 +208,88 @@ impl<'a, 'i> Parser<'a, 'i> {
             }
         }
         self.selected = if profiles.is_empty() { imported } else { profiles.iter().cloned().collect() };
+        Ok(declared)
+    }
 
-        let mut seen_description = false;
-        for c in children {
-            match c.tag_name().name() {
-                "description" => {
-                    if seen_description {
-                        return Err(self.err(c, "a second <description>"));
-                    }
-                    seen_description = true;
-                    d.info = self.description(c)?;
+    /// Read one section of `<image>` into `d`.
+    fn section(
+        &self,
+        c: Node<'a, 'i>,
+        declared: &BTreeSet<String>,
+        d: &mut Description,
+        seen_description: &mut bool,
+    ) -> Result<()> {
+        match c.tag_name().name() {
+            "description" => {
+                if *seen_description {
+                    return Err(self.err(c, "a second <description>"));
                 }
-                "derived" => {
-                    self.attrs(c, &["from"])?;
-                    if d.derived_from.is_some() {
-                        return Err(self.err(c, "a second <derived>: an image derives from one base"));
-                    }
-                    d.derived_from = Some(self.required(c, "from")?.to_string());
+                *seen_description = true;
+                d.info = self.description(c)?;
+            }
+            "derived" => {
+                self.attrs(c, &["from"])?;
+                if d.derived_from.is_some() {
+                    return Err(self.err(c, "a second <derived>: an image derives from one base"));
                 }
-                "profiles" => {}
-                "preferences" => {
-                    self.attrs(c, &["profiles", "arch"])?;
-                    if c.attribute("arch").is_some() {
-                        return Err(
-                            self.err(c, "preferences limited to an architecture are not supported by strata yet")
-                        );
-                    }
-                    if self.selected(c, &declared)? {
-                        self.preferences(c, &mut d.preferences)?;
-                    }
+                d.derived_from = Some(self.required(c, "from")?.to_string());
+            }
+            "profiles" => {}
+            "preferences" => {
+                self.attrs(c, &["profiles", "arch"])?;
+                if c.attribute("arch").is_some() {
+                    return Err(self.err(c, "preferences limited to an architecture are not supported by strata yet"));
                 }
-                "repository" => {
-                    if self.selected(c, &declared)? {
-                        d.repositories.push(self.repository(c)?);
-                    } else {
-                        self.attrs(c, REPOSITORY_ATTRS)?;
-                    }
+                if self.selected(c, declared)? {
+                    self.preferences(c, &mut d.preferences)?;
                 }
-                "packages" => {
-                    if self.selected(c, &declared)? {
-                        self.packages(c, &mut d.packages, &mut d.archives)?;
-                    }
+            }
+            "repository" => {
+                if self.selected(c, declared)? {
+                    d.repositories.push(self.repository(c)?);
+                } else {
+                    self.attrs(c, REPOSITORY_ATTRS)?;
                 }
-                "users" => {
-                    if self.selected(c, &declared)? {
-                        self.users(c, &mut d.users)?;
-                    }
+            }
+            "packages" => {
+                if self.selected(c, declared)? {
+                    self.packages(c, &mut d.packages, &mut d.archives)?;
                 }
-                "files" => {
-                    self.attrs(c, &[])?;
-                    for f in self.children(c)? {
-                        if f.tag_name().name() != "file" {
-                            return Err(self.unsupported(f, "files"));
-                        }
-                        self.attrs(f, &["path", "owner", "group", "mode"])?;
-                        let path = self.required(f, "path")?.to_string();
-                        let mode = match f.attribute("mode") {
-                            None => None,
-                            Some(m) => Some(parse_mode(m).map_err(|e| self.err(f, e))?),
-                        };
-                        let attrs = FileAttrs {
-                            owner: f.attribute("owner").map(str::to_string),
-                            group: f.attribute("group").map(str::to_string),
-                            mode,
-                        };
-                        if d.files.insert(path.clone(), attrs).is_some() {
-                            return Err(self.err(f, format!("file `{path}` is listed twice")));
-                        }
-                    }
+            }
+            "users" => {
+                if self.selected(c, declared)? {
+                    self.users(c, &mut d.users)?;
                 }
-                _ => return Err(self.unsupported(c, "image")),
+            }
+            "files" => self.files(c, &mut d.files)?,
+            _ => return Err(self.unsupported(c, "image")),
+        }
+        Ok(())
+    }
+
+    /// Read `<files>`: owners and modes of overlay files, by path.
+    fn files(&self, node: Node<'a, 'i>, files: &mut BTreeMap<String, FileAttrs>) -> Result<()> {
+        self.attrs(node, &[])?;
+        for f in self.children(node)? {
+            if f.tag_name().name() != "file" {
+                return Err(self.unsupported(f, "files"));
+            }
+            self.attrs(f, &["path", "owner", "group", "mode"])?;
+            let path = self.required(f, "path")?.to_string();
+            let mode = match f.attribute("mode") {
+                None => None,
+                Some(m) => Some(parse_mode(m).map_err(|e| self.err(f, e))?),
+            };
+            let attrs = FileAttrs {
+                owner: f.attribute("owner").map(str::to_string),
+                group: f.attribute("group").map(str::to_string),
+                mode,
+            };
+            if files.insert(path.clone(), attrs).is_some() {
+                return Err(self.err(f, format!("file `{path}` is listed twice")));
             }
         }
-        if !seen_description && d.derived_from.is_none() {
-            return Err(self.err(
-                root,
-                "<image> needs a <description type=\"system\"> with <author>, <contact> and <specification>",
-            ));
-        }
-        Ok(d)
+        Ok(())
     }
 
     fn description(&self, node: Node<'a, 'i>) -> Result<Info> {
@@ -380,18 +406,7 @@ impl<'a, 'i> Parser<'a, 'i> {
         self.attrs(source, &["path"])?;
         let path = self.required(source, "path")?;
         if path == HOST_SOURCES_PATH {
-            for a in ["alias", "distribution", "components"] {
-                if node.attribute(a).is_some() {
-                    return Err(self.err(
-                        node,
-                        format!("`{a}` makes no sense with the build host's sources ({HOST_SOURCES_PATH})"),
-                    ));
-                }
-            }
-            if !self.children(source)?.is_empty() {
-                return Err(self.err(source, "the build host's sources use the host's keyrings: no <signing> here"));
-            }
-            return Ok(Repository::Host);
+            return self.host_repository(node, source);
         }
         if kind != "apt-deb" && kind != "rpm-md" {
             return Err(self.err(
@@ -410,43 +425,9 @@ impl<'a, 'i> Parser<'a, 'i> {
         if !(path.starts_with("http://") || path.starts_with("https://") || path.starts_with("file:/")) {
             return Err(self.err(source, format!("source path `{path}`: expected an http://, https:// or file:/ URI")));
         }
-        let mut signed_by = Vec::new();
-        for s in self.children(source)? {
-            if s.tag_name().name() != "signing" {
-                return Err(self.unsupported(s, "source"));
-            }
-            self.attrs(s, &["key"])?;
-            let key = self.required(s, "key")?;
-            let file = key
-                .strip_prefix("file://")
-                .filter(|f| f.starts_with('/'))
-                .ok_or_else(|| self.err(s, format!("signing key `{key}`: expected file:///absolute/path")))?;
-            signed_by.push(file.to_string());
-        }
+        let signed_by = self.signing_keys(source)?;
         if kind == "rpm-md" {
-            for a in ["distribution", "components"] {
-                if node.attribute(a).is_some() {
-                    return Err(self.err(node, format!("`{a}` is for apt-deb repositories, not rpm-md")));
-                }
-            }
-            match (gpgcheck, signed_by.is_empty()) {
-                (true, true) => {
-                    return Err(self.err(
-                        source,
-                        "an rpm-md repository needs a <signing key=\"file:///…\"/> (or repository_gpgcheck=\"false\")",
-                    ))
-                }
-                (false, false) => {
-                    return Err(self.err(node, "repository_gpgcheck=\"false\" with a <signing> key: choose one"))
-                }
-                _ => {}
-            }
-            return Ok(Repository::RpmMd(RpmRepository {
-                alias: node.attribute("alias").map(str::to_string),
-                uri: path.to_string(),
-                signed_by,
-                gpgcheck,
-            }));
+            return self.rpm_repository(node, source, path, signed_by, gpgcheck);
         }
         let distribution = node.attribute("distribution").map(str::to_string);
         let components: Vec<String> =
@@ -462,6 +443,73 @@ impl<'a, 'i> Parser<'a, 'i> {
             distribution,
             components,
             signed_by,
+        }))
+    }
+
+    /// The build host's sources: a `<repository>` whose `<source>` is [`HOST_SOURCES_PATH`].
+    fn host_repository(&self, node: Node<'a, 'i>, source: Node<'a, 'i>) -> Result<Repository> {
+        for a in ["alias", "distribution", "components"] {
+            if node.attribute(a).is_some() {
+                return Err(
+                    self.err(node, format!("`{a}` makes no sense with the build host's sources ({HOST_SOURCES_PATH})"))
+                );
+            }
+        }
+        if !self.children(source)?.is_empty() {
+            return Err(self.err(source, "the build host's sources use the host's keyrings: no <signing> here"));
+        }
+        Ok(Repository::Host)
+    }
+
+    /// The keyring paths of a `<source>`'s `<signing key="file:///…"/>` elements.
+    fn signing_keys(&self, source: Node<'a, 'i>) -> Result<Vec<String>> {
+        let mut signed_by = Vec::new();
+        for s in self.children(source)? {
+            if s.tag_name().name() != "signing" {
+                return Err(self.unsupported(s, "source"));
+            }
+            self.attrs(s, &["key"])?;
+            let key = self.required(s, "key")?;
+            let file = key
+                .strip_prefix("file://")
+                .filter(|f| f.starts_with('/'))
+                .ok_or_else(|| self.err(s, format!("signing key `{key}`: expected file:///absolute/path")))?;
+            signed_by.push(file.to_string());
+        }
+        Ok(signed_by)
+    }
+
+    /// An rpm-md repository, checked: no apt attributes, and either keys or `gpgcheck` off.
+    fn rpm_repository(
+        &self,
+        node: Node<'a, 'i>,
+        source: Node<'a, 'i>,
+        path: &str,
+        signed_by: Vec<String>,
+        gpgcheck: bool,
+    ) -> Result<Repository> {
+        for a in ["distribution", "components"] {
+            if node.attribute(a).is_some() {
+                return Err(self.err(node, format!("`{a}` is for apt-deb repositories, not rpm-md")));
+            }
+        }
+        match (gpgcheck, signed_by.is_empty()) {
+            (true, true) => {
+                return Err(self.err(
+                    source,
+                    "an rpm-md repository needs a <signing key=\"file:///…\"/> (or repository_gpgcheck=\"false\")",
+                ))
+            }
+            (false, false) => {
+                return Err(self.err(node, "repository_gpgcheck=\"false\" with a <signing> key: choose one"))
+            }
+            _ => {}
+        }
+        Ok(Repository::RpmMd(RpmRepository {
+            alias: node.attribute("alias").map(str::to_string),
+            uri: path.to_string(),
+            signed_by,
+            gpgcheck,
         }))
     }
 
@@ -606,6 +654,26 @@ fn esc(s: &str) -> String {
 
 /// Write a description as a KIWI document (schemaversion 7.4).
 pub fn write(d: &Description) -> anyhow::Result<String> {
+    check_scripts_have_kiwi_form(d)?;
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
+    let _ = writeln!(s, "<image schemaversion=\"7.4\" name=\"{}\">", esc(&d.name));
+    if let Some(from) = &d.derived_from {
+        let _ = writeln!(s, "  <derived from=\"{}\"/>", esc(from));
+    }
+    write_description(&mut s, &d.info);
+    write_preferences(&mut s, &d.preferences);
+    write_users(&mut s, &d.users);
+    for r in &d.repositories {
+        write_repository(&mut s, r);
+    }
+    write_packages(&mut s, d);
+    write_files(&mut s, &d.files);
+    s.push_str("</image>\n");
+    Ok(s)
+}
+
+/// Refuse script names KIWI cannot express (it runs `config.sh` and `images.sh` by convention).
+fn check_scripts_have_kiwi_form(d: &Description) -> anyhow::Result<()> {
     for (what, v, conventional) in
         [("config", &d.scripts.config, "config.sh"), ("images", &d.scripts.images, "images.sh")]
     {
@@ -615,12 +683,11 @@ pub fn write(d: &Description) -> anyhow::Result<String> {
             );
         }
     }
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
-    let _ = writeln!(s, "<image schemaversion=\"7.4\" name=\"{}\">", esc(&d.name));
-    if let Some(from) = &d.derived_from {
-        let _ = writeln!(s, "  <derived from=\"{}\"/>", esc(from));
-    }
-    let info = &d.info;
+    Ok(())
+}
+
+/// Write `<description type="system">`, when any of its fields is set.
+fn write_description(s: &mut String, info: &Info) {
     if info.author.is_some() || info.contact.is_some() || info.specification.is_some() {
         s.push_str("  <description type=\"system\">\n");
         for (tag, v) in [("author", &info.author), ("contact", &info.contact), ("specification", &info.specification)] {
@@ -630,7 +697,10 @@ pub fn write(d: &Description) -> anyhow::Result<String> {
         }
         s.push_str("  </description>\n");
     }
-    let p = &d.preferences;
+}
+
+/// Write `<preferences>`: the set values, then one `<type>` per target.
+fn write_preferences(s: &mut String, p: &Preferences) {
     s.push_str("  <preferences>\n");
     for (tag, v) in [
         ("version", &p.version),
@@ -657,82 +727,89 @@ pub fn write(d: &Description) -> anyhow::Result<String> {
         }
     }
     s.push_str("  </preferences>\n");
-    if !d.users.is_empty() {
-        s.push_str("  <users>\n");
-        for u in &d.users {
-            let _ = write!(s, "    <user name=\"{}\"", esc(&u.name));
-            match &u.password {
-                Some(Password::Hashed(h)) => {
-                    let _ = write!(s, " password=\"{}\"", esc(h));
-                }
-                Some(Password::Plain(h)) => {
-                    let _ = write!(s, " password=\"{}\" pwdformat=\"plain\"", esc(h));
-                }
-                None => {}
-            }
-            for (k, v) in [("home", &u.home), ("shell", &u.shell), ("realname", &u.realname)] {
-                if let Some(v) = v {
-                    let _ = write!(s, " {k}=\"{}\"", esc(v));
-                }
-            }
-            if let Some(id) = u.uid {
-                let _ = write!(s, " id=\"{id}\"");
-            }
-            if !u.groups.is_empty() {
-                let _ = write!(s, " groups=\"{}\"", esc(&u.groups.join(",")));
-            }
-            s.push_str("/>\n");
-        }
-        s.push_str("  </users>\n");
+}
+
+/// Write `<users>`, when there are any.
+fn write_users(s: &mut String, users: &[User]) {
+    if users.is_empty() {
+        return;
     }
-    for r in &d.repositories {
-        match r {
-            Repository::Host => {
-                let _ = writeln!(
-                    s,
-                    "  <repository type=\"apt-deb\">\n    <source path=\"{HOST_SOURCES_PATH}\"/>\n  </repository>"
-                );
+    s.push_str("  <users>\n");
+    for u in users {
+        let _ = write!(s, "    <user name=\"{}\"", esc(&u.name));
+        match &u.password {
+            Some(Password::Hashed(h)) => {
+                let _ = write!(s, " password=\"{}\"", esc(h));
             }
-            Repository::Apt(a) => {
-                s.push_str("  <repository type=\"apt-deb\"");
-                if let Some(alias) = &a.alias {
-                    let _ = write!(s, " alias=\"{}\"", esc(alias));
-                }
-                if let Some(dist) = &a.distribution {
-                    let _ =
-                        write!(s, " distribution=\"{}\" components=\"{}\"", esc(dist), esc(&a.components.join(" ")));
-                }
-                s.push_str(" repository_gpgcheck=\"true\">\n");
-                if a.signed_by.is_empty() {
-                    let _ = writeln!(s, "    <source path=\"{}\"/>", esc(&a.uri));
-                } else {
-                    let _ = writeln!(s, "    <source path=\"{}\">", esc(&a.uri));
-                    for k in &a.signed_by {
-                        let _ = writeln!(s, "      <signing key=\"file://{}\"/>", esc(k));
-                    }
-                    s.push_str("    </source>\n");
-                }
-                s.push_str("  </repository>\n");
+            Some(Password::Plain(h)) => {
+                let _ = write!(s, " password=\"{}\" pwdformat=\"plain\"", esc(h));
             }
-            Repository::RpmMd(r) => {
-                s.push_str("  <repository type=\"rpm-md\"");
-                if let Some(alias) = &r.alias {
-                    let _ = write!(s, " alias=\"{}\"", esc(alias));
-                }
-                let _ = writeln!(s, " repository_gpgcheck=\"{}\">", r.gpgcheck);
-                if r.signed_by.is_empty() {
-                    let _ = writeln!(s, "    <source path=\"{}\"/>", esc(&r.uri));
-                } else {
-                    let _ = writeln!(s, "    <source path=\"{}\">", esc(&r.uri));
-                    for k in &r.signed_by {
-                        let _ = writeln!(s, "      <signing key=\"file://{}\"/>", esc(k));
-                    }
-                    s.push_str("    </source>\n");
-                }
-                s.push_str("  </repository>\n");
+            None => {}
+        }
+        for (k, v) in [("home", &u.home), ("shell", &u.shell), ("realname", &u.realname)] {
+            if let Some(v) = v {
+                let _ = write!(s, " {k}=\"{}\"", esc(v));
             }
         }
+        if let Some(id) = u.uid {
+            let _ = write!(s, " id=\"{id}\"");
+        }
+        if !u.groups.is_empty() {
+            let _ = write!(s, " groups=\"{}\"", esc(&u.groups.join(",")));
+        }
+        s.push_str("/>\n");
     }
+    s.push_str("  </users>\n");
+}
+
+/// Write one `<repository>`.
+fn write_repository(s: &mut String, r: &Repository) {
+    match r {
+        Repository::Host => {
+            let _ = writeln!(
+                s,
+                "  <repository type=\"apt-deb\">\n    <source path=\"{HOST_SOURCES_PATH}\"/>\n  </repository>"
+            );
+        }
+        Repository::Apt(a) => {
+            s.push_str("  <repository type=\"apt-deb\"");
+            if let Some(alias) = &a.alias {
+                let _ = write!(s, " alias=\"{}\"", esc(alias));
+            }
+            if let Some(dist) = &a.distribution {
+                let _ = write!(s, " distribution=\"{}\" components=\"{}\"", esc(dist), esc(&a.components.join(" ")));
+            }
+            s.push_str(" repository_gpgcheck=\"true\">\n");
+            write_source(s, &a.uri, &a.signed_by);
+            s.push_str("  </repository>\n");
+        }
+        Repository::RpmMd(r) => {
+            s.push_str("  <repository type=\"rpm-md\"");
+            if let Some(alias) = &r.alias {
+                let _ = write!(s, " alias=\"{}\"", esc(alias));
+            }
+            let _ = writeln!(s, " repository_gpgcheck=\"{}\">", r.gpgcheck);
+            write_source(s, &r.uri, &r.signed_by);
+            s.push_str("  </repository>\n");
+        }
+    }
+}
+
+/// Write a repository's `<source>`, with a `<signing>` per keyring.
+fn write_source(s: &mut String, uri: &str, signed_by: &[String]) {
+    if signed_by.is_empty() {
+        let _ = writeln!(s, "    <source path=\"{}\"/>", esc(uri));
+    } else {
+        let _ = writeln!(s, "    <source path=\"{}\">", esc(uri));
+        for k in signed_by {
+            let _ = writeln!(s, "      <signing key=\"file://{}\"/>", esc(k));
+        }
+        s.push_str("    </source>\n");
+    }
+}
+
+/// Write the `<packages>` sections that have packages, ignores or archives.
+fn write_packages(s: &mut String, d: &Description) {
     let pk = &d.packages;
     type Section<'a> = (&'a str, &'a Vec<String>, &'a [String], &'a [String]);
     let sections: [Section; 4] = [
@@ -757,22 +834,25 @@ pub fn write(d: &Description) -> anyhow::Result<String> {
         }
         s.push_str("  </packages>\n");
     }
-    if !d.files.is_empty() {
-        s.push_str("  <files>\n");
-        for (path, a) in &d.files {
-            let _ = write!(s, "    <file path=\"{}\"", esc(path));
-            for (k, v) in [("owner", &a.owner), ("group", &a.group)] {
-                if let Some(v) = v {
-                    let _ = write!(s, " {k}=\"{}\"", esc(v));
-                }
-            }
-            if let Some(m) = a.mode {
-                let _ = write!(s, " mode=\"{m:04o}\"");
-            }
-            s.push_str("/>\n");
-        }
-        s.push_str("  </files>\n");
+}
+
+/// Write `<files>`, when any file has attributes.
+fn write_files(s: &mut String, files: &BTreeMap<String, FileAttrs>) {
+    if files.is_empty() {
+        return;
     }
-    s.push_str("</image>\n");
-    Ok(s)
+    s.push_str("  <files>\n");
+    for (path, a) in files {
+        let _ = write!(s, "    <file path=\"{}\"", esc(path));
+        for (k, v) in [("owner", &a.owner), ("group", &a.group)] {
+            if let Some(v) = v {
+                let _ = write!(s, " {k}=\"{}\"", esc(v));
+            }
+        }
+        if let Some(m) = a.mode {
+            let _ = write!(s, " mode=\"{m:04o}\"");
+        }
+        s.push_str("/>\n");
+    }
+    s.push_str("  </files>\n");
 }

@@ -194,103 +194,11 @@ fn located(text: &str, e: &toml::de::Error, path: Option<String>) -> anyhow::Err
 
 fn convert(doc: Doc) -> anyhow::Result<Description> {
     let i = doc.image;
-    let mut repositories = Vec::new();
-    for (n, r) in doc.repository.into_iter().enumerate() {
-        let at = format!("repository[{n}]");
-        if r.host_sources {
-            if r.uri.is_some() || r.distribution.is_some() || !r.components.is_empty() || !r.signed_by.is_empty() {
-                anyhow::bail!("key `{at}`: `host-sources = true` takes no uri, distribution, components or signed-by");
-            }
-            repositories.push(Repository::Host);
-            continue;
-        }
-        let uri =
-            r.uri.ok_or_else(|| anyhow::anyhow!("key `{at}`: expected `uri = \"…\"` or `host-sources = true`"))?;
-        if !(uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("file:/")) {
-            anyhow::bail!("key `{at}.uri`: `{uri}`: expected an http://, https:// or file:/ URI");
-        }
-        match (&r.distribution, r.components.is_empty()) {
-            (Some(_), true) => {
-                anyhow::bail!("key `{at}.components`: a repository with a distribution needs components")
-            }
-            (None, false) => anyhow::bail!("key `{at}.components`: components without a distribution"),
-            _ => {}
-        }
-        for k in &r.signed_by {
-            if !k.starts_with('/') {
-                anyhow::bail!("key `{at}.signed-by`: `{k}`: expected an absolute path to a keyring");
-            }
-        }
-        match r.kind.as_deref() {
-            None | Some("apt") | Some("apt-deb") => {
-                if r.gpgcheck.is_some() {
-                    anyhow::bail!("key `{at}.gpgcheck`: apt repositories are always verified");
-                }
-            }
-            Some("rpm-md") => {
-                if r.distribution.is_some() || !r.components.is_empty() {
-                    anyhow::bail!("key `{at}`: distribution and components are for apt repositories, not rpm-md");
-                }
-                let gpgcheck = r.gpgcheck.unwrap_or(true);
-                match (gpgcheck, r.signed_by.is_empty()) {
-                    (true, true) => {
-                        anyhow::bail!("key `{at}.signed-by`: an rpm-md repository needs a key (or `gpgcheck = false`)")
-                    }
-                    (false, false) => anyhow::bail!("key `{at}.gpgcheck`: `false` with signed-by keys: choose one"),
-                    _ => {}
-                }
-                repositories.push(Repository::RpmMd(RpmRepository {
-                    alias: r.alias,
-                    uri,
-                    signed_by: r.signed_by,
-                    gpgcheck,
-                }));
-                continue;
-            }
-            Some(other) => anyhow::bail!("key `{at}.type`: `{other}`: expected \"apt\" or \"rpm-md\""),
-        }
-        repositories.push(Repository::Apt(AptRepository {
-            alias: r.alias,
-            uri,
-            distribution: r.distribution,
-            components: r.components,
-            signed_by: r.signed_by,
-        }));
-    }
-    let mut users = Vec::new();
-    for (n, u) in doc.user.into_iter().enumerate() {
-        let password = match (u.password, u.password_format) {
-            (None, None) => None,
-            (None, Some(_)) => anyhow::bail!("key `user[{n}].password-format`: given without a password"),
-            (Some(p), None | Some(PasswordFormat::Encrypted)) => Some(Password::Hashed(p)),
-            (Some(p), Some(PasswordFormat::Plain)) => Some(Password::Plain(p)),
-        };
-        users.push(User {
-            name: u.name,
-            password,
-            home: u.home,
-            shell: u.shell,
-            uid: u.uid,
-            groups: u.groups,
-            realname: u.realname,
-        });
-    }
-    let mut files = BTreeMap::new();
-    for (path, f) in doc.files {
-        let mode = match f.mode {
-            None => None,
-            Some(m) => {
-                Some(super::kiwi::parse_mode(&m).map_err(|e| anyhow::anyhow!("key `files.\"{path}\".mode`: {e}"))?)
-            }
-        };
-        files.insert(path, FileAttrs { owner: f.owner, group: f.group, mode });
-    }
-    let mut targets = BTreeMap::new();
-    for (kind, attrs) in [(TargetKind::Disk, doc.target.disk), (TargetKind::Iso, doc.target.iso)] {
-        if let Some(attrs) = attrs {
-            targets.insert(kind, attrs.into_iter().map(|(k, v)| (k, v.into_string())).collect());
-        }
-    }
+    let repositories =
+        doc.repository.into_iter().enumerate().map(|(n, r)| repository(n, r)).collect::<anyhow::Result<Vec<_>>>()?;
+    let users = doc.user.into_iter().enumerate().map(|(n, u)| user(n, u)).collect::<anyhow::Result<Vec<_>>>()?;
+    let files = files(doc.files)?;
+    let targets = targets(doc.target);
     let d = Description {
         name: i.name,
         info: Info { author: i.author, contact: i.contact, specification: i.specification },
@@ -316,6 +224,117 @@ fn convert(doc: Doc) -> anyhow::Result<Description> {
         files,
         scripts: Scripts { config: doc.scripts.config, images: doc.scripts.images },
     };
+    check_target_attributes(&d)?;
+    Ok(d)
+}
+
+/// The repository `[[repository]]` number `n` describes, checked.
+fn repository(n: usize, mut r: RepoKeys) -> anyhow::Result<Repository> {
+    let at = format!("repository[{n}]");
+    if r.host_sources {
+        if r.uri.is_some() || r.distribution.is_some() || !r.components.is_empty() || !r.signed_by.is_empty() {
+            anyhow::bail!("key `{at}`: `host-sources = true` takes no uri, distribution, components or signed-by");
+        }
+        return Ok(Repository::Host);
+    }
+    let uri =
+        r.uri.take().ok_or_else(|| anyhow::anyhow!("key `{at}`: expected `uri = \"…\"` or `host-sources = true`"))?;
+    if !(uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("file:/")) {
+        anyhow::bail!("key `{at}.uri`: `{uri}`: expected an http://, https:// or file:/ URI");
+    }
+    match (&r.distribution, r.components.is_empty()) {
+        (Some(_), true) => {
+            anyhow::bail!("key `{at}.components`: a repository with a distribution needs components")
+        }
+        (None, false) => anyhow::bail!("key `{at}.components`: components without a distribution"),
+        _ => {}
+    }
+    for k in &r.signed_by {
+        if !k.starts_with('/') {
+            anyhow::bail!("key `{at}.signed-by`: `{k}`: expected an absolute path to a keyring");
+        }
+    }
+    match r.kind.as_deref() {
+        None | Some("apt") | Some("apt-deb") => {
+            if r.gpgcheck.is_some() {
+                anyhow::bail!("key `{at}.gpgcheck`: apt repositories are always verified");
+            }
+        }
+        Some("rpm-md") => return rpm_repository(&at, r, uri),
+        Some(other) => anyhow::bail!("key `{at}.type`: `{other}`: expected \"apt\" or \"rpm-md\""),
+    }
+    Ok(Repository::Apt(AptRepository {
+        alias: r.alias,
+        uri,
+        distribution: r.distribution,
+        components: r.components,
+        signed_by: r.signed_by,
+    }))
+}
+
+/// An rpm-md repository at key `at`, checked: no apt keys, and either keys or `gpgcheck = false`.
+fn rpm_repository(at: &str, r: RepoKeys, uri: String) -> anyhow::Result<Repository> {
+    if r.distribution.is_some() || !r.components.is_empty() {
+        anyhow::bail!("key `{at}`: distribution and components are for apt repositories, not rpm-md");
+    }
+    let gpgcheck = r.gpgcheck.unwrap_or(true);
+    match (gpgcheck, r.signed_by.is_empty()) {
+        (true, true) => {
+            anyhow::bail!("key `{at}.signed-by`: an rpm-md repository needs a key (or `gpgcheck = false`)")
+        }
+        (false, false) => anyhow::bail!("key `{at}.gpgcheck`: `false` with signed-by keys: choose one"),
+        _ => {}
+    }
+    Ok(Repository::RpmMd(RpmRepository { alias: r.alias, uri, signed_by: r.signed_by, gpgcheck }))
+}
+
+/// The user `[[user]]` number `n` describes, checked.
+fn user(n: usize, u: UserKeys) -> anyhow::Result<User> {
+    let password = match (u.password, u.password_format) {
+        (None, None) => None,
+        (None, Some(_)) => anyhow::bail!("key `user[{n}].password-format`: given without a password"),
+        (Some(p), None | Some(PasswordFormat::Encrypted)) => Some(Password::Hashed(p)),
+        (Some(p), Some(PasswordFormat::Plain)) => Some(Password::Plain(p)),
+    };
+    Ok(User {
+        name: u.name,
+        password,
+        home: u.home,
+        shell: u.shell,
+        uid: u.uid,
+        groups: u.groups,
+        realname: u.realname,
+    })
+}
+
+/// The `[files."…"]` tables, with their modes parsed.
+fn files(files: BTreeMap<String, FileKeys>) -> anyhow::Result<BTreeMap<String, FileAttrs>> {
+    let mut out = BTreeMap::new();
+    for (path, f) in files {
+        let mode = match f.mode {
+            None => None,
+            Some(m) => {
+                Some(super::kiwi::parse_mode(&m).map_err(|e| anyhow::anyhow!("key `files.\"{path}\".mode`: {e}"))?)
+            }
+        };
+        out.insert(path, FileAttrs { owner: f.owner, group: f.group, mode });
+    }
+    Ok(out)
+}
+
+/// The `[target.*]` tables, their values as strings.
+fn targets(target: TargetKeys) -> BTreeMap<TargetKind, BTreeMap<String, String>> {
+    let mut targets = BTreeMap::new();
+    for (kind, attrs) in [(TargetKind::Disk, target.disk), (TargetKind::Iso, target.iso)] {
+        if let Some(attrs) = attrs {
+            targets.insert(kind, attrs.into_iter().map(|(k, v)| (k, v.into_string())).collect());
+        }
+    }
+    targets
+}
+
+/// Refuse target attributes strata does not know.
+fn check_target_attributes(d: &Description) -> anyhow::Result<()> {
     for (kind, attrs) in &d.preferences.targets {
         if let Some((k, _)) = attrs.iter().find(|(k, _)| !super::TARGET_ATTRIBUTES.iter().any(|(n, _)| n == k)) {
             anyhow::bail!(
@@ -325,7 +344,7 @@ fn convert(doc: Doc) -> anyhow::Result<Description> {
             );
         }
     }
-    Ok(d)
+    Ok(())
 }
 
 fn q(s: &str) -> String {
@@ -339,6 +358,22 @@ fn list(items: &[String]) -> String {
 /// Write a description as TOML.
 pub fn write(d: &Description) -> String {
     let mut s = String::from("[image]\n");
+    write_image(&mut s, d);
+    for r in &d.repositories {
+        write_repository(&mut s, r);
+    }
+    write_packages(&mut s, d);
+    for u in &d.users {
+        write_user(&mut s, u);
+    }
+    write_files(&mut s, &d.files);
+    write_scripts(&mut s, &d.scripts);
+    write_targets(&mut s, &d.preferences.targets);
+    s
+}
+
+/// Write the keys of `[image]`.
+fn write_image(s: &mut String, d: &Description) {
     let _ = writeln!(s, "name = {}", q(&d.name));
     let p = &d.preferences;
     for (k, v) in [
@@ -356,36 +391,42 @@ pub fn write(d: &Description) -> String {
             let _ = writeln!(s, "{k} = {}", q(v));
         }
     }
-    for r in &d.repositories {
-        s.push_str("\n[[repository]]\n");
-        match r {
-            Repository::Host => s.push_str("host-sources = true\n"),
-            Repository::RpmMd(r) => {
-                s.push_str("type = \"rpm-md\"\n");
-                if let Some(alias) = &r.alias {
-                    let _ = writeln!(s, "alias = {}", q(alias));
-                }
-                let _ = writeln!(s, "uri = {}", q(&r.uri));
-                if r.signed_by.is_empty() {
-                    s.push_str("gpgcheck = false\n");
-                } else {
-                    let _ = writeln!(s, "signed-by = {}", list(&r.signed_by));
-                }
+}
+
+/// Write one `[[repository]]` table.
+fn write_repository(s: &mut String, r: &Repository) {
+    s.push_str("\n[[repository]]\n");
+    match r {
+        Repository::Host => s.push_str("host-sources = true\n"),
+        Repository::RpmMd(r) => {
+            s.push_str("type = \"rpm-md\"\n");
+            if let Some(alias) = &r.alias {
+                let _ = writeln!(s, "alias = {}", q(alias));
             }
-            Repository::Apt(a) => {
-                if let Some(alias) = &a.alias {
-                    let _ = writeln!(s, "alias = {}", q(alias));
-                }
-                let _ = writeln!(s, "uri = {}", q(&a.uri));
-                if let Some(dist) = &a.distribution {
-                    let _ = writeln!(s, "distribution = {}\ncomponents = {}", q(dist), list(&a.components));
-                }
-                if !a.signed_by.is_empty() {
-                    let _ = writeln!(s, "signed-by = {}", list(&a.signed_by));
-                }
+            let _ = writeln!(s, "uri = {}", q(&r.uri));
+            if r.signed_by.is_empty() {
+                s.push_str("gpgcheck = false\n");
+            } else {
+                let _ = writeln!(s, "signed-by = {}", list(&r.signed_by));
+            }
+        }
+        Repository::Apt(a) => {
+            if let Some(alias) = &a.alias {
+                let _ = writeln!(s, "alias = {}", q(alias));
+            }
+            let _ = writeln!(s, "uri = {}", q(&a.uri));
+            if let Some(dist) = &a.distribution {
+                let _ = writeln!(s, "distribution = {}\ncomponents = {}", q(dist), list(&a.components));
+            }
+            if !a.signed_by.is_empty() {
+                let _ = writeln!(s, "signed-by = {}", list(&a.signed_by));
             }
         }
     }
+}
+
+/// Write `[packages]`, when any of its lists is not empty.
+fn write_packages(s: &mut String, d: &Description) {
     let pk = &d.packages;
     let lists = [
         ("bootstrap", &pk.bootstrap),
@@ -401,31 +442,37 @@ pub fn write(d: &Description) -> String {
             let _ = writeln!(s, "{k} = {}", list(l));
         }
     }
-    for u in &d.users {
-        s.push_str("\n[[user]]\n");
-        let _ = writeln!(s, "name = {}", q(&u.name));
-        match &u.password {
-            Some(Password::Hashed(h)) => {
-                let _ = writeln!(s, "password = {}", q(h));
-            }
-            Some(Password::Plain(h)) => {
-                let _ = writeln!(s, "password = {}\npassword-format = \"plain\"", q(h));
-            }
-            None => {}
+}
+
+/// Write one `[[user]]` table.
+fn write_user(s: &mut String, u: &User) {
+    s.push_str("\n[[user]]\n");
+    let _ = writeln!(s, "name = {}", q(&u.name));
+    match &u.password {
+        Some(Password::Hashed(h)) => {
+            let _ = writeln!(s, "password = {}", q(h));
         }
-        for (k, v) in [("home", &u.home), ("shell", &u.shell), ("realname", &u.realname)] {
-            if let Some(v) = v {
-                let _ = writeln!(s, "{k} = {}", q(v));
-            }
+        Some(Password::Plain(h)) => {
+            let _ = writeln!(s, "password = {}\npassword-format = \"plain\"", q(h));
         }
-        if let Some(id) = u.uid {
-            let _ = writeln!(s, "uid = {id}");
-        }
-        if !u.groups.is_empty() {
-            let _ = writeln!(s, "groups = {}", list(&u.groups));
+        None => {}
+    }
+    for (k, v) in [("home", &u.home), ("shell", &u.shell), ("realname", &u.realname)] {
+        if let Some(v) = v {
+            let _ = writeln!(s, "{k} = {}", q(v));
         }
     }
-    for (path, a) in &d.files {
+    if let Some(id) = u.uid {
+        let _ = writeln!(s, "uid = {id}");
+    }
+    if !u.groups.is_empty() {
+        let _ = writeln!(s, "groups = {}", list(&u.groups));
+    }
+}
+
+/// Write a `[files."…"]` table per file.
+fn write_files(s: &mut String, files: &BTreeMap<String, FileAttrs>) {
+    for (path, a) in files {
         let _ = writeln!(s, "\n[files.{}]", q(path));
         for (k, v) in [("owner", &a.owner), ("group", &a.group)] {
             if let Some(v) = v {
@@ -436,15 +483,23 @@ pub fn write(d: &Description) -> String {
             let _ = writeln!(s, "mode = \"{m:04o}\"");
         }
     }
-    if d.scripts.config.is_some() || d.scripts.images.is_some() {
+}
+
+/// Write `[scripts]`, when a script is named.
+fn write_scripts(s: &mut String, scripts: &Scripts) {
+    if scripts.config.is_some() || scripts.images.is_some() {
         s.push_str("\n[scripts]\n");
-        for (k, v) in [("config", &d.scripts.config), ("images", &d.scripts.images)] {
+        for (k, v) in [("config", &scripts.config), ("images", &scripts.images)] {
             if let Some(v) = v {
                 let _ = writeln!(s, "{k} = {}", q(v));
             }
         }
     }
-    for (kind, attrs) in &p.targets {
+}
+
+/// Write a `[target.*]` table per target; booleans stay bare.
+fn write_targets(s: &mut String, targets: &BTreeMap<TargetKind, BTreeMap<String, String>>) {
+    for (kind, attrs) in targets {
         let _ = writeln!(s, "\n[target.{}]", kind.as_str());
         for (k, v) in attrs {
             let value = match v.as_str() {
@@ -454,5 +509,4 @@ pub fn write(d: &Description) -> String {
             let _ = writeln!(s, "{k} = {value}");
         }
     }
-    s
 }

@@ -151,8 +151,40 @@ pub fn convert(
     let mut left_out = Vec::new();
     let root = strip_special(store, batch, root, "", special, &mut left_out)?;
     let mut top = load(store, batch, &root)?;
+    let mut usr = load_usr(store, batch, &top)?;
 
-    let mut usr = match top.get(b"usr") {
+    // /etc → /usr/etc.
+    move_etc(&mut top, &mut usr)?;
+
+    // Directories that live in /var.
+    let (var_meta, mut var) = move_var_dirs(store, batch, &mut top, &mut usr)?;
+
+    // The package database.
+    if let Some(Node::Directory { tree }) = lookup(store, batch, &var, &["lib", "dpkg"])? {
+        put(store, batch, &mut usr, DPKG_DATABASE, Some(Node::Directory { tree }))?;
+        put(store, batch, &mut var, &["lib", "dpkg"], Some(symlink("../../usr/lib/sysimage/dpkg")))?;
+        report.dpkg_database = true;
+    }
+
+    // The kernel and its initramfs.
+    move_boot(store, batch, &mut top, &mut usr, &mut report, &mut left_out)?;
+
+    // /var: kept in the factory directory, recreated by tmpfiles.d.
+    keep_var_in_factory(store, batch, &mut usr, &var, &mut report)?;
+    set(&mut top, "var", Some(Node::Directory { tree: batch.put_tree(&Tree { meta: var_meta, entries: vec![] }) }));
+
+    // /sysroot and /ostree.
+    add_sysroot(batch, &mut top)?;
+
+    set(&mut top, "usr", Some(Node::Directory { tree: batch.put_tree(&usr) }));
+    left_out.sort_by(|a, b| a.path.cmp(&b.path));
+    report.left_out = left_out;
+    Ok((batch.put_tree(&top), report))
+}
+
+/// The `/usr` tree, refusing trees without it or with `/bin`, `/sbin` or `/lib` outside it.
+fn load_usr(store: &Store, batch: &Batch, top: &Tree) -> anyhow::Result<Tree> {
+    let usr = match top.get(b"usr") {
         Some(Node::Directory { tree }) => load(store, batch, tree)?,
         _ => bail!("the tree has no /usr directory: it is not an operating system tree"),
     };
@@ -163,12 +195,15 @@ pub fn convert(
             }
         }
     }
+    Ok(usr)
+}
 
-    // /etc → /usr/etc.
+/// Move `/etc` to `/usr/etc`.
+fn move_etc(top: &mut Tree, usr: &mut Tree) -> anyhow::Result<()> {
     match (top.get(b"etc").cloned(), usr.get(b"etc").is_some()) {
         (Some(Node::Directory { tree }), false) => {
-            set(&mut usr, "etc", Some(Node::Directory { tree }));
-            set(&mut top, "etc", None);
+            set(usr, "etc", Some(Node::Directory { tree }));
+            set(top, "etc", None);
         }
         (Some(Node::Directory { .. }), true) => {
             bail!("both /etc and /usr/etc exist: only one can become the default /etc")
@@ -177,8 +212,11 @@ pub fn convert(
         (None, true) => {}
         (None, false) => bail!("the tree has no /etc"),
     }
+    Ok(())
+}
 
-    // Directories that live in /var.
+/// Move the directories that live in `/var` there, leaving symlinks; returns `/var`'s metadata and tree.
+fn move_var_dirs(store: &Store, batch: &mut Batch, top: &mut Tree, usr: &mut Tree) -> anyhow::Result<(Meta, Tree)> {
     let (var_meta, mut var) = match top.get(b"var") {
         Some(Node::Directory { tree }) => {
             let t = load(store, batch, tree)?;
@@ -188,38 +226,50 @@ pub fn convert(
         None => (dir_meta(0o755), Tree { meta: dir_meta(0o755), entries: vec![] }),
     };
     for &(dir, under_var, mode) in VAR_LINKS {
-        let moved = move_into_var(store, batch, &mut top, &mut var, dir, under_var, mode)?;
+        let moved = move_into_var(store, batch, top, &mut var, dir, under_var, mode)?;
         if moved {
-            set(&mut top, dir, Some(symlink(&format!("var/{under_var}"))));
+            set(top, dir, Some(symlink(&format!("var/{under_var}"))));
         }
     }
-    if move_into_var(store, batch, &mut usr, &mut var, "local", "usrlocal", 0o755)? {
-        set(&mut usr, "local", Some(symlink("../var/usrlocal")));
+    if move_into_var(store, batch, usr, &mut var, "local", "usrlocal", 0o755)? {
+        set(usr, "local", Some(symlink("../var/usrlocal")));
     }
+    Ok((var_meta, var))
+}
 
-    // The package database.
-    if let Some(Node::Directory { tree }) = lookup(store, batch, &var, &["lib", "dpkg"])? {
-        put(store, batch, &mut usr, DPKG_DATABASE, Some(Node::Directory { tree }))?;
-        put(store, batch, &mut var, &["lib", "dpkg"], Some(symlink("../../usr/lib/sysimage/dpkg")))?;
-        report.dpkg_database = true;
-    }
-
-    // The kernel and its initramfs.
+/// Move the kernel and its initramfs into `/usr`, and leave `/boot` empty and its links out.
+fn move_boot(
+    store: &Store,
+    batch: &mut Batch,
+    top: &mut Tree,
+    usr: &mut Tree,
+    report: &mut LayoutReport,
+    left_out: &mut Vec<LeftOut>,
+) -> anyhow::Result<()> {
     let boot = match top.get(b"boot") {
         Some(Node::Directory { tree }) => Some(load(store, batch, tree)?),
         _ => None,
     };
-    kernel(store, batch, &mut usr, boot.as_ref(), &mut report, &mut left_out)?;
+    kernel(store, batch, usr, boot.as_ref(), report, left_out)?;
     let boot_meta = boot.map_or_else(|| dir_meta(0o755), |b| b.meta);
-    set(&mut top, "boot", Some(Node::Directory { tree: batch.put_tree(&Tree { meta: boot_meta, entries: vec![] }) }));
+    set(top, "boot", Some(Node::Directory { tree: batch.put_tree(&Tree { meta: boot_meta, entries: vec![] }) }));
     for link in ["vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"] {
         if let Some(Node::Symlink { .. }) = top.get(link.as_bytes()) {
-            set(&mut top, link, None);
+            set(top, link, None);
         }
     }
+    Ok(())
+}
 
-    // /var: kept in the factory directory, recreated by tmpfiles.d.
-    let var_id = batch.put_tree(&var);
+/// Keep `var` in the factory directory under `/usr`, with the tmpfiles.d snippet that recreates it.
+fn keep_var_in_factory(
+    store: &Store,
+    batch: &mut Batch,
+    usr: &mut Tree,
+    var: &Tree,
+    report: &mut LayoutReport,
+) -> anyhow::Result<()> {
+    let var_id = batch.put_tree(var);
     let lines = tmpfiles_lines(store, batch, &var_id)?;
     report.var_lines = lines.len() as u64;
     let mut snippet = String::from(
@@ -231,27 +281,24 @@ pub fn convert(
         snippet.push('\n');
     }
     let file = batch.put_bytes(store, snippet.as_bytes(), file_meta(0o644))?;
-    put(store, batch, &mut usr, TMPFILES_PATH, Some(file))?;
-    put(store, batch, &mut usr, FACTORY_VAR, Some(Node::Directory { tree: var_id }))?;
-    set(&mut top, "var", Some(Node::Directory { tree: batch.put_tree(&Tree { meta: var_meta, entries: vec![] }) }));
+    put(store, batch, usr, TMPFILES_PATH, Some(file))?;
+    put(store, batch, usr, FACTORY_VAR, Some(Node::Directory { tree: var_id }))?;
+    Ok(())
+}
 
-    // /sysroot and /ostree.
+/// Add `/ostree` as a symlink to `sysroot/ostree`, and `/sysroot` when missing.
+fn add_sysroot(batch: &mut Batch, top: &mut Tree) -> anyhow::Result<()> {
     match top.get(b"ostree") {
-        None | Some(Node::Symlink { .. }) => set(&mut top, "ostree", Some(symlink("sysroot/ostree"))),
+        None | Some(Node::Symlink { .. }) => set(top, "ostree", Some(symlink("sysroot/ostree"))),
         Some(other) => bail!("/ostree is a {}: OSTree needs it for the symlink to sysroot/ostree", other.kind_name()),
     }
     if top.get(b"sysroot").is_none() {
         let empty = batch.put_tree(&Tree { meta: dir_meta(0o755), entries: vec![] });
-        set(&mut top, "sysroot", Some(Node::Directory { tree: empty }));
+        set(top, "sysroot", Some(Node::Directory { tree: empty }));
     }
-
-    set(&mut top, "usr", Some(Node::Directory { tree: batch.put_tree(&usr) }));
-    left_out.sort_by(|a, b| a.path.cmp(&b.path));
-    report.left_out = left_out;
-    Ok((batch.put_tree(&top), report))
+    Ok(())
 }
 
-/// Find the one kernel, check its initramfs, and move both into `/usr/lib/modules/<kver>/`.
 /// The kernels of a `/usr/lib/modules` tree: version → its `vmlinuz` file.
 pub fn module_kernels(store: &Store, batch: &Batch, modules: &Tree) -> anyhow::Result<BTreeMap<String, Node>> {
     let mut kernels = BTreeMap::new();
@@ -265,6 +312,7 @@ pub fn module_kernels(store: &Store, batch: &Batch, modules: &Tree) -> anyhow::R
     Ok(kernels)
 }
 
+/// Find the one kernel, check its initramfs, and move both into `/usr/lib/modules/<kver>/`.
 fn kernel(
     store: &Store,
     batch: &mut Batch,
@@ -277,23 +325,8 @@ fn kernel(
         Some(Node::Directory { tree }) => load(store, batch, &tree)?,
         _ => Tree::default(),
     };
-    let mut kvers: BTreeSet<String> = module_kernels(store, batch, &modules)?.into_keys().collect();
     let boot_entries: &[(Name, Node)] = boot.map_or(&[], |b| &b.entries);
-    for (name, node) in boot_entries {
-        let name = String::from_utf8_lossy(name.as_bytes());
-        if let (Some(kver), Node::File { .. }) = (name.strip_prefix("vmlinuz-"), node) {
-            kvers.insert(kver.to_string());
-        }
-    }
-    let kver = match kvers.len() {
-        0 => bail!("no kernel: found no /boot/vmlinuz-* and no /usr/lib/modules/*/vmlinuz (install a kernel package, e.g. linux-image-amd64)"),
-        1 => kvers.pop_first().expect("one kernel"),
-        _ => bail!(
-            "{} kernels ({}): an OSTree commit boots exactly one; remove the others",
-            kvers.len(),
-            kvers.iter().cloned().collect::<Vec<_>>().join(", ")
-        ),
-    };
+    let kver = kernel_version(store, batch, &modules, boot_entries)?;
     if !matches!(modules.get(kver.as_bytes()), Some(Node::Directory { .. })) {
         bail!("kernel {kver} has no modules directory /usr/lib/modules/{kver}");
     }
@@ -326,7 +359,39 @@ fn kernel(
     let Some((node, shown)) = initramfs else {
         bail!("no initramfs for kernel {kver} (looked for /boot/initrd.img-{kver} and /usr/lib/modules/{kver}/initramfs.img): install dracut and ostree-boot so that one is built");
     };
-    let data = store.read_file(&node).with_context(|| format!("cannot read {shown}"))?;
+    check_initramfs(store, &node, &shown, report)?;
+    report.kernel = kver;
+    Ok(())
+}
+
+/// The version of the one kernel in `/usr/lib/modules` or `/boot`; none or several is an error.
+fn kernel_version(
+    store: &Store,
+    batch: &Batch,
+    modules: &Tree,
+    boot_entries: &[(Name, Node)],
+) -> anyhow::Result<String> {
+    let mut kvers: BTreeSet<String> = module_kernels(store, batch, modules)?.into_keys().collect();
+    for (name, node) in boot_entries {
+        let name = String::from_utf8_lossy(name.as_bytes());
+        if let (Some(kver), Node::File { .. }) = (name.strip_prefix("vmlinuz-"), node) {
+            kvers.insert(kver.to_string());
+        }
+    }
+    Ok(match kvers.len() {
+        0 => bail!("no kernel: found no /boot/vmlinuz-* and no /usr/lib/modules/*/vmlinuz (install a kernel package, e.g. linux-image-amd64)"),
+        1 => kvers.pop_first().expect("one kernel"),
+        _ => bail!(
+            "{} kernels ({}): an OSTree commit boots exactly one; remove the others",
+            kvers.len(),
+            kvers.iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
+/// Check that the initramfs `node` (shown as `shown`) holds `ostree-prepare-root`, when readable.
+fn check_initramfs(store: &Store, node: &Node, shown: &str, report: &mut LayoutReport) -> anyhow::Result<()> {
+    let data = store.read_file(node).with_context(|| format!("cannot read {shown}"))?;
     match initramfs::contains(&data, &["usr/lib/ostree/ostree-prepare-root", "usr/bin/ostree-prepare-root"])
         .with_context(|| format!("cannot read the initramfs {shown}"))?
     {
@@ -338,7 +403,6 @@ fn kernel(
             report.initramfs_note = Some(format!("{shown} is {format}-compressed; ostree-prepare-root was not looked for"))
         }
     }
-    report.kernel = kver;
     Ok(())
 }
 

@@ -53,6 +53,46 @@ pub fn push(
 ) -> anyhow::Result<PushReport> {
     let _span = tracing::debug_span!("push", reference).entered();
     super::export::check_ref(reference)?;
+    let (src_repo, commit) = source_commit(src, reference)?;
+    let dest_repo = open_repo(dest, Some(RepoMode::Archive))?;
+    let _lock = lock(dest)?;
+    clean_staging(dest)?;
+
+    let old = dest_repo.resolve_rev(reference, true)?.map(|s| s.to_string());
+    let commits = missing_commits(&src_repo, &dest_repo, &commit)?;
+    let objects = missing_objects(src, &src_repo, &dest_repo, &commits)?;
+
+    // 1. Objects: staged, synced, renamed in order.
+    let staging = tempfile::Builder::new().prefix(STAGING_PREFIX).tempdir_in(dest.join("tmp"))?;
+    let (objects_copied, bytes) = copy_objects(src, dest, staging.path(), &objects, progress)?;
+
+    // 2. Static deltas (and their indexes) the destination lacks.
+    let deltas = copy_new_dirs(&src.join("deltas"), &dest.join("deltas"), staging.path())?;
+    copy_new_dirs(&src.join("delta-indexes"), &dest.join("delta-indexes"), staging.path())?;
+    syncfs(dest)?;
+
+    // 3. The ref, 4. the summary.
+    let updated = old.as_deref() != Some(commit.as_str());
+    if updated {
+        write_ref(dest, staging.path(), reference, &commit)?;
+    }
+    let dest_repo = open_repo(dest, Some(RepoMode::Archive))?;
+    update_summary(&dest_repo, signers)?;
+    syncfs(dest)?;
+    Ok(PushReport {
+        commit,
+        reference: reference.to_string(),
+        dest: dest.to_path_buf(),
+        commits: commits.len() as u64,
+        objects_copied,
+        bytes_copied: bytes,
+        deltas_copied: deltas,
+        updated,
+    })
+}
+
+/// Open the archive repository `src` and resolve `reference` there to its commit.
+fn source_commit(src: &Path, reference: &str) -> anyhow::Result<(ostree::Repo, String)> {
     if !src.join("config").exists() {
         bail!("`{}` is not an OSTree repository", src.display());
     }
@@ -68,30 +108,44 @@ pub fn push(
         .resolve_rev(reference, true)?
         .with_context(|| format!("`{}` has no ref `{reference}`", src.display()))?
         .to_string();
-    let dest_repo = open_repo(dest, Some(RepoMode::Archive))?;
+    Ok((src_repo, commit))
+}
+
+/// Lock the destination against other pushes, until the returned lock is dropped.
+fn lock(dest: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     let lock =
         std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dest.join("strata-push.lock"))?;
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
-        .with_context(|| format!("cannot lock `{}` for pushing", dest.display()))?;
-    clean_staging(dest)?;
+        .with_context(|| format!("cannot lock `{}` for pushing", dest.display()))
+}
 
-    let old = dest_repo.resolve_rev(reference, true)?.map(|s| s.to_string());
-    // The commits to push: the ref's commit and its ancestors the destination lacks.
+/// The commits to push: the ref's commit and its ancestors the destination lacks.
+fn missing_commits(src_repo: &ostree::Repo, dest_repo: &ostree::Repo, commit: &str) -> anyhow::Result<Vec<String>> {
     let mut commits = Vec::new();
-    let mut next = Some(commit.clone());
+    let mut next = Some(commit.to_string());
     while let Some(c) = next {
-        if has(&dest_repo, ostree::ObjectType::Commit, &c)? {
+        if has(dest_repo, ostree::ObjectType::Commit, &c)? {
             break;
         }
-        next = super::publish::parent_of(&src_repo, &c)?;
+        next = super::publish::parent_of(src_repo, &c)?;
         commits.push(c);
     }
+    Ok(commits)
+}
+
+/// The objects of `commits` (with their signatures) the destination lacks, in copy order.
+fn missing_objects(
+    src: &Path,
+    src_repo: &ostree::Repo,
+    dest_repo: &ostree::Repo,
+    commits: &[String],
+) -> anyhow::Result<BTreeSet<(u8, String, ostree::ObjectType)>> {
     let mut objects: BTreeSet<(u8, String, ostree::ObjectType)> = BTreeSet::new();
-    for c in &commits {
+    for c in commits {
         for name in src_repo.traverse_commit(c, 0, gio::Cancellable::NONE)? {
             let t = name.object_type();
-            if !has(&dest_repo, t, name.checksum())? {
+            if !has(dest_repo, t, name.checksum())? {
                 objects.insert((order(t), name.checksum().to_string(), t));
             }
         }
@@ -99,15 +153,23 @@ pub fn push(
             objects.insert((order(ostree::ObjectType::CommitMeta), c.clone(), ostree::ObjectType::CommitMeta));
         }
     }
+    Ok(objects)
+}
 
-    // 1. Objects: staged, synced, renamed in order.
-    let staging = tempfile::Builder::new().prefix(STAGING_PREFIX).tempdir_in(dest.join("tmp"))?;
+/// Copy `objects` into `staging`, sync, then rename them into place in order; returns (count, bytes).
+fn copy_objects(
+    src: &Path,
+    dest: &Path,
+    staging: &Path,
+    objects: &BTreeSet<(u8, String, ostree::ObjectType)>,
+    progress: &Progress,
+) -> anyhow::Result<(u64, u64)> {
     let bar = progress.items(objects.len() as u64, "copying objects");
     let mut staged = Vec::with_capacity(objects.len());
     let mut bytes = 0;
     for (i, (_, sum, t)) in objects.iter().enumerate() {
         let rel = object_path(sum, *t);
-        let tmp = staging.path().join(i.to_string());
+        let tmp = staging.join(i.to_string());
         bytes += fs_err::copy(src.join(&rel), &tmp)?;
         staged.push((tmp, dest.join(rel)));
         bar.inc(1);
@@ -119,35 +181,18 @@ pub fn push(
         fs_err::rename(tmp, target)?;
     }
     syncfs(dest)?;
+    Ok((staged.len() as u64, bytes))
+}
 
-    // 2. Static deltas (and their indexes) the destination lacks.
-    let deltas = copy_new_dirs(&src.join("deltas"), &dest.join("deltas"), staging.path())?;
-    copy_new_dirs(&src.join("delta-indexes"), &dest.join("delta-indexes"), staging.path())?;
-    syncfs(dest)?;
-
-    // 3. The ref, 4. the summary.
-    let updated = old.as_deref() != Some(commit.as_str());
-    if updated {
-        let ref_path = dest.join("refs/heads").join(reference);
-        fs_err::create_dir_all(ref_path.parent().expect("ref dir"))?;
-        let tmp = staging.path().join("ref");
-        fs_err::write(&tmp, format!("{commit}\n"))?;
-        fs_err::File::open(&tmp)?.sync_all()?;
-        fs_err::rename(&tmp, &ref_path)?;
-    }
-    let dest_repo = open_repo(dest, Some(RepoMode::Archive))?;
-    update_summary(&dest_repo, signers)?;
-    syncfs(dest)?;
-    Ok(PushReport {
-        commit,
-        reference: reference.to_string(),
-        dest: dest.to_path_buf(),
-        commits: commits.len() as u64,
-        objects_copied: staged.len() as u64,
-        bytes_copied: bytes,
-        deltas_copied: deltas,
-        updated,
-    })
+/// Point the destination's `reference` at `commit`: written and synced under `staging`, then renamed.
+fn write_ref(dest: &Path, staging: &Path, reference: &str, commit: &str) -> anyhow::Result<()> {
+    let ref_path = dest.join("refs/heads").join(reference);
+    fs_err::create_dir_all(ref_path.parent().expect("ref dir"))?;
+    let tmp = staging.join("ref");
+    fs_err::write(&tmp, format!("{commit}\n"))?;
+    fs_err::File::open(&tmp)?.sync_all()?;
+    fs_err::rename(&tmp, &ref_path)?;
+    Ok(())
 }
 
 /// Copy order: content, then what refers to it, commits last.

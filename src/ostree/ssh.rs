@@ -112,95 +112,154 @@ pub fn push(
     let parsed = SshUrl::parse(url)?;
     let _span = tracing::debug_span!("push over ssh", url).entered();
     fs_err::create_dir_all(mirror)?;
-    let m = |rel: &str| format!("{}/{rel}", mirror.display());
+    let far = FarSide { ssh, url: &parsed, mirror };
     super::export::open_repo(mirror, Some(super::export::RepoMode::Archive))?;
 
     // 1. The far side's refs, their commits and delta superblocks.
-    let exists = ssh.rsync(&parsed, "list the destination", &["-q", "--list-only", &parsed.remote("config")]).is_ok();
-    if exists {
-        ssh.rsync(&parsed, "fetch the destination's refs", &["-a", "--delete", &parsed.remote("refs/"), &m("refs/")])?;
-        ssh.rsync(
-            &parsed,
-            "fetch the destination's commits",
-            &[
-                "-a",
-                "--include=*/",
-                "--include=*.commit",
-                "--include=*.commitmeta",
-                "--exclude=*",
-                "--prune-empty-dirs",
-                &parsed.remote("objects/"),
-                &m("objects/"),
-            ],
-        )?;
-        ssh.rsync(
-            &parsed,
-            "fetch the destination's delta superblocks",
-            &[
-                "-a",
-                "--include=*/",
-                "--include=superblock",
-                "--exclude=*",
-                "--prune-empty-dirs",
-                &parsed.remote("deltas/"),
-                &m("deltas/"),
-            ],
-        )
-        .ok();
-    }
+    far.fetch()?;
 
     // 2. Into the mirror.
     let mut report = super::push::push(src, reference, mirror, signers, progress)?;
 
     // 3. Up, in order.
-    let up = |what: &str, filters: &[&str], rel: &str, extra: &[&str]| -> anyhow::Result<()> {
-        let src_dir = m(rel);
+    far.create()?;
+    far.upload()?;
+    report.dest = PathBuf::from(url);
+    Ok(report)
+}
+
+/// The destination of a push over ssh, and its local mirror.
+struct FarSide<'a> {
+    ssh: &'a Ssh,
+    url: &'a SshUrl,
+    mirror: &'a Path,
+}
+
+impl FarSide<'_> {
+    /// `MIRROR/rel`: a path in the mirror, for rsync.
+    fn local(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.mirror.display())
+    }
+
+    /// Fetch the far side's refs, the commits they name and its delta superblocks, if it has a repository.
+    fn fetch(&self) -> anyhow::Result<()> {
+        let (ssh, parsed) = (self.ssh, self.url);
+        let m = |rel: &str| self.local(rel);
+        let exists =
+            ssh.rsync(parsed, "list the destination", &["-q", "--list-only", &parsed.remote("config")]).is_ok();
+        if exists {
+            ssh.rsync(
+                parsed,
+                "fetch the destination's refs",
+                &["-a", "--delete", &parsed.remote("refs/"), &m("refs/")],
+            )?;
+            ssh.rsync(
+                parsed,
+                "fetch the destination's commits",
+                &[
+                    "-a",
+                    "--include=*/",
+                    "--include=*.commit",
+                    "--include=*.commitmeta",
+                    "--exclude=*",
+                    "--prune-empty-dirs",
+                    &parsed.remote("objects/"),
+                    &m("objects/"),
+                ],
+            )?;
+            ssh.rsync(
+                parsed,
+                "fetch the destination's delta superblocks",
+                &[
+                    "-a",
+                    "--include=*/",
+                    "--include=superblock",
+                    "--exclude=*",
+                    "--prune-empty-dirs",
+                    &parsed.remote("deltas/"),
+                    &m("deltas/"),
+                ],
+            )
+            .ok();
+        }
+        Ok(())
+    }
+
+    /// Create the destination directory itself, then the repository's directories and config.
+    fn create(&self) -> anyhow::Result<()> {
+        let (ssh, parsed) = (self.ssh, self.url);
+        let skeleton = ["--include=*/", "--include=/config", "--exclude=*"];
+        let mut args = vec!["-a", "--ignore-existing", "--exclude=/tmp/*", "--exclude=/strata-push.lock"];
+        args.extend_from_slice(&skeleton);
+        let root = format!("{}/", self.mirror.display());
+        let dest_root = format!("{}:{}/", parsed.host, parsed.path);
+        let mkdir = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{} {} mkdir -p '{}'", ssh.rsh(parsed), parsed.host, parsed.path))
+            .output()?;
+        if !mkdir.status.success() {
+            bail!(
+                "cannot create {} on {}: {}",
+                parsed.path,
+                parsed.host,
+                String::from_utf8_lossy(&mkdir.stderr).trim()
+            );
+        }
+        args.push(&root);
+        args.push(&dest_root);
+        ssh.rsync(parsed, "create the destination repository", &args)
+    }
+
+    /// Upload the mirror in a servable order: objects, signatures, commits, deltas, refs, summary.
+    fn upload(&self) -> anyhow::Result<()> {
+        self.up(
+            "upload objects",
+            &["--exclude=*.commit", "--exclude=*.commitmeta"],
+            "objects/",
+            &["--ignore-existing"],
+        )?;
+        self.up("upload signatures", &["--include=*/", "--include=*.commitmeta", "--exclude=*"], "objects/", &[])?;
+        self.up(
+            "upload commits",
+            &["--include=*/", "--include=*.commit", "--exclude=*"],
+            "objects/",
+            &["--ignore-existing"],
+        )?;
+        self.up("upload static deltas", &["--exclude=superblock"], "deltas/", &["--ignore-existing"])?;
+        self.up(
+            "upload delta superblocks",
+            &["--include=*/", "--include=superblock", "--exclude=*"],
+            "deltas/",
+            &["--ignore-existing"],
+        )?;
+        self.up("upload delta indexes", &[], "delta-indexes/", &[])?;
+        self.up("upload refs", &[], "refs/", &[])?;
+        for file in ["summary.sig", "summary"] {
+            if self.mirror.join(file).exists() {
+                self.ssh.rsync(
+                    self.url,
+                    &format!("upload {file}"),
+                    &["-a", &self.local(file), &self.url.remote(file)],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Upload the mirror's `rel` with rsync `filters` and `extra` options, renamed into place at the end.
+    fn up(&self, what: &str, filters: &[&str], rel: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let src_dir = self.local(rel);
         if !Path::new(&src_dir).exists() {
             return Ok(());
         }
         let mut args = vec!["-a", "--delay-updates"];
         args.extend_from_slice(extra);
         args.extend_from_slice(filters);
-        let dest = parsed.remote(rel);
+        let dest = self.url.remote(rel);
         args.push(&src_dir);
         args.push(&dest);
-        ssh.rsync(&parsed, what, &args)
-    };
-    let skeleton = ["--include=*/", "--include=/config", "--exclude=*"];
-    let mut args = vec!["-a", "--ignore-existing", "--exclude=/tmp/*", "--exclude=/strata-push.lock"];
-    args.extend_from_slice(&skeleton);
-    let root = format!("{}/", mirror.display());
-    let dest_root = format!("{}:{}/", parsed.host, parsed.path);
-    // The destination directory itself, then the repository's directories and config.
-    let mkdir = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{} {} mkdir -p '{}'", ssh.rsh(&parsed), parsed.host, parsed.path))
-        .output()?;
-    if !mkdir.status.success() {
-        bail!("cannot create {} on {}: {}", parsed.path, parsed.host, String::from_utf8_lossy(&mkdir.stderr).trim());
+        self.ssh.rsync(self.url, what, &args)
     }
-    args.push(&root);
-    args.push(&dest_root);
-    ssh.rsync(&parsed, "create the destination repository", &args)?;
-    up("upload objects", &["--exclude=*.commit", "--exclude=*.commitmeta"], "objects/", &["--ignore-existing"])?;
-    up("upload signatures", &["--include=*/", "--include=*.commitmeta", "--exclude=*"], "objects/", &[])?;
-    up("upload commits", &["--include=*/", "--include=*.commit", "--exclude=*"], "objects/", &["--ignore-existing"])?;
-    up("upload static deltas", &["--exclude=superblock"], "deltas/", &["--ignore-existing"])?;
-    up(
-        "upload delta superblocks",
-        &["--include=*/", "--include=superblock", "--exclude=*"],
-        "deltas/",
-        &["--ignore-existing"],
-    )?;
-    up("upload delta indexes", &[], "delta-indexes/", &[])?;
-    up("upload refs", &[], "refs/", &[])?;
-    for file in ["summary.sig", "summary"] {
-        if mirror.join(file).exists() {
-            ssh.rsync(&parsed, &format!("upload {file}"), &["-a", &m(file), &parsed.remote(file)])?;
-        }
-    }
-    report.dest = PathBuf::from(url);
-    Ok(report)
 }
 
 #[cfg(test)]

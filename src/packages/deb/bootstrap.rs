@@ -353,77 +353,139 @@ fn build_merge(
     packages: &[(PackageRecord, PackageReport)],
     opts: &Options,
 ) -> anyhow::Result<Digest> {
-    let mut batch = Batch::new();
-    let file_meta = |mode| Meta { mode, uid: 0, gid: 0, xattrs: vec![] };
-    let mut inputs = Vec::new();
-
-    if let Some((tree, _)) = base {
-        inputs.push(Input { owner: BASE_OWNER.into(), tree, replaces: vec![] });
-    }
-    // Top-level directories the packages ship that merged /usr moves (they become links).
-    let mut moved_dirs = std::collections::BTreeSet::new();
-
-    let mut status = base.map(|(_, s)| s.trim_end().to_string() + "\n\n").unwrap_or_default();
-    let mut base_owners: Option<std::collections::HashMap<String, String>> = None;
-    let mut diversions: Option<Vec<Diversion>> = None;
-    let mut conflicts: Vec<crate::trees::merge::Conflict> = Vec::new();
-    let mut db = TreeBuilder::new(implicit_dir_meta());
-    // dpkg's trigger interests (`triggers/File`, `triggers/<name>`), the base's first.
-    let mut interests = match base {
-        Some((tree, _)) => trigger_interests(store, &tree)?,
-        None => Interests::default(),
-    };
-    let info_dir = [name("var"), name("lib"), name("dpkg"), name("info")];
-    db.mkdir(&info_dir, implicit_dir_meta())?;
+    let mut m = MergeBuild::new(store, base, opts)?;
     for (record, report) in packages {
+        m.add_package(store, record, report)?;
+    }
+    if !m.conflicts.is_empty() {
+        return Err(crate::trees::merge::MergeError { conflicts: m.conflicts }.into());
+    }
+    m.finish(store)
+}
+
+/// Metadata of a file strata writes: owned by root, with `mode`.
+fn file_meta(mode: u32) -> Meta {
+    Meta { mode, uid: 0, gid: 0, xattrs: vec![] }
+}
+
+/// What [`build_merge`] gathers package by package: the merge inputs and the dpkg database.
+struct MergeBuild<'o> {
+    /// The base's tree, if any.
+    base: Option<Digest>,
+    opts: &'o Options,
+    batch: Batch,
+    inputs: Vec<Input>,
+    /// Top-level directories the packages ship that merged /usr moves (they become links).
+    moved_dirs: std::collections::BTreeSet<&'static str>,
+    status: String,
+    base_owners: Option<std::collections::HashMap<String, String>>,
+    diversions: Option<Vec<Diversion>>,
+    conflicts: Vec<crate::trees::merge::Conflict>,
+    db: TreeBuilder,
+    /// dpkg's trigger interests (`triggers/File`, `triggers/<name>`), the base's first.
+    interests: Interests,
+    info_dir: [Name; 4],
+}
+
+/// A package entry's parts that the merge reads.
+struct PackageParts {
+    data: Digest,
+    control_tree: Tree,
+    control_text: String,
+    replaces: Vec<String>,
+}
+
+impl<'o> MergeBuild<'o> {
+    /// Start a merge: the base as the first input, its status and trigger interests.
+    fn new(store: &Store, base: Option<(Digest, &str)>, opts: &'o Options) -> anyhow::Result<Self> {
+        let batch = Batch::new();
+        let mut inputs = Vec::new();
+        if let Some((tree, _)) = base {
+            inputs.push(Input { owner: BASE_OWNER.into(), tree, replaces: vec![] });
+        }
+        let moved_dirs = std::collections::BTreeSet::new();
+        let status = base.map(|(_, s)| s.trim_end().to_string() + "\n\n").unwrap_or_default();
+        let mut db = TreeBuilder::new(implicit_dir_meta());
+        let interests = match base {
+            Some((tree, _)) => trigger_interests(store, &tree)?,
+            None => Interests::default(),
+        };
+        let info_dir = [name("var"), name("lib"), name("dpkg"), name("info")];
+        db.mkdir(&info_dir, implicit_dir_meta())?;
+        Ok(MergeBuild {
+            base: base.map(|(tree, _)| tree),
+            opts,
+            batch,
+            inputs,
+            moved_dirs,
+            status,
+            base_owners: None,
+            diversions: None,
+            conflicts: Vec::new(),
+            db,
+            interests,
+            info_dir,
+        })
+    }
+
+    /// Add a package: its database files and status paragraph, and its files as a merge input.
+    fn add_package(&mut self, store: &mut Store, record: &PackageRecord, report: &PackageReport) -> anyhow::Result<()> {
         let ctx = || format!("package {} {}", record.name, record.version);
-        let data = match store.lookup(&report.tree, &[b"data"])? {
-            Some(Node::Directory { tree }) => tree,
-            _ => anyhow::bail!("{}: entry {} has no data/ tree", ctx(), report.key.short()),
-        };
-        let control_tree = match store.lookup(&report.tree, &[b"control"])? {
-            Some(Node::Directory { tree }) => store.tree(&tree)?,
-            _ => anyhow::bail!("{}: entry {} has no control/ tree", ctx(), report.key.short()),
-        };
-        let control_text = match control_tree.get(b"control") {
-            Some(n) => {
-                String::from_utf8(store.read_file(n)?).with_context(|| format!("{}: control is not UTF-8", ctx()))?
-            }
-            None => anyhow::bail!("{}: no control file", ctx()),
-        };
-        let fields = deb822::parse(&control_text).with_context(ctx)?.into_iter().next().unwrap_or_default();
-        let replaces: Vec<String> = super::relation::parse(fields.get("Replaces").unwrap_or(""))
-            .with_context(ctx)?
-            .into_iter()
-            .flatten()
-            .map(|d| d.name)
-            .collect();
+        let PackageParts { data, control_tree, control_text, mut replaces } = package_parts(store, record, report)?;
         let info = info_name(record);
         if let Some(n) = control_tree.get(b"triggers") {
             let text = String::from_utf8_lossy(&store.read_file(n)?).into_owned();
-            interests.add(&info, &text).with_context(ctx)?;
+            self.interests.add(&info, &text).with_context(ctx)?;
         }
+        self.add_info_files(store, &info, &data, &control_tree)?;
+        // The status paragraph: the control file, marked unpacked, with conffile checksums.
+        let conffiles = conffile_sums(store, &control_tree, &data)?;
+        self.status.push_str(&status_paragraph(&control_text, &conffiles));
 
+        let data = self.placed_data(store, record, data)?;
+        if let Some(base_tree) = self.base {
+            // The base's files may be overwritten only where dpkg would: files no package owns
+            // (written by scripts), or owned by a package this one Replaces.
+            let owners = match &self.base_owners {
+                Some(o) => o,
+                None => self.base_owners.insert(owners_in(store, &base_tree, self.opts.merged_usr)?),
+            };
+            base_conflicts(store, &base_tree, &data, record, &replaces, owners, &mut self.conflicts)?;
+            replaces.push(BASE_OWNER.into());
+        }
+        self.inputs.push(Input { owner: record.name.clone(), tree: data, replaces });
+        Ok(())
+    }
+
+    /// Record `info/<pkg>.*` for a package: its file list, its control files and md5sums.
+    fn add_info_files(
+        &mut self,
+        store: &mut Store,
+        info: &str,
+        data: &Digest,
+        control_tree: &Tree,
+    ) -> anyhow::Result<()> {
+        let (batch, db, info_dir) = (&mut self.batch, &mut self.db, &self.info_dir);
         // info/<pkg>.list: every path the package ships, as dpkg records it.
         let mut list = String::from("/.\n");
-        for item in crate::store::walk::flatten(store, &data)?.iter().skip(1) {
+        for item in crate::store::walk::flatten(store, data)?.iter().skip(1) {
             list.push('/');
             list.push_str(&item.path.to_string_lossy());
             list.push('\n');
         }
-        db.insert(&info_file(&info_dir, &info, "list")?, batch.put_bytes(store, list.as_bytes(), file_meta(0o644))?)?;
+        db.insert(&info_file(info_dir, info, "list")?, batch.put_bytes(store, list.as_bytes(), file_meta(0o644))?)?;
         // Control files dpkg keeps: md5sums, conffiles, scripts, triggers, shlibs, symbols, templates.
         for (fname, node) in &control_tree.entries {
             let fname_str = String::from_utf8_lossy(fname.as_bytes()).into_owned();
             if fname_str == "control" || !matches!(node, Node::File { .. }) {
                 continue;
             }
-            db.insert(&info_file(&info_dir, &info, &fname_str)?, node.clone())?;
+            db.insert(&info_file(info_dir, info, &fname_str)?, node.clone())?;
         }
         // Packages without md5sums get them computed, as dpkg does when it unpacks them.
         if control_tree.get(b"md5sums").is_none() {
             let mut sums = String::new();
-            for item in crate::store::walk::flatten(store, &data)? {
+            for item in crate::store::walk::flatten(store, data)? {
                 if let crate::store::walk::ItemKind::Leaf(node @ Node::File { .. }) = &item.kind {
                     use md5::Digest as _;
                     let md5 = hex::encode(md5::Md5::digest(store.read_file(node)?));
@@ -431,100 +493,144 @@ fn build_merge(
                 }
             }
             let node = batch.put_bytes(store, sums.as_bytes(), file_meta(0o644))?;
-            db.insert(&info_file(&info_dir, &info, "md5sums")?, node)?;
+            db.insert(&info_file(info_dir, info, "md5sums")?, node)?;
         }
-        // The status paragraph: the control file, marked unpacked, with conffile checksums.
-        let mut conffiles = String::new();
-        if let Some(n) = control_tree.get(b"conffiles") {
-            for path in
-                String::from_utf8_lossy(&store.read_file(n)?).lines().map(str::trim).filter(|l| l.starts_with('/'))
-            {
-                let parts: Vec<&[u8]> = path.trim_start_matches('/').split('/').map(str::as_bytes).collect();
-                let md5 = match store.lookup(&data, &parts)? {
-                    Some(node @ Node::File { .. }) => {
-                        use md5::Digest as _;
-                        hex::encode(md5::Md5::digest(store.read_file(&node)?))
-                    }
-                    _ => "newconffile".to_string(),
-                };
-                conffiles.push_str(&format!(" {path} {md5}\n"));
-            }
-        }
-        status.push_str(&status_paragraph(&control_text, &conffiles));
+        Ok(())
+    }
 
+    /// A package's `data` as it lands in the image: diverted by the base, moved under `/usr`.
+    fn placed_data(&mut self, store: &mut Store, record: &PackageRecord, data: Digest) -> anyhow::Result<Digest> {
+        let ctx = || format!("package {} {}", record.name, record.version);
         // The base's diversions move this package's files aside, as dpkg does when it unpacks.
-        let data = match base {
-            Some((base_tree, _)) => {
-                let list = match &diversions {
+        let data = match self.base {
+            Some(base_tree) => {
+                let list = match &self.diversions {
                     Some(d) => d,
-                    None => diversions.insert(diversions_in(store, &base_tree)?),
+                    None => self.diversions.insert(diversions_in(store, &base_tree)?),
                 };
                 divert(store, data, &record.name, list).with_context(ctx)?
             }
             None => data,
         };
-        let data = if opts.merged_usr { usrmerge(store, &data, &record.name, &mut moved_dirs)? } else { data };
-        let mut replaces = replaces;
-        if let Some((base_tree, _)) = base {
-            // The base's files may be overwritten only where dpkg would: files no package owns
-            // (written by scripts), or owned by a package this one Replaces.
-            let owners = match &base_owners {
-                Some(o) => o,
-                None => base_owners.insert(owners_in(store, &base_tree, opts.merged_usr)?),
-            };
-            base_conflicts(store, &base_tree, &data, record, &replaces, owners, &mut conflicts)?;
-            replaces.push(BASE_OWNER.into());
+        if self.opts.merged_usr {
+            usrmerge(store, &data, &record.name, &mut self.moved_dirs)
+        } else {
+            Ok(data)
         }
-        inputs.push(Input { owner: record.name.clone(), tree: data, replaces });
     }
-    if !conflicts.is_empty() {
-        return Err(crate::trees::merge::MergeError { conflicts }.into());
+
+    /// Merge everything: the merged-/usr links, the packages and the dpkg database, in one tree.
+    fn finish(mut self, store: &mut Store) -> anyhow::Result<Digest> {
+        if self.base.is_none() && self.opts.merged_usr {
+            self.add_usr_links()?;
+        }
+        self.write_database(store)?;
+        // The new status file replaces the base's.
+        let db_tree = self.db.finish(&mut self.batch.trees);
+        self.inputs.push(Input { owner: "(dpkg database)".into(), tree: db_tree, replaces: vec![BASE_OWNER.into()] });
+        // The database and symlink trees must be recorded before the merge reads them.
+        self.batch.commit(store, None)?;
+
+        let mut merged = Batch::new();
+        let tree = merge(store, &self.inputs, &mut merged.trees)?;
+        merged.commit(store, None)?;
+        Ok(tree)
     }
-    if base.is_none() && opts.merged_usr {
+
+    /// Put the merged-/usr links first among the inputs.
+    fn add_usr_links(&mut self) -> anyhow::Result<()> {
         // The merged-/usr links, one per directory a package ships (bin, sbin, lib always).
-        moved_dirs.extend(["bin", "sbin", "lib"]);
+        self.moved_dirs.extend(["bin", "sbin", "lib"]);
         let mut b = TreeBuilder::new(implicit_dir_meta());
-        for d in &moved_dirs {
+        for d in &self.moved_dirs {
             b.insert(&[name(d)], Node::Symlink { meta: file_meta(0o777), target: format!("usr/{d}").into_bytes() })?;
         }
-        inputs.insert(0, Input { owner: "(merged /usr)".into(), tree: b.finish(&mut batch.trees), replaces: vec![] });
+        let tree = b.finish(&mut self.batch.trees);
+        self.inputs.insert(0, Input { owner: "(merged /usr)".into(), tree, replaces: vec![] });
+        Ok(())
     }
-    let dpkg_dir = &info_dir[..3];
-    db.insert(&[dpkg_dir, &[name("status")]].concat(), batch.put_bytes(store, status.as_bytes(), file_meta(0o644))?)?;
-    if base.is_none() {
-        for file in ["available", "diversions", "statoverride"] {
-            db.insert(&[dpkg_dir, &[name(file)]].concat(), batch.put_bytes(store, b"", file_meta(0o644))?)?;
-        }
-        db.mkdir(&[dpkg_dir, &[name("updates")]].concat(), implicit_dir_meta())?;
-        db.mkdir(&[dpkg_dir, &[name("triggers")]].concat(), implicit_dir_meta())?;
-        let unincorp = [dpkg_dir, &[name("triggers"), name("Unincorp")]].concat();
-        db.insert(&unincorp, batch.put_bytes(store, b"", file_meta(0o644))?)?;
-    }
-    // Staged, and moved into `triggers/` by the script once the packages are configured: named
-    // triggers that packages of this same step activate are then not run on top of the
-    // interested packages' own configuration (the kernel's initramfs would be made twice).
-    let triggers_dir = [dpkg_dir, &[name(STAGED_TRIGGERS)]].concat();
-    if !interests.files.is_empty() {
-        let text: String = interests.files.iter().map(|l| format!("{l}\n")).collect();
-        let node = batch.put_bytes(store, text.as_bytes(), file_meta(0o644))?;
-        db.insert(&[&triggers_dir[..], &[name("File")]].concat(), node)?;
-    }
-    for (trigger, lines) in &interests.named {
-        let file = Name::new(trigger.as_str()).map_err(|e| anyhow::anyhow!("trigger name `{trigger}`: {e}"))?;
-        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        let node = batch.put_bytes(store, text.as_bytes(), file_meta(0o644))?;
-        db.insert(&[&triggers_dir[..], &[file]].concat(), node)?;
-    }
-    // The new status file replaces the base's.
-    let db_tree = db.finish(&mut batch.trees);
-    inputs.push(Input { owner: "(dpkg database)".into(), tree: db_tree, replaces: vec![BASE_OWNER.into()] });
-    // The database and symlink trees must be recorded before the merge reads them.
-    batch.commit(store, None)?;
 
-    let mut merged = Batch::new();
-    let tree = merge(store, &inputs, &mut merged.trees)?;
-    merged.commit(store, None)?;
-    Ok(tree)
+    /// Write the dpkg database files: `status`, a new tree's empty files, the staged interests.
+    fn write_database(&mut self, store: &mut Store) -> anyhow::Result<()> {
+        let (batch, db) = (&mut self.batch, &mut self.db);
+        let dpkg_dir = &self.info_dir[..3];
+        db.insert(
+            &[dpkg_dir, &[name("status")]].concat(),
+            batch.put_bytes(store, self.status.as_bytes(), file_meta(0o644))?,
+        )?;
+        if self.base.is_none() {
+            for file in ["available", "diversions", "statoverride"] {
+                db.insert(&[dpkg_dir, &[name(file)]].concat(), batch.put_bytes(store, b"", file_meta(0o644))?)?;
+            }
+            db.mkdir(&[dpkg_dir, &[name("updates")]].concat(), implicit_dir_meta())?;
+            db.mkdir(&[dpkg_dir, &[name("triggers")]].concat(), implicit_dir_meta())?;
+            let unincorp = [dpkg_dir, &[name("triggers"), name("Unincorp")]].concat();
+            db.insert(&unincorp, batch.put_bytes(store, b"", file_meta(0o644))?)?;
+        }
+        // Staged, and moved into `triggers/` by the script once the packages are configured: named
+        // triggers that packages of this same step activate are then not run on top of the
+        // interested packages' own configuration (the kernel's initramfs would be made twice).
+        let triggers_dir = [dpkg_dir, &[name(STAGED_TRIGGERS)]].concat();
+        if !self.interests.files.is_empty() {
+            let text: String = self.interests.files.iter().map(|l| format!("{l}\n")).collect();
+            let node = batch.put_bytes(store, text.as_bytes(), file_meta(0o644))?;
+            db.insert(&[&triggers_dir[..], &[name("File")]].concat(), node)?;
+        }
+        for (trigger, lines) in &self.interests.named {
+            let file = Name::new(trigger.as_str()).map_err(|e| anyhow::anyhow!("trigger name `{trigger}`: {e}"))?;
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let node = batch.put_bytes(store, text.as_bytes(), file_meta(0o644))?;
+            db.insert(&[&triggers_dir[..], &[file]].concat(), node)?;
+        }
+        Ok(())
+    }
+}
+
+/// Read a package entry's `data/` tree, `control/` tree, control text and `Replaces` names.
+fn package_parts(store: &Store, record: &PackageRecord, report: &PackageReport) -> anyhow::Result<PackageParts> {
+    let ctx = || format!("package {} {}", record.name, record.version);
+    let data = match store.lookup(&report.tree, &[b"data"])? {
+        Some(Node::Directory { tree }) => tree,
+        _ => anyhow::bail!("{}: entry {} has no data/ tree", ctx(), report.key.short()),
+    };
+    let control_tree = match store.lookup(&report.tree, &[b"control"])? {
+        Some(Node::Directory { tree }) => store.tree(&tree)?,
+        _ => anyhow::bail!("{}: entry {} has no control/ tree", ctx(), report.key.short()),
+    };
+    let control_text = match control_tree.get(b"control") {
+        Some(n) => {
+            String::from_utf8(store.read_file(n)?).with_context(|| format!("{}: control is not UTF-8", ctx()))?
+        }
+        None => anyhow::bail!("{}: no control file", ctx()),
+    };
+    let fields = deb822::parse(&control_text).with_context(ctx)?.into_iter().next().unwrap_or_default();
+    let replaces: Vec<String> = super::relation::parse(fields.get("Replaces").unwrap_or(""))
+        .with_context(ctx)?
+        .into_iter()
+        .flatten()
+        .map(|d| d.name)
+        .collect();
+    Ok(PackageParts { data, control_tree, control_text, replaces })
+}
+
+/// The `Conffiles` lines of a status paragraph: each conffile with the MD5 of the shipped file.
+fn conffile_sums(store: &Store, control_tree: &Tree, data: &Digest) -> anyhow::Result<String> {
+    let mut conffiles = String::new();
+    if let Some(n) = control_tree.get(b"conffiles") {
+        for path in String::from_utf8_lossy(&store.read_file(n)?).lines().map(str::trim).filter(|l| l.starts_with('/'))
+        {
+            let parts: Vec<&[u8]> = path.trim_start_matches('/').split('/').map(str::as_bytes).collect();
+            let md5 = match store.lookup(data, &parts)? {
+                Some(node @ Node::File { .. }) => {
+                    use md5::Digest as _;
+                    hex::encode(md5::Md5::digest(store.read_file(&node)?))
+                }
+                _ => "newconffile".to_string(),
+            };
+            conffiles.push_str(&format!(" {path} {md5}\n"));
+        }
+    }
+    Ok(conffiles)
 }
 
 /// A dpkg diversion: `from` is installed as `to`, except by package `by` (`LOCAL`: by none).

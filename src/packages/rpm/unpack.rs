@@ -165,92 +165,141 @@ const S_IFCHR: u32 = 0o020000;
 const S_IFBLK: u32 = 0o060000;
 const S_IFIFO: u32 = 0o010000;
 
+/// What reading a payload keeps track of from member to member.
+struct PayloadState {
+    /// Which of the header's files a member supplied.
+    seen: Vec<bool>,
+    /// Bytes the package may still take, of `max_bytes`.
+    budget: u64,
+    max_bytes: u64,
+    /// Hardlinked files: rpm writes the content with the last link; the others wait for it.
+    pending: HashMap<u32, Vec<(Vec<Name>, Meta)>>,
+    group_of: HashMap<u32, u32>,
+}
+
 impl Unpack<'_> {
+    /// Read the cpio payload into the tree: members checked against the header, then what it lacks.
     fn payload(&mut self, payload: Box<dyn Read + '_>, limits: &Limits) -> anyhow::Result<()> {
-        // Header files by path, without the leading `/` (cpio names are `./usr/...`).
-        let by_path: HashMap<Vec<Name>, usize> = self
-            .files
+        let by_path = self.header_paths()?;
+        let mut state = PayloadState {
+            seen: vec![false; self.files.len()],
+            budget: limits.max_bytes,
+            max_bytes: limits.max_bytes,
+            pending: HashMap::new(),
+            group_of: HashMap::new(),
+        };
+        let mut cpio = cpio::Reader::new(payload);
+        let mut members = 0u64;
+        while let Some(m) = cpio.next_member()? {
+            members += 1;
+            if members > limits.max_members {
+                bail!("more than {} members", limits.max_members);
+            }
+            self.member(&m, &mut cpio, &by_path, &mut state)?;
+        }
+        // Hardlinked empty files: no member carried content.
+        self.add_empty_links(state.pending)?;
+        // Listed but not in the payload: made from the header when nothing is missing.
+        self.add_unshipped(&state.seen)
+    }
+
+    /// The header's files by path, without the leading `/` (cpio names are `./usr/...`).
+    fn header_paths(&self) -> anyhow::Result<HashMap<Vec<Name>, usize>> {
+        self.files
             .iter()
             .enumerate()
             .map(|(i, f)| {
                 let rel = f.path.strip_prefix('/').unwrap_or(&f.path);
                 member_path(rel.as_bytes()).map(|p| (p, i)).with_context(|| format!("file `{}`", f.path))
             })
-            .collect::<anyhow::Result<_>>()?;
-        let mut seen = vec![false; self.files.len()];
-        let mut cpio = cpio::Reader::new(payload);
-        let mut budget = limits.max_bytes;
-        let mut members = 0u64;
-        // Hardlinked files: rpm writes the content with the last link; the others wait for it.
-        let mut pending: HashMap<u32, Vec<(Vec<Name>, Meta)>> = HashMap::new();
-        let mut group_of: HashMap<u32, u32> = HashMap::new();
-        while let Some(m) = cpio.next_member()? {
-            members += 1;
-            if members > limits.max_members {
-                bail!("more than {} members", limits.max_members);
-            }
-            let shown = escape_path(&m.name);
-            let ectx = || format!("member `{shown}`");
-            let path = member_path(&m.name).with_context(ectx)?;
-            let &i =
-                by_path.get(&path).with_context(|| format!("member `{shown}` is not in the header's file list"))?;
-            let f = &self.files[i];
-            if seen[i] {
-                bail!("member `{shown}` appears twice");
-            }
-            seen[i] = true;
-            if f.mode & S_IFMT != m.mode & S_IFMT {
-                bail!("member `{shown}`: its type in the payload ({:o}) is not the header's ({:o})", m.mode, f.mode);
-            }
-            let meta = meta_of(f).with_context(ectx)?;
-            match f.mode & S_IFMT {
-                S_IFREG => {
-                    if m.size > budget {
-                        bail!("member `{shown}`: the package is larger than the limit of {} bytes", limits.max_bytes);
-                    }
-                    if m.nlink > 1 && m.size == 0 {
-                        pending.entry(m.ino).or_default().push((path, meta));
-                        continue;
-                    }
-                    let staged = self.store.object_store().stage(&mut cpio.data(), &meta, budget).with_context(ectx)?;
-                    budget -= staged.size;
-                    let (size, content) = (staged.size, staged.content);
-                    self.store.keep(self.batch, staged)?;
-                    let mut link = 0;
-                    let waiting = pending.remove(&m.ino).unwrap_or_default();
-                    if m.nlink > 1 {
-                        let next = group_of.len() as u32 + 1;
-                        link = *group_of.entry(m.ino).or_insert(next);
-                    }
-                    for (p, meta) in waiting.into_iter().chain([(path, meta)]) {
-                        let node = Node::File { meta: meta.clone(), size, content, link };
-                        self.add(&p, node).with_context(ectx)?;
-                        self.bytes += size;
-                    }
-                }
-                S_IFDIR => self.builder.mkdir(&path, meta).with_context(ectx)?,
-                S_IFLNK => {
-                    let mut target = Vec::new();
-                    cpio.data().take(4096).read_to_end(&mut target).with_context(ectx)?;
-                    if target != f.link_to.as_bytes() {
-                        bail!("member `{shown}`: symlink target differs from the header's `{}`", f.link_to);
-                    }
-                    self.add(&path, Node::Symlink { meta: Meta { mode: 0o777, ..meta }, target })?;
-                }
-                S_IFCHR | S_IFBLK => {
-                    let rdev = nix::sys::stat::makedev(m.rdev_major.into(), m.rdev_minor.into());
-                    let node = if f.mode & S_IFMT == S_IFCHR {
-                        Node::CharDevice { meta, rdev }
-                    } else {
-                        Node::BlockDevice { meta, rdev }
-                    };
-                    self.add(&path, node).with_context(ectx)?;
-                }
-                S_IFIFO => self.add(&path, Node::Fifo { meta }).with_context(ectx)?,
-                other => bail!("member `{shown}`: file type {other:o} is not supported"),
-            }
+            .collect::<anyhow::Result<_>>()
+    }
+
+    /// Add a payload member, which must be a file the header lists, of the same type.
+    fn member(
+        &mut self,
+        m: &cpio::Member,
+        cpio: &mut cpio::Reader<Box<dyn Read + '_>>,
+        by_path: &HashMap<Vec<Name>, usize>,
+        state: &mut PayloadState,
+    ) -> anyhow::Result<()> {
+        let shown = escape_path(&m.name);
+        let ectx = || format!("member `{shown}`");
+        let path = member_path(&m.name).with_context(ectx)?;
+        let &i = by_path.get(&path).with_context(|| format!("member `{shown}` is not in the header's file list"))?;
+        let f = &self.files[i];
+        if state.seen[i] {
+            bail!("member `{shown}` appears twice");
         }
-        // Hardlinked empty files: no member carried content.
+        state.seen[i] = true;
+        if f.mode & S_IFMT != m.mode & S_IFMT {
+            bail!("member `{shown}`: its type in the payload ({:o}) is not the header's ({:o})", m.mode, f.mode);
+        }
+        let meta = meta_of(f).with_context(ectx)?;
+        match f.mode & S_IFMT {
+            S_IFREG => self.regular(m, cpio, path, meta, state)?,
+            S_IFDIR => self.builder.mkdir(&path, meta).with_context(ectx)?,
+            S_IFLNK => {
+                let mut target = Vec::new();
+                cpio.data().take(4096).read_to_end(&mut target).with_context(ectx)?;
+                if target != f.link_to.as_bytes() {
+                    bail!("member `{shown}`: symlink target differs from the header's `{}`", f.link_to);
+                }
+                self.add(&path, Node::Symlink { meta: Meta { mode: 0o777, ..meta }, target })?;
+            }
+            S_IFCHR | S_IFBLK => {
+                let rdev = nix::sys::stat::makedev(m.rdev_major.into(), m.rdev_minor.into());
+                let node = if f.mode & S_IFMT == S_IFCHR {
+                    Node::CharDevice { meta, rdev }
+                } else {
+                    Node::BlockDevice { meta, rdev }
+                };
+                self.add(&path, node).with_context(ectx)?;
+            }
+            S_IFIFO => self.add(&path, Node::Fifo { meta }).with_context(ectx)?,
+            other => bail!("member `{shown}`: file type {other:o} is not supported"),
+        }
+        Ok(())
+    }
+
+    /// Add a regular file member with its content, and the earlier links that waited for it.
+    fn regular(
+        &mut self,
+        m: &cpio::Member,
+        cpio: &mut cpio::Reader<Box<dyn Read + '_>>,
+        path: Vec<Name>,
+        meta: Meta,
+        state: &mut PayloadState,
+    ) -> anyhow::Result<()> {
+        let shown = escape_path(&m.name);
+        let ectx = || format!("member `{shown}`");
+        if m.size > state.budget {
+            bail!("member `{shown}`: the package is larger than the limit of {} bytes", state.max_bytes);
+        }
+        if m.nlink > 1 && m.size == 0 {
+            state.pending.entry(m.ino).or_default().push((path, meta));
+            return Ok(());
+        }
+        let staged = self.store.object_store().stage(&mut cpio.data(), &meta, state.budget).with_context(ectx)?;
+        state.budget -= staged.size;
+        let (size, content) = (staged.size, staged.content);
+        self.store.keep(self.batch, staged)?;
+        let mut link = 0;
+        let waiting = state.pending.remove(&m.ino).unwrap_or_default();
+        if m.nlink > 1 {
+            let next = state.group_of.len() as u32 + 1;
+            link = *state.group_of.entry(m.ino).or_insert(next);
+        }
+        for (p, meta) in waiting.into_iter().chain([(path, meta)]) {
+            let node = Node::File { meta: meta.clone(), size, content, link };
+            self.add(&p, node).with_context(ectx)?;
+            self.bytes += size;
+        }
+        Ok(())
+    }
+
+    /// Add the hardlinked empty files that are still waiting: no member carried content.
+    fn add_empty_links(&mut self, pending: HashMap<u32, Vec<(Vec<Name>, Meta)>>) -> anyhow::Result<()> {
         for (_, waiting) in pending {
             for (p, meta) in waiting {
                 let staged = self.store.object_store().stage(&mut &b""[..], &meta, 0)?;
@@ -259,7 +308,11 @@ impl Unpack<'_> {
                 self.add(&p, Node::File { meta, size: 0, content, link: 0 })?;
             }
         }
-        // Listed but not in the payload: made from the header when nothing is missing.
+        Ok(())
+    }
+
+    /// Make the listed files the payload lacks from the header, when nothing is missing.
+    fn add_unshipped(&mut self, seen: &[bool]) -> anyhow::Result<()> {
         for (i, f) in self.files.iter().enumerate() {
             if seen[i] || f.flags & FILE_GHOST != 0 {
                 continue;
