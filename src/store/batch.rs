@@ -42,7 +42,9 @@ impl Batch {
     /// Store `bytes` as a file object with `meta`; returns the file node.
     pub fn put_bytes<B: Backend + ?Sized>(&mut self, store: &B, bytes: &[u8], meta: Meta) -> anyhow::Result<Node> {
         let w = store.write_object(&mut &*bytes, &meta, u64::MAX)?;
-        self.record_placed(w.id, w.size);
+        if w.new {
+            self.record_placed(w.id, w.size);
+        }
         Ok(Node::File { meta, size: w.size, content: w.content, link: 0 })
     }
 

@@ -79,6 +79,23 @@ fn store_tree_node(batch: &Batch, tree: &Digest) -> Node {
 }
 
 #[test]
+fn writing_a_recorded_object_again_is_harmless_and_not_new() {
+    for (name, mut store, _keep) in backends() {
+        let w = store.write_object(&mut &b"same"[..], &meta(0o644), 100).unwrap();
+        assert!(w.new, "{name}");
+        let mut batch = Batch::new();
+        batch.record_placed(w.id, w.size);
+        store.commit(batch, None).unwrap();
+        let again = store.write_object(&mut &b"same"[..], &meta(0o644), 100).unwrap();
+        assert_eq!((again.id, again.content, again.size, again.new), (w.id, w.content, w.size, false), "{name}");
+        assert_eq!(store.read_object(&w.id).unwrap(), b"same", "{name}");
+        // The same content with other metadata is another object.
+        let other = store.write_object(&mut &b"same"[..], &meta(0o600), 100).unwrap();
+        assert!(other.new && other.id != w.id && other.content == w.content, "{name}");
+    }
+}
+
+#[test]
 fn an_object_over_its_limit_is_refused() {
     for (name, store, _keep) in backends() {
         let err = store.write_object(&mut &b"0123456789"[..], &meta(0o644), 9).unwrap_err();

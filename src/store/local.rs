@@ -242,8 +242,9 @@ impl Backend for Store {
 
     fn write_object(&self, reader: &mut dyn std::io::Read, meta: &Meta, limit: u64) -> anyhow::Result<Written> {
         let staged = self.object_store().stage(reader, meta, limit)?;
-        let written = Written { id: staged.id, content: staged.content, size: staged.size };
-        if !self.db.known_objects(&[staged.id])?[0] {
+        let new = !self.db.known_objects(&[staged.id])?[0];
+        let written = Written { id: staged.id, content: staged.content, size: staged.size, new };
+        if new {
             self.object_store().commit(staged)?;
         }
         Ok(written)

@@ -51,8 +51,11 @@ impl Backend for MemoryStore {
         let size = content.len() as u64;
         let digest = Digest::of(&content);
         let id = crate::store::tree::object_id(meta, size, &digest);
-        self.staged.lock().expect("staging map").insert(id, content);
-        Ok(Written { id, content: digest, size })
+        let new = !self.objects.contains_key(&id);
+        if new {
+            self.staged.lock().expect("staging map").insert(id, content);
+        }
+        Ok(Written { id, content: digest, size, new })
     }
 
     fn read_object(&self, id: &Digest) -> anyhow::Result<Vec<u8>> {

@@ -64,6 +64,9 @@ pub struct Written {
     /// blake3 of the content.
     pub content: Digest,
     pub size: u64,
+    /// Whether the backend did not have the object recorded already: only then must a batch
+    /// record it.
+    pub new: bool,
 }
 
 /// What a store backend provides: objects by id, trees by id, entries by input key, roots by
