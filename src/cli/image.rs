@@ -254,7 +254,7 @@ pub fn images(ctx: &Ctx, cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
     let store = ctx.open(LockMode::Shared)?;
     match cmd {
         ImagesCommand::Ls => {
-            let gens = generations::generations(store.db(), None)?;
+            let gens = generations::generations(&store, None)?;
             let mut newest: std::collections::BTreeMap<&str, &generations::GenerationRow> = Default::default();
             for g in &gens {
                 newest.insert(&g.image, g);

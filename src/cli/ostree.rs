@@ -222,7 +222,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
 
 /// A remote's URL from the store, or the destination as given.
 fn destination(store: &Store, to: &str) -> anyhow::Result<String> {
-    let remotes = mapping::ostree_remotes(store.db())?;
+    let remotes = mapping::ostree_remotes(store)?;
     Ok(remotes.into_iter().find(|(name, _)| name == to).map_or_else(|| to.to_string(), |(_, url)| url))
 }
 
@@ -297,7 +297,7 @@ pub fn remote(ctx: &Ctx, cmd: RemoteCommand) -> anyhow::Result<ExitCode> {
             }
         }
         RemoteCommand::Ls => {
-            let remotes = mapping::ostree_remotes(store.db())?;
+            let remotes = mapping::ostree_remotes(&store)?;
             if ctx.json {
                 let list: Vec<_> = remotes.iter().map(|(n, u)| serde_json::json!({"name": n, "url": u})).collect();
                 output::json(&list)?;

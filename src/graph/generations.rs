@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{Input, Outcome, State};
 use rusqlite::{params, OptionalExtension};
 
-use crate::store::db::{digest_col, Db, Tx};
+use crate::store::db::{digest_col, Tx};
 use crate::store::digest::Digest;
 use crate::store::local::Store;
 use crate::store::Backend;
@@ -121,7 +121,7 @@ fn diff_inputs(before: &[Input], now: &[Input]) -> Vec<Change> {
 
 /// Compare a plan with the newest generation of its image.
 pub fn why(store: &Store, plan: &Outcome) -> anyhow::Result<Why> {
-    let gens = generations(store.db(), Some(&plan.image))?;
+    let gens = generations(store, Some(&plan.image))?;
     let last = gens.last();
     let recorded: Vec<RecordedStep> = match last {
         Some(g) => serde_json::from_str(&g.inputs)?,
@@ -172,7 +172,7 @@ pub struct HistoryItem {
 }
 
 pub fn history(store: &Store, image: &str) -> anyhow::Result<Vec<HistoryItem>> {
-    let gens = generations(store.db(), Some(image))?;
+    let gens = generations(store, Some(image))?;
     if gens.is_empty() {
         anyhow::bail!("no image `{image}` has been built in this store (see `strata images ls`)");
     }
@@ -219,8 +219,8 @@ pub struct GenerationRow {
 }
 
 /// Generations of `image` (all images when `None`), oldest first.
-pub fn generations(db: &Db, image: Option<&str>) -> anyhow::Result<Vec<GenerationRow>> {
-    let mut stmt = db.sql().prepare(
+pub fn generations(store: &Store, image: Option<&str>) -> anyhow::Result<Vec<GenerationRow>> {
+    let mut stmt = store.db().sql().prepare(
         "SELECT image, number, entry, tree, created, description, inputs FROM generations \
          WHERE ?1 IS NULL OR image = ?1 ORDER BY image, number",
     )?;

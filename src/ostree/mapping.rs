@@ -30,8 +30,8 @@ pub fn ostree_tree(db: &Db, repo: &str, tree: &Digest) -> anyhow::Result<Option<
 }
 
 /// Named push destinations, by name.
-pub fn ostree_remotes(db: &Db) -> anyhow::Result<Vec<(String, String)>> {
-    let mut stmt = db.sql().prepare("SELECT name, url FROM ostree_remotes ORDER BY name")?;
+pub fn ostree_remotes(store: &Store) -> anyhow::Result<Vec<(String, String)>> {
+    let mut stmt = store.db().sql().prepare("SELECT name, url FROM ostree_remotes ORDER BY name")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
