@@ -177,7 +177,7 @@ fn resolve(ctx: &Ctx, args: RepoArgs, fetch: bool) -> anyhow::Result<ExitCode> {
 fn bootstrap(ctx: &Ctx, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     use crate::packages::deb::{bootstrap, packages};
     if let Some(root) = &args.root {
-        crate::store::local::check_root_name(root)?;
+        crate::store::check_root_name(root)?;
     }
     let sources = args.repo.sources()?;
     let mut store = ctx.open(LockMode::Shared)?;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::{output, Ctx};
-use crate::store::local::{check_root_name, Target};
+use crate::store::check_root_name;
+use crate::store::local::Target;
 use crate::store::lock::LockMode;
 use crate::store::Backend;
 

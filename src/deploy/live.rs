@@ -30,12 +30,11 @@ use crate::store::batch::Batch;
 use crate::store::checkout::{checkout, LinkMode};
 use crate::store::db::EntryRow;
 use crate::store::digest::Digest;
-use crate::store::entry::{entry_key, EntryKind};
+use crate::store::entry::EntryKind;
 use crate::store::local::Store;
 use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::tree::{object_id, Name, Node, Tree};
-use crate::store::Backend;
 use crate::trees::edit::{load, lookup, put};
 use crate::util::progress::Progress;
 
@@ -125,12 +124,13 @@ pub fn initramfs(
     progress: &Progress,
 ) -> anyhow::Result<(EntryRow, PathBuf, bool)> {
     let _span = tracing::debug_span!("live initramfs", kver = %live.kver).entered();
-    let key = entry_key(
+    let memo = Memo::new(
         EntryKind::Step,
+        format!("{image}/live-initramfs"),
         &[("step", b"live-initramfs"), ("version", LIVE_INITRAMFS_VERSION), ("kernel", live.kver.as_bytes())],
         &[live.tree],
     );
-    if let Some(entry) = store.entry(&key)? {
+    if let Some(entry) = memo.lookup(store)? {
         let (file, _, _) = single_file(store, &entry)?;
         return Ok((entry, file, true));
     }
@@ -169,7 +169,6 @@ pub fn initramfs(
         meta: Meta { mode: 0o755, uid: 0, gid: 0, xattrs: vec![] },
         entries: vec![(Name::new("initrd.img").expect("valid name"), node)],
     });
-    let memo = Memo::with_key(EntryKind::Step, format!("{image}/live-initramfs"), key);
     let entry = memo.record(store, Built::in_batch(tree, batch).refs(refs).totals(1, compressed.len() as u64))?;
     let (file, _, _) = single_file(store, &entry)?;
     Ok((entry, file, false))

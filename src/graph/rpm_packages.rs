@@ -53,7 +53,7 @@ impl Walker<'_> {
                 let headers = rpmdb::installed(self.store, &entry.tree)?.with_context(|| {
                     format!(
                         "{file}: the base has no rpm database ({} or /usr/lib/sysimage/rpm): rpm-md packages need an RPM base",
-                        rootfs::DBPATH
+                        crate::packages::rpm::rpmdb::DBPATH
                     )
                 })?;
                 Some(rootfs::Base { entry, headers })

@@ -36,12 +36,11 @@ use super::initramfs::{self, Lookup};
 use crate::store::batch::Batch;
 use crate::store::db::EntryRow;
 use crate::store::digest::Digest;
-use crate::store::entry::{entry_key, EntryKind};
+use crate::store::entry::EntryKind;
 use crate::store::local::Store;
 use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::tree::{Name, Node, Tree};
-use crate::store::Backend;
 use crate::trees::edit::{load, lookup, put, set};
 
 /// Bumped when the conversion changes, so that cached layout entries are not reused.
@@ -116,12 +115,14 @@ pub struct Layout {
 /// Run (or reuse) the layout step on `input`, an image's rootfs entry.
 pub fn step(store: &mut Store, input: &EntryRow, special: SpecialFiles) -> anyhow::Result<Layout> {
     let _span = tracing::debug_span!("ostree layout").entered();
-    let key = entry_key(
+    let memo = Memo::new(
         EntryKind::Step,
+        format!("{}/ostree-layout", input.name),
         &[("step", b"ostree-layout"), ("version", LAYOUT_VERSION), ("special-files", special.as_str().as_bytes())],
         &[input.tree],
     );
-    if let Some(entry) = store.entry(&key)? {
+    let key = memo.key;
+    if let Some(entry) = memo.lookup(store)? {
         if let Some(json) = crate::ostree::mapping::layout_report(store.db(), &key)? {
             let report = serde_json::from_str(&json).context("corrupt layout report in the store")?;
             return Ok(Layout { entry, report, cached: true });
@@ -132,7 +133,6 @@ pub fn step(store: &mut Store, input: &EntryRow, special: SpecialFiles) -> anyho
         .with_context(|| format!("cannot lay out {} ({}) for OSTree", input.name, input.key.short()))?;
     // Trees first, so that the new tree can be walked; a crash before the entry leaves
     // unreferenced rows for gc.
-    let memo = Memo::with_key(EntryKind::Step, format!("{}/ostree-layout", input.name), key);
     let entry = memo.record(store, Built::in_batch(tree, batch).refs([input.key]))?;
     let tx = store.db_mut().transaction()?;
     crate::ostree::mapping::insert_layout_report(&tx, &key, &serde_json::to_string(&report)?)?;

@@ -18,9 +18,10 @@ use anyhow::Context;
 use rayon::prelude::*;
 
 use crate::store::batch::Batch;
+use crate::store::check_root_name;
 use crate::store::digest::Digest;
 use crate::store::entry::EntryKind;
-use crate::store::local::{check_root_name, Store};
+use crate::store::local::Store;
 use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::object::{hash_file, Stamp};

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! <store>/meta.json          {"format": "strata-store", "layout": 1, "features": []}
-//! <store>/lock               flock: shared for use, exclusive for gc (src/lock.rs)
-//! <store>/db.sqlite          objects, trees, entries, roots (schema in store-schema/, src/db.rs)
+//! <store>/lock               flock: shared for use, exclusive for gc (store::lock)
+//! <store>/db.sqlite          objects, trees, entries, roots (schema in store-schema/, store::db)
 //! <store>/objects/ab/<62 hex> file objects: content with the object's owner, mode and xattrs, mtime 0
 //! <store>/checkouts/         materialized trees that steps need as real directories
 //! <store>/tmp/               work in progress, same file system as objects/; emptied when the
@@ -310,7 +310,7 @@ impl Backend for Store {
     }
 
     fn set_root(&mut self, name: &str, entry: &Digest) -> anyhow::Result<()> {
-        check_root_name(name)?;
+        crate::store::check_root_name(name)?;
         let tx = self.db.transaction()?;
         if !tx.has_entry(entry)? {
             return Err(StoreError::EntryMissing(*entry).into());
@@ -426,24 +426,9 @@ pub(crate) fn make_writable(path: &Path) {
     }
 }
 
-/// Validate a root name: `images/base/3`, `tags/v1`; not a hex string, no empty or dot components.
-pub fn check_root_name(name: &str) -> anyhow::Result<()> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+@/".contains(&b));
-    let ok_parts = name.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
-    if name.is_empty() || !ok_chars || !ok_parts {
-        anyhow::bail!(
-            "invalid root name `{name}`: use letters, digits and `._-+@`, with `/` between non-empty parts (e.g. `tags/base`)"
-        );
-    }
-    if is_hex_prefix(&name.to_ascii_lowercase()) {
-        anyhow::bail!("invalid root name `{name}`: a name made only of hex digits would hide ids that start with it");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::store::check_root_name;
 
     #[test]
     fn root_name_table() {

@@ -136,7 +136,7 @@ impl Backend for MemoryStore {
     }
 
     fn set_root(&mut self, name: &str, entry: &Digest) -> anyhow::Result<()> {
-        crate::store::local::check_root_name(name)?;
+        crate::store::check_root_name(name)?;
         if !self.entries.contains_key(entry) {
             return Err(StoreError::EntryMissing(*entry).into());
         }

@@ -29,7 +29,7 @@
 use std::io::Read;
 
 use crate::store::db::{EntryRow, NewEntry, RootRow};
-use crate::store::digest::Digest;
+use crate::store::digest::{is_hex_prefix, Digest};
 use crate::store::error::StoreError;
 use crate::store::meta::Meta;
 use crate::store::tree::{Node, Tree};
@@ -56,7 +56,8 @@ pub mod tree_builder;
 pub mod verify;
 pub mod walk;
 
-/// A file object written by [`Backend::write_object`], not yet recorded.
+/// A file object written by [`Backend::write_object`]: recorded already (`new` is false), or
+/// in place and recorded by the commit of a batch that holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Written {
     /// The object id: metadata and content.
@@ -102,6 +103,9 @@ pub trait Backend {
     /// Record everything `batch` holds, and `entry` if given, atomically. Refused, with nothing
     /// recorded, when the entry's tree is neither in the batch nor recorded, or when it
     /// references an unknown entry. An entry whose key is already recorded is left as it was.
+    /// A batch names only objects written to this backend (by [`Backend::write_object`], or by
+    /// the local store's own workers): the memory backend checks that; the local one trusts its
+    /// callers, as a check would cost a `stat` per object on the hottest path.
     fn commit(&mut self, batch: batch::Batch, entry: Option<&NewEntry<'_>>) -> anyhow::Result<()>;
 
     /// Root `name`; `None` when there is no such root.
@@ -111,7 +115,7 @@ pub trait Backend {
     fn roots(&self) -> anyhow::Result<Vec<RootRow>>;
 
     /// Point root `name` at `entry`, creating or moving it. [`StoreError::EntryMissing`] when
-    /// the entry is not recorded; the name is checked with [`local::check_root_name`].
+    /// the entry is not recorded; the name is checked with [`check_root_name`].
     fn set_root(&mut self, name: &str, entry: &Digest) -> anyhow::Result<()>;
 
     /// Remove root `name`; whether there was one.
@@ -147,4 +151,19 @@ pub trait Backend {
         };
         self.read_object(&tree::object_id(meta, *size, content))
     }
+}
+
+/// Validate a root name: `images/base/3`, `tags/v1`; not a hex string, no empty or dot components.
+pub fn check_root_name(name: &str) -> anyhow::Result<()> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+@/".contains(&b));
+    let ok_parts = name.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
+    if name.is_empty() || !ok_chars || !ok_parts {
+        anyhow::bail!(
+            "invalid root name `{name}`: use letters, digits and `._-+@`, with `/` between non-empty parts (e.g. `tags/base`)"
+        );
+    }
+    if is_hex_prefix(&name.to_ascii_lowercase()) {
+        anyhow::bail!("invalid root name `{name}`: a name made only of hex digits would hide ids that start with it");
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! Editing stored trees by path without a checkout: look a node up, set or remove it, and
-//! rewrite the directories above it. New trees go to a [`Batch`] and are read back from it
+//! Editing stored trees by path without a checkout: look a node up, set or remove it, change a
+//! node's metadata in place ([`set_at`]), and rewrite the directories above it; and the image's
+//! own user and group tables ([`id_table`]), which owner names are resolved through. New trees go to a [`Batch`] and are read back from it
 //! before it is committed, so a series of edits can build on each other.
 
 use std::collections::BTreeMap;
@@ -81,6 +82,9 @@ pub fn id_table(store: &Store, tree: &Digest, file: &[u8]) -> anyhow::Result<BTr
         .collect())
 }
 
+/// Change the metadata of the node at `path` below `tree` with `change` (a file is stored again
+/// with its new metadata, a symlink keeps its mode); returns the new root tree, or `None` when
+/// `path` does not exist. New trees go to `batch`.
 pub fn set_at(
     store: &Store,
     batch: &mut Batch,

@@ -73,7 +73,7 @@ impl Default for Options {
     }
 }
 
-pub use crate::packages::Step;
+use crate::packages::Step;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BootstrapReport {
@@ -120,20 +120,18 @@ pub fn bootstrap_on(
     let (apt_key, apt_tree) = apt_lists(store, apt.0, apt.1)?;
     let rootfs_key = k.rootfs;
     let rootfs = Memo::with_key(EntryKind::Rootfs, "debian-rootfs", rootfs_key).get_or_build(store, |store| {
-        {
-            let _span = tracing::debug_span!("rootfs").entered();
-            let mut batch = Batch::new();
-            let configured = crate::trees::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
-            batch.commit(store, None)?;
-            let mut batch = Batch::new();
-            // Merged (not applied as a layer) so that directories keep the configured tree's metadata.
-            let inputs = [
-                Input { owner: BASE_OWNER.into(), tree: configured, replaces: vec![] },
-                Input { owner: "(apt lists)".into(), tree: apt_tree, replaces: vec![BASE_OWNER.into()] },
-            ];
-            let tree = merge(store, &inputs, &mut batch.trees)?;
-            Ok(Built::in_batch(tree, batch).refs([merge_key, layer_key, apt_key]))
-        }
+        let _span = tracing::debug_span!("rootfs").entered();
+        let mut batch = Batch::new();
+        let configured = crate::trees::layer::apply(store, &merge_step.tree, &layer_step.tree, &mut batch.trees)?;
+        batch.commit(store, None)?;
+        let mut batch = Batch::new();
+        // Merged (not applied as a layer) so that directories keep the configured tree's metadata.
+        let inputs = [
+            Input { owner: BASE_OWNER.into(), tree: configured, replaces: vec![] },
+            Input { owner: "(apt lists)".into(), tree: apt_tree, replaces: vec![BASE_OWNER.into()] },
+        ];
+        let tree = merge(store, &inputs, &mut batch.trees)?;
+        Ok(Built::in_batch(tree, batch).refs([merge_key, layer_key, apt_key]))
     })?;
     Ok(BootstrapReport { steps: vec![merge_step, layer_step], rootfs: Step::of("rootfs", rootfs) })
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use super::header::{files, sense_flag, tag, Header};
 use super::repo::Cap;
 use super::repo::{load, RpmRecord, RpmSource};
-use super::rootfs::Package;
+use super::rpmdb::Package;
 use super::solve::{install_order, solve, Request};
 use super::unpack::{package_key, unpack};
 use super::version::Evr;

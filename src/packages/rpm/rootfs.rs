@@ -36,7 +36,7 @@ use crate::util::text::sq;
 
 /// Bump when the merge, script or database logic changes.
 const STEPS_VERSION: &[u8] = b"1";
-pub use super::rpmdb::{Package, DBPATH};
+use super::rpmdb::Package;
 
 /// The keys of the three steps.
 #[derive(Clone, Copy, Debug)]
@@ -62,7 +62,7 @@ pub fn keys(base: Option<&Digest>, package_keys: &[Digest]) -> Keys {
     Keys { merge, layer, rootfs }
 }
 
-pub use crate::packages::Step;
+use crate::packages::Step;
 
 /// An RPM root tree that packages are added to: its entry and its installed packages' headers.
 pub struct Base {
