@@ -42,13 +42,12 @@ impl Input {
         }
     }
 
-    /// The description's name and targets (`[target.disk]`, `<type image="oem">`, …), for a
-    /// description.
+    /// The description's name and targets (`[target.disk]`, `<type image="oem">`, …, its
+    /// nearest base's when it declares none), for a description.
     pub fn targets(&self) -> Option<(&str, &Targets)> {
         match self {
             Input::Description(chain) => {
-                let d = &chain.image().description;
-                Some((d.name.as_str(), &d.preferences.targets))
+                Some((chain.image().description.name.as_str(), chain.targets()))
             }
             Input::Store(_) => None,
         }
@@ -86,7 +85,7 @@ pub fn source(
                 entry: o.rootfs.expect("a build ends with its rootfs entry"),
                 image: o.image,
                 version: version.or(d.preferences.version.clone()),
-                targets: d.preferences.targets.clone(),
+                targets: chain.targets().clone(),
             })
         }
         Input::Store(spec) => match store.resolve(spec)? {

@@ -74,9 +74,12 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
             "cat /proc/cmdline",
             "--run",
             "test ! -d /sys/firmware/efi",
+            "--run",
+            "printf 'no newline'",
         ],
     );
     assert_eq!(bios["firmware"], "bios");
+    assert_eq!(output_of(&bios, 4), "no newline\n", "a last line without a newline is ended: {bios}");
     assert!(output_of(&bios, 0).contains(&format!("* debian-base {}", first["commit"].as_str().unwrap())), "{bios}");
     assert!(output_of(&bios, 1).contains("ext4   strata-boot"), "{bios}");
     assert!(output_of(&bios, 2).contains("ostree=/ostree/boot."), "{bios}");
@@ -281,6 +284,9 @@ fn an_update_inside_the_machine_boots_the_new_commit_and_rolls_back() {
         &format!("[image]\nname = \"debian-base-v2\"\nderived-from = \"{}\"\nversion = \"12.0.2\"\n", base.display()),
     );
     write(&v2.join("root/usr/share/strata-marker"), "commit 2\n");
+    // No target of its own: the base's (a qcow2 disk) is inherited, so the disk options apply.
+    let err = env.fail(&["deploy", v2.to_str().unwrap(), "--filesystem", "ntfs", "--output", "/nonexistent/x"]);
+    assert!(err.contains("`ntfs` is not supported"), "{err}");
     let updates = env.path("updates");
     let repo = updates.join("repo");
     let c2 =

@@ -301,10 +301,11 @@ fn login_failure(vm: &Vm, since: usize, otherwise: &str) -> String {
 
 /// The line typed for `command`: it runs in the login shell (a `cd` lasts), its output goes to
 /// a file and is then printed with [`OUT`] before each line (spelt `\x7c> ` for GNU sed, so that
-/// the shell's echo of the typed line never contains the marker), and its exit status follows.
+/// the shell's echo of the typed line never contains the marker) and a newline after its last
+/// line when the command printed none (`$a\`), so that the exit status always starts a line.
 fn wrapped(command: &str) -> String {
     format!(
-        "{{ {command}\n}} >{OUT_FILE} 2>&1 </dev/null; __strata_s=$?; sed 's/^/\\x7c> /' {OUT_FILE}; echo \"{RC}$__strata_s\"\n"
+        "{{ {command}\n}} >{OUT_FILE} 2>&1 </dev/null; __strata_s=$?; sed -e 's/^/\\x7c> /' -e '$a\\' {OUT_FILE}; echo \"{RC}$__strata_s\"\n"
     )
 }
 
@@ -324,13 +325,17 @@ fn is_kernel_message(line: &str) -> bool {
     !stamp.is_empty() && stamp.contains('.') && stamp.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
-/// What a command printed: the console lines that start with [`OUT`]. Kernel messages, which
-/// share the serial console, and the shell's echo of the typed line do not.
+/// What a command printed: the console lines that start with [`OUT`], each ending with a
+/// newline. Kernel messages, which share the serial console, and the shell's echo of the typed
+/// line do not.
 fn command_output(chunk: &str) -> String {
     let mut out = String::new();
     for line in chunk.split_inclusive('\n') {
         if let Some(text) = line.strip_prefix(OUT) {
             out.push_str(&text.replace('\r', ""));
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
         }
     }
     out
@@ -444,6 +449,9 @@ mod tests {
         );
         assert_eq!(command_output(&chunk), "[    1.000000] Linux version 6.1\nmore\n");
         assert_eq!(command_output("no marked lines\n"), "");
+        // A last line without a newline still ends with one, so nothing printed after it joins it.
+        assert!(typed.contains("-e '$a\\' /tmp/.strata-output;"), "{typed}");
+        assert_eq!(command_output("|> no newline"), "no newline\n");
     }
 
     #[test]

@@ -308,11 +308,22 @@ impl Chain {
                     dst.clone_from(src);
                 }
             }
-            for (kind, attrs) in &p.targets {
-                out.targets.entry(*kind).or_default().extend(attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
         }
+        out.targets = self.targets().clone();
         out
+    }
+
+    /// The targets the image is made into: its own when it declares any, else those of its
+    /// nearest base that does (a derived image inherits its base's targets whole; declaring one
+    /// target replaces them all, so a disk-only image never inherits a base's ISO).
+    pub fn targets(&self) -> &BTreeMap<TargetKind, BTreeMap<String, String>> {
+        static NONE: BTreeMap<TargetKind, BTreeMap<String, String>> = BTreeMap::new();
+        self.layers
+            .iter()
+            .rev()
+            .map(|l| &l.description.preferences.targets)
+            .find(|t| !t.is_empty())
+            .unwrap_or(&NONE)
     }
 
     /// Repositories of every layer, base first, without repeats.

@@ -249,6 +249,31 @@ fn a_derivation_cycle_is_reported_before_any_work() {
     );
 }
 
+#[test]
+fn a_derived_image_inherits_its_nearest_bases_targets_unless_it_declares_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let d = dir.path().join(name);
+        fs_err::create_dir(&d).unwrap();
+        fs_err::write(d.join("image.toml"), text).unwrap();
+    };
+    write(
+        "base",
+        "[image]\nname = \"base\"\n[target.disk]\nformat = \"qcow2\"\nprimary = true\n[target.iso]\nvolid = \"BASE\"\n",
+    );
+    write("mid", "[image]\nname = \"mid\"\nderived-from = \"../base\"\n");
+    write("top", "[image]\nname = \"top\"\nderived-from = \"../mid\"\n");
+    write("own", "[image]\nname = \"own\"\nderived-from = \"../mid\"\n[target.iso]\nvolid = \"OWN\"\n");
+    let base = load_chain(&dir.path().join("base"), &[]).unwrap();
+    let top = load_chain(&dir.path().join("top"), &[]).unwrap();
+    assert_eq!(top.targets(), base.targets(), "two levels down, the base's targets whole");
+    assert_eq!(top.targets()[&TargetKind::Disk]["format"], "qcow2");
+    assert_eq!(top.preferences().targets, *top.targets());
+    let own = load_chain(&dir.path().join("own"), &[]).unwrap();
+    assert_eq!(own.targets().keys().copied().collect::<Vec<_>>(), [TargetKind::Iso], "its own replace them all");
+    assert_eq!(own.targets()[&TargetKind::Iso]["volid"], "OWN");
+}
+
 fn opt_text() -> impl Strategy<Value = Option<String>> {
     proptest::option::of(
         "[a-zA-Z0-9 _./<>&\"'-]{1,12}".prop_map(|s| s.trim().to_string()).prop_filter("non-empty", |s| !s.is_empty()),
