@@ -46,9 +46,7 @@ impl Input {
     /// nearest base's when it declares none), for a description.
     pub fn targets(&self) -> Option<(&str, &Targets)> {
         match self {
-            Input::Description(chain) => {
-                Some((chain.image().description.name.as_str(), chain.targets()))
-            }
+            Input::Description(chain) => Some((chain.image().description.name.as_str(), chain.targets())),
             Input::Store(_) => None,
         }
     }

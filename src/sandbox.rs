@@ -8,9 +8,15 @@
 //! a down loopback: no network. When the script ends, the PID namespace ends and every process it
 //! left behind is killed; a script running longer than its timeout is killed too. The overlay's
 //! upper directory is then stored as the layer tree.
+//!
+//! What the script prints (stdout and stderr, in the order printed, the last [`LOG_LIMIT`]
+//! bytes) is returned for the step to keep with its entry; `build -v` also prints it as it comes.
+//! A failed script's whole log is kept under the store's `logs/failed/` (the newest 20), and the
+//! error names the command that prints it.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -63,6 +69,7 @@ pub fn run(
     fs_err::write(&script_file, script)?;
     let setup = format!(
         r#"set -e
+exec 2>&1
 mount -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off,index=off,xino=off {root}
 for d in proc dev run tmp; do [ -d {root}/$d ] || {{ echo "the image has no /$d directory" >&2; exit 1; }}; done
 mount -t proc proc {root}/proc
@@ -100,31 +107,188 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
             "private",
         ])
         .args(["/bin/sh", "-c", &setup])
-        .env_clear();
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in SCRIPT_ENV {
         cmd.env(k, v);
     }
     let started = std::time::Instant::now();
     let script_span = tracing::debug_span!("sandbox script").entered();
-    let out = cmd.output().context("failed to run the sandbox (unshare and timeout from util-linux and coreutils)")?;
+    let mut child =
+        cmd.spawn().context("failed to run the sandbox (unshare and timeout from util-linux and coreutils)")?;
+    let log = capture(&mut child, progress.streams_output().then_some(&spinner))?;
+    let status = child.wait()?;
     spinner.finish_and_clear();
     drop(script_span);
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&log).into_owned();
     let timed_out = started.elapsed() >= timeout;
-    match out.status.code() {
-        Some(0) => {}
-        Some(124 | 137) | None if timed_out => {
-            bail!("the script timed out after {} s; last output:\n{}", timeout.as_secs(), tail(&log))
-        }
-        Some(137) | None => bail!("the script was killed (out of memory?); last output:\n{}", tail(&log)),
-        Some(code) => bail!("the script failed with exit status {code}; last output:\n{}", tail(&log)),
+    let failure = match status.code() {
+        Some(0) => None,
+        Some(124 | 137) | None if timed_out => Some(format!("the script timed out after {} s", timeout.as_secs())),
+        Some(137) | None => Some("the script was killed (out of memory?)".to_string()),
+        Some(code) => Some(format!("the script failed with exit status {code}")),
+    };
+    if let Some(why) = failure {
+        let saved = match save_failed_log(store, base, script, &log) {
+            Ok(id) => format!("\nthe whole log: strata log --failed {id}"),
+            Err(e) => format!("\n(the whole log could not be kept: {e:#})"),
+        };
+        bail!("{why}; last output:\n{}{saved}", tail(&text));
     }
     let (batch, layer, _) = crate::store::import::import_tree(store, &upper, true, progress)?;
     batch.commit(store, None)?;
     let _cleanup = tracing::debug_span!("sandbox cleanup").entered();
     crate::store::local::make_writable(work.path());
     drop(work);
-    Ok(RunOutput { layer, log })
+    Ok(RunOutput { layer, log: text })
+}
+
+/// The most of a script's output a log keeps: past this, its beginning is cut (the end is what
+/// explains a failure).
+pub const LOG_LIMIT: usize = 8 << 20;
+/// How many logs of failed scripts `logs/failed` keeps, the newest.
+const FAILED_LOGS_KEPT: usize = 20;
+
+/// Read the sandbox's combined output (the setup shell sends its stderr, and so the script's, to
+/// stdout) until it ends, at most [`LOG_LIMIT`] bytes of it kept; with `stream`, print each line
+/// on stderr as it comes, above the spinner.
+fn capture(child: &mut std::process::Child, stream: Option<&indicatif::ProgressBar>) -> anyhow::Result<Vec<u8>> {
+    // unshare's and timeout's own complaints, which come before the shell or after it.
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let errors = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.by_ref().take(1 << 20).read_to_end(&mut buf);
+        buf
+    });
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut log = Capped::default();
+    for line in BufReader::new(stdout).split(b'\n') {
+        let mut line = line.context("failed to read the script's output")?;
+        if let Some(bar) = stream {
+            bar.suspend(|| eprintln!("| {}", String::from_utf8_lossy(&line)));
+        }
+        line.push(b'\n');
+        log.push(&line);
+    }
+    log.push(&errors.join().unwrap_or_default());
+    Ok(log.finish())
+}
+
+/// A buffer that keeps the last [`LOG_LIMIT`] bytes or so, from a line start, and counts what it
+/// dropped.
+#[derive(Default)]
+struct Capped {
+    buf: Vec<u8>,
+    cut: u64,
+}
+
+impl Capped {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() > 2 * LOG_LIMIT {
+            self.keep_last(LOG_LIMIT);
+        }
+    }
+
+    /// Drop the beginning so that at most `n` bytes remain, cutting at a line start when there
+    /// is one.
+    fn keep_last(&mut self, n: usize) {
+        let at = self.buf.len().saturating_sub(n);
+        let cut = self.buf[at..].iter().position(|&b| b == b'\n').map_or(at, |i| at + i + 1);
+        self.buf.drain(..cut);
+        self.cut += cut as u64;
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.buf.len() > LOG_LIMIT {
+            self.keep_last(LOG_LIMIT);
+        }
+        if self.cut == 0 {
+            return self.buf;
+        }
+        let mut out = format!("[strata: the first {} bytes of output were cut]\n", self.cut).into_bytes();
+        out.extend_from_slice(&self.buf);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_keeps_its_last_lines_and_says_what_was_cut() {
+        let mut log = Capped::default();
+        log.push(b"short\n");
+        assert_eq!(log.finish(), b"short\n");
+        let mut log = Capped::default();
+        let line = [b'x'; 1023].iter().chain(b"\n").copied().collect::<Vec<u8>>();
+        for _ in 0..(3 * LOG_LIMIT / 1024) {
+            log.push(&line);
+        }
+        log.push(b"the end\n");
+        let out = log.finish();
+        let text = String::from_utf8(out).unwrap();
+        let (head, rest) = text.split_once('\n').unwrap();
+        let kept = rest.len();
+        assert!(kept <= LOG_LIMIT && kept > LOG_LIMIT - 1024, "{kept}");
+        assert_eq!(head, format!("[strata: the first {} bytes of output were cut]", 3 * LOG_LIMIT + 8 - kept));
+        assert!(rest.starts_with('x') && rest.ends_with("xx\nthe end\n"), "cut at a line start");
+    }
+}
+
+/// Keep a failed script's whole log under `logs/failed/ID.log` (the newest
+/// [`FAILED_LOGS_KEPT`]); returns the id, which names the script and the tree it ran on.
+fn save_failed_log(store: &Store, base: &Digest, script: &str, log: &[u8]) -> anyhow::Result<String> {
+    let dir = failed_logs_dir(store.root());
+    fs_err::create_dir_all(&dir)?;
+    let id = blake3::hash(format!("{}\0{script}", base.to_hex()).as_bytes()).to_hex()[..12].to_string();
+    let tmp = dir.join(format!(".{id}.tmp"));
+    fs_err::write(&tmp, log)?;
+    fs_err::rename(&tmp, dir.join(format!("{id}.log")))?;
+    let mut logs = failed_logs(store.root())?;
+    for old in logs.drain(FAILED_LOGS_KEPT.min(logs.len())..) {
+        let _ = fs_err::remove_file(old.path);
+    }
+    Ok(id)
+}
+
+/// Where the logs of failed scripts are kept.
+pub fn failed_logs_dir(store_root: &Path) -> std::path::PathBuf {
+    store_root.join("logs/failed")
+}
+
+/// A kept log of a failed script.
+#[derive(Debug, serde::Serialize)]
+pub struct FailedLog {
+    pub id: String,
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
+    /// Seconds since 1970.
+    pub written: i64,
+}
+
+/// The kept logs of failed scripts, newest first.
+pub fn failed_logs(store_root: &Path) -> anyhow::Result<Vec<FailedLog>> {
+    let dir = failed_logs_dir(store_root);
+    let mut out = Vec::new();
+    let entries = match fs_err::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".log") else { continue };
+        let meta = e.metadata()?;
+        let written = meta.modified()?.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        out.push(FailedLog { id: id.to_string(), path: e.path(), bytes: meta.len(), written });
+    }
+    out.sort_by(|a, b| (b.written, &b.id).cmp(&(a.written, &a.id)));
+    Ok(out)
 }
 
 fn tail(log: &str) -> String {

@@ -210,6 +210,20 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     assert_eq!(fs_err::read_to_string(root.join("etc/hostname")).unwrap(), "debian\n");
     assert_eq!(fs_err::read_link(root.join("etc/localtime")).unwrap(), Path::new("/usr/share/zoneinfo/UTC"));
 
+    // Every step that ran something kept what it printed.
+    let logs = env.json(&["log", "images/debian-base", "--list"]);
+    let names: Vec<&str> = logs.as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    for step in ["debian-maintainer-scripts", "debian-base/users users", "debian-base/script config.sh"] {
+        assert!(names.contains(&step), "{step} in {names:?}");
+    }
+    assert!(logs[0].get("log").is_none(), "--list lists: {logs}");
+    let config = env.ok(&["log", "debian-base", "config.sh"]);
+    assert!(config.starts_with("==> debian-base/script config.sh (") && config.contains("Created symlink"), "{config}");
+    let dpkg = env.ok(&["log", "debian-base", "debian-maintainer-scripts"]);
+    assert!(dpkg.contains("Setting up systemd "), "{dpkg}");
+    let err = env.fail(&["log", "debian-base", "no-such-step"]);
+    assert!(err.contains("no step `no-such-step` kept a log; the steps with logs: "), "{err}");
+
     // Again: every step is a hit.
     let again = env.json(&["build", &desc("debian-base")]);
     assert_eq!(steps(&again), (base_total, base_total, 0));
@@ -257,6 +271,25 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     assert_eq!(rebuilt["generation"], 1);
     let why = env.ok(&["why", c]);
     assert!(why.contains("nothing changed"), "{why}");
+    // The steps that were hits kept their logs; the one that ran again has its own.
+    assert_eq!(env.ok(&["log", "debian-web", "debian-maintainer-scripts"]), dpkg);
+    let web_logs = env.json(&["log", "debian-web", "config.sh"]);
+    assert_eq!(web_logs.as_array().unwrap().len(), 2, "the base's config.sh and the rebuilt one: {web_logs}");
+
+    // A failing script: its last lines in the error, its whole log kept under the id it names;
+    // with -v its output streams as it comes.
+    write(&copy.join("config.sh"), "#!/bin/sh\nfor i in $(seq 1 40); do echo \"line $i\"; done\nexit 3\n");
+    let out = env.cmd(&["-v", "build", c]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("| line 1\n"), "streamed with -v: {err}");
+    assert!(err.contains("exit status 3") && err.contains("line 40") && !err.contains("\nline 20\n"), "{err}");
+    let id = err.split("the whole log: strata log --failed ").nth(1).unwrap().split_whitespace().next().unwrap();
+    let whole = env.ok(&["log", "--failed", id]);
+    assert!(whole.contains("line 1\n") && whole.contains("line 20\n") && whole.contains("line 40\n"), "{whole}");
+    let failed = env.json(&["log", "--failed"]);
+    assert_eq!(failed[0]["id"], id);
+    write(&copy.join("config.sh"), &format!("{script}# a comment\n"));
 
     // A package built here, from a signed repository on 127.0.0.1.
     let (gnupg, keyring) = make_key(&env, "local");

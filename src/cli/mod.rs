@@ -6,6 +6,7 @@ mod deploy;
 mod docs;
 mod gc;
 mod image;
+mod log;
 mod ostree;
 mod output;
 mod package;
@@ -99,6 +100,17 @@ enum Command {
         #[arg(long, value_enum, default_value = "toml")]
         format: image::Format,
     },
+    /// Print what the steps of an image printed: scripts, dracut, disk and ISO assembly
+    ///
+    /// Every step that runs something (maintainer scripts, RPM scriptlets, users, config.sh,
+    /// images.sh, dracut, disk and ISO assembly) keeps its combined output with its entry,
+    /// compressed, so a cached step's log is still there; gc drops it with the entry. A failed
+    /// script's whole log is kept too, under the id its error names (--failed). `build -v`
+    /// prints scripts' output as it comes.
+    #[command(
+        after_help = "Examples:\n  strata log images/debian-base\n  strata log debian-web config.sh\n  strata log debian-base --list --json\n  strata log --failed\n  strata log --failed 3fa9c2d41b07"
+    )]
+    Log(log::LogArgs),
     /// List built images and their generations
     #[command(subcommand)]
     Images(image::ImagesCommand),
@@ -243,7 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         json: cli.json,
         quiet: cli.quiet,
         lock_wait: Duration::from_secs(cli.lock_wait),
-        progress: Progress::new(cli.quiet),
+        progress: Progress::new(cli.quiet).streaming(cli.verbose > 0),
     };
     match cli.command {
         Command::Build(args) => image::build(&ctx, args),
@@ -251,6 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Why(args) => image::why(&ctx, args),
         Command::Describe { desc, format } => image::describe(&ctx, desc, format),
         Command::Images(cmd) => image::images(&ctx, cmd),
+        Command::Log(args) => log::run(&ctx, args),
         Command::Export(args) => ostree::export(&ctx, args),
         Command::Push(args) => ostree::push(&ctx, args),
         Command::Remote(cmd) => ostree::remote(&ctx, cmd),

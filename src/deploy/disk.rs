@@ -131,11 +131,7 @@ pub(super) fn ensure_free(dir: &Path, needed: u64, what: &str) -> anyhow::Result
 }
 
 pub(super) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
-    if !out.status.success() {
-        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
+    super::transcript::run(cmd, what).map(drop)
 }
 
 /// `mke2fs -d`: an ext4 image of `size` bytes at `out` holding `dir`.

@@ -17,7 +17,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use super::sysroot::BOOT_LABEL;
 
@@ -62,20 +62,18 @@ fn mkimage(format: &str, extra: &[&str], out: &Path, work: &Path) -> anyhow::Res
         bail!("{} is missing: install the grub-pc-bin and grub-efi-amd64-bin packages", dir.display());
     }
     let early = early_config(work)?;
-    let output = Command::new("grub-mkimage")
-        .args(["-O", format, "-d"])
-        .arg(&dir)
-        .args(["-p", "/grub", "-c"])
-        .arg(&early)
-        .arg("-o")
-        .arg(out)
-        .args(COMMON_MODULES)
-        .args(extra)
-        .output()
-        .context("cannot run grub-mkimage (install grub-common)")?;
-    if !output.status.success() {
-        bail!("grub-mkimage -O {format} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
-    }
+    super::transcript::run(
+        Command::new("grub-mkimage")
+            .args(["-O", format, "-d"])
+            .arg(&dir)
+            .args(["-p", "/grub", "-c"])
+            .arg(&early)
+            .arg("-o")
+            .arg(out)
+            .args(COMMON_MODULES)
+            .args(extra),
+        &format!("grub-mkimage -O {format} (grub-common)"),
+    )?;
     Ok(())
 }
 

@@ -169,7 +169,8 @@ pub fn initramfs(
         meta: Meta { mode: 0o755, uid: 0, gid: 0, xattrs: vec![] },
         entries: vec![(Name::new("initrd.img").expect("valid name"), node)],
     });
-    let entry = memo.record(store, Built::in_batch(tree, batch).refs(refs).totals(1, compressed.len() as u64))?;
+    let built = Built::in_batch(tree, batch).refs(refs).totals(1, compressed.len() as u64).log(run.log);
+    let entry = memo.record(store, built)?;
     let (file, _, _) = single_file(store, &entry)?;
     Ok((entry, file, false))
 }

@@ -15,6 +15,7 @@ pub mod grub;
 pub mod live;
 pub mod options;
 pub mod sysroot;
+pub mod transcript;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -226,6 +227,7 @@ struct Job<'a> {
 
 fn build_disk(store: &mut Store, job: &Job<'_>) -> anyhow::Result<Artifact> {
     let Job { work, commit, opts, kargs, key, refs, progress } = *job;
+    let recording = transcript::Recording::start();
     let bar = progress.spinner("deploying: sysroot");
     let root = work.join("sysroot");
     fs_err::create_dir(&root)?;
@@ -244,7 +246,7 @@ fn build_disk(store: &mut Store, job: &Job<'_>) -> anyhow::Result<Artifact> {
         }
     };
     bar.set_message("deploying: storing the image");
-    let mut artifact = store_artifact(store, &file, opts, key, refs)?;
+    let mut artifact = store_artifact(store, &file, opts, key, refs, recording.finish())?;
     bar.finish_and_clear();
     artifact.built = Some(Built::Disk(layout));
     Ok(artifact)
@@ -263,21 +265,24 @@ fn build_iso(store: &mut Store, job: &Job<'_>) -> anyhow::Result<Artifact> {
         title: &format!("{} live ({})", opts.osname, commit.checksum.get(..12).unwrap_or(commit.checksum)),
         source_date: commit.source_date,
     };
+    let recording = transcript::Recording::start();
     let (file, layout) = live::build_iso(store, work, &input, progress)?;
     let mut refs = refs.to_vec();
     refs.push(step.key);
-    let mut artifact = store_artifact(store, &file, opts, key, &refs)?;
+    let mut artifact = store_artifact(store, &file, opts, key, &refs, recording.finish())?;
     artifact.built = Some(Built::Iso { layout, initramfs_step: step.key, initramfs_cached });
     Ok(artifact)
 }
 
-/// Record `file` as the artifact entry `key`: one file object, one tree, one entry.
+/// Record `file` as the artifact entry `key`: one file object, one tree, one entry, with the
+/// transcript of its assembly as its log.
 fn store_artifact(
     store: &mut Store,
     file: &Path,
     opts: &DeployOptions,
     key: Digest,
     refs: &[Digest],
+    log: String,
 ) -> anyhow::Result<Artifact> {
     let mut f = fs_err::File::open(file)?;
     let st = f.metadata()?;
@@ -298,7 +303,8 @@ fn store_artifact(
     };
     let tree_id = batch.put_tree(&tree);
     let step = Memo::with_key(EntryKind::Artifact, format!("{}/{}", opts.osname, opts.format.as_str()), key);
-    let entry = step.record(store, memo::Built::in_batch(tree_id, batch).refs(refs).totals(1, st.len()))?;
+    let built = memo::Built::in_batch(tree_id, batch).refs(refs).totals(1, st.len()).log(log);
+    let entry = step.record(store, built)?;
     let (file, size, content) = single_file(store, &entry)?;
     Ok(Artifact { entry, file, size, content, cached: false, built: None })
 }

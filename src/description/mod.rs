@@ -318,12 +318,7 @@ impl Chain {
     /// target replaces them all, so a disk-only image never inherits a base's ISO).
     pub fn targets(&self) -> &BTreeMap<TargetKind, BTreeMap<String, String>> {
         static NONE: BTreeMap<TargetKind, BTreeMap<String, String>> = BTreeMap::new();
-        self.layers
-            .iter()
-            .rev()
-            .map(|l| &l.description.preferences.targets)
-            .find(|t| !t.is_empty())
-            .unwrap_or(&NONE)
+        self.layers.iter().rev().map(|l| &l.description.preferences.targets).find(|t| !t.is_empty()).unwrap_or(&NONE)
     }
 
     /// Repositories of every layer, base first, without repeats.

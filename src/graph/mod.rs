@@ -43,6 +43,7 @@ use crate::store::db::EntryRow;
 use crate::store::digest::Digest;
 
 use crate::store::local::{Store, Target};
+use crate::store::memo::Built;
 
 use crate::store::Backend;
 use crate::util::progress::Progress;
@@ -274,7 +275,7 @@ impl Walker<'_> {
             let inputs = vec![input(format!("archive {a}"), digest.to_hex())];
             cur = self.tree_step(&image, "archive", a, inputs, cur, |store, base, progress| {
                 let top = overlay::import_archive(store, &path, progress)?;
-                overlay::overlay(store, base, &top)
+                overlay::overlay(store, base, &top).map(Built::recorded)
             })?;
         }
         let overlays: Vec<&str> =
@@ -298,7 +299,7 @@ impl Walker<'_> {
                 for top in &tops {
                     tree = overlay::overlay(store, &tree, top)?;
                 }
-                overlay::set_attrs(store, &tree, &files)
+                overlay::set_attrs(store, &tree, &files).map(Built::recorded)
             })?;
         }
         let p = &d.preferences;
@@ -311,7 +312,7 @@ impl Walker<'_> {
             }
             let prefs = p.clone();
             cur = self.tree_step(&image, "preferences", "locale", inputs, cur, move |store, base, _| {
-                overlay::preferences(store, base, &prefs)
+                overlay::preferences(store, base, &prefs).map(Built::recorded)
             })?;
         }
         // This description's version (or its bases'), not that of an image deriving from it.
@@ -468,11 +469,12 @@ impl Walker<'_> {
             let mut batch = Batch::new();
             let tree = crate::trees::layer::apply(store, base, &out.layer, &mut batch.trees)?;
             batch.commit(store, None)?;
-            Ok(tree)
+            Ok(Built::recorded(tree).log(out.log))
         })
     }
 
-    /// A step keyed by its inputs and the current tree; `build` makes the new tree.
+    /// A step keyed by its inputs and the current tree; `build` makes the new tree (and the log
+    /// of what it ran).
     fn tree_step(
         &mut self,
         image: &str,
@@ -480,7 +482,7 @@ impl Walker<'_> {
         name: &str,
         inputs: Vec<Input>,
         cur: Cur,
-        build: impl FnOnce(&mut Store, &Digest, &Progress) -> anyhow::Result<Digest>,
+        build: impl FnOnce(&mut Store, &Digest, &Progress) -> anyhow::Result<Built>,
     ) -> anyhow::Result<Cur> {
         self.bar.set_message(format!("{kind} {name}"));
         let progress = self.progress;

@@ -103,14 +103,15 @@ pub(crate) enum Cur {
     Unknown,
 }
 
-/// A tree step (see the module doc): found, built by `build` from the current tree, or in plan
-/// mode reported `missing`. Returns the step as reported and where the build stands after it.
+/// A tree step (see the module doc): found, built by `build` from the current tree (a tree
+/// recorded already, and the log of what ran, if anything did), or in plan mode reported
+/// `missing`. Returns the step as reported and where the build stands after it.
 pub(crate) fn tree_step<B: Backend + ?Sized>(
     store: &mut B,
     mode: Mode,
     mut step: Step,
     cur: Cur,
-    build: impl FnOnce(&mut B, &Digest) -> anyhow::Result<Digest>,
+    build: impl FnOnce(&mut B, &Digest) -> anyhow::Result<Built>,
 ) -> anyhow::Result<(Step, Cur)> {
     let base = match cur {
         Cur::Known(e) => e,
@@ -123,7 +124,8 @@ pub(crate) fn tree_step<B: Backend + ?Sized>(
         vec![("step".into(), kind.as_bytes().to_vec()), ("version".into(), STEP_VERSION.to_vec())];
     params.extend(step.inputs.iter().map(|i| (i.name.clone(), i.value.clone().into_bytes())));
     let params: Vec<(&str, &[u8])> = params.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-    let memo = Memo::new(EntryKind::Step, format!("{image}/{kind}"), &params, &[base.tree]);
+    // Named for people (`strata log IMAGE config.sh`); the name is not part of the key.
+    let memo = Memo::new(EntryKind::Step, format!("{image}/{kind} {name}"), &params, &[base.tree]);
     step.key = Some(memo.key);
     if let Some(e) = memo.lookup(store)? {
         step.state = State::Cached;
@@ -135,8 +137,9 @@ pub(crate) fn tree_step<B: Backend + ?Sized>(
         step.state = State::Missing;
         return Ok((step, Cur::Unknown));
     }
-    let tree = build(store, &base.tree).with_context(|| format!("{image}: step {kind} {name}"))?;
-    let entry = memo.record(store, Built::recorded(tree).refs([base.key]))?;
+    let built = build(store, &base.tree).with_context(|| format!("{image}: step {kind} {name}"))?;
+    let tree = built.tree;
+    let entry = memo.record(store, built.refs([base.key]))?;
     step.state = State::Built;
     step.tree = Some(tree);
     Ok((step, Cur::Known(entry)))
@@ -209,13 +212,13 @@ mod tests {
         let a = Step::new("img", "files", "root", vec![input("version", a_input)]);
         let (a, cur) = tree_step(store, mode, a, base.clone(), |s, _| {
             runs += 1;
-            Ok(record_tree(s, "a", a_content))
+            Ok(Built::recorded(record_tree(s, "a", a_content)))
         })
         .unwrap();
         let b = Step::new("img", "script", "config.sh", vec![input("config.sh", "1")]);
         let (b, cur) = tree_step(store, mode, b, cur, |s, _| {
             runs += 1;
-            Ok(record_tree(s, "b", b"b"))
+            Ok(Built::recorded(record_tree(s, "b", b"b")).log("b ran\n"))
         })
         .unwrap();
         let (image, _) = image_step(store, mode, "img", cur).unwrap();
@@ -246,7 +249,9 @@ mod tests {
         let image = store.entry(&built[2].key.unwrap()).unwrap().unwrap();
         assert_eq!((image.kind.as_str(), image.name.as_str()), ("rootfs", "img"));
         let a = store.entry(&built[0].key.unwrap()).unwrap().unwrap();
-        assert_eq!((a.kind.as_str(), a.name.as_str(), a.files, a.bytes), ("step", "img/files", 1, 1));
+        assert_eq!((a.kind.as_str(), a.name.as_str(), a.files, a.bytes), ("step", "img/files root", 1, 1));
+        assert_eq!(store.entry_log(&built[1].key.unwrap()).unwrap().unwrap(), b"b ran\n", "the step's log is kept");
+        assert_eq!(store.entry_log(&built[0].key.unwrap()).unwrap(), None);
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn one_file(store: &dyn Backend, batch: &mut Batch, content: &[u8]) -> Digest {
 }
 
 fn entry<'a>(key: Digest, tree: Digest, refs: &'a [Digest]) -> NewEntry<'a> {
-    NewEntry { key, kind: "layer", name: "n", tree, files: 1, bytes: 2, refs }
+    NewEntry { key, kind: "layer", name: "n", tree, files: 1, bytes: 2, refs, log: None }
 }
 
 fn store_error(e: &anyhow::Error) -> Option<&StoreError> {
@@ -120,6 +120,26 @@ fn entries_keep_their_first_recording_and_their_refs() {
         let all: Vec<Digest> = store.entries().unwrap().iter().map(|e| e.key).collect();
         assert_eq!(all.len(), 2, "{name}");
         assert!(all.contains(&base) && all.contains(&top), "{name}");
+    }
+}
+
+#[test]
+fn a_log_is_kept_with_its_entry_and_only_its_first_recording() {
+    for (name, mut store, _keep) in backends() {
+        let mut batch = Batch::new();
+        let tree = one_file(&*store, &mut batch, b"l");
+        let (quiet, loud) = (Digest::of(b"quiet"), Digest::of(b"loud"));
+        store.commit(batch, Some(&entry(quiet, tree, &[]))).unwrap();
+        let text = "Setting up tzdata (2024a-0+deb12u1) ...\n".repeat(500);
+        let refs = [quiet];
+        let logged = NewEntry { log: Some(text.as_bytes()), ..entry(loud, tree, &refs) };
+        store.commit(Batch::new(), Some(&logged)).unwrap();
+        assert_eq!(store.entry_log(&quiet).unwrap(), None, "{name}: a step that ran nothing");
+        assert_eq!(store.entry_log(&loud).unwrap().as_deref(), Some(text.as_bytes()), "{name}");
+        let again = NewEntry { log: Some(b"another run".as_slice()), ..entry(loud, tree, &refs) };
+        store.commit(Batch::new(), Some(&again)).unwrap();
+        assert_eq!(store.entry_log(&loud).unwrap().as_deref(), Some(text.as_bytes()), "{name}: the first log stays");
+        assert_eq!(store.entry_log(&Digest::of(b"unknown")).unwrap(), None, "{name}");
     }
 }
 

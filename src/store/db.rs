@@ -25,7 +25,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_generations", include_str!("../../store-schema/0002_generations.sql")),
     ("0003_ostree", include_str!("../../store-schema/0003_ostree.sql")),
     ("0004_ostree_cleanup", include_str!("../../store-schema/0004_ostree_cleanup.sql")),
+    ("0005_logs", include_str!("../../store-schema/0005_logs.sql")),
 ];
+
+/// The zstd level of step logs: text compresses well at a low level, and logs are written on the
+/// build's path.
+const LOG_LEVEL: i32 = 3;
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -58,6 +63,9 @@ pub struct NewEntry<'a> {
     pub files: u64,
     pub bytes: u64,
     pub refs: &'a [Digest],
+    /// What the step printed, kept with the entry (compressed); `None` for steps that run
+    /// nothing.
+    pub log: Option<&'a [u8]>,
 }
 
 pub struct Db {
@@ -143,6 +151,22 @@ impl Db {
         let mut stmt = self.conn.prepare("SELECT id FROM trees")?;
         let rows = stmt.query_map([], |r| digest_col(r, 0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The log kept with entry `key`, decompressed; `None` when the step kept none.
+    pub fn entry_log(&self, key: &Digest) -> anyhow::Result<Option<Vec<u8>>> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT size, zstd FROM logs WHERE entry = ?1", [key.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((size, packed)) = row else { return Ok(None) };
+        let log = zstd::bulk::decompress(&packed, size.max(0) as usize)
+            .map_err(|e| StoreError::CorruptLog { key: *key, reason: e.to_string() })?;
+        if log.len() as i64 != size {
+            let reason = format!("{} bytes, the row says {size}", log.len());
+            return Err(StoreError::CorruptLog { key: *key, reason }.into());
+        }
+        Ok(Some(log))
     }
 
     pub fn entry(&self, key: &Digest) -> anyhow::Result<Option<EntryRow>> {
@@ -254,6 +278,12 @@ impl Tx<'_> {
             for target in e.refs {
                 r.execute(params![e.key.as_bytes(), target.as_bytes()])?;
             }
+            if let Some(log) = e.log {
+                let packed = zstd::bulk::compress(log, LOG_LEVEL)?;
+                self.tx
+                    .prepare_cached("INSERT INTO logs (entry, size, zstd) VALUES (?1, ?2, ?3)")?
+                    .execute(params![e.key.as_bytes(), log.len() as i64, packed])?;
+            }
         }
         Ok(new)
     }
@@ -362,7 +392,7 @@ mod tests {
         let refs_b = [a];
         let tx = db.transaction().unwrap();
         tx.insert_tree(&tree, b"x").unwrap();
-        let e = |key, refs| NewEntry { key, kind: "layer", name: "n", tree, files: 0, bytes: 0, refs };
+        let e = |key, refs| NewEntry { key, kind: "layer", name: "n", tree, files: 0, bytes: 0, refs, log: None };
         tx.insert_entry(&e(a, &[])).unwrap();
         tx.insert_entry(&e(b, &refs_b)).unwrap();
         tx.commit().unwrap();
@@ -382,6 +412,30 @@ mod tests {
         tx.delete_entry(&a).unwrap();
         assert!(tx.commit().is_err());
         assert_eq!(db.entries().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_log_goes_with_its_entry_and_a_damaged_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        let (tree, key) = (Digest::of(b"tree"), Digest::of(b"k"));
+        let tx = db.transaction().unwrap();
+        tx.insert_tree(&tree, b"x").unwrap();
+        let log = b"Processing triggers for man-db\n".repeat(100);
+        let e = NewEntry { key, kind: "step", name: "n", tree, files: 0, bytes: 0, refs: &[], log: Some(&log) };
+        tx.insert_entry(&e).unwrap();
+        tx.commit().unwrap();
+        let stored: i64 = db.conn.query_row("SELECT length(zstd) FROM logs", [], |r| r.get(0)).unwrap();
+        assert!(stored < log.len() as i64 / 10, "compressed: {stored} bytes for {}", log.len());
+        assert_eq!(db.entry_log(&key).unwrap().unwrap(), log);
+        db.conn.execute("UPDATE logs SET size = size + 1", []).unwrap();
+        let err = db.entry_log(&key).unwrap_err();
+        assert!(matches!(err.downcast_ref::<StoreError>(), Some(StoreError::CorruptLog { .. })), "{err:#}");
+        let tx = db.transaction().unwrap();
+        tx.delete_entry(&key).unwrap();
+        tx.commit().unwrap();
+        let left: i64 = db.conn.query_row("SELECT count(*) FROM logs", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "the log went with its entry");
     }
 
     #[test]

@@ -30,4 +30,6 @@ pub enum StoreError {
     CorruptTree { id: Digest, reason: String },
     #[error("entry {0} is not in the store")]
     EntryMissing(Digest),
+    #[error("the log of entry {key} in the store is corrupt: {reason}")]
+    CorruptLog { key: Digest, reason: String },
 }

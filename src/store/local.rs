@@ -265,6 +265,10 @@ impl Backend for Store {
         self.db.entry(key)
     }
 
+    fn entry_log(&self, key: &Digest) -> anyhow::Result<Option<Vec<u8>>> {
+        self.db.entry_log(key)
+    }
+
     fn entries(&self) -> anyhow::Result<Vec<EntryRow>> {
         self.db.entries()
     }

@@ -27,24 +27,26 @@ pub struct Memo {
 }
 
 /// What a step's build made: the tree, the batch that holds its new objects and trees (empty
-/// when they are recorded already), the entries it references, and its file totals when the
-/// build counted them (else they are counted from the tree).
+/// when they are recorded already), the entries it references, its file totals when the build
+/// counted them (else they are counted from the tree), and what it printed when it ran scripts
+/// (kept with the entry, see `strata log`).
 pub struct Built {
     pub tree: Digest,
     pub batch: Batch,
     pub refs: Vec<Digest>,
     pub totals: Option<(u64, u64)>,
+    pub log: Option<Vec<u8>>,
 }
 
 impl Built {
     /// A tree whose objects and trees are recorded already.
     pub fn recorded(tree: Digest) -> Built {
-        Built { tree, batch: Batch::new(), refs: vec![], totals: None }
+        Built { tree, batch: Batch::new(), refs: vec![], totals: None, log: None }
     }
 
     /// A tree whose new objects and trees are in `batch`.
     pub fn in_batch(tree: Digest, batch: Batch) -> Built {
-        Built { tree, batch, refs: vec![], totals: None }
+        Built { tree, batch, refs: vec![], totals: None, log: None }
     }
 
     pub fn refs(mut self, refs: impl Into<Vec<Digest>>) -> Built {
@@ -54,6 +56,12 @@ impl Built {
 
     pub fn totals(mut self, files: u64, bytes: u64) -> Built {
         self.totals = Some((files, bytes));
+        self
+    }
+
+    /// Keep what the step printed with its entry.
+    pub fn log(mut self, log: impl Into<Vec<u8>>) -> Built {
+        self.log = Some(log.into());
         self
     }
 }
@@ -89,7 +97,7 @@ impl Memo {
 
     /// Record what a build made as this step's entry; returns the entry as recorded.
     pub fn record<B: Backend + ?Sized>(&self, store: &mut B, built: Built) -> anyhow::Result<EntryRow> {
-        let Built { tree, batch, refs, totals } = built;
+        let Built { tree, batch, refs, totals, log } = built;
         let (batch, (files, bytes)) = match totals {
             Some(t) => (batch, t),
             None => {
@@ -100,8 +108,16 @@ impl Memo {
                 (Batch::new(), crate::store::walk::file_totals(store, &tree)?)
             }
         };
-        let entry =
-            NewEntry { key: self.key, kind: self.kind.as_str(), name: &self.name, tree, files, bytes, refs: &refs };
+        let entry = NewEntry {
+            key: self.key,
+            kind: self.kind.as_str(),
+            name: &self.name,
+            tree,
+            files,
+            bytes,
+            refs: &refs,
+            log: log.as_deref(),
+        };
         batch.commit(store, Some(&entry))?;
         store.entry(&self.key)?.ok_or_else(|| StoreError::EntryMissing(self.key).into())
     }

@@ -22,6 +22,7 @@ pub struct MemoryStore {
     objects: HashMap<Digest, Vec<u8>>,
     trees: HashMap<Digest, Vec<u8>>,
     entries: HashMap<Digest, (EntryRow, Vec<Digest>)>,
+    logs: HashMap<Digest, Vec<u8>>,
     roots: BTreeMap<String, RootRow>,
     clock: i64,
 }
@@ -68,6 +69,10 @@ impl Backend for MemoryStore {
 
     fn entry(&self, key: &Digest) -> anyhow::Result<Option<EntryRow>> {
         Ok(self.entries.get(key).map(|(e, _)| e.clone()))
+    }
+
+    fn entry_log(&self, key: &Digest) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self.logs.get(key).cloned())
     }
 
     fn entries(&self) -> anyhow::Result<Vec<EntryRow>> {
@@ -122,6 +127,9 @@ impl Backend for MemoryStore {
                 refs.sort();
                 refs.dedup();
                 self.entries.insert(e.key, (row, refs));
+                if let Some(log) = e.log {
+                    self.logs.insert(e.key, log.to_vec());
+                }
             }
         }
         Ok(())

@@ -46,6 +46,7 @@ pub mod gc;
 pub mod import;
 pub mod local;
 pub mod lock;
+pub mod logs;
 pub mod lowers;
 pub mod memo;
 pub mod memory;
@@ -93,6 +94,11 @@ pub trait Backend {
     /// The entry recorded under input key `key`; `None` when there is none (the step has not
     /// run here: a miss, not an error).
     fn entry(&self, key: &Digest) -> anyhow::Result<Option<EntryRow>>;
+
+    /// What entry `key`'s step printed, as recorded with it; `None` when the step kept no log
+    /// (or there is no such entry). [`StoreError::CorruptLog`] when the stored log does not
+    /// decode to its recorded size.
+    fn entry_log(&self, key: &Digest) -> anyhow::Result<Option<Vec<u8>>>;
 
     /// Every entry, oldest first (then by name).
     fn entries(&self) -> anyhow::Result<Vec<EntryRow>>;

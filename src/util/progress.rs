@@ -10,17 +10,29 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(Clone, Debug)]
 pub struct Progress {
     visible: bool,
+    stream: bool,
 }
 
 impl Progress {
     /// Bars shown if stderr is a terminal and `quiet` is false.
     pub fn new(quiet: bool) -> Progress {
-        Progress { visible: !quiet && std::io::stderr().is_terminal() }
+        Progress { visible: !quiet && std::io::stderr().is_terminal(), stream: false }
     }
 
     /// A reporter that never draws (library callers, tests).
     pub fn hidden() -> Progress {
-        Progress { visible: false }
+        Progress { visible: false, stream: false }
+    }
+
+    /// Also print what scripts print, line by line on stderr, while they run (`build -v`).
+    pub fn streaming(mut self, stream: bool) -> Progress {
+        self.stream = stream;
+        self
+    }
+
+    /// Whether scripts' output is printed as it comes.
+    pub fn streams_output(&self) -> bool {
+        self.stream
     }
 
     fn make(&self, len: u64, template: &str, msg: &str) -> ProgressBar {

@@ -113,7 +113,7 @@ pub fn bootstrap_on(
         Memo::with_key(EntryKind::Layer, "debian-maintainer-scripts", layer_key).get_or_build(store, |store| {
             let out = crate::sandbox::run(store, &merge_step.tree, &script, opts.script_timeout, progress)
                 .context("maintainer scripts failed")?;
-            Ok(Built::recorded(out.layer).refs([merge_key]))
+            Ok(Built::recorded(out.layer).refs([merge_key]).log(out.log))
         })?;
     let layer_step = Step::of("layer", layer);
 

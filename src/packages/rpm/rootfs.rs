@@ -97,7 +97,7 @@ pub fn build(
         let (headers, unresolved) = pending(store, &merge_step.tree, packages, &mut state)?;
         let base_headers = base.map(|b| b.headers.as_slice()).unwrap_or_default();
         let script = scriptlets_script(base_headers, headers, unresolved)?;
-        let tree = match script {
+        let (tree, log) = match script {
             None => {
                 let mut batch = Batch::new();
                 let empty = batch.put_tree(&crate::store::tree::Tree {
@@ -105,7 +105,7 @@ pub fn build(
                     entries: vec![],
                 });
                 batch.commit(store, None)?;
-                empty
+                (empty, None)
             }
             Some(script) => {
                 if store.lookup(&merge_step.tree, &[b"bin", b"sh"])?.is_none()
@@ -113,12 +113,16 @@ pub fn build(
                 {
                     bail!("the packages have scriptlets but none of them provides /bin/sh to run them");
                 }
-                crate::sandbox::run(store, &merge_step.tree, &script, script_timeout, progress)
-                    .context("RPM scriptlets failed")?
-                    .layer
+                let out = crate::sandbox::run(store, &merge_step.tree, &script, script_timeout, progress)
+                    .context("RPM scriptlets failed")?;
+                (out.layer, Some(out.log))
             }
         };
-        Ok(Built::recorded(tree).refs([k.merge]))
+        let built = Built::recorded(tree).refs([k.merge]);
+        Ok(match log {
+            Some(log) => built.log(log),
+            None => built,
+        })
     })?;
     let layer_step = Step::of("layer", layer);
 
