@@ -41,7 +41,7 @@ impl Drop for Recording {
 pub fn note(cmd: &Command, out: &Output) {
     TRANSCRIPT.with(|t| {
         if let Some(log) = t.borrow_mut().as_mut() {
-            let args: Vec<String> = cmd.get_args().map(|a| crate::util::text::sq(&a.to_string_lossy())).collect();
+            let args: Vec<String> = cmd.get_args().map(|a| shell_word(&a.to_string_lossy())).collect();
             let _ = writeln!(log, "$ {} {}", cmd.get_program().to_string_lossy(), args.join(" "));
             log.push_str(&String::from_utf8_lossy(&out.stdout));
             log.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -53,6 +53,16 @@ pub fn note(cmd: &Command, out: &Output) {
             }
         }
     });
+}
+
+/// A word as a shell would need it: as it is when plain, else single-quoted.
+fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"_./=:,@%+-".contains(&b));
+    if plain {
+        w.to_string()
+    } else {
+        crate::util::text::sq(w)
+    }
 }
 
 /// Run a tool, note it in the transcript, and fail with its error output when it fails.
