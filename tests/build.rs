@@ -224,6 +224,29 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     let err = env.fail(&["log", "debian-base", "no-such-step"]);
     assert!(err.contains("no step `no-such-step` kept a log; the steps with logs: "), "{err}");
 
+    // A lock of the base (in a copy: a lock names the mirror, and the repository never does).
+    let locked = env.path("base-locked");
+    sh(&format!("cp -a {} {}", desc("debian-base"), locked.display()));
+    let l = locked.to_str().unwrap();
+    let err = env.fail(&["build", l, "--locked"]);
+    assert!(err.contains("strata.lock does not exist: write it with `strata lock"), "{err}");
+    let lock = env.json(&["lock", l]);
+    assert_eq!(lock["images"][0]["name"], "debian-base");
+    assert!(lock["images"][0]["packages"].as_u64().unwrap() > 100, "{lock}");
+    let lock_text = fs_err::read_to_string(locked.join("strata.lock")).unwrap();
+    assert!(lock_text.contains("name = \"systemd\"") && lock_text.contains("InRelease"), "{lock_text}");
+    let err = env.fail(&["lock", l]);
+    assert!(err.contains("strata.lock exists") && err.contains("--update"), "{err}");
+    let from_lock = env.json(&["build", l, "--locked"]);
+    assert_eq!(steps(&from_lock).2, 0, "locked as built: every step a hit: {from_lock}");
+    // A package the description asks for and the lock lacks is named, and nothing is built.
+    let without_less: Vec<&str> =
+        lock_text.split("[[image.package]]").filter(|block| !block.contains("\nname = \"less\"\n")).collect();
+    write(&locked.join("strata.lock"), &without_less.join("[[image.package]]"));
+    let err = env.fail(&["build", l, "--locked"]);
+    assert!(err.contains("asks for less, which the lock does not hold: run `strata lock --update`"), "{err}");
+    write(&locked.join("strata.lock"), &lock_text);
+
     // Again: every step is a hit.
     let again = env.json(&["build", &desc("debian-base")]);
     assert_eq!(steps(&again), (base_total, base_total, 0));
@@ -246,6 +269,21 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
 
     let slim = env.json(&["build", &desc("debian-slim")]);
     assert_eq!(steps(&slim).1, base_total, "debian-slim must reuse every base step");
+
+    // Pictures: the plan of a derived image, and the images of the store with what they share.
+    let svg = env.ok(&["plan", &desc("debian-web"), "--format", "svg"]);
+    for text in ["debian-base (base)", "debian-web (the image)", "shared with debian-base", "script config.sh"] {
+        assert!(svg.contains(text), "{text} in the plan's picture");
+    }
+    rendered(&env, &svg, "plan");
+    let svg = env.ok(&["images", "graph"]);
+    for text in ["image debian-base (generation", "image debian-web (generation", "image debian-slim (generation"] {
+        assert!(svg.contains(text), "{text} in the images' picture");
+    }
+    assert!(svg.contains("shared by 3 images") && svg.contains("debian-maintainer-scripts"), "{svg}");
+    rendered(&env, &svg, "images");
+    let dot = env.ok(&["images", "graph", "--format", "dot"]);
+    assert!(dot.starts_with("digraph images {"), "{dot}");
     let root = env.path("slim");
     env.ok(&["store", "checkout", "images/debian-slim", root.to_str().unwrap()]);
     let (ok, out) = chroot(&root, "dpkg -s nano less iproute2 2>&1; dpkg --audit");
@@ -272,7 +310,8 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     let why = env.ok(&["why", c]);
     assert!(why.contains("nothing changed"), "{why}");
     // The steps that were hits kept their logs; the one that ran again has its own.
-    assert_eq!(env.ok(&["log", "debian-web", "debian-maintainer-scripts"]), dpkg);
+    let web_dpkg = env.ok(&["log", "debian-web", "debian-maintainer-scripts"]);
+    assert!(web_dpkg.starts_with(&dpkg) && web_dpkg.contains("Setting up nginx-light"), "the base's, then its own");
     let web_logs = env.json(&["log", "debian-web", "config.sh"]);
     assert_eq!(web_logs.as_array().unwrap().len(), 2, "the base's config.sh and the rebuilt one: {web_logs}");
 
@@ -357,10 +396,25 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     env.ok(&["store", "checkout", "images/clash", root.to_str().unwrap()]);
     assert_eq!(fs_err::read_to_string(root.join("usr/bin/nano")).unwrap(), "not nano\n");
 
-    // Another store, the same description: the same tree.
+    // A derived image's lock holds its base's set too.
+    let web_lock = env.json(&["lock", c]);
+    let names: Vec<&str> = web_lock["images"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["debian-base", "debian-web"]);
+
+    // Another store, the same lock: the same tree (the mirror may have moved on since).
     let other = env_with_cache();
-    let base2 = other.json(&["build", &desc("debian-base")]);
-    assert_eq!(base2["rootfs"]["tree"], base["rootfs"]["tree"], "the base is not reproducible");
+    let base2 = other.json(&["build", l, "--locked"]);
+    assert_eq!(base2["rootfs"]["tree"], from_lock["rootfs"]["tree"], "a locked build is not reproducible");
+}
+
+/// The SVG renders (rsvg-convert) to a PNG of some substance.
+fn rendered(env: &Env, svg: &str, name: &str) {
+    let file = env.path(&format!("{name}.svg"));
+    write(&file, svg);
+    let png = env.path(&format!("{name}.png"));
+    sh(&format!("rsvg-convert -o {} {}", png.display(), file.display()));
+    let bytes = fs_err::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 5000, "{name}: {} bytes of PNG", bytes.len());
 }
 
 #[test]

@@ -22,6 +22,7 @@ packages=(
   xorriso squashfs-tools                       # deploy: live ISOs (El Torito by grub-mkrescue, squashfs root)
   ovmf                                         # strata boot --uefi
   rpm createrepo-c busybox-static              # RPM images: rpm database (rpm --justdb); tests: rpmbuild, rpm-md repositories, a static shell
+  graphviz librsvg2-bin                        # pictures of the build graph (dot); tests render them (rsvg-convert)
 )
 missing=()
 for p in "${packages[@]}"; do

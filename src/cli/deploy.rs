@@ -121,8 +121,15 @@ pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let from = DeployFrom::open(&args.build.desc.description, &args.build.desc.profiles)?;
     let source_date = args.build.source_date_epoch().unwrap_or(graph::DEFAULT_EPOCH);
     let note = |m: String| ctx.note(m);
-    let d =
-        pipeline::deploy(&mut store, &from, &args.request(), &args.build.options(), source_date, &ctx.progress, &note)?;
+    let d = pipeline::deploy(
+        &mut store,
+        &from,
+        &args.request(),
+        &args.build.options()?,
+        source_date,
+        &ctx.progress,
+        &note,
+    )?;
     let (artifact, opts, commit_id, reference) = (d.artifact, d.options, d.commit, d.reference);
     let copied = deploy::write_output(&artifact, &args.output)?;
     if ctx.json {

@@ -7,7 +7,17 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::{output, Ctx};
 use crate::graph::{self, generations, Mode, Outcome, State};
+use crate::packages::deb::lock::{self, Lock};
 use crate::store::lock::LockMode;
+
+/// Where a description's lock file is: beside its document.
+pub(crate) fn lock_path(description: &std::path::Path) -> PathBuf {
+    if description.is_file() {
+        description.parent().unwrap_or(std::path::Path::new(".")).join(lock::FILE_NAME)
+    } else {
+        description.join(lock::FILE_NAME)
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct DescArgs {
@@ -42,6 +52,10 @@ pub struct BuildArgs {
     /// since 1970 [default: 2024-01-01]
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
     source_date_epoch: Option<u64>,
+    /// Install exactly the package sets of the description's strata.lock (see `strata lock`):
+    /// from the download cache or the URLs it names, never a newer index
+    #[arg(long)]
+    locked: bool,
 }
 
 impl BuildArgs {
@@ -49,16 +63,52 @@ impl BuildArgs {
         self.source_date_epoch
     }
 
-    pub(crate) fn options(&self) -> graph::Options {
-        graph::Options {
+    pub(crate) fn options(&self) -> anyhow::Result<graph::Options> {
+        let locked = if self.locked {
+            let path = lock_path(&self.desc.description);
+            if !path.is_file() {
+                anyhow::bail!(
+                    "--locked: {} does not exist: write it with `strata lock {}`",
+                    path.display(),
+                    self.desc.description.display()
+                );
+            }
+            Some(Lock::read(&path)?)
+        } else {
+            None
+        };
+        Ok(graph::Options {
             profiles: self.desc.profiles.clone(),
             set_repos: self.set_repos.clone(),
             add_repos: self.add_repos.clone(),
             arch: self.arch.clone(),
             script_timeout: std::time::Duration::from_secs(self.script_timeout),
             epoch: self.source_date_epoch.unwrap_or(graph::DEFAULT_EPOCH),
-        }
+            locked,
+        })
     }
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub(crate) build: BuildArgs,
+    /// Print the steps as text, or draw them: `dot` (Graphviz's language) or `svg` (a picture)
+    #[arg(long, value_enum, default_value = "text")]
+    format: PlanFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Dot,
+    Svg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PictureFormat {
+    Dot,
+    Svg,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -77,6 +127,18 @@ pub enum ImagesCommand {
     History {
         /// The image name (the description's name)
         name: String,
+    },
+    /// Draw the images of this store and the steps they share (SVG, or dot for Graphviz)
+    ///
+    /// Each image's newest generation and every entry it reaches, base first: steps two images
+    /// share are drawn as shared; the packages a step installs are counted on it.
+    #[command(
+        after_help = "Examples:\n  strata images graph > images.svg\n  strata images graph --format dot | dot -Tpng > images.png"
+    )]
+    Graph {
+        /// `svg` (a picture) or `dot` (Graphviz's language)
+        #[arg(long, value_enum, default_value = "svg")]
+        format: PictureFormat,
     },
 }
 
@@ -118,10 +180,23 @@ fn steps_json(o: &Outcome) -> serde_json::Value {
         .collect::<Vec<_>>())
 }
 
-pub fn plan(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
+pub fn plan(ctx: &Ctx, args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let PlanArgs { build: args, format } = args;
     let mut store = ctx.open(LockMode::Shared)?;
-    let o = graph::run(&mut store, &args.desc.description, &args.options(), Mode::Plan, &ctx.progress)?;
+    let o = graph::run(&mut store, &args.desc.description, &args.options()?, Mode::Plan, &ctx.progress)?;
     let (total, cached, _) = o.counts();
+    if format != PlanFormat::Text {
+        let dot = graph::picture::plan(&o);
+        let text = if format == PlanFormat::Svg { graph::picture::svg(&dot)? } else { dot };
+        if ctx.json {
+            output::json(
+                &serde_json::json!({"image": o.image, "format": format!("{format:?}").to_lowercase(), "document": text}),
+            )?;
+        } else {
+            print!("{text}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if ctx.json {
         output::json(&serde_json::json!({
             "image": o.image, "steps": steps_json(&o),
@@ -139,7 +214,7 @@ pub fn plan(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
 
 pub fn build(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut store = ctx.open(LockMode::Shared)?;
-    let o = graph::run(&mut store, &args.desc.description, &args.options(), Mode::Build, &ctx.progress)?;
+    let o = graph::run(&mut store, &args.desc.description, &args.options()?, Mode::Build, &ctx.progress)?;
     let (generation, new) = generations::record(&mut store, &o)?;
     let rootfs = o.rootfs.as_ref().expect("a build ends with its rootfs entry");
     let (total, cached, built) = o.counts();
@@ -167,9 +242,82 @@ pub fn build(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    #[command(flatten)]
+    pub(crate) build: BuildArgs,
+    /// Resolve against the repositories now and rewrite an existing lock, printing what changed
+    #[arg(long)]
+    update: bool,
+}
+
+pub fn lock(ctx: &Ctx, args: LockArgs) -> anyhow::Result<ExitCode> {
+    let LockArgs { build: args, update } = args;
+    if args.locked {
+        anyhow::bail!("strata lock resolves the package sets afresh: --locked is for build, plan, export and deploy");
+    }
+    let desc = &args.desc.description;
+    let path = lock_path(desc);
+    let old = if path.is_file() {
+        if !update {
+            anyhow::bail!(
+                "{} exists: `strata build --locked {}` installs it; `strata lock --update` resolves it again against the repositories now",
+                path.display(),
+                desc.display()
+            );
+        }
+        // A lock that no longer reads is replaced; what changed is then everything.
+        Lock::read(&path).ok()
+    } else {
+        None
+    };
+    let mut store = ctx.open(LockMode::Shared)?;
+    // A derived image's set depends on what its base installed: the chain is built (every
+    // step cached), as `build` would.
+    let o = graph::run(&mut store, desc, &args.options()?, Mode::Build, &ctx.progress)?;
+    generations::record(&mut store, &o)?;
+    if !o.unlockable.is_empty() {
+        anyhow::bail!(
+            "{}: lock files hold apt package sets only; {} installs from rpm-md repositories",
+            desc.display(),
+            o.unlockable.join(", ")
+        );
+    }
+    if o.locks.is_empty() {
+        anyhow::bail!(
+            "{}: neither it nor its bases install packages from apt repositories: nothing to lock",
+            desc.display()
+        );
+    }
+    let lock = Lock { version: lock::VERSION, images: o.locks };
+    let changes = old.as_ref().map(|old| lock.changes_since(old)).unwrap_or_default();
+    lock.write(&path)?;
+    if ctx.json {
+        output::json(&serde_json::json!({
+            "lock": path,
+            "images": lock.images.iter().map(|i| serde_json::json!({"name": i.name, "packages": i.packages.len(), "lists": i.lists.len()})).collect::<Vec<_>>(),
+            "changes": changes,
+        }))?;
+    } else {
+        println!("{}", path.display());
+        for i in &lock.images {
+            ctx.note(format!("{}: {} packages, {} index files", i.name, i.packages.len(), i.lists.len()));
+        }
+        match (&old, changes.is_empty()) {
+            (Some(_), true) => ctx.note("no change"),
+            _ => {
+                for c in &changes {
+                    ctx.note(c);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn why(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut store = ctx.open(LockMode::Shared)?;
-    let o = graph::run(&mut store, &args.desc.description, &args.options(), Mode::Plan, &ctx.progress)?;
+    let o = graph::run(&mut store, &args.desc.description, &args.options()?, Mode::Plan, &ctx.progress)?;
     let why = generations::why(&store, &o)?;
     if ctx.json {
         output::json(&why)?;
@@ -253,6 +401,15 @@ fn short(value: &str) -> &str {
 pub fn images(ctx: &Ctx, cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
     let store = ctx.open(LockMode::Shared)?;
     match cmd {
+        ImagesCommand::Graph { format } => {
+            let dot = graph::picture::images(&store)?;
+            let text = if format == PictureFormat::Svg { graph::picture::svg(&dot)? } else { dot };
+            if ctx.json {
+                output::json(&serde_json::json!({"format": format!("{format:?}").to_lowercase(), "document": text}))?;
+            } else {
+                print!("{text}");
+            }
+        }
         ImagesCommand::Ls => {
             let gens = generations::generations(&store, None)?;
             let mut newest: std::collections::BTreeMap<&str, &generations::GenerationRow> = Default::default();

@@ -79,11 +79,22 @@ enum Command {
         after_help = "Examples:\n  strata build descriptions/debian-base\n  strata build descriptions/debian-web --json\n  strata build ./my-image --set-repo 'deb [signed-by=/etc/apt/keyring.gpg] http://mirror/debian bookworm main'\n  strata store checkout images/debian-web /srv/web"
     )]
     Build(image::BuildArgs),
-    /// Print the steps of a build (kind, key, state) without building anything
+    /// Print the steps of a build (kind, key, state) without building anything, or draw them
     #[command(
-        after_help = "Examples:\n  strata plan descriptions/debian-web\n  strata plan descriptions/debian-web --json"
+        after_help = "Examples:\n  strata plan descriptions/debian-web\n  strata plan descriptions/debian-web --json\n  strata plan descriptions/debian-web --format svg > plan.svg"
     )]
-    Plan(image::BuildArgs),
+    Plan(image::PlanArgs),
+    /// Pin the exact package sets of a description and its bases in DESC/strata.lock
+    ///
+    /// Records every package (version, architecture, URL, SHA-256), the apt sources and the
+    /// index files apt inside the image gets (signed Release, Packages, by SHA-256). `build
+    /// --locked` then installs exactly that set, from the download cache or the URLs, and gives
+    /// the same tree on any store. The image is built to learn its set (a derived image's
+    /// depends on what its base installed); every cached step is reused.
+    #[command(
+        after_help = "Examples:\n  strata lock descriptions/debian-base\n  strata build descriptions/debian-base --locked\n  strata lock descriptions/debian-base --update --json"
+    )]
+    Lock(image::LockArgs),
     /// Explain, step by step, which inputs changed since the image's newest generation
     #[command(
         after_help = "Examples:\n  strata why descriptions/debian-web\n  strata why descriptions/debian-web --json"
@@ -261,6 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build(args) => image::build(&ctx, args),
         Command::Plan(args) => image::plan(&ctx, args),
         Command::Why(args) => image::why(&ctx, args),
+        Command::Lock(args) => image::lock(&ctx, args),
         Command::Describe { desc, format } => image::describe(&ctx, desc, format),
         Command::Images(cmd) => image::images(&ctx, cmd),
         Command::Log(args) => log::run(&ctx, args),

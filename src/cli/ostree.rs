@@ -153,7 +153,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let mut store = ctx.open(LockMode::Shared)?;
     let input = Input::open(&args.build.desc.description, &args.build.desc.profiles)?;
     let note = |m: String| ctx.note(m);
-    let src = pipeline::source(&mut store, &input, &args.build.options(), args.version.clone(), &ctx.progress, &note)?;
+    let src = pipeline::source(&mut store, &input, &args.build.options()?, args.version.clone(), &ctx.progress, &note)?;
     let entry = src.entry.clone();
     let reference = args.reference.clone().unwrap_or_else(|| pipeline::default_ref(&src.image, &args.build.arch));
     let special = match args.special_files {

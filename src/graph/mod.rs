@@ -23,6 +23,7 @@
 pub mod generations;
 pub mod overlay;
 mod package_steps;
+pub mod picture;
 mod rpm_packages;
 pub mod scripts;
 mod step;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::description::{self, Base, Chain, Loaded, Repository};
+use crate::packages::deb::lock::{Lock, LockedImage};
 use crate::packages::deb::{bootstrap, packages, solve::Request};
 use crate::packages::rpm::repo::RpmSource;
 use crate::store::batch::Batch;
@@ -65,6 +67,8 @@ pub struct Options {
     pub script_timeout: Duration,
     /// Seconds since 1970 used for dates written inside the image.
     pub epoch: u64,
+    /// Install exactly the package sets of this lock (see [`crate::packages::deb::lock`]).
+    pub locked: Option<Lock>,
 }
 
 impl Default for Options {
@@ -76,6 +80,7 @@ impl Default for Options {
             arch: "amd64".into(),
             script_timeout: Duration::from_secs(1800),
             epoch: DEFAULT_EPOCH,
+            locked: None,
         }
     }
 }
@@ -88,6 +93,11 @@ pub struct Outcome {
     pub steps: Vec<Step>,
     /// The final `rootfs` entry, when known.
     pub rootfs: Option<EntryRow>,
+    /// The package set each description of the chain installed from apt repositories, base
+    /// first, as a lock file holds it.
+    pub locks: Vec<LockedImage>,
+    /// Descriptions that installed packages a lock file cannot hold yet (rpm-md).
+    pub unlockable: Vec<String>,
 }
 
 impl Outcome {
@@ -107,6 +117,8 @@ struct Walker<'a> {
     progress: &'a Progress,
     steps: Vec<Step>,
     bar: indicatif::ProgressBar,
+    locks: Vec<LockedImage>,
+    unlockable: Vec<String>,
 }
 
 /// Plan or build the image described at `path`.
@@ -125,7 +137,8 @@ pub fn run_chain(
     // The bar starts with the steps the descriptions name; package counts join it once resolved.
     let expected: u64 = chain.layers.iter().map(expected_steps).sum::<u64>() + chain.origin.is_some() as u64;
     let bar = if mode == Mode::Build { progress.items(expected, "steps") } else { indicatif::ProgressBar::hidden() };
-    let mut w = Walker { store, opts, mode, progress, steps: Vec::new(), bar };
+    let mut w =
+        Walker { store, opts, mode, progress, steps: Vec::new(), bar, locks: Vec::new(), unlockable: Vec::new() };
     let mut cur = w.origin(chain)?;
     let mut last = None;
     for (i, layer) in chain.layers.iter().enumerate() {
@@ -142,6 +155,8 @@ pub fn run_chain(
         document: image.source.file.display().to_string(),
         steps: w.steps,
         rootfs: last,
+        locks: w.locks,
+        unlockable: w.unlockable,
     })
 }
 
@@ -418,8 +433,21 @@ impl Walker<'_> {
             }
         }
         let fetcher = packages::fetcher(self.store)?;
-        let resolved = packages::resolve(&fetcher, &sources, &self.opts.arch, &request, self.progress)
-            .with_context(|| format!("{}: packages", layer.source.file.display()))?;
+        let file = layer.source.file.display();
+        let resolved = match &self.opts.locked {
+            Some(lock) => {
+                let locked = lock.image(&image).with_context(|| {
+                    format!("{file}: the lock holds no package set for image `{image}`: run `strata lock --update`")
+                })?;
+                if locked.arch != self.opts.arch {
+                    bail!("{file}: the lock is for {}, the build for {}", locked.arch, self.opts.arch);
+                }
+                locked.resolved(&fetcher, &wanted, self.progress).with_context(|| format!("{file}: locked packages"))?
+            }
+            None => packages::resolve(&fetcher, &sources, &self.opts.arch, &request, self.progress)
+                .with_context(|| format!("{file}: packages"))?,
+        };
+        self.locks.push(LockedImage::of(&image, &self.opts.arch, &resolved)?);
         let records: Vec<_> =
             resolved.chosen().map(|r| (r.clone(), crate::packages::deb::unpack::package_key(&r.want.sha256))).collect();
         let bopts = bootstrap::Options { merged_usr: true, script_timeout: self.opts.script_timeout };

@@ -46,6 +46,12 @@ impl Walker<'_> {
         let d = &layer.description;
         let image = d.name.clone();
         let file = layer.source.file.display();
+        if self.opts.locked.is_some() {
+            anyhow::bail!(
+                "{file}: lock files hold apt package sets only: an rpm-md image cannot be built --locked yet"
+            );
+        }
+        self.unlockable.push(image.clone());
         // On a base: its installed packages, from its rpm database.
         let base = match base {
             None => None,

@@ -1,4 +1,4 @@
-//! Digests of files named by path (SHA-256, as package indexes give them).
+//! SHA-256 digests of files named by path and of bytes, as package indexes give them.
 
 use std::path::Path;
 
@@ -11,4 +11,10 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut file, &mut hasher).with_context(|| format!("failed to read `{}`", path.display()))?;
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

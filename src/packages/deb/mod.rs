@@ -6,6 +6,7 @@
 pub mod ar;
 pub mod bootstrap;
 pub mod deb822;
+pub mod lock;
 pub mod packages;
 pub mod relation;
 pub mod repo;

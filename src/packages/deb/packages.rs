@@ -48,7 +48,7 @@ pub fn resolve(
     let _span = tracing::debug_span!("resolve").entered();
     let releases = fetch_releases(fetcher, sources)?;
     let mut h = blake3::Hasher::new();
-    h.update(b"strata-resolution-v1\0");
+    h.update(b"strata-resolution-v2\0");
     h.update(
         serde_json::to_string(&(arch, &request.install, request.required, &request.exclude, &request.locked))?
             .as_bytes(),

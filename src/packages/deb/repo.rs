@@ -313,6 +313,8 @@ fn fetch_release(fetcher: &Fetcher, source: &AptSource, work: &Path) -> anyhow::
 pub struct ListFile {
     /// apt's file name for it (`host_debian_dists_bookworm_InRelease`).
     pub name: String,
+    /// Where it was fetched from (for lock files).
+    pub url: String,
     pub content: ListContent,
 }
 
@@ -394,10 +396,8 @@ pub fn load_indexes(
     for fetched in releases {
         let source = &fetched.source;
         for (name, bytes) in &fetched.raw {
-            lists.push(ListFile {
-                name: apt_list_name(&format!("{}/{name}", source.dist_url())),
-                content: ListContent::Bytes(bytes.clone()),
-            });
+            let url = format!("{}/{name}", source.dist_url());
+            lists.push(ListFile { name: apt_list_name(&url), url, content: ListContent::Bytes(bytes.clone()) });
         }
         let release =
             parse_release(&fetched.text).with_context(|| format!("bad Release file at {}", source.dist_url()))?;
@@ -432,6 +432,7 @@ pub fn load_indexes(
         let plain = name.trim_end_matches(".xz").trim_end_matches(".gz");
         lists.push(ListFile {
             name: apt_list_name(&format!("{}/{plain}", source.dist_url())),
+            url: want.url.clone(),
             content: ListContent::Index { path, compressed_name: name.clone() },
         });
     }

@@ -1,0 +1,398 @@
+//! Lock files (`strata.lock` beside a description): the exact package set of an image and of
+//! each base it derives from, so that a build months later, or on another machine, installs the
+//! same packages from the same index files and gives the same tree.
+//!
+//! A lock holds, per description of the chain that installs packages: the apt sources, every
+//! file of apt's lists the image gets (the signed `InRelease` or `Release` and the `Packages`
+//! indexes, each by URL, size and SHA-256), and every package chosen (name, version,
+//! architecture, the fields later steps read, and the `.deb` by URL, size and SHA-256).
+//!
+//! Invariants: a locked build reads nothing from a repository that the lock does not name by
+//! checksum, so it never sees a newer index; every file comes from the download cache or its URL
+//! and is verified against the lock before use; what is no longer available is reported whole,
+//! not one file per run. The lock file is TOML, sorted, and written atomically.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use super::packages::Resolved;
+use super::repo::{parse_source_line, ListContent, ListFile, PackageRecord};
+use super::version::Version;
+use crate::packages::fetch::{Fetcher, Want};
+
+/// The lock file's name, in the description's directory.
+pub const FILE_NAME: &str = "strata.lock";
+/// The format version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    pub version: u32,
+    /// One per description of the chain that installs packages, base first.
+    #[serde(default, rename = "image")]
+    pub images: Vec<LockedImage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedImage {
+    pub name: String,
+    pub arch: String,
+    /// apt source lines.
+    pub sources: Vec<String>,
+    #[serde(default, rename = "list")]
+    pub lists: Vec<LockedList>,
+    #[serde(default, rename = "package")]
+    pub packages: Vec<LockedPackage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedList {
+    /// apt's file name under `/var/lib/apt/lists`.
+    pub name: String,
+    pub url: String,
+    pub size: u64,
+    pub sha256: String,
+    /// For an index: the name it was fetched under (`main/binary-amd64/Packages.xz`), which
+    /// says how to decompress it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedPackage {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_arch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub essential: bool,
+    pub url: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Lock {
+    /// Read and check a lock file.
+    pub fn read(path: &Path) -> anyhow::Result<Lock> {
+        let text = fs_err::read_to_string(path)?;
+        let lock: Lock = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e)))?;
+        if lock.version != VERSION {
+            bail!("{}: lock format version {}; this strata reads version {VERSION}", path.display(), lock.version);
+        }
+        let mut problems = Vec::new();
+        for image in &lock.images {
+            for s in &image.sources {
+                if let Err(e) = parse_source_line(s) {
+                    problems.push(format!("image {}: source `{s}`: {e:#}", image.name));
+                }
+            }
+            let checks = image
+                .lists
+                .iter()
+                .map(|l| (&l.name, &l.sha256))
+                .chain(image.packages.iter().map(|p| (&p.name, &p.sha256)));
+            for (name, sha) in checks {
+                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    problems.push(format!("image {}: {name}: `{sha}` is not a SHA-256 checksum", image.name));
+                }
+            }
+            for p in &image.packages {
+                if let Err(e) = Version::parse(&p.version) {
+                    problems.push(format!("image {}: package {}: version `{}`: {e:#}", image.name, p.name, p.version));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            bail!("{}: {} problems: {}", path.display(), problems.len(), problems.join("; "));
+        }
+        Ok(lock)
+    }
+
+    /// The lock as written: TOML with a comment saying what it is.
+    pub fn to_text(&self) -> anyhow::Result<String> {
+        let body = toml::to_string(self)?;
+        Ok(format!(
+            "# The exact package set of this description and its bases, written by `strata lock`.\n\
+             # `strata build --locked` installs exactly this; `strata lock --update` refreshes it.\n{body}"
+        ))
+    }
+
+    /// Write the lock to `path` atomically.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let tmp = path.with_extension("lock.tmp");
+        fs_err::write(&tmp, self.to_text()?)?;
+        fs_err::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// The locked set of image `name`.
+    pub fn image(&self, name: &str) -> Option<&LockedImage> {
+        self.images.iter().find(|i| i.name == name)
+    }
+
+    /// Add or replace the locked set of an image.
+    pub fn set(&mut self, image: LockedImage) {
+        match self.images.iter_mut().find(|i| i.name == image.name) {
+            Some(old) => *old = image,
+            None => self.images.push(image),
+        }
+    }
+
+    /// What differs from `older`, one line per package added, removed or changed.
+    pub fn changes_since(&self, older: &Lock) -> Vec<String> {
+        let mut out = Vec::new();
+        for image in &self.images {
+            let before: BTreeMap<&str, &str> = older
+                .image(&image.name)
+                .map(|i| i.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect())
+                .unwrap_or_default();
+            let now: BTreeMap<&str, &str> =
+                image.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
+            for (name, v) in &now {
+                match before.get(name) {
+                    None => out.push(format!("{}: {name} {v} added", image.name)),
+                    Some(b) if b != v => out.push(format!("{}: {name} {b} -> {v}", image.name)),
+                    _ => {}
+                }
+            }
+            for (name, v) in &before {
+                if !now.contains_key(name) {
+                    out.push(format!("{}: {name} {v} removed", image.name));
+                }
+            }
+            let old_lists = older.image(&image.name).map(|i| &i.lists);
+            if old_lists.is_some_and(|l| l != &image.lists) && !out.iter().any(|l| l.starts_with(&image.name)) {
+                out.push(format!("{}: repository indexes changed", image.name));
+            }
+        }
+        out
+    }
+}
+
+fn one_line(e: &toml::de::Error) -> String {
+    e.to_string().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+impl LockedImage {
+    /// The locked form of a resolution.
+    pub fn of(name: &str, arch: &str, resolved: &Resolved) -> anyhow::Result<LockedImage> {
+        let lists = resolved
+            .lists
+            .iter()
+            .map(|l| -> anyhow::Result<LockedList> {
+                let (size, sha256, index) = match &l.content {
+                    ListContent::Bytes(b) => (b.len() as u64, crate::util::hash::sha256_bytes(b), None),
+                    ListContent::Index { path, compressed_name } => {
+                        // Cached downloads are named by their SHA-256, checked when fetched.
+                        let sha = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                        (fs_err::metadata(path)?.len(), sha, Some(compressed_name.clone()))
+                    }
+                };
+                Ok(LockedList { name: l.name.clone(), url: l.url.clone(), size, sha256, index })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut packages: Vec<LockedPackage> = resolved
+            .chosen()
+            .map(|r| LockedPackage {
+                name: r.name.clone(),
+                version: r.version.to_string(),
+                architecture: r.architecture.clone(),
+                multi_arch: r.multi_arch.clone(),
+                priority: r.priority.clone(),
+                essential: r.essential,
+                url: r.want.url.clone(),
+                size: r.want.size,
+                sha256: r.want.sha256.clone(),
+            })
+            .collect();
+        packages.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
+        Ok(LockedImage {
+            name: name.to_string(),
+            arch: arch.to_string(),
+            sources: resolved.sources.iter().map(ToString::to_string).collect(),
+            lists,
+            packages,
+        })
+    }
+
+    /// The resolution the lock records, its files fetched (from the download cache, or their
+    /// URLs) and verified. `wanted` are the packages the description asks for: each must be in
+    /// the lock. Everything missing is reported at once.
+    pub fn resolved(
+        &self,
+        fetcher: &Fetcher,
+        wanted: &[String],
+        progress: &crate::util::progress::Progress,
+    ) -> anyhow::Result<Resolved> {
+        let names: std::collections::BTreeSet<&str> = self.packages.iter().map(|p| p.name.as_str()).collect();
+        let unlocked: Vec<&str> = wanted.iter().map(String::as_str).filter(|w| !names.contains(w)).collect();
+        if !unlocked.is_empty() {
+            bail!(
+                "image {}: the description asks for {}, which the lock does not hold: run `strata lock --update`",
+                self.name,
+                unlocked.join(", ")
+            );
+        }
+        let sources = self.sources.iter().map(|s| parse_source_line(s)).collect::<anyhow::Result<Vec<_>>>()?;
+        let wants: Vec<Want> = self
+            .lists
+            .iter()
+            .map(|l| Want { url: l.url.clone(), size: l.size, sha256: l.sha256.clone() })
+            .chain(self.packages.iter().map(|p| Want { url: p.url.clone(), size: p.size, sha256: p.sha256.clone() }))
+            .collect();
+        fetch_all_or_list(fetcher, &wants, progress).with_context(|| format!("image {}: locked files", self.name))?;
+        let mut lists = Vec::new();
+        for l in &self.lists {
+            let path = fetcher.cached_path(&l.sha256);
+            let content = match &l.index {
+                Some(name) => ListContent::Index { path, compressed_name: name.clone() },
+                None => ListContent::Bytes(fs_err::read(&path)?),
+            };
+            lists.push(ListFile { name: l.name.clone(), url: l.url.clone(), content });
+        }
+        let records = self
+            .packages
+            .iter()
+            .map(|p| -> anyhow::Result<PackageRecord> {
+                Ok(PackageRecord {
+                    name: p.name.clone(),
+                    version: Version::parse(&p.version)?,
+                    architecture: p.architecture.clone(),
+                    multi_arch: p.multi_arch.clone(),
+                    priority: p.priority.clone(),
+                    essential: p.essential,
+                    depends: vec![],
+                    pre_depends: vec![],
+                    provides: vec![],
+                    conflicts: vec![],
+                    breaks: vec![],
+                    want: Want { url: p.url.clone(), size: p.size, sha256: p.sha256.clone() },
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let chosen = (0..records.len()).collect();
+        Ok(Resolved { records, chosen, lists, sources })
+    }
+}
+
+/// Fetch every file not in the cache; when any fails, try each so that the error lists every
+/// file that is no longer available.
+fn fetch_all_or_list(
+    fetcher: &Fetcher,
+    wants: &[Want],
+    progress: &crate::util::progress::Progress,
+) -> anyhow::Result<()> {
+    let missing: Vec<Want> = wants.iter().filter(|w| !fetcher.cached_path(&w.sha256).exists()).cloned().collect();
+    if missing.is_empty() || fetcher.get_all(&missing, progress).is_ok() {
+        return Ok(());
+    }
+    let gone: Vec<String> = missing
+        .iter()
+        .filter_map(|w| fetcher.get(w).err().map(|e| format!("{} ({})", w.url, one_line_err(&e))))
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} files of the lock are no longer available (not in the download cache, and their repository no longer serves them): {}; \
+         `strata lock --update` locks what the repositories offer now",
+        gone.len(),
+        gone.join(", ")
+    )
+}
+
+fn one_line_err(e: &anyhow::Error) -> String {
+    format!("{e:#}").lines().next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Lock {
+        Lock {
+            version: VERSION,
+            images: vec![LockedImage {
+                name: "base".into(),
+                arch: "amd64".into(),
+                sources: vec!["deb [signed-by=/k.gpg] http://127.0.0.1:1/debian bookworm main".into()],
+                lists: vec![LockedList {
+                    name: "127.0.0.1:1_debian_dists_bookworm_InRelease".into(),
+                    url: "http://127.0.0.1:1/debian/dists/bookworm/InRelease".into(),
+                    size: 3,
+                    sha256: "a".repeat(64),
+                    index: None,
+                }],
+                packages: vec![LockedPackage {
+                    name: "hello".into(),
+                    version: "2.10-3".into(),
+                    architecture: "amd64".into(),
+                    multi_arch: None,
+                    priority: Some("optional".into()),
+                    essential: false,
+                    url: "http://127.0.0.1:1/debian/pool/h/hello.deb".into(),
+                    size: 10,
+                    sha256: "b".repeat(64),
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_lock_round_trips_and_says_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let lock = sample();
+        lock.write(&path).unwrap();
+        let text = fs_err::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# The exact package set") && text.contains("[[image.package]]"), "{text}");
+        assert_eq!(Lock::read(&path).unwrap(), lock);
+        let mut newer = lock.clone();
+        newer.images[0].packages[0].version = "2.10-4".into();
+        assert_eq!(newer.changes_since(&lock), ["base: hello 2.10-3 -> 2.10-4"]);
+        assert!(lock.changes_since(&lock).is_empty());
+    }
+
+    #[test]
+    fn every_problem_of_a_lock_is_named_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut lock = sample();
+        lock.images[0].packages[0].sha256 = "nope".into();
+        lock.images[0].packages[0].version = "".into();
+        lock.images[0].sources[0] = "deb".into();
+        fs_err::write(&path, lock.to_text().unwrap()).unwrap();
+        let err = format!("{:#}", Lock::read(&path).unwrap_err());
+        assert!(
+            err.contains("3 problems") && err.contains("`nope` is not a SHA-256") && err.contains("source `deb`"),
+            "{err}"
+        );
+        fs_err::write(&path, "version = 1\n[[image]]\nname = \"x\"\nmirror = 1\n").unwrap();
+        let err = format!("{:#}", Lock::read(&path).unwrap_err());
+        assert!(err.contains("unknown field `mirror`") && !err.contains('\n'), "{err}");
+        fs_err::write(&path, "version = 9\n").unwrap();
+        assert!(Lock::read(&path).unwrap_err().to_string().contains("lock format version 9"));
+    }
+
+    #[test]
+    fn a_package_the_lock_lacks_is_named_before_anything_is_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(dir.path()).unwrap();
+        let lock = sample();
+        let err = lock.images[0]
+            .resolved(&fetcher, &["hello".into(), "nano".into()], &crate::util::progress::Progress::hidden())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("asks for nano, which the lock does not hold"), "{err}");
+    }
+}
