@@ -98,6 +98,25 @@ fn a_fixture_description_plans_builds_explains_and_keeps_generations() {
     // description, not from whoever checked it out; no time or host path enters it.
     assert_eq!(first["rootfs"]["tree"], "512e92e1dd99929e72dea56881fcaa0320ddeafbdb76161c0ec104d50277ed53");
 
+    // A lock of an image on a store root holds the root's tree: when the root moves, a locked
+    // build says so instead of building on another base.
+    let lock = env.json(&["lock", d]);
+    assert_eq!(lock["bases"][0]["name"], "root:tags/minimal");
+    assert_eq!(lock["images"].as_array().unwrap().len(), 0, "no packages: {lock}");
+    assert_eq!(env.json(&["build", d, "--locked"])["rootfs"], first["rootfs"]);
+    let roots = env.json(&["roots", "ls"]);
+    let minimal_entry = roots.as_array().unwrap().iter().find(|r| r["name"] == "tags/minimal").unwrap()["entry"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = env.path("other-base");
+    write(&other.join("etc/hostname"), "other\n");
+    env.ok(&["store", "add", other.to_str().unwrap(), "--root", "tags/other"]);
+    env.ok(&["roots", "add", "tags/minimal", "tags/other"]);
+    let err = env.fail(&["build", d, "--locked"]);
+    assert!(err.contains("derived-from root:tags/minimal is tree") && err.contains("the base changed"), "{err}");
+    env.ok(&["roots", "add", "tags/minimal", &minimal_entry]);
+
     let again = env.json(&["build", d]);
     assert_eq!(steps(&again), (5, 5, 0));
     assert_eq!(again["generation"], 1);
@@ -271,12 +290,13 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     assert_eq!(steps(&slim).1, base_total, "debian-slim must reuse every base step");
 
     // Pictures: the plan of a derived image, and the images of the store with what they share.
-    let svg = env.ok(&["plan", &desc("debian-web"), "--format", "svg"]);
+    // Graphviz writes `-` as `&#45;` in SVG text.
+    let svg = env.ok(&["plan", &desc("debian-web"), "--format", "svg"]).replace("&#45;", "-");
     for text in ["debian-base (base)", "debian-web (the image)", "shared with debian-base", "script config.sh"] {
         assert!(svg.contains(text), "{text} in the plan's picture");
     }
     rendered(&env, &svg, "plan");
-    let svg = env.ok(&["images", "graph"]);
+    let svg = env.ok(&["images", "graph"]).replace("&#45;", "-");
     for text in ["image debian-base (generation", "image debian-web (generation", "image debian-slim (generation"] {
         assert!(svg.contains(text), "{text} in the images' picture");
     }

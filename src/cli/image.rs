@@ -283,23 +283,27 @@ pub fn lock(ctx: &Ctx, args: LockArgs) -> anyhow::Result<ExitCode> {
             o.unlockable.join(", ")
         );
     }
-    if o.locks.is_empty() {
+    if o.locks.is_empty() && o.bases.is_empty() {
         anyhow::bail!(
-            "{}: neither it nor its bases install packages from apt repositories: nothing to lock",
+            "{}: neither it nor its bases install packages from apt repositories or start from a root or commit: nothing to lock",
             desc.display()
         );
     }
-    let lock = Lock { version: lock::VERSION, images: o.locks };
+    let lock = Lock { version: lock::VERSION, bases: o.bases, images: o.locks };
     let changes = old.as_ref().map(|old| lock.changes_since(old)).unwrap_or_default();
     lock.write(&path)?;
     if ctx.json {
         output::json(&serde_json::json!({
             "lock": path,
+            "bases": lock.bases,
             "images": lock.images.iter().map(|i| serde_json::json!({"name": i.name, "packages": i.packages.len(), "lists": i.lists.len()})).collect::<Vec<_>>(),
             "changes": changes,
         }))?;
     } else {
         println!("{}", path.display());
+        for b in &lock.bases {
+            ctx.note(format!("base {}: tree {}", b.name, &b.tree[..12]));
+        }
         for i in &lock.images {
             ctx.note(format!("{}: {} packages, {} index files", i.name, i.packages.len(), i.lists.len()));
         }

@@ -37,7 +37,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::description::{self, Base, Chain, Loaded, Repository};
-use crate::packages::deb::lock::{Lock, LockedImage};
+use crate::packages::deb::lock::{Lock, LockedBase, LockedImage};
 use crate::packages::deb::{bootstrap, packages, solve::Request};
 use crate::packages::rpm::repo::RpmSource;
 use crate::store::batch::Batch;
@@ -98,6 +98,8 @@ pub struct Outcome {
     pub locks: Vec<LockedImage>,
     /// Descriptions that installed packages a lock file cannot hold yet (rpm-md).
     pub unlockable: Vec<String>,
+    /// The tree the chain started from, when it derives from a root or an OSTree commit.
+    pub bases: Vec<LockedBase>,
 }
 
 impl Outcome {
@@ -119,6 +121,7 @@ struct Walker<'a> {
     bar: indicatif::ProgressBar,
     locks: Vec<LockedImage>,
     unlockable: Vec<String>,
+    bases: Vec<LockedBase>,
 }
 
 /// Plan or build the image described at `path`.
@@ -137,8 +140,17 @@ pub fn run_chain(
     // The bar starts with the steps the descriptions name; package counts join it once resolved.
     let expected: u64 = chain.layers.iter().map(expected_steps).sum::<u64>() + chain.origin.is_some() as u64;
     let bar = if mode == Mode::Build { progress.items(expected, "steps") } else { indicatif::ProgressBar::hidden() };
-    let mut w =
-        Walker { store, opts, mode, progress, steps: Vec::new(), bar, locks: Vec::new(), unlockable: Vec::new() };
+    let mut w = Walker {
+        store,
+        opts,
+        mode,
+        progress,
+        steps: Vec::new(),
+        bar,
+        locks: Vec::new(),
+        unlockable: Vec::new(),
+        bases: Vec::new(),
+    };
     let mut cur = w.origin(chain)?;
     let mut last = None;
     for (i, layer) in chain.layers.iter().enumerate() {
@@ -157,6 +169,7 @@ pub fn run_chain(
         rootfs: last,
         locks: w.locks,
         unlockable: w.unlockable,
+        bases: w.bases,
     })
 }
 
@@ -219,6 +232,7 @@ impl Walker<'_> {
                     cached_count: 1,
                     inputs: vec![input(format!("root:{spec}"), entry.tree.to_hex())],
                 };
+                self.base_tree(format!("root:{spec}"), &entry.tree)?;
                 self.push(step);
                 Ok(Cur::Known(entry))
             }
@@ -263,10 +277,22 @@ impl Walker<'_> {
                     Cur::Known(e) => Some(e.tree),
                     _ => None,
                 };
+                if let Some(tree) = step.tree {
+                    self.base_tree(format!("ostree:{}#{reference}", repo.display()), &tree)?;
+                }
                 self.push(step);
                 Ok(cur)
             }
         }
+    }
+
+    /// Note the tree a chain starts from; with a lock, check it is the locked one.
+    fn base_tree(&mut self, name: String, tree: &Digest) -> anyhow::Result<()> {
+        if let Some(lock) = &self.opts.locked {
+            lock.check_base(&name, &tree.to_hex())?;
+        }
+        self.bases.push(LockedBase { name, tree: tree.to_hex() });
+        Ok(())
     }
 
     fn layer(&mut self, chain: &Chain, i: usize, layer: &Loaded, cur: Cur) -> anyhow::Result<Cur> {
@@ -447,7 +473,7 @@ impl Walker<'_> {
             None => packages::resolve(&fetcher, &sources, &self.opts.arch, &request, self.progress)
                 .with_context(|| format!("{file}: packages"))?,
         };
-        self.locks.push(LockedImage::of(&image, &self.opts.arch, &resolved)?);
+        self.locks.push(LockedImage::of(&image, &self.opts.arch, &resolved, &fetcher)?);
         let records: Vec<_> =
             resolved.chosen().map(|r| (r.clone(), crate::packages::deb::unpack::package_key(&r.want.sha256))).collect();
         let bopts = bootstrap::Options { merged_usr: true, script_timeout: self.opts.script_timeout };

@@ -251,6 +251,7 @@ mod tests {
             rootfs: None,
             locks: vec![],
             unlockable: vec![],
+            bases: vec![],
         };
         let dot = plan(&o);
         assert!(dot.contains("label=\"base (base)\"") && dot.contains("label=\"web (the image)\""), "{dot}");

@@ -126,6 +126,19 @@ impl Fetcher {
         Ok(done)
     }
 
+    /// Keep `bytes` (verified by other means, as a signed Release is) in the cache under their
+    /// SHA-256, which is returned: later fetches by that checksum find them there.
+    pub fn keep(&self, bytes: &[u8]) -> anyhow::Result<String> {
+        let sha = crate::util::hash::sha256_bytes(bytes);
+        let done = self.cached_path(&sha);
+        if !done.exists() {
+            let tmp = self.dir.join("partial").join(format!("{sha}.{}.kept", std::process::id()));
+            fs_err::write(&tmp, bytes)?;
+            fs_err::rename(&tmp, &done)?;
+        }
+        Ok(sha)
+    }
+
     /// Fetch many files, several at a time; paths come back in the order of `wants`.
     pub fn get_all(&self, wants: &[Want], progress: &Progress) -> anyhow::Result<Vec<PathBuf>> {
         // The same file wanted twice (two sources listing one index) is fetched once.

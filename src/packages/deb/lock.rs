@@ -32,9 +32,20 @@ pub const VERSION: u32 = 1;
 #[serde(deny_unknown_fields)]
 pub struct Lock {
     pub version: u32,
+    /// The tree the chain starts from when it derives from a store root or an OSTree commit.
+    #[serde(default, rename = "base")]
+    pub bases: Vec<LockedBase>,
     /// One per description of the chain that installs packages, base first.
     #[serde(default, rename = "image")]
     pub images: Vec<LockedImage>,
+}
+
+/// A base that is not a description: `root:NAME` or `ostree:REPO#REF`, and its tree id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedBase {
+    pub name: String,
+    pub tree: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +146,18 @@ impl Lock {
         Ok(())
     }
 
+    /// Check that base `name` (`root:…`, `ostree:…`) is still the tree the lock holds.
+    pub fn check_base(&self, name: &str, tree: &str) -> anyhow::Result<()> {
+        match self.bases.iter().find(|b| b.name == name) {
+            Some(b) if b.tree == tree => Ok(()),
+            Some(b) => bail!(
+                "derived-from {name} is tree {tree}, the lock holds {}: the base changed; `strata lock --update` locks it as it is now",
+                b.tree
+            ),
+            None => bail!("the lock holds no tree for the base {name}: run `strata lock --update`"),
+        }
+    }
+
     /// The locked set of image `name`.
     pub fn image(&self, name: &str) -> Option<&LockedImage> {
         self.images.iter().find(|i| i.name == name)
@@ -148,9 +171,16 @@ impl Lock {
         }
     }
 
-    /// What differs from `older`, one line per package added, removed or changed.
+    /// What differs from `older`, one line per base tree or package added, removed or changed.
     pub fn changes_since(&self, older: &Lock) -> Vec<String> {
         let mut out = Vec::new();
+        for b in &self.bases {
+            match older.bases.iter().find(|o| o.name == b.name) {
+                Some(o) if o.tree != b.tree => out.push(format!("base {}: tree {} -> {}", b.name, o.tree, b.tree)),
+                None => out.push(format!("base {}: tree {} added", b.name, b.tree)),
+                _ => {}
+            }
+        }
         for image in &self.images {
             let before: BTreeMap<&str, &str> = older
                 .image(&image.name)
@@ -184,14 +214,16 @@ fn one_line(e: &toml::de::Error) -> String {
 }
 
 impl LockedImage {
-    /// The locked form of a resolution.
-    pub fn of(name: &str, arch: &str, resolved: &Resolved) -> anyhow::Result<LockedImage> {
+    /// The locked form of a resolution. Lists fetched without a known checksum (the signed
+    /// Release) are kept in `fetcher`'s cache, so that this machine can build the lock after the
+    /// repository publishes a new one.
+    pub fn of(name: &str, arch: &str, resolved: &Resolved, fetcher: &Fetcher) -> anyhow::Result<LockedImage> {
         let lists = resolved
             .lists
             .iter()
             .map(|l| -> anyhow::Result<LockedList> {
                 let (size, sha256, index) = match &l.content {
-                    ListContent::Bytes(b) => (b.len() as u64, crate::util::hash::sha256_bytes(b), None),
+                    ListContent::Bytes(b) => (b.len() as u64, fetcher.keep(b)?, None),
                     ListContent::Index { path, compressed_name } => {
                         // Cached downloads are named by their SHA-256, checked when fetched.
                         let sha = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
@@ -322,6 +354,7 @@ mod tests {
     fn sample() -> Lock {
         Lock {
             version: VERSION,
+            bases: vec![LockedBase { name: "root:tags/minimal".into(), tree: "c".repeat(64) }],
             images: vec![LockedImage {
                 name: "base".into(),
                 arch: "amd64".into(),
@@ -361,6 +394,10 @@ mod tests {
         newer.images[0].packages[0].version = "2.10-4".into();
         assert_eq!(newer.changes_since(&lock), ["base: hello 2.10-3 -> 2.10-4"]);
         assert!(lock.changes_since(&lock).is_empty());
+        assert!(lock.check_base("root:tags/minimal", &"c".repeat(64)).is_ok());
+        let err = lock.check_base("root:tags/minimal", &"d".repeat(64)).unwrap_err().to_string();
+        assert!(err.contains("the base changed"), "{err}");
+        assert!(lock.check_base("root:tags/other", "x").unwrap_err().to_string().contains("no tree for the base"));
     }
 
     #[test]
