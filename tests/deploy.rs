@@ -59,6 +59,12 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     assert!(kargs.contains(&"root=LABEL=strata-root") && kargs.contains(&"console=ttyS0"), "{kargs:?}");
     let info = sh(&format!("qemu-img info {q}"));
     assert!(info.contains("file format: qcow2"), "{info}");
+    // The artifact keeps the transcript of its assembly; its key also reaches the image's steps.
+    let artifact = first["artifact"].as_str().unwrap();
+    let assembly = env.ok(&["log", artifact, "qcow2"]);
+    assert!(assembly.contains("\n$ mkfs.ext4 ") && assembly.contains("\n$ qemu-img convert "), "{assembly}");
+    let steps = env.json(&["log", artifact, "--list"]);
+    assert!(steps.as_array().unwrap().iter().any(|s| s["name"] == "debian-base/script config.sh"), "{steps}");
 
     let bios = boot(
         &env,
