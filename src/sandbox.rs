@@ -9,8 +9,8 @@
 //! left behind is killed; a script running longer than its timeout is killed too. The overlay's
 //! upper directory is then stored as the layer tree.
 //!
-//! What the script prints (stdout and stderr, in the order printed, the last [`LOG_LIMIT`]
-//! bytes) is returned for the step to keep with its entry; `build -v` also prints it as it comes.
+//! What the script prints (stdout and stderr interleaved line by line as they come, the last
+//! [`LOG_LIMIT`] bytes) is returned for the step to keep with its entry; `build -v` also prints it as it comes.
 //! A failed script's whole log is kept under the store's `logs/failed/` (the newest 20), and the
 //! error names the command that prints it.
 
@@ -69,7 +69,6 @@ pub fn run(
     fs_err::write(&script_file, script)?;
     let setup = format!(
         r#"set -e
-exec 2>&1
 mount -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off,index=off,xino=off {root}
 for d in proc dev run tmp; do [ -d {root}/$d ] || {{ echo "the image has no /$d directory" >&2; exit 1; }}; done
 mount -t proc proc {root}/proc
@@ -118,11 +117,11 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
     let script_span = tracing::debug_span!("sandbox script").entered();
     let mut child =
         cmd.spawn().context("failed to run the sandbox (unshare and timeout from util-linux and coreutils)")?;
-    let log = capture(&mut child, progress.streams_output().then_some(&spinner))?;
+    let captured = capture(&mut child, progress.streams_output().then_some(&spinner))?;
     let status = child.wait()?;
     spinner.finish_and_clear();
     drop(script_span);
-    let text = String::from_utf8_lossy(&log).into_owned();
+    let text = String::from_utf8_lossy(&captured.log).into_owned();
     let timed_out = started.elapsed() >= timeout;
     let failure = match status.code() {
         Some(0) => None,
@@ -131,11 +130,13 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
         Some(code) => Some(format!("the script failed with exit status {code}")),
     };
     if let Some(why) = failure {
-        let saved = match save_failed_log(store, base, script, &log) {
+        let saved = match save_failed_log(store, base, script, &captured.log) {
             Ok(id) => format!("\nthe whole log: strata log --failed {id}"),
             Err(e) => format!("\n(the whole log could not be kept: {e:#})"),
         };
-        bail!("{why}; last output:\n{}{saved}", tail(&text));
+        // Error output last, where the eye lands (it is interleaved in the whole log).
+        let ordered = [&captured.stdout[..], &captured.stderr[..]].concat();
+        bail!("{why}; last output:\n{}{saved}", tail(&String::from_utf8_lossy(&ordered)));
     }
     let (batch, layer, _) = crate::store::import::import_tree(store, &upper, true, progress)?;
     batch.commit(store, None)?;
@@ -151,29 +152,39 @@ pub const LOG_LIMIT: usize = 8 << 20;
 /// How many logs of failed scripts `logs/failed` keeps, the newest.
 const FAILED_LOGS_KEPT: usize = 20;
 
-/// Read the sandbox's combined output (the setup shell sends its stderr, and so the script's, to
-/// stdout) until it ends, at most [`LOG_LIMIT`] bytes of it kept; with `stream`, print each line
-/// on stderr as it comes, above the spinner.
-fn capture(child: &mut std::process::Child, stream: Option<&indicatif::ProgressBar>) -> anyhow::Result<Vec<u8>> {
-    // unshare's and timeout's own complaints, which come before the shell or after it.
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let errors = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.by_ref().take(1 << 20).read_to_end(&mut buf);
-        buf
-    });
+/// What a script printed: both streams interleaved as they came (the log), and each stream on
+/// its own (for the error message, which shows error output last, as it always has).
+struct Captured {
+    log: Vec<u8>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Read the sandbox's stdout and stderr until both end, at most [`LOG_LIMIT`] bytes of each
+/// kept; with `stream`, print each line on stderr as it comes, above the spinner.
+fn capture(child: &mut std::process::Child, stream: Option<&indicatif::ProgressBar>) -> anyhow::Result<Captured> {
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut log = Capped::default();
-    for line in BufReader::new(stdout).split(b'\n') {
-        let mut line = line.context("failed to read the script's output")?;
-        if let Some(bar) = stream {
-            bar.suspend(|| eprintln!("| {}", String::from_utf8_lossy(&line)));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let log = std::sync::Mutex::new(Capped::default());
+    let pump = |reader: &mut dyn Read| -> anyhow::Result<Vec<u8>> {
+        let mut own = Capped::default();
+        for line in BufReader::new(reader).split(b'\n') {
+            let mut line = line.context("failed to read the script's output")?;
+            if let Some(bar) = stream {
+                bar.suspend(|| eprintln!("| {}", String::from_utf8_lossy(&line)));
+            }
+            line.push(b'\n');
+            log.lock().expect("log lock").push(&line);
+            own.push(&line);
         }
-        line.push(b'\n');
-        log.push(&line);
-    }
-    log.push(&errors.join().unwrap_or_default());
-    Ok(log.finish())
+        Ok(own.finish())
+    };
+    let (out, err) = std::thread::scope(|s| {
+        let err = s.spawn(|| pump(&mut { stderr }));
+        let out = pump(&mut { stdout });
+        (out, err.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the script's errors panicked"))))
+    });
+    Ok(Captured { log: log.into_inner().expect("log lock").finish(), stdout: out?, stderr: err? })
 }
 
 /// A buffer that keeps the last [`LOG_LIMIT`] bytes or so, from a line start, and counts what it

@@ -197,6 +197,15 @@ fn hostile_packages_fail_with_the_member_named_and_the_store_still_verifies() {
             "member `data.tar`: entry `./../../etc/evil`: path contains `..`",
         ),
         (
+            "newline",
+            vec![
+                ("debian-binary", b"2.0\n".to_vec()),
+                ("control.tar", control_tar()),
+                ("data.tar", raw_tar(&[m(b"./usr/", D, b"", b""), m(b"./usr/bad\nname", F, b"x", b"")])),
+            ],
+            "member `data.tar`: entry `./usr/bad\\nname`: the name holds a newline",
+        ),
+        (
             "absolute",
             vec![
                 ("debian-binary", b"2.0\n".to_vec()),

@@ -45,13 +45,17 @@ fn output_of(report: &serde_json::Value, i: usize) -> &str {
 #[test]
 fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     let env = env_with_cache();
-    let desc = project().join("descriptions/debian-base");
+    // Built from the mirror once, then from its lock: the mirror may publish a new kernel while
+    // the test runs, and whether a deploy is a cache hit must not depend on that.
+    let desc = env.path("debian-base");
+    sh(&format!("cp -a {} {}", project().join("descriptions/debian-base").display(), desc.display()));
     let d = desc.to_str().unwrap();
+    env.ok(&["lock", d]);
     let qcow2 = env.path("debian.qcow2");
     let q = qcow2.to_str().unwrap();
 
     // No --format: the description's primary target (`<type image="oem" format="qcow2">`).
-    let first = env.json(&["deploy", d, "--output", q]);
+    let first = env.json(&["deploy", d, "--locked", "--output", q]);
     assert_eq!(first["cached"], false);
     assert_eq!(first["format"], "qcow2");
     assert_eq!(first["filesystem"], "ext4");
@@ -98,7 +102,7 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     assert_eq!(uefi["firmware"], "uefi");
 
     // Nothing changed: the artifact is a cache hit and the output is already right.
-    let again = env.json(&["deploy", d, "--format", "qcow2", "--output", q]);
+    let again = env.json(&["deploy", d, "--locked", "--format", "qcow2", "--output", q]);
     assert_eq!(again["cached"], true);
     assert_eq!(again["copied"], false);
     assert_eq!(again["artifact"], first["artifact"]);
@@ -107,7 +111,7 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     // overlay, found by the description's volume id.
     let iso = env.path("debian.iso");
     let i = iso.to_str().unwrap();
-    let live = env.json(&["deploy", d, "--format", "iso", "--output", i]);
+    let live = env.json(&["deploy", d, "--locked", "--format", "iso", "--output", i]);
     assert_eq!(live["commit"], first["commit"]);
     assert_eq!(live["volid"], "DEBIAN_BASE");
     assert_eq!(live["built"]["initramfs_cached"], false);
@@ -135,7 +139,7 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
         assert!(output_of(&report, 1).contains("root=live:CDLABEL=DEBIAN_BASE rd.live.image"), "{report}");
         assert_eq!(output_of(&report, 2).trim(), "live", "the live system is writable: {report}");
     }
-    let again = env.json(&["deploy", d, "--format", "iso", "--output", i]);
+    let again = env.json(&["deploy", d, "--locked", "--format", "iso", "--output", i]);
     assert_eq!((&again["cached"], &again["copied"]), (&true.into(), &false.into()), "{again}");
     // A wrong password is reported as such, at once (not at the timeout).
     let out = env.cmd(&["--json", "boot", i, "--login", "debian:wrong", "--timeout", "900"]).output().unwrap();
@@ -144,7 +148,7 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     assert_eq!(report["failure"], "login incorrect", "{report}");
 
     // Another kernel argument: a new ISO, the initramfs step reused.
-    let other = env.json(&["deploy", d, "--format", "iso", "--output", i, "--karg", "quiet"]);
+    let other = env.json(&["deploy", d, "--locked", "--format", "iso", "--output", i, "--karg", "quiet"]);
     assert_eq!(other["cached"], false);
     assert_eq!(other["built"]["initramfs_cached"], true);
     assert_eq!(other["built"]["initramfs_step"], live["built"]["initramfs_step"]);

@@ -321,6 +321,49 @@ fn an_image_from_an_rpm_md_repository_passes_rpm_verify() {
     let cached = plan["steps"].as_array().unwrap().iter().filter(|s| s["state"] == "cached").count();
     assert_eq!(cached, plan["steps"].as_array().unwrap().len(), "{plan}");
 
+    // Locks: the rpm-md sets of the base and of the derived image, in install order, with the
+    // repomd.xml they came from; another store builds the same trees from the locks alone.
+    let lock = env.json(&["lock", d]);
+    assert_eq!(
+        (lock["images"][0]["name"].as_str(), lock["images"][0]["packages"].as_u64()),
+        (Some("rpm-fixture"), Some(4))
+    );
+    let text = fs_err::read_to_string(desc.join("strata.lock")).unwrap();
+    assert!(
+        text.contains("family = \"rpm-md\"") && text.contains("repomd.xml") && text.contains("rpm-md signed-by="),
+        "{text}"
+    );
+    let dlock = env.json(&["lock", derived.to_str().unwrap()]);
+    let names: Vec<&str> = dlock["images"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["rpm-fixture", "rpm-derived"]);
+    // (The rpm database records each install's time, so whole rpm-md trees differ between
+    // builds: compare the package entries and the merged tree, which the lock decides.)
+    let other = Env::new();
+    other.json(&["build", d, "--locked"]);
+    other.json(&["build", derived.to_str().unwrap(), "--locked"]);
+    // Per step: its state, and the packages (unpack) or the merged tree (merge, of the base
+    // only: the derived image's starts from the base's tree with its rpm database).
+    let decided = |env: &Env, dir: &str| -> Vec<(String, String)> {
+        let plan = env.json(&["plan", dir, "--locked"]);
+        plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "unpack" || (s["kind"] == "merge" && s["image"] == "rpm-fixture"))
+            .map(|s| (s["state"].to_string(), format!("{} {} {} {}", s["kind"], s["inputs"], s["key"], s["tree"])))
+            .collect()
+    };
+    for dir in [d, derived.to_str().unwrap()] {
+        let here = decided(&env, dir);
+        assert!(here.iter().all(|(state, _)| state == "\"cached\""), "{here:?}");
+        assert_eq!(decided(&other, dir), here, "the lock decides the same packages and merge in another store");
+    }
+    let locked_text = fs_err::read_to_string(derived.join("strata.lock")).unwrap();
+    write(&derived.join("strata.lock"), &locked_text.replace("name = \"fixture-extra\"", "name = \"fixture-other\""));
+    let err = other.fail(&["build", derived.to_str().unwrap(), "--locked"]);
+    assert!(err.contains("asks for fixture-extra, which the lock does not hold"), "{err}");
+    write(&derived.join("strata.lock"), &locked_text);
+
     // Errors name what is wrong, and change nothing.
     let with = |dir: &str, pkgs: &[&str]| kiwi(&env.path(dir), &url, &key, pkgs);
     let err = env.fail(&["build", with("conflict", &["fixture-app", "fixture-conflict"]).to_str().unwrap()]);

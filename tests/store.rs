@@ -429,3 +429,48 @@ fn hardlink_checkouts_past_the_link_limit_fall_back_to_copies() {
     assert!(copied >= 1000, "expected the third checkout to copy past the link limit, copied {copied}");
     env.ok(&["store", "verify", "--full"]);
 }
+
+/// Objects keep setuid bits (checkouts must be exact), so the store root is its owner's alone:
+/// another local user cannot reach an object, not even to run it.
+#[test]
+fn the_store_root_is_private_so_setuid_objects_cannot_be_run_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    fs_err::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = env.path("src");
+    common::write(&src.join("bin/tool"), "#!/bin/sh\necho ran\n");
+    fs_err::set_permissions(src.join("bin/tool"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    env.ok(&["store", "add", src.to_str().unwrap(), "--root", "tags/suid"]);
+    let mode = |p: &std::path::Path| fs_err::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&env.store()), 0o700);
+    let object = walkdir(&env.store().join("objects"))
+        .into_iter()
+        .find(|p| mode(p) & 0o4000 != 0)
+        .expect("the setuid object is stored with its bit");
+    let as_nobody = |cmd: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c", cmd])
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&format!("{}", object.display()));
+    assert!(!out.status.success(), "another user ran a setuid object: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+    // A store made before stores were private is made private when opened.
+    fs_err::set_permissions(env.store(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.ok(&["store", "ls"]);
+    assert_eq!(mode(&env.store()), 0o700);
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs_err::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::{output, Ctx};
 use crate::graph::{self, generations, Mode, Outcome, State};
-use crate::packages::deb::lock::{self, Lock};
+use crate::packages::lock::{self, Lock};
 use crate::store::lock::LockMode;
 
 /// Where a description's lock file is: beside its document.
@@ -276,16 +276,9 @@ pub fn lock(ctx: &Ctx, args: LockArgs) -> anyhow::Result<ExitCode> {
     // step cached), as `build` would.
     let o = graph::run(&mut store, desc, &args.options()?, Mode::Build, &ctx.progress)?;
     generations::record(&mut store, &o)?;
-    if !o.unlockable.is_empty() {
-        anyhow::bail!(
-            "{}: lock files hold apt package sets only; {} installs from rpm-md repositories",
-            desc.display(),
-            o.unlockable.join(", ")
-        );
-    }
     if o.locks.is_empty() && o.bases.is_empty() {
         anyhow::bail!(
-            "{}: neither it nor its bases install packages from apt repositories or start from a root or commit: nothing to lock",
+            "{}: neither it nor its bases install packages or start from a root or commit: nothing to lock",
             desc.display()
         );
     }

@@ -37,8 +37,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::description::{self, Base, Chain, Loaded, Repository};
-use crate::packages::deb::lock::{Lock, LockedBase, LockedImage};
 use crate::packages::deb::{bootstrap, packages, solve::Request};
+use crate::packages::lock::{Family, Lock, LockedBase, LockedImage};
 use crate::packages::rpm::repo::RpmSource;
 use crate::store::batch::Batch;
 use crate::store::db::EntryRow;
@@ -67,7 +67,7 @@ pub struct Options {
     pub script_timeout: Duration,
     /// Seconds since 1970 used for dates written inside the image.
     pub epoch: u64,
-    /// Install exactly the package sets of this lock (see [`crate::packages::deb::lock`]).
+    /// Install exactly the package sets of this lock (see [`crate::packages::lock`]).
     pub locked: Option<Lock>,
 }
 
@@ -96,8 +96,6 @@ pub struct Outcome {
     /// The package set each description of the chain installed from apt repositories, base
     /// first, as a lock file holds it.
     pub locks: Vec<LockedImage>,
-    /// Descriptions that installed packages a lock file cannot hold yet (rpm-md).
-    pub unlockable: Vec<String>,
     /// The tree the chain started from, when it derives from a root or an OSTree commit.
     pub bases: Vec<LockedBase>,
 }
@@ -120,7 +118,6 @@ struct Walker<'a> {
     steps: Vec<Step>,
     bar: indicatif::ProgressBar,
     locks: Vec<LockedImage>,
-    unlockable: Vec<String>,
     bases: Vec<LockedBase>,
 }
 
@@ -140,17 +137,7 @@ pub fn run_chain(
     // The bar starts with the steps the descriptions name; package counts join it once resolved.
     let expected: u64 = chain.layers.iter().map(expected_steps).sum::<u64>() + chain.origin.is_some() as u64;
     let bar = if mode == Mode::Build { progress.items(expected, "steps") } else { indicatif::ProgressBar::hidden() };
-    let mut w = Walker {
-        store,
-        opts,
-        mode,
-        progress,
-        steps: Vec::new(),
-        bar,
-        locks: Vec::new(),
-        unlockable: Vec::new(),
-        bases: Vec::new(),
-    };
+    let mut w = Walker { store, opts, mode, progress, steps: Vec::new(), bar, locks: Vec::new(), bases: Vec::new() };
     let mut cur = w.origin(chain)?;
     let mut last = None;
     for (i, layer) in chain.layers.iter().enumerate() {
@@ -168,7 +155,6 @@ pub fn run_chain(
         steps: w.steps,
         rootfs: last,
         locks: w.locks,
-        unlockable: w.unlockable,
         bases: w.bases,
     })
 }
@@ -465,15 +451,15 @@ impl Walker<'_> {
                 let locked = lock.image(&image).with_context(|| {
                     format!("{file}: the lock holds no package set for image `{image}`: run `strata lock --update`")
                 })?;
-                if locked.arch != self.opts.arch {
-                    bail!("{file}: the lock is for {}, the build for {}", locked.arch, self.opts.arch);
-                }
-                locked.resolved(&fetcher, &wanted, self.progress).with_context(|| format!("{file}: locked packages"))?
+                locked.check_kind(Family::Apt, &self.opts.arch).with_context(|| format!("{file}"))?;
+                locked
+                    .apt_resolved(&fetcher, &wanted, self.progress)
+                    .with_context(|| format!("{file}: locked packages"))?
             }
             None => packages::resolve(&fetcher, &sources, &self.opts.arch, &request, self.progress)
                 .with_context(|| format!("{file}: packages"))?,
         };
-        self.locks.push(LockedImage::of(&image, &self.opts.arch, &resolved, &fetcher)?);
+        self.locks.push(LockedImage::of_apt(&image, &self.opts.arch, &resolved, &fetcher)?);
         let records: Vec<_> =
             resolved.chosen().map(|r| (r.clone(), crate::packages::deb::unpack::package_key(&r.want.sha256))).collect();
         let bopts = bootstrap::Options { merged_usr: true, script_timeout: self.opts.script_timeout };

@@ -250,7 +250,6 @@ mod tests {
             steps: vec![base, script, Step::new("web", "image", "web", vec![])],
             rootfs: None,
             locks: vec![],
-            unlockable: vec![],
             bases: vec![],
         };
         let dot = plan(&o);

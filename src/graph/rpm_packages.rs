@@ -6,6 +6,7 @@ use anyhow::Context;
 use super::{input, Cur, Input, Walker};
 use crate::description::{Chain, Loaded};
 use crate::packages::deb::repo::AptSource;
+use crate::packages::lock::{Family, LockedImage};
 use crate::packages::rpm::repo::RpmSource;
 use crate::packages::rpm::{packages, rootfs, rpmdb, solve::Request, unpack::package_key};
 use crate::store::db::EntryRow;
@@ -14,6 +15,16 @@ use crate::store::db::EntryRow;
 pub(super) enum Sources {
     Apt(Vec<AptSource>),
     Rpm(Vec<RpmSource>),
+}
+
+/// A source as an `rpm-md …` line of `--add-repo` (for lock files).
+fn rpm_line(s: &RpmSource) -> String {
+    if s.keys.is_empty() {
+        format!("rpm-md gpgcheck=false {}", s.uri)
+    } else {
+        let keys: Vec<String> = s.keys.iter().map(|k| k.display().to_string()).collect();
+        format!("rpm-md signed-by={} {}", keys.join(","), s.uri)
+    }
 }
 
 /// `[signed-by=KEY[,KEY…]|gpgcheck=false] URI`, the rest of an `rpm-md …` line of `--add-repo`.
@@ -46,12 +57,6 @@ impl Walker<'_> {
         let d = &layer.description;
         let image = d.name.clone();
         let file = layer.source.file.display();
-        if self.opts.locked.is_some() {
-            anyhow::bail!(
-                "{file}: lock files hold apt package sets only: an rpm-md image cannot be built --locked yet"
-            );
-        }
-        self.unlockable.push(image.clone());
         // On a base: its installed packages, from its rpm database.
         let base = match base {
             None => None,
@@ -81,8 +86,21 @@ impl Walker<'_> {
             locked: Default::default(),
         };
         let fetcher = crate::packages::deb::packages::fetcher(self.store)?;
-        let resolved = packages::resolve(&fetcher, sources, &self.opts.arch, &request, installed, self.progress)
-            .with_context(|| format!("{file}: packages"))?;
+        let resolved = match &self.opts.locked {
+            Some(lock) => {
+                let locked = lock.image(&image).with_context(|| {
+                    format!("{file}: the lock holds no package set for image `{image}`: run `strata lock --update`")
+                })?;
+                locked.check_kind(Family::RpmMd, &self.opts.arch).with_context(|| format!("{file}"))?;
+                locked
+                    .rpm_resolved(&fetcher, installed, &request.install, self.progress)
+                    .with_context(|| format!("{file}: locked packages"))?
+            }
+            None => packages::resolve(&fetcher, sources, &self.opts.arch, &request, installed, self.progress)
+                .with_context(|| format!("{file}: packages"))?,
+        };
+        let lines = sources.iter().map(rpm_line).collect();
+        self.locks.push(LockedImage::of_rpm(&image, &self.opts.arch, lines, &resolved, &fetcher)?);
         let keys: Vec<_> = resolved.chosen().map(|r| package_key(&r.want.sha256)).collect();
         let step_keys = rootfs::keys(base.as_ref().map(|b| &b.entry.tree), &keys);
         let mut inputs: Vec<Input> = sources.iter().map(|s| input("repository", format!("rpm-md {}", s.uri))).collect();

@@ -9,6 +9,7 @@ use crate::store::tree::Name;
 
 pub mod deb;
 pub mod fetch;
+pub mod lock;
 pub mod rpm;
 pub mod unpack;
 
@@ -96,8 +97,14 @@ impl PackageReport {
 }
 
 /// Normalize an archive member path (tar, cpio): `./usr/bin/x` and `usr/bin/x` name the same file; `.` parts are
-/// dropped; absolute paths and `..` are refused. The empty list is the archive's root.
+/// dropped; absolute paths, `..` and newlines are refused. The empty list is the archive's root.
+///
+/// A newline is refused as dpkg refuses it: the package databases list one path per line
+/// (`/var/lib/dpkg/info/*.list`), so such a name would corrupt the image's database.
 pub fn member_path(raw: &[u8]) -> anyhow::Result<Vec<Name>> {
+    if raw.contains(&b'\n') {
+        bail!("the name holds a newline: package file lists are one path per line, so dpkg and strata refuse it");
+    }
     if raw.starts_with(b"/") {
         bail!("absolute path: members must be relative to the package root");
     }

@@ -98,6 +98,7 @@ impl Store {
     pub fn open(root: &Path, opts: &OpenOptions, on_wait: impl FnOnce()) -> anyhow::Result<Store> {
         let root = root.to_path_buf();
         check_or_init_layout(&root)?;
+        keep_private(&root)?;
         let lock_path = root.join("lock");
         let lock = match opts.lock {
             LockMode::Exclusive => {
@@ -396,6 +397,29 @@ fn init_layout(root: &Path) -> anyhow::Result<()> {
     let tmp = root.join("meta.json.tmp");
     fs_err::write(&tmp, serde_json::to_string_pretty(&meta)? + "\n")?;
     fs_err::rename(&tmp, root.join("meta.json"))?;
+    Ok(())
+}
+
+/// The store root's mode: only its owner may enter it. Objects keep their setuid and setgid
+/// bits (hardlinked checkouts need them exact) and the sandbox keeps hardlinked checkouts of
+/// images under `cache/lowers`: in a store others could enter, any local user could run an old
+/// setuid binary of any image generation.
+pub const ROOT_MODE: u32 = 0o700;
+
+/// Make the store root [`ROOT_MODE`] if it is open to others (a new store, or one made before
+/// strata kept stores private).
+fn keep_private(root: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs_err::metadata(root)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        fs_err::set_permissions(root, std::fs::Permissions::from_mode(ROOT_MODE)).with_context(|| {
+            format!(
+                "store `{}` is open to other users (mode {mode:04o}) and could not be made private: \
+                 its owner can `chmod 700` it",
+                root.display()
+            )
+        })?;
+    }
     Ok(())
 }
 

@@ -6,7 +6,6 @@
 pub mod ar;
 pub mod bootstrap;
 pub mod deb822;
-pub mod lock;
 pub mod packages;
 pub mod relation;
 pub mod repo;

@@ -441,7 +441,7 @@ mod tests {
                 member_path(raw).unwrap().iter().map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned()).collect();
             assert_eq!(got, *want);
         }
-        for raw in [&b"/etc/passwd"[..], b"./../etc/passwd", b"usr/../../x", b".."] {
+        for raw in [&b"/etc/passwd"[..], b"./../etc/passwd", b"usr/../../x", b"..", b"./bad\nname", b"usr/\n/x"] {
             assert!(member_path(raw).is_err(), "{}", String::from_utf8_lossy(raw));
         }
     }

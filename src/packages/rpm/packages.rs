@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 
 use super::header::{files, sense_flag, tag, Header};
 use super::repo::Cap;
-use super::repo::{load, RpmRecord, RpmSource};
+use super::repo::{load, FetchedFile, RpmRecord, RpmSource};
 use super::rpmdb::Package;
 use super::solve::{install_order, solve, Request};
 use super::unpack::{package_key, unpack};
@@ -16,10 +16,12 @@ use crate::store::local::Store;
 use crate::store::Backend;
 use crate::util::progress::Progress;
 
-/// The resolved set, in install order (dependencies first).
+/// The resolved set, in install order (dependencies first), and each repository's
+/// `repomd.xml` as fetched (URL and bytes), which a lock file records.
 pub struct Resolved {
     pub records: Vec<RpmRecord>,
     pub order: Vec<usize>,
+    pub repomd: Vec<FetchedFile>,
 }
 
 impl Resolved {
@@ -77,7 +79,8 @@ pub fn resolve(
         request.install.push(r.name.clone());
         request.locked.insert(r.name.clone(), r.evr.clone());
     }
-    records.extend(load(fetcher, sources, crate::packages::uname_arch(arch), progress)?);
+    let (offered, repomd) = load(fetcher, sources, crate::packages::uname_arch(arch), progress)?;
+    records.extend(offered);
     let chosen = solve(&records, &request)?;
     let mut new = Vec::new();
     for i in chosen {
@@ -95,7 +98,7 @@ pub fn resolve(
         new.push(i);
     }
     let order = install_order(&records, &new);
-    Ok(Resolved { records, order })
+    Ok(Resolved { records, order, repomd })
 }
 
 /// Download the chosen packages (those not unpacked yet) and unpack each into its entry.

@@ -265,14 +265,19 @@ fn rich(tokens: &[String], pos: &mut usize, text: &str, depth: usize) -> Result<
     })
 }
 
+/// A metadata file as fetched: its URL and its bytes.
+pub type FetchedFile = (String, Vec<u8>);
+
 /// Fetch and verify `repomd.xml` of every source, then fetch and parse its primary metadata.
+/// Returns the packages offered and each `repomd.xml`.
 pub fn load(
     fetcher: &Fetcher,
     sources: &[RpmSource],
     arch: &str,
     progress: &Progress,
-) -> anyhow::Result<Vec<RpmRecord>> {
+) -> anyhow::Result<(Vec<RpmRecord>, Vec<FetchedFile>)> {
     let mut out = Vec::new();
+    let mut repomds = Vec::new();
     for source in sources {
         let base = source.base();
         let ctx = || format!("rpm-md repository {base}");
@@ -289,8 +294,9 @@ pub fn load(
         let path = fetcher.get_all(std::slice::from_ref(&want), progress)?.remove(0);
         let xml = read_compressed(&path, &want.url)?;
         parse_primary(&xml, base, arch, &mut out).with_context(|| want.url.clone())?;
+        repomds.push((format!("{base}/repodata/repomd.xml"), repomd));
     }
-    Ok(out)
+    Ok((out, repomds))
 }
 
 fn verify_signature(fetcher: &Fetcher, source: &RpmSource, repomd: &[u8]) -> anyhow::Result<()> {

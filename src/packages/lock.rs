@@ -1,16 +1,19 @@
 //! Lock files (`strata.lock` beside a description): the exact package set of an image and of
 //! each base it derives from, so that a build months later, or on another machine, installs the
-//! same packages from the same index files and gives the same tree.
+//! same packages and gives the same tree.
 //!
-//! A lock holds, per description of the chain that installs packages: the apt sources, every
-//! file of apt's lists the image gets (the signed `InRelease` or `Release` and the `Packages`
-//! indexes, each by URL, size and SHA-256), and every package chosen (name, version,
-//! architecture, the fields later steps read, and the `.deb` by URL, size and SHA-256).
+//! A lock holds, per description of the chain that installs packages: its repositories (apt
+//! source lines, or `rpm-md …` lines), the repository metadata the set was resolved against
+//! (for apt, every file of apt's lists the image gets: the signed `InRelease` or `Release` and
+//! the `Packages` indexes; for rpm-md, each `repomd.xml`), each by URL, size and SHA-256, and
+//! every package chosen (name, version, architecture, the fields later steps read, and the
+//! package file by URL, size and SHA-256; rpm-md packages in install order). It also holds the
+//! tree of a base that is a store root or an OSTree commit.
 //!
 //! Invariants: a locked build reads nothing from a repository that the lock does not name by
-//! checksum, so it never sees a newer index; every file comes from the download cache or its URL
-//! and is verified against the lock before use; what is no longer available is reported whole,
-//! not one file per run. The lock file is TOML, sorted, and written atomically.
+//! checksum, so it never sees newer metadata; every file comes from the download cache or its
+//! URL and is verified against the lock before use; what is no longer available is reported
+//! whole, not one file per run. The lock file is TOML and written atomically.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,10 +21,23 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use super::packages::Resolved;
-use super::repo::{parse_source_line, ListContent, ListFile, PackageRecord};
-use super::version::Version;
+use crate::packages::deb::packages::Resolved;
+use crate::packages::deb::repo::{parse_source_line, ListContent, ListFile, PackageRecord};
+use crate::packages::deb::version::Version;
 use crate::packages::fetch::{Fetcher, Want};
+use crate::packages::rpm;
+use crate::packages::rpm::repo::RpmRecord;
+use crate::packages::rpm::version::Evr;
+use crate::util::progress::Progress;
+
+/// Which kind of repositories an image's set comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    #[default]
+    Apt,
+    RpmMd,
+}
 
 /// The lock file's name, in the description's directory.
 pub const FILE_NAME: &str = "strata.lock";
@@ -48,12 +64,23 @@ pub struct LockedBase {
     pub tree: String,
 }
 
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Apt => "apt",
+            Family::RpmMd => "rpm-md",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LockedImage {
     pub name: String,
+    #[serde(default)]
+    pub family: Family,
     pub arch: String,
-    /// apt source lines.
+    /// apt source lines, or `rpm-md …` lines as `--add-repo` takes them.
     pub sources: Vec<String>,
     #[serde(default, rename = "list")]
     pub lists: Vec<LockedList>,
@@ -64,7 +91,7 @@ pub struct LockedImage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LockedList {
-    /// apt's file name under `/var/lib/apt/lists`.
+    /// apt's file name under `/var/lib/apt/lists`; `repomd.xml` for rpm-md.
     pub name: String,
     pub url: String,
     pub size: u64,
@@ -103,7 +130,11 @@ impl Lock {
         let mut problems = Vec::new();
         for image in &lock.images {
             for s in &image.sources {
-                if let Err(e) = parse_source_line(s) {
+                let bad = match image.family {
+                    Family::Apt => parse_source_line(s).err(),
+                    Family::RpmMd => (!s.starts_with("rpm-md ")).then(|| anyhow::anyhow!("expected `rpm-md …`")),
+                };
+                if let Some(e) = bad {
                     problems.push(format!("image {}: source `{s}`: {e:#}", image.name));
                 }
             }
@@ -118,8 +149,12 @@ impl Lock {
                 }
             }
             for p in &image.packages {
-                if let Err(e) = Version::parse(&p.version) {
-                    problems.push(format!("image {}: package {}: version `{}`: {e:#}", image.name, p.name, p.version));
+                let bad = match image.family {
+                    Family::Apt => Version::parse(&p.version).err().map(|e| format!("{e:#}")),
+                    Family::RpmMd => Evr::parse(&p.version).err().map(|e| e.to_string()),
+                };
+                if let Some(e) = bad {
+                    problems.push(format!("image {}: package {}: version `{}`: {e}", image.name, p.name, p.version));
                 }
             }
         }
@@ -217,7 +252,7 @@ impl LockedImage {
     /// The locked form of a resolution. Lists fetched without a known checksum (the signed
     /// Release) are kept in `fetcher`'s cache, so that this machine can build the lock after the
     /// repository publishes a new one.
-    pub fn of(name: &str, arch: &str, resolved: &Resolved, fetcher: &Fetcher) -> anyhow::Result<LockedImage> {
+    pub fn of_apt(name: &str, arch: &str, resolved: &Resolved, fetcher: &Fetcher) -> anyhow::Result<LockedImage> {
         let lists = resolved
             .lists
             .iter()
@@ -250,6 +285,7 @@ impl LockedImage {
         packages.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
         Ok(LockedImage {
             name: name.to_string(),
+            family: Family::Apt,
             arch: arch.to_string(),
             sources: resolved.sources.iter().map(ToString::to_string).collect(),
             lists,
@@ -257,16 +293,73 @@ impl LockedImage {
         })
     }
 
-    /// The resolution the lock records, its files fetched (from the download cache, or their
-    /// URLs) and verified. `wanted` are the packages the description asks for: each must be in
-    /// the lock. Everything missing is reported at once.
-    pub fn resolved(
-        &self,
+    /// The locked form of an rpm-md resolution: the packages the image adds, in install order,
+    /// and the `repomd.xml` files they were resolved against (kept in `fetcher`'s cache).
+    pub fn of_rpm(
+        name: &str,
+        arch: &str,
+        sources: Vec<String>,
+        resolved: &rpm::packages::Resolved,
         fetcher: &Fetcher,
-        wanted: &[String],
-        progress: &crate::util::progress::Progress,
-    ) -> anyhow::Result<Resolved> {
-        let names: std::collections::BTreeSet<&str> = self.packages.iter().map(|p| p.name.as_str()).collect();
+    ) -> anyhow::Result<LockedImage> {
+        let lists = resolved
+            .repomd
+            .iter()
+            .map(|(url, bytes)| -> anyhow::Result<LockedList> {
+                let sha256 = fetcher.keep(bytes)?;
+                Ok(LockedList {
+                    name: "repomd.xml".into(),
+                    url: url.clone(),
+                    size: bytes.len() as u64,
+                    sha256,
+                    index: None,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let packages = resolved
+            .chosen()
+            .map(|r| LockedPackage {
+                name: r.name.clone(),
+                version: r.evr.to_string(),
+                architecture: r.arch.clone(),
+                multi_arch: None,
+                priority: None,
+                essential: false,
+                url: r.want.url.clone(),
+                size: r.want.size,
+                sha256: r.want.sha256.clone(),
+            })
+            .collect();
+        Ok(LockedImage {
+            name: name.to_string(),
+            family: Family::RpmMd,
+            arch: arch.to_string(),
+            sources,
+            lists,
+            packages,
+        })
+    }
+
+    /// Refuse the lock's set for an image of another family or architecture.
+    pub fn check_kind(&self, family: Family, arch: &str) -> anyhow::Result<()> {
+        if self.family != family {
+            bail!(
+                "image {}: the lock holds a {} package set, the description installs from {} repositories: run `strata lock --update`",
+                self.name,
+                self.family.as_str(),
+                family.as_str()
+            );
+        }
+        if self.arch != arch {
+            bail!("image {}: the lock is for {}, the build for {arch}", self.name, self.arch);
+        }
+        Ok(())
+    }
+
+    /// Name the packages the description asks for that neither the lock nor the base holds.
+    fn check_wanted<'a>(&self, wanted: &[String], also: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+        let mut names: std::collections::BTreeSet<&str> = also.into_iter().collect();
+        names.extend(self.packages.iter().map(|p| p.name.as_str()));
         let unlocked: Vec<&str> = wanted.iter().map(String::as_str).filter(|w| !names.contains(w)).collect();
         if !unlocked.is_empty() {
             bail!(
@@ -275,14 +368,64 @@ impl LockedImage {
                 unlocked.join(", ")
             );
         }
-        let sources = self.sources.iter().map(|s| parse_source_line(s)).collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(())
+    }
+
+    /// The package files of the lock and its metadata files: all fetched, or all named.
+    fn fetch(&self, fetcher: &Fetcher, progress: &Progress) -> anyhow::Result<()> {
         let wants: Vec<Want> = self
             .lists
             .iter()
             .map(|l| Want { url: l.url.clone(), size: l.size, sha256: l.sha256.clone() })
             .chain(self.packages.iter().map(|p| Want { url: p.url.clone(), size: p.size, sha256: p.sha256.clone() }))
             .collect();
-        fetch_all_or_list(fetcher, &wants, progress).with_context(|| format!("image {}: locked files", self.name))?;
+        fetch_all_or_list(fetcher, &wants, progress).with_context(|| format!("image {}: locked files", self.name))
+    }
+
+    /// The rpm-md resolution the lock records on top of the base's `installed` packages, its
+    /// files fetched and verified.
+    pub fn rpm_resolved(
+        &self,
+        fetcher: &Fetcher,
+        installed: Vec<RpmRecord>,
+        wanted: &[String],
+        progress: &Progress,
+    ) -> anyhow::Result<rpm::packages::Resolved> {
+        self.check_wanted(wanted, installed.iter().map(|r| r.name.as_str()))?;
+        self.fetch(fetcher, progress)?;
+        let mut records = installed;
+        let first = records.len();
+        for p in &self.packages {
+            records.push(RpmRecord {
+                name: p.name.clone(),
+                arch: p.architecture.clone(),
+                evr: Evr::parse(&p.version).map_err(|e| anyhow::anyhow!("package {}: {e}", p.name))?,
+                provides: vec![],
+                requires: vec![],
+                conflicts: vec![],
+                obsoletes: vec![],
+                files: vec![],
+                want: Want { url: p.url.clone(), size: p.size, sha256: p.sha256.clone() },
+                unsupported: None,
+                installed: false,
+            });
+        }
+        let order = (first..records.len()).collect();
+        let repomd = self
+            .lists
+            .iter()
+            .map(|l| Ok((l.url.clone(), fs_err::read(fetcher.cached_path(&l.sha256))?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(rpm::packages::Resolved { records, order, repomd })
+    }
+
+    /// The apt resolution the lock records, its files fetched (from the download cache, or their
+    /// URLs) and verified. `wanted` are the packages the description asks for: each must be in
+    /// the lock. Everything missing is reported at once.
+    pub fn apt_resolved(&self, fetcher: &Fetcher, wanted: &[String], progress: &Progress) -> anyhow::Result<Resolved> {
+        self.check_wanted(wanted, [])?;
+        let sources = self.sources.iter().map(|s| parse_source_line(s)).collect::<anyhow::Result<Vec<_>>>()?;
+        self.fetch(fetcher, progress)?;
         let mut lists = Vec::new();
         for l in &self.lists {
             let path = fetcher.cached_path(&l.sha256);
@@ -319,11 +462,7 @@ impl LockedImage {
 
 /// Fetch every file not in the cache; when any fails, try each so that the error lists every
 /// file that is no longer available.
-fn fetch_all_or_list(
-    fetcher: &Fetcher,
-    wants: &[Want],
-    progress: &crate::util::progress::Progress,
-) -> anyhow::Result<()> {
+fn fetch_all_or_list(fetcher: &Fetcher, wants: &[Want], progress: &Progress) -> anyhow::Result<()> {
     let missing: Vec<Want> = wants.iter().filter(|w| !fetcher.cached_path(&w.sha256).exists()).cloned().collect();
     if missing.is_empty() || fetcher.get_all(&missing, progress).is_ok() {
         return Ok(());
@@ -357,6 +496,7 @@ mod tests {
             bases: vec![LockedBase { name: "root:tags/minimal".into(), tree: "c".repeat(64) }],
             images: vec![LockedImage {
                 name: "base".into(),
+                family: Family::Apt,
                 arch: "amd64".into(),
                 sources: vec!["deb [signed-by=/k.gpg] http://127.0.0.1:1/debian bookworm main".into()],
                 lists: vec![LockedList {
@@ -426,10 +566,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fetcher = Fetcher::new(dir.path()).unwrap();
         let lock = sample();
-        let err = lock.images[0]
-            .resolved(&fetcher, &["hello".into(), "nano".into()], &crate::util::progress::Progress::hidden())
-            .err()
-            .unwrap();
+        let err =
+            lock.images[0].apt_resolved(&fetcher, &["hello".into(), "nano".into()], &Progress::hidden()).err().unwrap();
         assert!(err.to_string().contains("asks for nano, which the lock does not hold"), "{err}");
     }
 }
