@@ -99,11 +99,14 @@ fn a_fixture_description_plans_builds_explains_and_keeps_generations() {
     assert_eq!(first["rootfs"]["tree"], "512e92e1dd99929e72dea56881fcaa0320ddeafbdb76161c0ec104d50277ed53");
 
     // A lock of an image on a store root holds the root's tree: when the root moves, a locked
-    // build says so instead of building on another base.
-    let lock = env.json(&["lock", d]);
+    // build says so instead of building on another base, and `lock --update` names the change.
+    let pinned = env.path("pinned");
+    write(&pinned.join("image.toml"), "[image]\nname = \"pinned\"\nderived-from = \"root:tags/minimal\"\n");
+    let p = pinned.to_str().unwrap();
+    let lock = env.json(&["lock", p]);
     assert_eq!(lock["bases"][0]["name"], "root:tags/minimal");
     assert_eq!(lock["images"].as_array().unwrap().len(), 0, "no packages: {lock}");
-    assert_eq!(env.json(&["build", d, "--locked"])["rootfs"], first["rootfs"]);
+    let locked_tree = env.json(&["build", p, "--locked"])["rootfs"]["tree"].clone();
     let roots = env.json(&["roots", "ls"]);
     let minimal_entry = roots.as_array().unwrap().iter().find(|r| r["name"] == "tags/minimal").unwrap()["entry"]
         .as_str()
@@ -113,8 +116,17 @@ fn a_fixture_description_plans_builds_explains_and_keeps_generations() {
     write(&other.join("etc/hostname"), "other\n");
     env.ok(&["store", "add", other.to_str().unwrap(), "--root", "tags/other"]);
     env.ok(&["roots", "add", "tags/minimal", "tags/other"]);
-    let err = env.fail(&["build", d, "--locked"]);
+    let err = env.fail(&["build", p, "--locked"]);
     assert!(err.contains("derived-from root:tags/minimal is tree") && err.contains("the base changed"), "{err}");
+    let err = env.fail(&["lock", p]);
+    assert!(err.contains("strata.lock exists") && err.contains("strata lock --update"), "{err}");
+    let updated = env.json(&["lock", p, "--update"]);
+    let changes = updated["changes"].as_array().unwrap();
+    assert!(
+        changes.len() == 1 && changes[0].as_str().unwrap().starts_with("base root:tags/minimal: tree "),
+        "{updated}"
+    );
+    assert_ne!(env.json(&["build", p, "--locked"])["rootfs"]["tree"], locked_tree);
     env.ok(&["roots", "add", "tags/minimal", &minimal_entry]);
 
     let again = env.json(&["build", d]);
@@ -200,7 +212,9 @@ fn a_fixture_description_plans_builds_explains_and_keeps_generations() {
     write(&bad.join("config.xml"), "<?xml version=\"1.0\"?>\n<image schemaversion=\"7.4\" name=\"bad\">\n  <derived from=\"root:tags/minimal\"/>\n  <drivers/>\n</image>\n");
     let err = env.fail(&["plan", bad.to_str().unwrap()]);
     assert!(err.contains("config.xml: line 4, column 3: <drivers> in <image> is not supported by strata yet"), "{err}");
-    assert_eq!(env.json(&["images", "ls"]).as_array().unwrap().len(), 1, "failed builds add no image");
+    let images: Vec<String> =
+        env.json(&["images", "ls"]).as_array().unwrap().iter().map(|i| i["image"].to_string()).collect();
+    assert_eq!(images, ["\"app\"", "\"pinned\""], "failed builds add no image");
     let err = env.fail(&["images", "history", "bad"]);
     assert!(err.contains("no image `bad` has been built"), "{err}");
 }

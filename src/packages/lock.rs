@@ -562,6 +562,29 @@ mod tests {
     }
 
     #[test]
+    fn every_file_no_longer_served_is_named_in_one_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(&dir.path().join("cache")).unwrap();
+        let served = dir.path().join("served.deb");
+        fs_err::write(&served, b"still here").unwrap();
+        let want = |url: String, bytes: &[u8]| Want {
+            url,
+            size: bytes.len() as u64,
+            sha256: crate::util::hash::sha256_bytes(bytes),
+        };
+        let gone = dir.path().join("gone");
+        let wants = [
+            want(format!("file://{}", served.display()), b"still here"),
+            want(format!("file://{}/a.deb", gone.display()), b"a"),
+            want(format!("file://{}/b.deb", gone.display()), b"b"),
+        ];
+        let err = format!("{:#}", fetch_all_or_list(&fetcher, &wants, &Progress::hidden()).unwrap_err());
+        assert!(err.starts_with("2 files of the lock are no longer available"), "{err}");
+        assert!(err.contains("gone/a.deb") && err.contains("gone/b.deb") && !err.contains("served.deb"), "{err}");
+        assert!(fetcher.cached_path(&wants[0].sha256).exists(), "what is still served is fetched");
+    }
+
+    #[test]
     fn a_package_the_lock_lacks_is_named_before_anything_is_fetched() {
         let dir = tempfile::tempdir().unwrap();
         let fetcher = Fetcher::new(dir.path()).unwrap();
