@@ -11,8 +11,8 @@
 //!
 //! What the script prints (stdout and stderr interleaved line by line as they come, the last
 //! [`LOG_LIMIT`] bytes) is returned for the step to keep with its entry; `build -v` also prints it as it comes.
-//! A failed script's whole log is kept under the store's `logs/failed/` (the newest 20), and the
-//! error names the command that prints it.
+//! A failed script's log (the same last [`LOG_LIMIT`] bytes) is kept under the store's
+//! `logs/failed/` (the newest 20), and the error names the command that prints it.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -117,8 +117,9 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
     let script_span = tracing::debug_span!("sandbox script").entered();
     let mut child =
         cmd.spawn().context("failed to run the sandbox (unshare and timeout from util-linux and coreutils)")?;
-    let captured = capture(&mut child, progress.streams_output().then_some(&spinner))?;
+    let captured = capture(&mut child, progress.streams_output().then_some(&spinner));
     let status = child.wait()?;
+    let captured = captured?;
     spinner.finish_and_clear();
     drop(script_span);
     let text = String::from_utf8_lossy(&captured.log).into_owned();
@@ -207,7 +208,11 @@ impl Capped {
     /// is one.
     fn keep_last(&mut self, n: usize) {
         let at = self.buf.len().saturating_sub(n);
-        let cut = self.buf[at..].iter().position(|&b| b == b'\n').map_or(at, |i| at + i + 1);
+        // At the first line start after `at`, unless that would leave nothing (one long line).
+        let cut = match self.buf[at..].iter().position(|&b| b == b'\n') {
+            Some(i) if at + i + 1 < self.buf.len() => at + i + 1,
+            _ => at,
+        };
         self.buf.drain(..cut);
         self.cut += cut as u64;
     }

@@ -272,12 +272,29 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     assert!(err.contains("strata.lock exists") && err.contains("--update"), "{err}");
     let from_lock = env.json(&["build", l, "--locked"]);
     assert_eq!(steps(&from_lock).2, 0, "locked as built: every step a hit: {from_lock}");
-    // A package the description asks for and the lock lacks is named, and nothing is built.
+    // An edited lock is refused, nothing built: a package taken out (the description still
+    // names it), or a package the locked indexes do not offer.
     let without_less: Vec<&str> =
         lock_text.split("[[image.package]]").filter(|block| !block.contains("\nname = \"less\"\n")).collect();
     write(&locked.join("strata.lock"), &without_less.join("[[image.package]]"));
     let err = env.fail(&["build", l, "--locked"]);
-    assert!(err.contains("asks for less, which the lock does not hold: run `strata lock --update`"), "{err}");
+    assert!(err.contains("asks for less, which no locked package is or provides"), "{err}");
+    let other_less: Vec<String> = lock_text
+        .split("[[image.package]]")
+        .map(|b| {
+            if b.contains("\nname = \"less\"\n") {
+                b.replace("\nversion = \"", "\nversion = \"9:")
+            } else {
+                b.to_string()
+            }
+        })
+        .collect();
+    write(&locked.join("strata.lock"), &other_less.join("[[image.package]]"));
+    let err = env.fail(&["build", l, "--locked"]);
+    assert!(
+        err.contains("1 locked packages are not in the repository metadata the lock holds") && err.contains("less 9:"),
+        "{err}"
+    );
     write(&locked.join("strata.lock"), &lock_text);
 
     // Again: every step is a hit.

@@ -361,8 +361,18 @@ fn an_image_from_an_rpm_md_repository_passes_rpm_verify() {
     let locked_text = fs_err::read_to_string(derived.join("strata.lock")).unwrap();
     write(&derived.join("strata.lock"), &locked_text.replace("name = \"fixture-extra\"", "name = \"fixture-other\""));
     let err = other.fail(&["build", derived.to_str().unwrap(), "--locked"]);
-    assert!(err.contains("asks for fixture-extra, which the lock does not hold"), "{err}");
+    assert!(err.contains("1 locked packages are not in the repository metadata the lock holds"), "{err}");
+    assert!(err.contains("fixture-other 1.0-1"), "{err}");
     write(&derived.join("strata.lock"), &locked_text);
+    // The description now asks for more than the lock holds.
+    let toml = fs_err::read_to_string(derived.join("image.toml")).unwrap();
+    write(&derived.join("image.toml"), &toml.replace("[\"fixture-extra\"]", "[\"fixture-extra\", \"fixture-lib\"]"));
+    let err = other.fail(&["build", derived.to_str().unwrap(), "--locked"]);
+    assert!(
+        err.contains("asks for other packages than the lock holds (packages: added [fixture-lib], dropped [])"),
+        "{err}"
+    );
+    write(&derived.join("image.toml"), &toml);
 
     // Errors name what is wrong, and change nothing.
     let with = |dir: &str, pkgs: &[&str]| kiwi(&env.path(dir), &url, &key, pkgs);

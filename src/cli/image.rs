@@ -65,6 +65,12 @@ impl BuildArgs {
 
     pub(crate) fn options(&self) -> anyhow::Result<graph::Options> {
         let locked = if self.locked {
+            if !self.desc.description.exists() {
+                anyhow::bail!(
+                    "--locked: `{}` is not a description: a lock belongs to a description directory (a store id is built already)",
+                    self.desc.description.display()
+                );
+            }
             let path = lock_path(&self.desc.description);
             if !path.is_file() {
                 anyhow::bail!(

@@ -1,5 +1,7 @@
-//! The log of an artifact's assembly: each tool run for it (`mkfs`, `sfdisk`, `grub-mkimage`,
-//! `xorriso`, `qemu-img`, …) with its command line and what it printed, kept with the artifact's
+//! The log of an artifact's assembly: each tool run for it through [`run`] (`mkfs.ext4`,
+//! `mkfs.xfs`, `mtools`, `grub-mkimage`, `mksquashfs`, `grub-mkrescue`, `qemu-img`, …) with its
+//! command line and what it printed (`sfdisk`, fed on stdin, and libostree's in-process work
+//! are not in it), kept with the artifact's
 //! entry (see `strata log`).
 //!
 //! Invariant: an artifact is assembled on one thread, start to end. [`Recording::start`] begins

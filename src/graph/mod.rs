@@ -38,7 +38,7 @@ use anyhow::{bail, Context};
 
 use crate::description::{self, Base, Chain, Loaded, Repository};
 use crate::packages::deb::{bootstrap, packages, solve::Request};
-use crate::packages::lock::{Family, Lock, LockedBase, LockedImage};
+use crate::packages::lock::{Asked, Family, Lock, LockedBase, LockedImage};
 use crate::packages::rpm::repo::RpmSource;
 use crate::store::batch::Batch;
 use crate::store::db::EntryRow;
@@ -264,6 +264,8 @@ impl Walker<'_> {
                     _ => None,
                 };
                 if let Some(tree) = step.tree {
+                    // Named by the repository's real path, however the description was reached.
+                    let repo = fs_err::canonicalize(repo).unwrap_or_else(|_| repo.clone());
                     self.base_tree(format!("ostree:{}#{reference}", repo.display()), &tree)?;
                 }
                 self.push(step);
@@ -446,20 +448,23 @@ impl Walker<'_> {
         }
         let fetcher = packages::fetcher(self.store)?;
         let file = layer.source.file.display();
+        let asked = Asked::new(sources.iter().map(ToString::to_string).collect(), &wanted, &request.exclude);
         let resolved = match &self.opts.locked {
             Some(lock) => {
                 let locked = lock.image(&image).with_context(|| {
                     format!("{file}: the lock holds no package set for image `{image}`: run `strata lock --update`")
                 })?;
-                locked.check_kind(Family::Apt, &self.opts.arch).with_context(|| format!("{file}"))?;
+                locked.check(Family::Apt, &self.opts.arch, &asked).with_context(|| format!("{file}"))?;
                 locked
-                    .apt_resolved(&fetcher, &wanted, self.progress)
+                    .apt_resolved(&fetcher, &sources, self.progress)
                     .with_context(|| format!("{file}: locked packages"))?
             }
             None => packages::resolve(&fetcher, &sources, &self.opts.arch, &request, self.progress)
                 .with_context(|| format!("{file}: packages"))?,
         };
-        self.locks.push(LockedImage::of_apt(&image, &self.opts.arch, &resolved, &fetcher)?);
+        if self.mode == Mode::Build {
+            self.locks.push(LockedImage::of_apt(&image, &self.opts.arch, asked, &resolved, &fetcher)?);
+        }
         let records: Vec<_> =
             resolved.chosen().map(|r| (r.clone(), crate::packages::deb::unpack::package_key(&r.want.sha256))).collect();
         let bopts = bootstrap::Options { merged_usr: true, script_timeout: self.opts.script_timeout };

@@ -219,10 +219,12 @@ pub fn svg(dot: &str) -> anyhow::Result<String> {
     // Written from a thread: dot may fill its output pipe before it has read all its input.
     let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
     let out = child.wait_with_output()?;
-    writer.join().map_err(|_| anyhow::anyhow!("writing to dot panicked"))??;
+    let written = writer.join().map_err(|_| anyhow::anyhow!("writing to dot panicked"))?;
+    // dot's own complaint first: a write it cut short is only a consequence.
     if !out.status.success() {
         bail!("dot failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
+    written.context("writing the graph to dot")?;
     String::from_utf8(out.stdout).context("dot wrote SVG that is not UTF-8")
 }
 

@@ -6,7 +6,7 @@ use anyhow::Context;
 use super::{input, Cur, Input, Walker};
 use crate::description::{Chain, Loaded};
 use crate::packages::deb::repo::AptSource;
-use crate::packages::lock::{Family, LockedImage};
+use crate::packages::lock::{Asked, Family, LockedImage};
 use crate::packages::rpm::repo::RpmSource;
 use crate::packages::rpm::{packages, rootfs, rpmdb, solve::Request, unpack::package_key};
 use crate::store::db::EntryRow;
@@ -86,21 +86,23 @@ impl Walker<'_> {
             locked: Default::default(),
         };
         let fetcher = crate::packages::deb::packages::fetcher(self.store)?;
+        let asked = Asked::new(sources.iter().map(rpm_line).collect(), &request.install, &request.exclude);
         let resolved = match &self.opts.locked {
             Some(lock) => {
                 let locked = lock.image(&image).with_context(|| {
                     format!("{file}: the lock holds no package set for image `{image}`: run `strata lock --update`")
                 })?;
-                locked.check_kind(Family::RpmMd, &self.opts.arch).with_context(|| format!("{file}"))?;
+                locked.check(Family::RpmMd, &self.opts.arch, &asked).with_context(|| format!("{file}"))?;
                 locked
-                    .rpm_resolved(&fetcher, installed, &request.install, self.progress)
+                    .rpm_resolved(&fetcher, sources, installed, self.progress)
                     .with_context(|| format!("{file}: locked packages"))?
             }
             None => packages::resolve(&fetcher, sources, &self.opts.arch, &request, installed, self.progress)
                 .with_context(|| format!("{file}: packages"))?,
         };
-        let lines = sources.iter().map(rpm_line).collect();
-        self.locks.push(LockedImage::of_rpm(&image, &self.opts.arch, lines, &resolved, &fetcher)?);
+        if self.mode == super::Mode::Build {
+            self.locks.push(LockedImage::of_rpm(&image, &self.opts.arch, asked, &resolved, &fetcher)?);
+        }
         let keys: Vec<_> = resolved.chosen().map(|r| package_key(&r.want.sha256)).collect();
         let step_keys = rootfs::keys(base.as_ref().map(|b| &b.entry.tree), &keys);
         let mut inputs: Vec<Input> = sources.iter().map(|s| input("repository", format!("rpm-md {}", s.uri))).collect();

@@ -170,10 +170,19 @@ impl Fetcher {
             }
         });
         bar.finish_and_clear();
-        for r in results {
-            r.into_inner().expect("lock").expect("every index fetched")?;
+        // Every failure at once: a run that fixes one missing file should not find the next.
+        let mut failed: Vec<anyhow::Error> = results
+            .into_iter()
+            .filter_map(|r| r.into_inner().expect("lock").expect("every file tried").err())
+            .collect();
+        match failed.len() {
+            0 => Ok(()),
+            1 => Err(failed.remove(0)),
+            n => {
+                let each: Vec<String> = failed.iter().map(|e| format!("{e:#}").replace('\n', " ")).collect();
+                bail!("{n} downloads failed: {}", each.join("; "))
+            }
         }
-        Ok(())
     }
 
     /// Open `url` from byte `from`; returns the reader and whether it starts at `from` (resumed).
@@ -206,5 +215,33 @@ impl Fetcher {
             Err(ureq::Error::Status(code, resp)) => bail!("{url}: HTTP {code} {}", resp.status_text()),
             Err(e) => Err(anyhow::Error::new(e).context(format!("failed to fetch {url}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_that_cannot_be_fetched_is_named_in_one_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(&dir.path().join("cache")).unwrap();
+        let served = dir.path().join("served.deb");
+        fs_err::write(&served, b"still here").unwrap();
+        let want = |url: String, bytes: &[u8]| Want {
+            url,
+            size: bytes.len() as u64,
+            sha256: crate::util::hash::sha256_bytes(bytes),
+        };
+        let gone = dir.path().join("gone");
+        let wants = [
+            want(format!("file://{}", served.display()), b"still here"),
+            want(format!("file://{}/a.deb", gone.display()), b"a"),
+            want(format!("file://{}/b.deb", gone.display()), b"b"),
+        ];
+        let err = format!("{:#}", fetcher.get_all(&wants, &Progress::hidden()).unwrap_err());
+        assert!(err.starts_with("2 downloads failed: "), "{err}");
+        assert!(err.contains("gone/a.deb") && err.contains("gone/b.deb") && !err.contains("served.deb"), "{err}");
+        assert!(fetcher.cached_path(&wants[0].sha256).exists(), "what can be fetched is");
     }
 }

@@ -10,10 +10,18 @@
 //! package file by URL, size and SHA-256; rpm-md packages in install order). It also holds the
 //! tree of a base that is a store root or an OSTree commit.
 //!
+//! It also holds what the description asked (repositories, packages named, excludes): a locked
+//! build of a description that asks something else is refused, naming every difference.
+//!
 //! Invariants: a locked build reads nothing from a repository that the lock does not name by
 //! checksum, so it never sees newer metadata; every file comes from the download cache or its
-//! URL and is verified against the lock before use; what is no longer available is reported
-//! whole, not one file per run. The lock file is TOML and written atomically.
+//! URL and is checked against the lock; the lock's metadata is then verified as a fresh
+//! resolution verifies what it fetched (the apt Release or rpm-md `repomd.xml` signature with
+//! the description's keys, each index by its signed checksum), and every locked package must be
+//! one that metadata offers, with the same checksum. A lock file is untrusted input: it can pin
+//! an older set, never bring in a package its repositories' keys did not sign for. What is no
+//! longer available is reported whole, not one file per run. The file is TOML, written
+//! atomically.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,11 +30,11 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::packages::deb::packages::Resolved;
-use crate::packages::deb::repo::{parse_source_line, ListContent, ListFile, PackageRecord};
+use crate::packages::deb::repo::{parse_source_line, verify_lists, AptSource, ListContent, ListFile, PackageRecord};
 use crate::packages::deb::version::Version;
 use crate::packages::fetch::{Fetcher, Want};
 use crate::packages::rpm;
-use crate::packages::rpm::repo::RpmRecord;
+use crate::packages::rpm::repo::{RpmRecord, RpmSource};
 use crate::packages::rpm::version::Evr;
 use crate::util::progress::Progress;
 
@@ -82,6 +90,12 @@ pub struct LockedImage {
     pub arch: String,
     /// apt source lines, or `rpm-md …` lines as `--add-repo` takes them.
     pub sources: Vec<String>,
+    /// The packages the description named (bootstrap and install), sorted.
+    #[serde(default)]
+    pub install: Vec<String>,
+    /// The packages the chain excludes, sorted.
+    #[serde(default)]
+    pub exclude: Vec<String>,
     #[serde(default, rename = "list")]
     pub lists: Vec<LockedList>,
     #[serde(default, rename = "package")]
@@ -144,8 +158,11 @@ impl Lock {
                 .map(|l| (&l.name, &l.sha256))
                 .chain(image.packages.iter().map(|p| (&p.name, &p.sha256)));
             for (name, sha) in checks {
-                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    problems.push(format!("image {}: {name}: `{sha}` is not a SHA-256 checksum", image.name));
+                if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    problems.push(format!(
+                        "image {}: {name}: `{sha}` is not a SHA-256 checksum (64 lower-case hex digits)",
+                        image.name
+                    ));
                 }
             }
             for p in &image.packages {
@@ -198,14 +215,6 @@ impl Lock {
         self.images.iter().find(|i| i.name == name)
     }
 
-    /// Add or replace the locked set of an image.
-    pub fn set(&mut self, image: LockedImage) {
-        match self.images.iter_mut().find(|i| i.name == image.name) {
-            Some(old) => *old = image,
-            None => self.images.push(image),
-        }
-    }
-
     /// What differs from `older`, one line per base tree or package added, removed or changed.
     pub fn changes_since(&self, older: &Lock) -> Vec<String> {
         let mut out = Vec::new();
@@ -235,9 +244,20 @@ impl Lock {
                     out.push(format!("{}: {name} {v} removed", image.name));
                 }
             }
+            let prefix = format!("{}: ", image.name);
             let old_lists = older.image(&image.name).map(|i| &i.lists);
-            if old_lists.is_some_and(|l| l != &image.lists) && !out.iter().any(|l| l.starts_with(&image.name)) {
-                out.push(format!("{}: repository indexes changed", image.name));
+            if old_lists.is_some_and(|l| l != &image.lists) && !out.iter().any(|l| l.starts_with(&prefix)) {
+                out.push(format!("{prefix}repository metadata changed"));
+            }
+        }
+        for old in &older.images {
+            if self.image(&old.name).is_none() {
+                out.push(format!("{}: no longer installs packages", old.name));
+            }
+        }
+        for old in &older.bases {
+            if !self.bases.iter().any(|b| b.name == old.name) {
+                out.push(format!("base {}: no longer a base", old.name));
             }
         }
         out
@@ -248,11 +268,41 @@ fn one_line(e: &toml::de::Error) -> String {
     e.to_string().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" ")
 }
 
+/// What a description asks of its packages step: the lock holds it, and a locked build refuses
+/// a description that asks something else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Asked {
+    /// Repository lines, as the lock writes them.
+    pub sources: Vec<String>,
+    /// The packages named (bootstrap and install), sorted.
+    pub install: Vec<String>,
+    /// The packages excluded by the chain, sorted.
+    pub exclude: Vec<String>,
+}
+
+impl Asked {
+    pub fn new(sources: Vec<String>, install: &[String], exclude: &[String]) -> Asked {
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v.dedup();
+            v
+        };
+        Asked { sources, install: sorted(install), exclude: sorted(exclude) }
+    }
+}
+
 impl LockedImage {
-    /// The locked form of a resolution. Lists fetched without a known checksum (the signed
-    /// Release) are kept in `fetcher`'s cache, so that this machine can build the lock after the
-    /// repository publishes a new one.
-    pub fn of_apt(name: &str, arch: &str, resolved: &Resolved, fetcher: &Fetcher) -> anyhow::Result<LockedImage> {
+    /// The locked form of an apt resolution. Lists fetched without a known checksum (the
+    /// signed Release) are kept in `fetcher`'s cache, so that this machine can build the lock
+    /// after the repository publishes a new one.
+    pub fn of_apt(
+        name: &str,
+        arch: &str,
+        asked: Asked,
+        resolved: &Resolved,
+        fetcher: &Fetcher,
+    ) -> anyhow::Result<LockedImage> {
         let lists = resolved
             .lists
             .iter()
@@ -283,22 +333,26 @@ impl LockedImage {
             })
             .collect();
         packages.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
+        let Asked { sources, install, exclude } = asked;
         Ok(LockedImage {
             name: name.to_string(),
             family: Family::Apt,
             arch: arch.to_string(),
-            sources: resolved.sources.iter().map(ToString::to_string).collect(),
+            sources,
+            install,
+            exclude,
             lists,
             packages,
         })
     }
 
     /// The locked form of an rpm-md resolution: the packages the image adds, in install order,
-    /// and the `repomd.xml` files they were resolved against (kept in `fetcher`'s cache).
+    /// and the `repomd.xml` files (and their signatures) they were resolved against, kept in
+    /// `fetcher`'s cache.
     pub fn of_rpm(
         name: &str,
         arch: &str,
-        sources: Vec<String>,
+        asked: Asked,
         resolved: &rpm::packages::Resolved,
         fetcher: &Fetcher,
     ) -> anyhow::Result<LockedImage> {
@@ -307,13 +361,8 @@ impl LockedImage {
             .iter()
             .map(|(url, bytes)| -> anyhow::Result<LockedList> {
                 let sha256 = fetcher.keep(bytes)?;
-                Ok(LockedList {
-                    name: "repomd.xml".into(),
-                    url: url.clone(),
-                    size: bytes.len() as u64,
-                    sha256,
-                    index: None,
-                })
+                let name = url.rsplit('/').next().unwrap_or(url).to_string();
+                Ok(LockedList { name, url: url.clone(), size: bytes.len() as u64, sha256, index: None })
             })
             .collect::<anyhow::Result<_>>()?;
         let packages = resolved
@@ -330,102 +379,113 @@ impl LockedImage {
                 sha256: r.want.sha256.clone(),
             })
             .collect();
+        let Asked { sources, install, exclude } = asked;
         Ok(LockedImage {
             name: name.to_string(),
             family: Family::RpmMd,
             arch: arch.to_string(),
             sources,
+            install,
+            exclude,
             lists,
             packages,
         })
     }
 
-    /// Refuse the lock's set for an image of another family or architecture.
-    pub fn check_kind(&self, family: Family, arch: &str) -> anyhow::Result<()> {
+    /// Refuse the lock's set for a description that asks something else of its packages, or
+    /// for another family or architecture: every difference named.
+    pub fn check(&self, family: Family, arch: &str, asked: &Asked) -> anyhow::Result<()> {
+        let mut differ = Vec::new();
         if self.family != family {
-            bail!(
-                "image {}: the lock holds a {} package set, the description installs from {} repositories: run `strata lock --update`",
-                self.name,
-                self.family.as_str(),
-                family.as_str()
-            );
+            differ.push(format!("repositories of kind {} (the lock: {})", family.as_str(), self.family.as_str()));
         }
         if self.arch != arch {
-            bail!("image {}: the lock is for {}, the build for {arch}", self.name, self.arch);
+            differ.push(format!("architecture {arch} (the lock: {})", self.arch));
         }
-        Ok(())
-    }
-
-    /// Name the packages the description asks for that neither the lock nor the base holds.
-    fn check_wanted<'a>(&self, wanted: &[String], also: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
-        let mut names: std::collections::BTreeSet<&str> = also.into_iter().collect();
-        names.extend(self.packages.iter().map(|p| p.name.as_str()));
-        let unlocked: Vec<&str> = wanted.iter().map(String::as_str).filter(|w| !names.contains(w)).collect();
-        if !unlocked.is_empty() {
+        let lists = [
+            ("repositories", &asked.sources, &self.sources),
+            ("packages", &asked.install, &self.install),
+            ("excludes", &asked.exclude, &self.exclude),
+        ];
+        for (what, now, locked) in lists {
+            if now != locked {
+                let added: Vec<&str> = now.iter().filter(|x| !locked.contains(x)).map(String::as_str).collect();
+                let gone: Vec<&str> = locked.iter().filter(|x| !now.contains(x)).map(String::as_str).collect();
+                differ.push(format!("{what}: added [{}], dropped [{}]", added.join(", "), gone.join(", ")));
+            }
+        }
+        if !differ.is_empty() {
             bail!(
-                "image {}: the description asks for {}, which the lock does not hold: run `strata lock --update`",
+                "image {}: the description asks for other packages than the lock holds ({}): run `strata lock --update`",
                 self.name,
-                unlocked.join(", ")
+                differ.join("; ")
             );
         }
         Ok(())
     }
 
-    /// The package files of the lock and its metadata files: all fetched, or all named.
-    fn fetch(&self, fetcher: &Fetcher, progress: &Progress) -> anyhow::Result<()> {
-        let wants: Vec<Want> = self
-            .lists
-            .iter()
-            .map(|l| Want { url: l.url.clone(), size: l.size, sha256: l.sha256.clone() })
-            .chain(self.packages.iter().map(|p| Want { url: p.url.clone(), size: p.size, sha256: p.sha256.clone() }))
-            .collect();
-        fetch_all_or_list(fetcher, &wants, progress).with_context(|| format!("image {}: locked files", self.name))
+    /// The lock's metadata files, fetched (from the download cache, or their URLs) and checked
+    /// against the lock; every file no longer available named at once.
+    fn fetch_lists(&self, fetcher: &Fetcher, progress: &Progress) -> anyhow::Result<()> {
+        let wants: Vec<Want> =
+            self.lists.iter().map(|l| Want { url: l.url.clone(), size: l.size, sha256: l.sha256.clone() }).collect();
+        fetcher.get_all(&wants, progress).map(drop).with_context(|| {
+            format!("image {}: the lock's repository metadata (`strata lock --update` locks what the repositories offer now)", self.name)
+        })
     }
 
-    /// The rpm-md resolution the lock records on top of the base's `installed` packages, its
-    /// files fetched and verified.
-    pub fn rpm_resolved(
+    /// The locked packages, each found in what the verified metadata offers (same name,
+    /// version, architecture and SHA-256), as the metadata describes them.
+    fn found<R: Clone>(
+        &self,
+        offered: &[R],
+        key: impl Fn(&R) -> (String, String, String, String),
+    ) -> anyhow::Result<Vec<R>> {
+        let by_key: std::collections::HashMap<(String, String, String, String), &R> =
+            offered.iter().map(|r| (key(r), r)).collect();
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for p in &self.packages {
+            let k = (p.name.clone(), p.version.clone(), p.architecture.clone(), p.sha256.clone());
+            match by_key.get(&k) {
+                Some(r) => out.push((*r).clone()),
+                None => missing.push(format!("{} {} {}", p.name, p.version, p.architecture)),
+            }
+        }
+        if !missing.is_empty() {
+            bail!(
+                "image {}: {} locked packages are not in the repository metadata the lock holds (the lock was edited?): {}",
+                self.name,
+                missing.len(),
+                missing.join(", ")
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every package the description names must be one the lock installs (by name, or by what
+    /// a locked package provides): a lock with packages taken out is refused.
+    fn check_named(&self, unmet: Vec<&str>) -> anyhow::Result<()> {
+        if !unmet.is_empty() {
+            bail!(
+                "image {}: the description asks for {}, which no locked package is or provides (the lock was edited?): run `strata lock --update`",
+                self.name,
+                unmet.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// The apt resolution the lock records. Its lists are fetched and verified as a fresh
+    /// resolution's are (the Release signature with the sources' keyrings, each index by the
+    /// signed Release), and every package must be one the indexes offer.
+    pub fn apt_resolved(
         &self,
         fetcher: &Fetcher,
-        installed: Vec<RpmRecord>,
-        wanted: &[String],
+        sources: &[AptSource],
         progress: &Progress,
-    ) -> anyhow::Result<rpm::packages::Resolved> {
-        self.check_wanted(wanted, installed.iter().map(|r| r.name.as_str()))?;
-        self.fetch(fetcher, progress)?;
-        let mut records = installed;
-        let first = records.len();
-        for p in &self.packages {
-            records.push(RpmRecord {
-                name: p.name.clone(),
-                arch: p.architecture.clone(),
-                evr: Evr::parse(&p.version).map_err(|e| anyhow::anyhow!("package {}: {e}", p.name))?,
-                provides: vec![],
-                requires: vec![],
-                conflicts: vec![],
-                obsoletes: vec![],
-                files: vec![],
-                want: Want { url: p.url.clone(), size: p.size, sha256: p.sha256.clone() },
-                unsupported: None,
-                installed: false,
-            });
-        }
-        let order = (first..records.len()).collect();
-        let repomd = self
-            .lists
-            .iter()
-            .map(|l| Ok((l.url.clone(), fs_err::read(fetcher.cached_path(&l.sha256))?)))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(rpm::packages::Resolved { records, order, repomd })
-    }
-
-    /// The apt resolution the lock records, its files fetched (from the download cache, or their
-    /// URLs) and verified. `wanted` are the packages the description asks for: each must be in
-    /// the lock. Everything missing is reported at once.
-    pub fn apt_resolved(&self, fetcher: &Fetcher, wanted: &[String], progress: &Progress) -> anyhow::Result<Resolved> {
-        self.check_wanted(wanted, [])?;
-        let sources = self.sources.iter().map(|s| parse_source_line(s)).collect::<anyhow::Result<Vec<_>>>()?;
-        self.fetch(fetcher, progress)?;
+    ) -> anyhow::Result<Resolved> {
+        self.fetch_lists(fetcher, progress)?;
         let mut lists = Vec::new();
         for l in &self.lists {
             let path = fetcher.cached_path(&l.sha256);
@@ -435,55 +495,65 @@ impl LockedImage {
             };
             lists.push(ListFile { name: l.name.clone(), url: l.url.clone(), content });
         }
-        let records = self
-            .packages
+        let offered = verify_lists(sources, &lists, &self.arch)
+            .with_context(|| format!("image {}: the lock's lists", self.name))?;
+        let records: Vec<PackageRecord> = self.found(&offered, |r: &PackageRecord| {
+            (r.name.clone(), r.version.to_string(), r.architecture.clone(), r.want.sha256.clone())
+        })?;
+        let unmet = self
+            .install
             .iter()
-            .map(|p| -> anyhow::Result<PackageRecord> {
-                Ok(PackageRecord {
-                    name: p.name.clone(),
-                    version: Version::parse(&p.version)?,
-                    architecture: p.architecture.clone(),
-                    multi_arch: p.multi_arch.clone(),
-                    priority: p.priority.clone(),
-                    essential: p.essential,
-                    depends: vec![],
-                    pre_depends: vec![],
-                    provides: vec![],
-                    conflicts: vec![],
-                    breaks: vec![],
-                    want: Want { url: p.url.clone(), size: p.size, sha256: p.sha256.clone() },
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .filter(|n| !records.iter().any(|r| r.name == **n || r.provides.iter().any(|p| p.name == **n)))
+            .map(String::as_str)
+            .collect();
+        self.check_named(unmet)?;
         let chosen = (0..records.len()).collect();
-        Ok(Resolved { records, chosen, lists, sources })
+        Ok(Resolved { records, chosen, lists, sources: sources.to_vec() })
     }
-}
 
-/// Fetch every file not in the cache; when any fails, try each so that the error lists every
-/// file that is no longer available.
-fn fetch_all_or_list(fetcher: &Fetcher, wants: &[Want], progress: &Progress) -> anyhow::Result<()> {
-    let missing: Vec<Want> = wants.iter().filter(|w| !fetcher.cached_path(&w.sha256).exists()).cloned().collect();
-    if missing.is_empty() || fetcher.get_all(&missing, progress).is_ok() {
-        return Ok(());
+    /// The rpm-md resolution the lock records, on top of the base's `installed` packages. Each
+    /// `repomd.xml` is verified with its kept signature and the sources' keys, the primary
+    /// metadata fetched by its checksum, and every package must be one it offers.
+    pub fn rpm_resolved(
+        &self,
+        fetcher: &Fetcher,
+        sources: &[RpmSource],
+        installed: Vec<RpmRecord>,
+        progress: &Progress,
+    ) -> anyhow::Result<rpm::packages::Resolved> {
+        self.fetch_lists(fetcher, progress)?;
+        let repomd = self
+            .lists
+            .iter()
+            .map(|l| Ok((l.url.clone(), fs_err::read(fetcher.cached_path(&l.sha256))?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let offered =
+            rpm::repo::verify_locked(fetcher, sources, &repomd, crate::packages::uname_arch(&self.arch), progress)
+                .with_context(|| format!("image {}: the lock's repository metadata", self.name))?;
+        let found = self.found(&offered, |r: &RpmRecord| {
+            (r.name.clone(), r.evr.to_string(), r.arch.clone(), r.want.sha256.clone())
+        })?;
+        let provided = |r: &RpmRecord, n: &str| {
+            r.name == n || r.provides.iter().any(|p| p.name == n) || r.files.iter().any(|f| f == n)
+        };
+        let unmet = self
+            .install
+            .iter()
+            .filter(|n| !found.iter().chain(&installed).any(|r| provided(r, n)))
+            .map(String::as_str)
+            .collect();
+        self.check_named(unmet)?;
+        for r in &found {
+            if let Some(old) = installed.iter().find(|o| o.name == r.name) {
+                bail!("the base has {} but the lock adds {}: adding packages cannot upgrade the base; lock and build it again", old.nevra(), r.nevra());
+            }
+        }
+        let mut records = installed;
+        let first = records.len();
+        records.extend(found);
+        let order = (first..records.len()).collect();
+        Ok(rpm::packages::Resolved { records, order, repomd })
     }
-    let gone: Vec<String> = missing
-        .iter()
-        .filter_map(|w| fetcher.get(w).err().map(|e| format!("{} ({})", w.url, one_line_err(&e))))
-        .collect();
-    if gone.is_empty() {
-        return Ok(());
-    }
-    bail!(
-        "{} files of the lock are no longer available (not in the download cache, and their repository no longer serves them): {}; \
-         `strata lock --update` locks what the repositories offer now",
-        gone.len(),
-        gone.join(", ")
-    )
-}
-
-fn one_line_err(e: &anyhow::Error) -> String {
-    format!("{e:#}").lines().next().unwrap_or_default().to_string()
 }
 
 #[cfg(test)]
@@ -499,6 +569,8 @@ mod tests {
                 family: Family::Apt,
                 arch: "amd64".into(),
                 sources: vec!["deb [signed-by=/k.gpg] http://127.0.0.1:1/debian bookworm main".into()],
+                install: vec!["hello".into()],
+                exclude: vec![],
                 lists: vec![LockedList {
                     name: "127.0.0.1:1_debian_dists_bookworm_InRelease".into(),
                     url: "http://127.0.0.1:1/debian/dists/bookworm/InRelease".into(),
@@ -562,35 +634,21 @@ mod tests {
     }
 
     #[test]
-    fn every_file_no_longer_served_is_named_in_one_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let fetcher = Fetcher::new(&dir.path().join("cache")).unwrap();
-        let served = dir.path().join("served.deb");
-        fs_err::write(&served, b"still here").unwrap();
-        let want = |url: String, bytes: &[u8]| Want {
-            url,
-            size: bytes.len() as u64,
-            sha256: crate::util::hash::sha256_bytes(bytes),
-        };
-        let gone = dir.path().join("gone");
-        let wants = [
-            want(format!("file://{}", served.display()), b"still here"),
-            want(format!("file://{}/a.deb", gone.display()), b"a"),
-            want(format!("file://{}/b.deb", gone.display()), b"b"),
-        ];
-        let err = format!("{:#}", fetch_all_or_list(&fetcher, &wants, &Progress::hidden()).unwrap_err());
-        assert!(err.starts_with("2 files of the lock are no longer available"), "{err}");
-        assert!(err.contains("gone/a.deb") && err.contains("gone/b.deb") && !err.contains("served.deb"), "{err}");
-        assert!(fetcher.cached_path(&wants[0].sha256).exists(), "what is still served is fetched");
-    }
-
-    #[test]
-    fn a_package_the_lock_lacks_is_named_before_anything_is_fetched() {
-        let dir = tempfile::tempdir().unwrap();
-        let fetcher = Fetcher::new(dir.path()).unwrap();
+    fn a_description_that_asks_for_other_packages_is_refused_with_every_difference() {
         let lock = sample();
-        let err =
-            lock.images[0].apt_resolved(&fetcher, &["hello".into(), "nano".into()], &Progress::hidden()).err().unwrap();
-        assert!(err.to_string().contains("asks for nano, which the lock does not hold"), "{err}");
+        let image = &lock.images[0];
+        let same = Asked::new(image.sources.clone(), &["hello".into()], &[]);
+        image.check(Family::Apt, "amd64", &same).unwrap();
+        let other = Asked::new(image.sources.clone(), &["hello".into(), "nano".into()], &["vim".into()]);
+        let err = image.check(Family::RpmMd, "arm64", &other).unwrap_err().to_string();
+        for part in [
+            "kind rpm-md (the lock: apt)",
+            "architecture arm64",
+            "packages: added [nano], dropped []",
+            "excludes: added [vim]",
+            "strata lock --update",
+        ] {
+            assert!(err.contains(part), "{part} in {err}");
+        }
     }
 }

@@ -308,6 +308,47 @@ fn fetch_release(fetcher: &Fetcher, source: &AptSource, work: &Path) -> anyhow::
     Ok(FetchedRelease { source: source.clone(), text, raw: vec![("Release", release), ("Release.gpg", sig)] })
 }
 
+/// Check the apt lists of a lock as a fresh resolution would check what it fetched: each
+/// source's Release verified with the source's keyrings (no expiry check: a lock pins a past
+/// Release on purpose), each index the SHA-256 its signed Release lists. Returns the packages
+/// the indexes offer, for the lock's packages to be found in.
+pub fn verify_lists(sources: &[AptSource], lists: &[ListFile], arch: &str) -> anyhow::Result<Vec<PackageRecord>> {
+    let work = tempfile::tempdir()?;
+    let mut out = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        let base = source.dist_url();
+        let keyrings = source.keyrings();
+        if keyrings.is_empty() {
+            bail!("no keyring to verify {base}: name one with signed-by=");
+        }
+        let find = |name: &str| lists.iter().find(|l| l.url == format!("{base}/{name}"));
+        let write = |name: &str, list: &ListFile| -> anyhow::Result<PathBuf> {
+            let file = work.path().join(format!("{i}-{name}"));
+            fs_err::write(&file, list.content.read()?)?;
+            Ok(file)
+        };
+        let text = match (find("InRelease"), find("Release"), find("Release.gpg")) {
+            (Some(l), _, _) => gpgv(&keyrings, &[&write("InRelease", l)?], &l.url)?,
+            (None, Some(r), Some(sig)) => {
+                gpgv(&keyrings, &[&write("Release.gpg", sig)?, &write("Release", r)?], &r.url)?
+            }
+            _ => bail!("{base}: the lock holds no signed Release file"),
+        };
+        let release = parse_release(&text).with_context(|| format!("bad Release file at {base}"))?;
+        let prefix = format!("{base}/");
+        for l in lists.iter().filter(|l| l.url.starts_with(&prefix)) {
+            let ListContent::Index { path, compressed_name } = &l.content else { continue };
+            let sha = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if release.files.get(compressed_name).map(|(_, s)| s.as_str()) != Some(sha) {
+                bail!("{}: the lock's index {compressed_name} is not the one its signed Release lists", l.url);
+            }
+            let text = decompress_index(path, compressed_name).with_context(|| format!("index {}", l.url))?;
+            parse_packages(&text, source, arch, &mut out).with_context(|| format!("index {}", l.url))?;
+        }
+    }
+    Ok(out)
+}
+
 /// A file for the image's `/var/lib/apt/lists`, so that apt inside it knows the same packages.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ListFile {

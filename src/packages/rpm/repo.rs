@@ -280,33 +280,86 @@ pub fn load(
     let mut repomds = Vec::new();
     for source in sources {
         let base = source.base();
-        let ctx = || format!("rpm-md repository {base}");
         let repomd = fetcher
             .get_small(&format!("{base}/repodata/repomd.xml"))
-            .with_context(ctx)?
+            .with_context(|| format!("rpm-md repository {base}"))?
             .with_context(|| format!("{base}: no repodata/repomd.xml: not an rpm-md repository"))?;
-        if !source.keys.is_empty() {
-            verify_signature(fetcher, source, &repomd).with_context(ctx)?;
-        }
-        let text =
-            std::str::from_utf8(&repomd).map_err(|_| anyhow::anyhow!("{base}/repodata/repomd.xml: not UTF-8"))?;
-        let want = primary_want(text, base).with_context(|| format!("{base}/repodata/repomd.xml"))?;
-        let path = fetcher.get_all(std::slice::from_ref(&want), progress)?.remove(0);
-        let xml = read_compressed(&path, &want.url)?;
-        parse_primary(&xml, base, arch, &mut out).with_context(|| want.url.clone())?;
+        let sig = load_one(fetcher, source, (&repomd, None), arch, progress, &mut out)?;
         repomds.push((format!("{base}/repodata/repomd.xml"), repomd));
+        if let Some(sig) = sig {
+            repomds.push((format!("{base}/repodata/repomd.xml.asc"), sig));
+        }
     }
     Ok((out, repomds))
 }
 
-fn verify_signature(fetcher: &Fetcher, source: &RpmSource, repomd: &[u8]) -> anyhow::Result<()> {
+/// Verify `repomd` with its signature (given, or fetched) when the source names keys, fetch
+/// the primary metadata it lists (by checksum) and parse it into `out`; returns the signature.
+fn load_one(
+    fetcher: &Fetcher,
+    source: &RpmSource,
+    (repomd, sig): (&[u8], Option<&[u8]>),
+    arch: &str,
+    progress: &Progress,
+    out: &mut Vec<RpmRecord>,
+) -> anyhow::Result<Option<Vec<u8>>> {
     let base = source.base();
-    let sig = fetcher
-        .get_small(&format!("{base}/repodata/repomd.xml.asc"))?
-        .with_context(|| format!("{base}/repodata/repomd.xml is not signed (no repomd.xml.asc) but keys are named"))?;
+    let sig = match source.keys.is_empty() {
+        true => None,
+        false => {
+            Some(verify_signature(fetcher, source, repomd, sig).with_context(|| format!("rpm-md repository {base}"))?)
+        }
+    };
+    let text = std::str::from_utf8(repomd).map_err(|_| anyhow::anyhow!("{base}/repodata/repomd.xml: not UTF-8"))?;
+    let want = primary_want(text, base).with_context(|| format!("{base}/repodata/repomd.xml"))?;
+    let path = fetcher.get_all(std::slice::from_ref(&want), progress)?.remove(0);
+    let xml = read_compressed(&path, &want.url)?;
+    parse_primary(&xml, base, arch, out).with_context(|| want.url.clone())?;
+    Ok(sig)
+}
+
+/// The packages a lock's `repomd.xml` files offer, checked as a fresh resolution checks them:
+/// each signature (kept in the lock) verified with the source's keys, the primary metadata
+/// fetched by the checksum `repomd.xml` gives.
+pub fn verify_locked(
+    fetcher: &Fetcher,
+    sources: &[RpmSource],
+    repomds: &[FetchedFile],
+    arch: &str,
+    progress: &Progress,
+) -> anyhow::Result<Vec<RpmRecord>> {
+    let mut out = Vec::new();
+    for source in sources {
+        let url = format!("{}/repodata/repomd.xml", source.base());
+        let find = |url: &str| repomds.iter().find(|(u, _)| u == url).map(|(_, b)| b.as_slice());
+        let repomd = find(&url).with_context(|| format!("the lock holds no {url}"))?;
+        let sig = find(&format!("{url}.asc"));
+        if !source.keys.is_empty() && sig.is_none() {
+            bail!("the lock holds no {url}.asc, and {} names keys", source.uri);
+        }
+        load_one(fetcher, source, (repomd, sig), arch, progress, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Verify `repomd` with `sig` (fetched from the repository when not given); returns the
+/// signature used.
+fn verify_signature(
+    fetcher: &Fetcher,
+    source: &RpmSource,
+    repomd: &[u8],
+    sig: Option<&[u8]>,
+) -> anyhow::Result<Vec<u8>> {
+    let base = source.base();
+    let sig = match sig {
+        Some(sig) => sig.to_vec(),
+        None => fetcher.get_small(&format!("{base}/repodata/repomd.xml.asc"))?.with_context(|| {
+            format!("{base}/repodata/repomd.xml is not signed (no repomd.xml.asc) but keys are named")
+        })?,
+    };
     let work = tempfile::tempdir()?;
     let (sig_file, data_file) = (work.path().join("repomd.xml.asc"), work.path().join("repomd.xml"));
-    fs_err::write(&sig_file, sig)?;
+    fs_err::write(&sig_file, &sig)?;
     fs_err::write(&data_file, repomd)?;
     let keyrings = source
         .keys
@@ -315,7 +368,7 @@ fn verify_signature(fetcher: &Fetcher, source: &RpmSource, repomd: &[u8]) -> any
         .map(|(i, k)| binary_keyring(k, &work.path().join(format!("key{i}.gpg"))))
         .collect::<anyhow::Result<Vec<_>>>()?;
     crate::packages::deb::repo::gpgv(&keyrings, &[&sig_file, &data_file], &format!("{base}/repodata/repomd.xml"))?;
-    Ok(())
+    Ok(sig)
 }
 
 /// gpgv reads binary keyrings only: an armored key (`RPM-GPG-KEY-*`) is converted first.
