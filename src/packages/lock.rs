@@ -476,6 +476,51 @@ impl LockedImage {
         Ok(())
     }
 
+    /// Where the verification of this lock section is remembered: a marker named by everything
+    /// it depended on (the section itself and the keys' contents), so that an unchanged lock is
+    /// not parsed and checked again on every build. `None` when a key cannot be read (then
+    /// nothing is remembered and the check runs every time).
+    fn verified_marker(
+        &self,
+        fetcher: &Fetcher,
+        keys: &[std::path::PathBuf],
+    ) -> anyhow::Result<Option<std::path::PathBuf>> {
+        let mut h = blake3::Hasher::new();
+        h.update(b"strata-locked-v1\0");
+        h.update(toml::to_string(self)?.as_bytes());
+        for k in keys {
+            let Ok(bytes) = fs_err::read(k) else { return Ok(None) };
+            h.update(k.as_os_str().as_encoded_bytes());
+            h.update(&[0]);
+            h.update(blake3::hash(&bytes).as_bytes());
+        }
+        let dir = fetcher.dir().parent().unwrap_or(fetcher.dir()).join("resolutions");
+        Ok(Some(dir.join(format!("locked-{}", h.finalize().to_hex()))))
+    }
+
+    /// The packages as the lock records them (for a section verified before).
+    fn apt_records(&self) -> anyhow::Result<Vec<PackageRecord>> {
+        self.packages
+            .iter()
+            .map(|p| -> anyhow::Result<PackageRecord> {
+                Ok(PackageRecord {
+                    name: p.name.clone(),
+                    version: Version::parse(&p.version)?,
+                    architecture: p.architecture.clone(),
+                    multi_arch: p.multi_arch.clone(),
+                    priority: p.priority.clone(),
+                    essential: p.essential,
+                    depends: vec![],
+                    pre_depends: vec![],
+                    provides: vec![],
+                    conflicts: vec![],
+                    breaks: vec![],
+                    want: Want { url: p.url.clone(), size: p.size, sha256: p.sha256.clone() },
+                })
+            })
+            .collect()
+    }
+
     /// The apt resolution the lock records. Its lists are fetched and verified as a fresh
     /// resolution's are (the Release signature with the sources' keyrings, each index by the
     /// signed Release), and every package must be one the indexes offer.
@@ -495,18 +540,27 @@ impl LockedImage {
             };
             lists.push(ListFile { name: l.name.clone(), url: l.url.clone(), content });
         }
-        let offered = verify_lists(sources, &lists, &self.arch)
-            .with_context(|| format!("image {}: the lock's lists", self.name))?;
-        let records: Vec<PackageRecord> = self.found(&offered, |r: &PackageRecord| {
-            (r.name.clone(), r.version.to_string(), r.architecture.clone(), r.want.sha256.clone())
-        })?;
-        let unmet = self
-            .install
-            .iter()
-            .filter(|n| !records.iter().any(|r| r.name == **n || r.provides.iter().any(|p| p.name == **n)))
-            .map(String::as_str)
-            .collect();
-        self.check_named(unmet)?;
+        let keys: Vec<std::path::PathBuf> = sources.iter().flat_map(|s| s.keyrings()).collect();
+        let marker = self.verified_marker(fetcher, &keys)?;
+        let records = match marker.as_ref().filter(|m| m.exists()) {
+            Some(_) => self.apt_records()?,
+            None => {
+                let offered = verify_lists(sources, &lists, &self.arch)
+                    .with_context(|| format!("image {}: the lock's lists", self.name))?;
+                let records: Vec<PackageRecord> = self.found(&offered, |r: &PackageRecord| {
+                    (r.name.clone(), r.version.to_string(), r.architecture.clone(), r.want.sha256.clone())
+                })?;
+                let unmet = self
+                    .install
+                    .iter()
+                    .filter(|n| !records.iter().any(|r| r.name == **n || r.provides.iter().any(|p| p.name == **n)))
+                    .map(String::as_str)
+                    .collect();
+                self.check_named(unmet)?;
+                remember(marker.as_deref())?;
+                records
+            }
+        };
         let chosen = (0..records.len()).collect();
         Ok(Resolved { records, chosen, lists, sources: sources.to_vec() })
     }
@@ -554,6 +608,15 @@ impl LockedImage {
         let order = (first..records.len()).collect();
         Ok(rpm::packages::Resolved { records, order, repomd })
     }
+}
+
+/// Remember a verification (see [`LockedImage::verified_marker`]).
+fn remember(marker: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(m) = marker {
+        fs_err::create_dir_all(m.parent().expect("a marker has a directory"))?;
+        fs_err::write(m, b"")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -44,7 +44,8 @@ impl AptSource {
         }
     }
 
-    fn keyrings(&self) -> Vec<PathBuf> {
+    /// The keyrings that verify this source's Release: `signed-by`, else apt's trusted ones.
+    pub(crate) fn keyrings(&self) -> Vec<PathBuf> {
         if !self.signed_by.is_empty() {
             return self.signed_by.clone();
         }
