@@ -451,10 +451,8 @@ impl Walker<'_> {
         let asked = Asked::new(sources.iter().map(ToString::to_string).collect(), &wanted, &request.exclude);
         let resolved = match &self.opts.locked {
             Some(lock) => {
-                let locked = lock.image(&image).with_context(|| {
-                    format!("{file}: the lock holds no package set for image `{image}`: run `strata lock --update`")
-                })?;
-                locked.check(Family::Apt, &self.opts.arch, &asked).with_context(|| format!("{file}"))?;
+                let locked =
+                    lock.section(&image, Family::Apt, &self.opts.arch, &asked).with_context(|| format!("{file}"))?;
                 locked
                     .apt_resolved(&fetcher, &sources, self.progress)
                     .with_context(|| format!("{file}: locked packages"))?

@@ -89,10 +89,8 @@ impl Walker<'_> {
         let asked = Asked::new(sources.iter().map(rpm_line).collect(), &request.install, &request.exclude);
         let resolved = match &self.opts.locked {
             Some(lock) => {
-                let locked = lock.image(&image).with_context(|| {
-                    format!("{file}: the lock holds no package set for image `{image}`: run `strata lock --update`")
-                })?;
-                locked.check(Family::RpmMd, &self.opts.arch, &asked).with_context(|| format!("{file}"))?;
+                let locked =
+                    lock.section(&image, Family::RpmMd, &self.opts.arch, &asked).with_context(|| format!("{file}"))?;
                 locked
                     .rpm_resolved(&fetcher, sources, installed, self.progress)
                     .with_context(|| format!("{file}: locked packages"))?

@@ -210,6 +210,16 @@ impl Lock {
         }
     }
 
+    /// The locked set of image `name`, checked against what its description asks
+    /// ([`LockedImage::check`]); an error when the lock holds none.
+    pub fn section(&self, name: &str, family: Family, arch: &str, asked: &Asked) -> anyhow::Result<&LockedImage> {
+        let locked = self
+            .image(name)
+            .with_context(|| format!("the lock holds no package set for image `{name}`: run `strata lock --update`"))?;
+        locked.check(family, arch, asked)?;
+        Ok(locked)
+    }
+
     /// The locked set of image `name`.
     pub fn image(&self, name: &str) -> Option<&LockedImage> {
         self.images.iter().find(|i| i.name == name)
