@@ -6,6 +6,7 @@
 //! ```text
 //! cli          arguments in, reports out; nothing else
 //! pipeline     description -> image -> commit -> artifact, as commands use it
+//! lifecycle    retention, one gc for the store, OSTree repositories and caches; disk usage
 //! deploy       disks, live ISOs and boots from an OSTree commit
 //! ostree       the image tree as an OSTree commit; signing, deltas, push
 //! graph        a description chain as cached steps (the build graph), generations
@@ -36,6 +37,9 @@ pub mod graph;
 pub mod ostree;
 
 pub mod deploy;
+
+/// Retention, the one garbage collector for everything strata writes, and disk usage.
+pub mod lifecycle;
 
 pub mod pipeline;
 

@@ -153,6 +153,7 @@ pub fn commit(
         kernel: layout.as_ref().map(|l| l.report.kernel.clone()),
     };
     let export = export::export(store, &tree, to.repo, to.mode, to.reference, &meta, progress)?;
+    crate::lifecycle::register_repo(store, to.repo)?;
     Ok(Committed { export, layout, tree })
 }
 

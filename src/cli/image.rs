@@ -146,6 +146,36 @@ pub enum ImagesCommand {
         #[arg(long, value_enum, default_value = "svg")]
         format: PictureFormat,
     },
+    /// Pin a generation: retention never removes it
+    #[command(after_help = "Examples:\n  strata images pin debian-base/3\n  strata images unpin debian-base/3")]
+    Pin {
+        /// IMAGE/GENERATION
+        generation: String,
+    },
+    /// Unpin a generation: retention applies to it again
+    #[command(after_help = "Examples:\n  strata images unpin debian-base/3")]
+    Unpin {
+        /// IMAGE/GENERATION
+        generation: String,
+    },
+    /// Remove a generation, or every generation of an image (what only they held goes at the next gc)
+    ///
+    /// Removes the generations' roots; pinned generations are refused. The generation's row
+    /// stays, so `images history` still lists it, marked as collected once gc ran.
+    #[command(after_help = "Examples:\n  strata images rm debian-base/3\n  strata images rm debian-web && strata gc")]
+    Rm {
+        /// IMAGE or IMAGE/GENERATION
+        spec: String,
+    },
+    /// Show or set the retention policy gc applies: per image, or the default for every image
+    ///
+    /// A generation is kept when any rule keeps it: one of the newest N, younger than DURATION,
+    /// pinned, or the image's newest. An image without a policy (its own or the default) keeps
+    /// every generation. `strata gc --keep-last/--keep-younger-than` overrides for one run.
+    #[command(
+        after_help = "Examples:\n  strata images keep --keep-last 5\n  strata images keep debian-web --keep-last 3 --keep-younger-than 30d\n  strata images keep debian-web --clear\n  strata images keep --json"
+    )]
+    Keep(super::lifecycle::KeepArgs),
 }
 
 pub fn describe(ctx: &Ctx, args: DescArgs, format: Format) -> anyhow::Result<ExitCode> {
@@ -402,8 +432,18 @@ fn short(value: &str) -> &str {
 }
 
 pub fn images(ctx: &Ctx, cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ImagesCommand::Pin { generation } => return super::lifecycle::pin(ctx, &generation, true),
+        ImagesCommand::Unpin { generation } => return super::lifecycle::pin(ctx, &generation, false),
+        ImagesCommand::Rm { spec } => return super::lifecycle::rm(ctx, &spec),
+        ImagesCommand::Keep(args) => return super::lifecycle::keep(ctx, args),
+        _ => {}
+    }
     let store = ctx.open(LockMode::Shared)?;
     match cmd {
+        ImagesCommand::Pin { .. } | ImagesCommand::Unpin { .. } | ImagesCommand::Rm { .. } | ImagesCommand::Keep(_) => {
+            unreachable!("handled above")
+        }
         ImagesCommand::Graph { format } => {
             let dot = graph::picture::images(&store)?;
             let text = if format == PictureFormat::Svg { graph::picture::svg(&dot)? } else { dot };
@@ -414,7 +454,8 @@ pub fn images(ctx: &Ctx, cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
             }
         }
         ImagesCommand::Ls => {
-            let gens = generations::generations(&store, None)?;
+            // The newest alive generation of each image (removed ones are in `images history`).
+            let gens = crate::graph::retention::alive_generations(&store)?;
             let mut newest: std::collections::BTreeMap<&str, &generations::GenerationRow> = Default::default();
             for g in &gens {
                 newest.insert(&g.image, g);

@@ -4,8 +4,8 @@
 
 mod deploy;
 mod docs;
-mod gc;
 mod image;
+mod lifecycle;
 mod log;
 mod ostree;
 mod output;
@@ -176,9 +176,30 @@ enum Command {
     /// Name entries so that gc keeps them
     #[command(subcommand)]
     Roots(roots::RootsCommand),
-    /// Delete entries, trees and objects that no root keeps alive
-    #[command(after_help = "Examples:\n  strata gc --dry-run\n  strata gc --json")]
-    Gc(gc::GcArgs),
+    /// Remove what nothing keeps: old generations (by retention), their OSTree commits, and the
+    /// entries, trees, objects and cached downloads nothing holds
+    ///
+    /// In order: retention removes the roots of generations no rule keeps (the stored policies of
+    /// `strata images keep`, or --keep-last/--keep-younger-than for this run; the newest and pinned
+    /// generations always stay); the OSTree repositories strata wrote (its deploy repository and
+    /// every `export --repo`) lose the commits of removed generations, their objects and deltas;
+    /// the store deletes entries, trees and objects that no root holds (cached disk images and
+    /// ISOs stay while their generation does); the download cache drops abandoned partial
+    /// downloads and, with --max-download-cache, the least recently used files. --dry-run reports
+    /// the same, per kind, and changes nothing.
+    #[command(
+        after_help = "Examples:\n  strata gc --dry-run\n  strata gc --keep-last 5 --keep-younger-than 30d\n  strata gc --keep-last 1 --image debian-web --json\n  strata gc --max-download-cache 5G"
+    )]
+    Gc(lifecycle::GcArgs),
+    /// Show what uses the store's disk: bytes per image, generation and step, unique and shared
+    ///
+    /// A generation's unique bytes are what removing it alone would free; an image's unique bytes
+    /// what `images rm IMAGE` would free; shared bytes stay while another image holds them. Each
+    /// file is charged to the step that first brought it in (a package set, a script).
+    #[command(
+        after_help = "Examples:\n  strata du\n  strata du debian-web --steps\n  strata du --json | jq '.images[].unique_bytes'\n  strata du --format svg > usage.svg"
+    )]
+    Du(lifecycle::DuArgs),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  strata completions bash > /etc/bash_completion.d/strata\n  strata completions zsh > ~/.zfunc/_strata"
@@ -285,7 +306,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store(cmd) => store::run(&ctx, cmd),
         Command::Package(cmd) => package::run(&ctx, cmd),
         Command::Roots(cmd) => roots::run(&ctx, cmd),
-        Command::Gc(args) => gc::run(&ctx, args),
+        Command::Gc(args) => lifecycle::gc(&ctx, args),
+        Command::Du(args) => lifecycle::du(&ctx, args),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),
     }

@@ -97,17 +97,4 @@ pub fn resolve(
     Ok(DeployOptions { format, size, filesystem, volid, kargs, osname })
 }
 
-/// `8G`, `4096M`, `512K` or bytes.
-pub fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().with_context(|| format!("invalid size `{s}`: expected a number with K, M, G or T"))?;
-    let mult = match unit.to_ascii_uppercase().as_str() {
-        "" => 1,
-        "K" | "KIB" => 1 << 10,
-        "M" | "MIB" => 1 << 20,
-        "G" | "GIB" => 1 << 30,
-        "T" | "TIB" => 1 << 40,
-        _ => bail!("invalid size `{s}`: expected a number with K, M, G or T"),
-    };
-    n.checked_mul(mult).with_context(|| format!("size `{s}` is too large"))
-}
+pub use crate::util::text::parse_size;

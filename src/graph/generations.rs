@@ -48,8 +48,13 @@ pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool
     if let Some((number, entry)) = last {
         if entry == rootfs.key {
             // The same image: keep the generation, with the inputs of this build, which `why`
-            // compares against (an edit whose effect was identical is no longer news).
+            // compares against (an edit whose effect was identical is no longer news). A
+            // generation removed by `images rm` or retention is alive again.
             set_generation_inputs(&tx, &outcome.image, number, &inputs)?;
+            tx.sql().execute(
+                "INSERT OR IGNORE INTO roots (name, entry, updated) VALUES (?1, ?2, ?3)",
+                params![root_name(&outcome.image, number), rootfs.key.as_bytes(), now()],
+            )?;
             tx.commit()?;
             return Ok((number, false));
         }
@@ -60,7 +65,7 @@ pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool
         number,
         entry: rootfs.key,
         tree: rootfs.tree,
-        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
+        created: now(),
         description: outcome.document.clone(),
         inputs,
     };
@@ -68,6 +73,10 @@ pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool
     tx.set_root(&root_name(&outcome.image, number), &rootfs.key)?;
     tx.commit()?;
     Ok((number, true))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// One input that differs between two builds.

@@ -24,6 +24,7 @@ pub mod generations;
 pub mod overlay;
 mod package_steps;
 pub mod picture;
+pub mod retention;
 mod rpm_packages;
 pub mod scripts;
 mod step;

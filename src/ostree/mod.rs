@@ -7,5 +7,6 @@ pub mod layout;
 pub mod mapping;
 pub mod publish;
 pub mod push;
+pub mod retain;
 pub mod sign;
 pub mod ssh;

@@ -3,7 +3,9 @@
 //! A file is downloaded to `cache/downloads/partial/<hex>`, resumed with an HTTP range request
 //! when a partial file exists, and moved into place only after its size and SHA-256 match what the
 //! (signed) index promised: a partial or mismatching file is never used. `file://` URLs are read
-//! from the local file system through the same checks. Several files download in parallel.
+//! from the local file system through the same checks. Several files download in parallel. A file
+//! found in the cache is marked used (its mtime), for `strata gc --max-download-cache`; files kept
+//! for lock files ([`Fetcher::keep`]) have a second name under `kept/` and are never trimmed.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -136,6 +138,14 @@ impl Fetcher {
             fs_err::write(&tmp, bytes)?;
             fs_err::rename(&tmp, &done)?;
         }
+        // A second name under `kept/` keeps it from the cache's trimming (`strata gc`).
+        let kept = self.dir.join("kept");
+        fs_err::create_dir_all(&kept)?;
+        match fs_err::hard_link(&done, kept.join(&sha)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(sha)
     }
 
@@ -146,7 +156,15 @@ impl Fetcher {
         let unique: Vec<Want> = wants.iter().filter(|w| seen.insert(w.sha256.to_ascii_lowercase())).cloned().collect();
         self.get_unique(&unique, progress)?;
         // A verified file's path follows from its checksum.
-        Ok(wants.iter().map(|w| self.cached_path(&w.sha256.to_ascii_lowercase())).collect())
+        let paths: Vec<PathBuf> = wants.iter().map(|w| self.cached_path(&w.sha256.to_ascii_lowercase())).collect();
+        // Marked used: the cache's trimming removes the least recently used first.
+        let now = std::time::SystemTime::now();
+        for p in &paths {
+            if let Ok(f) = std::fs::File::options().write(true).open(p) {
+                let _ = f.set_modified(now);
+            }
+        }
+        Ok(paths)
     }
 
     fn get_unique(&self, wants: &[Want], progress: &Progress) -> anyhow::Result<()> {

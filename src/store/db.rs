@@ -26,6 +26,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_ostree", include_str!("../../store-schema/0003_ostree.sql")),
     ("0004_ostree_cleanup", include_str!("../../store-schema/0004_ostree_cleanup.sql")),
     ("0005_logs", include_str!("../../store-schema/0005_logs.sql")),
+    ("0006_lifecycle", include_str!("../../store-schema/0006_lifecycle.sql")),
 ];
 
 /// The zstd level of step logs: text compresses well at a low level, and logs are written on the

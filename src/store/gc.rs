@@ -17,18 +17,32 @@ use crate::util::progress::Progress;
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct GcReport {
     pub dry_run: bool,
+    /// Kept sandbox checkouts removed (none on a dry run).
+    pub lowers: u64,
     pub entries: u64,
     pub trees: u64,
     pub objects: u64,
     pub bytes: u64,
 }
 
-pub fn gc(store: &mut Store, dry_run: bool, progress: &Progress) -> anyhow::Result<GcReport> {
-    if !dry_run {
+/// What keeps entries alive besides the roots, for one run.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    /// Entries the caller keeps (cached artifacts of kept generations).
+    pub extra: Vec<Digest>,
+    /// Roots to disregard: those a dry run of retention would remove.
+    pub ignore: HashSet<String>,
+}
+
+/// Collect what neither a root (save `live.ignore`) nor `live.extra` holds.
+pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) -> anyhow::Result<GcReport> {
+    let lowers = if dry_run {
+        0
+    } else {
         // Kept sandbox checkouts are a cache of hardlinks to objects: they go first, so that
         // the objects gc removes free their space. (gc holds the store exclusively: none is in use.)
-        crate::store::lowers::clear(store)?;
-    }
+        crate::store::lowers::clear(store)?
+    };
     let db = store.db();
     // Live entries.
     let mut refs: HashMap<Digest, Vec<Digest>> = HashMap::new();
@@ -36,7 +50,13 @@ pub fn gc(store: &mut Store, dry_run: bool, progress: &Progress) -> anyhow::Resu
         refs.entry(from).or_default().push(to);
     }
     let mut live_entries = HashSet::new();
-    let mut stack: Vec<Digest> = db.roots()?.into_iter().map(|r| r.entry).collect();
+    let mut stack: Vec<Digest> = db
+        .roots()?
+        .into_iter()
+        .filter(|r| !live.ignore.contains(&r.name))
+        .map(|r| r.entry)
+        .chain(live.extra.iter().copied())
+        .collect();
     while let Some(key) = stack.pop() {
         if live_entries.insert(key) {
             stack.extend(refs.get(&key).into_iter().flatten().copied());
@@ -70,6 +90,7 @@ pub fn gc(store: &mut Store, dry_run: bool, progress: &Progress) -> anyhow::Resu
 
     let mut report = GcReport {
         dry_run,
+        lowers,
         entries: dead_entries.len() as u64,
         trees: dead_trees.len() as u64,
         objects: dead_objects.len() as u64,

@@ -49,3 +49,87 @@ mod tests {
         assert_eq!(sq(""), "''");
     }
 }
+
+/// `1.5 GiB`, `312 KiB`, `17 B`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Text for XML and SVG: `&`, `<`, `>` and quotes escaped.
+pub fn xml(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// `8G`, `4096M`, `512K` or bytes.
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let bad = || anyhow::anyhow!("invalid size `{s}`: expected a number with K, M, G or T");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" | "KIB" => 1 << 10,
+        "M" | "MIB" => 1 << 20,
+        "G" | "GIB" => 1 << 30,
+        "T" | "TIB" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(|| anyhow::anyhow!("size `{s}` is too large"))
+}
+
+/// A duration in seconds: `45s`, `90m`, `12h`, `30d`, `2w` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> anyhow::Result<u64> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let bad = || anyhow::anyhow!("invalid duration `{s}`: expected a number with s, m, h, d or w (`30d`)");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(|| anyhow::anyhow!("duration `{s}` is too long"))
+}
+
+/// Seconds as the largest whole unit that fits: `30d`, `12h`, `90s`.
+pub fn duration(secs: u64) -> String {
+    for (unit, len) in [("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)] {
+        if secs >= len && secs.is_multiple_of(len) {
+            return format!("{}{unit}", secs / len);
+        }
+    }
+    format!("{secs}s")
+}
+
+#[cfg(test)]
+mod units {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("5G").unwrap(), 5 << 30);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("").is_err());
+        assert_eq!(parse_duration("30d").unwrap(), 30 * 86400);
+        assert_eq!(parse_duration("2w").unwrap(), 14 * 86400);
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert!(parse_duration("3y").unwrap_err().to_string().contains("`30d`"));
+        assert!(parse_duration("d").is_err());
+        assert_eq!(duration(30 * 86400), "30d");
+        assert_eq!(duration(14 * 86400), "2w");
+        assert_eq!(duration(90), "90s");
+    }
+}

@@ -1,0 +1,96 @@
+//! Retention in an OSTree repository strata writes: keep, on every ref, the commits from the
+//! head down to the oldest one whose image generation is kept, and delete the rest of the
+//! history, the objects only it reached, and the static deltas that lead to deleted commits.
+//!
+//! Invariants: a ref's head is never deleted; history stays contiguous (a kept commit's parents
+//! up to the oldest kept one stay, so `ostree log` and deltas between kept commits keep working);
+//! a commit is matched to its generation by the `strata.entry` key in its metadata, and a commit
+//! without that key (not made by strata) counts as kept. libostree's own prune deletes the
+//! objects, under the repository's own lock. Static deltas that lead to a deleted commit go;
+//! deltas from a deleted commit to a kept one stay (a client still on the old commit uses them).
+
+use std::path::Path;
+
+use anyhow::Context;
+use ostree::{gio, glib};
+
+use crate::ostree::publish::parent_of;
+
+/// What pruning a repository removed (or would remove).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RepoPruned {
+    pub repo: String,
+    pub commits: u64,
+    /// Objects and bytes (counted on a real run only: a dry run reports commits).
+    pub objects: u64,
+    pub bytes: u64,
+    /// The repository's summary: `regenerated`, `signed` (left as it was: gc holds no key, so
+    /// it still lists the removed deltas until the next signed export), or `none`.
+    pub summary: &'static str,
+}
+
+/// The `strata.entry` metadata of a commit, when it has one.
+fn commit_entry(repo: &ostree::Repo, commit: &str) -> anyhow::Result<Option<String>> {
+    let (variant, _) = repo.load_commit(commit)?;
+    let meta = variant.child_value(0);
+    let dict = glib::VariantDict::new(Some(&meta));
+    Ok(dict.lookup_value("strata.entry", None).and_then(|v| v.get::<String>()))
+}
+
+/// Prune `path` so that every ref keeps its commits down to the oldest one whose `strata.entry`
+/// `keep` accepts. A dry run deletes nothing and counts commits.
+pub fn prune_to(path: &Path, keep: &dyn Fn(&str) -> bool, dry_run: bool) -> anyhow::Result<RepoPruned> {
+    let repo = ostree::Repo::new_for_path(path);
+    repo.open(gio::Cancellable::NONE)
+        .with_context(|| format!("cannot open the OSTree repository `{}`", path.display()))?;
+    let mut report = RepoPruned { repo: path.display().to_string(), summary: "none", ..Default::default() };
+    let refs = repo.list_refs(None, gio::Cancellable::NONE)?;
+    let mut doomed: Vec<String> = Vec::new();
+    let mut kept = std::collections::HashSet::new();
+    for head in refs.values() {
+        let mut chain = vec![head.clone()];
+        while let Some(parent) = parent_of(&repo, chain.last().expect("chain starts with the head"))? {
+            if chain.contains(&parent) {
+                break;
+            }
+            chain.push(parent);
+        }
+        let mut oldest = 0;
+        for (i, commit) in chain.iter().enumerate() {
+            if commit_entry(&repo, commit)?.is_none_or(|e| keep(&e)) {
+                oldest = i;
+            }
+        }
+        kept.extend(chain[..=oldest].iter().cloned());
+        doomed.extend(chain[oldest + 1..].iter().cloned());
+    }
+    // A commit another ref keeps stays.
+    doomed.retain(|c| !kept.contains(c));
+    doomed.sort();
+    doomed.dedup();
+    report.commits = doomed.len() as u64;
+    if dry_run || doomed.is_empty() {
+        return Ok(report);
+    }
+    for commit in &doomed {
+        repo.delete_object(ostree::ObjectType::Commit, commit, gio::Cancellable::NONE)
+            .with_context(|| format!("cannot delete commit {commit} from `{}`", path.display()))?;
+    }
+    let (_, pruned, bytes) = repo
+        .prune(ostree::RepoPruneFlags::REFS_ONLY, -1, gio::Cancellable::NONE)
+        .with_context(|| format!("cannot prune `{}`", path.display()))?;
+    repo.prune_static_deltas(None, gio::Cancellable::NONE)
+        .with_context(|| format!("cannot prune the static deltas of `{}`", path.display()))?;
+    report.objects = pruned.max(0) as u64 + report.commits;
+    report.bytes = bytes;
+    report.summary = if !path.join("summary").exists() {
+        "none"
+    } else if path.join("summary.sig").exists() {
+        "signed"
+    } else {
+        repo.regenerate_summary(None, gio::Cancellable::NONE)
+            .with_context(|| format!("cannot write the summary of `{}`", path.display()))?;
+        "regenerated"
+    };
+    Ok(report)
+}
