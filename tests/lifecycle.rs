@@ -1,0 +1,220 @@
+//! Lifecycle: retention policies, pins and `images rm` against a store with several images and
+//! generations (small trees built from descriptions, no network), the OSTree repositories gc
+//! prunes with them, and `strata du` with its picture.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::{sh, write, Env};
+
+fn project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A store with `tags/minimal` and descriptions `NAME` deriving from it.
+fn setup(env: &Env, images: &[&str]) {
+    let minimal = env.path("minimal");
+    sh(&format!(
+        "cp -a {} {m} && chown -R 0:0 {m} && chmod -R u=rwX,go=rX {m}",
+        project().join("descriptions/minimal/root").display(),
+        m = minimal.display()
+    ));
+    env.ok(&["store", "add", minimal.to_str().unwrap(), "--root", "tags/minimal"]);
+    for name in images {
+        write(
+            &env.path(name).join("image.toml"),
+            &format!("[image]\nname = \"{name}\"\nderived-from = \"root:tags/minimal\"\n"),
+        );
+    }
+}
+
+/// Build a new generation of `name` whose own file holds `size` bytes; returns its number.
+fn generation(env: &Env, name: &str, n: usize, size: usize) -> u64 {
+    let dir = env.path(name);
+    write(&dir.join("root/etc/generation"), &format!("{name} {n}\n"));
+    let pattern = format!("{name}-{n}-");
+    let blob: String = pattern.repeat(size / pattern.len() + 1)[..size].to_string();
+    write(&dir.join("root/var/lib/blob"), &blob);
+    env.json(&["build", dir.to_str().unwrap()])["generation"].as_u64().unwrap()
+}
+
+/// Alive generations per image.
+fn alive(env: &Env) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in env.json(&["roots", "ls"]).as_array().unwrap() {
+        let name = r["name"].as_str().unwrap();
+        if let Some(rest) = name.strip_prefix("images/") {
+            let (image, n) = rest.rsplit_once('/').unwrap();
+            out.entry(image.to_string()).or_default().push(n.parse().unwrap());
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+fn gens(pairs: &[(&str, &[u64])]) -> BTreeMap<String, Vec<u64>> {
+    pairs.iter().map(|(i, g)| (i.to_string(), g.to_vec())).collect()
+}
+
+/// Make generation `n` of `image` look `days` old.
+fn age(env: &Env, image: &str, n: u64, days: i64) {
+    let db = rusqlite::Connection::open(env.store().join("db.sqlite")).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    db.execute(
+        "UPDATE generations SET created = ?1 WHERE image = ?2 AND number = ?3",
+        rusqlite::params![now - days * 86400, image, n as i64],
+    )
+    .unwrap();
+}
+
+/// The commits on `reference` in `repo`, newest first, as their `strata.entry`.
+fn commits(repo: &Path, reference: &str) -> Vec<String> {
+    let log = sh(&format!("ostree --repo={} log {reference}", repo.display()));
+    log.lines().filter(|l| l.starts_with("commit ")).map(|l| l[7..].to_string()).collect()
+}
+
+fn fsck(repo: &Path) {
+    let out = sh(&format!("ostree fsck --repo={} 2>&1", repo.display()));
+    assert!(out.contains("no errors found"), "{out}");
+}
+
+#[test]
+fn retention_pins_and_rm_keep_exactly_the_expected_generations_commits_and_bytes() {
+    let env = Env::new();
+    setup(&env, &["a", "b", "c"]);
+    let repo = env.path("repo");
+    let r = repo.to_str().unwrap();
+    for n in 1..=6 {
+        for image in ["a", "b", "c"] {
+            assert_eq!(generation(&env, image, n, 20_000), n as u64);
+        }
+        // Every generation of `a` is exported, with a delta from the one before.
+        env.ok(&["export", env.path("a").to_str().unwrap(), "--no-layout", "--repo", r, "--deltas", "1"]);
+        for image in ["a", "b", "c"] {
+            age(&env, image, n as u64, 10 - n as i64);
+        }
+    }
+    assert_eq!(commits(&repo, "a/x86_64").len(), 6);
+    let all: &[u64] = &[1, 2, 3, 4, 5, 6];
+    assert_eq!(alive(&env), gens(&[("a", all), ("b", all), ("c", all)]));
+
+    // No policy: gc keeps every generation.
+    let r0 = env.json(&["gc"]);
+    assert_eq!(r0["generations"].as_array().unwrap().len(), 0, "{r0}");
+    assert_eq!(alive(&env), gens(&[("a", all), ("b", all), ("c", all)]));
+
+    // The same decisions with --dry-run and without; a dry run changes nothing.
+    env.ok(&["images", "pin", "a/2"]);
+    let dry = env.json(&["gc", "--dry-run", "--keep-last", "2", "--image", "a"]);
+    let dropped: Vec<String> = dry["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}/{}", d["image"].as_str().unwrap(), d["generation"]))
+        .collect();
+    assert_eq!(dropped, ["a/1", "a/3", "a/4"]);
+    assert_eq!(dry["repos"][0]["commits"], 1, "only a/1 is older than the oldest kept commit: {dry}");
+    assert_eq!(alive(&env)["a"], all);
+    let real = env.json(&["gc", "--keep-last", "2", "--image", "a"]);
+    assert_eq!(real["generations"], dry["generations"]);
+    assert_eq!(real["store"]["objects"], dry["store"]["objects"], "dry run and run agree: {dry} {real}");
+    assert_eq!(real["store"]["bytes"], dry["store"]["bytes"]);
+    assert_eq!(alive(&env)["a"], [2, 5, 6]);
+    // History is contiguous down to the oldest kept generation (2, pinned): 1 went, with its delta.
+    assert_eq!(commits(&repo, "a/x86_64").len(), 5);
+    fsck(&repo);
+    // Deltas from a removed commit to a kept one stay (a client still on it uses them).
+    let deltas = sh(&format!("ostree --repo={r} static-delta list"));
+    assert_eq!(deltas.lines().count(), 5, "{deltas}");
+
+    // Stored policies: a default and one per image; the command line overrides both.
+    env.ok(&["images", "keep", "--keep-last", "3"]);
+    env.ok(&["images", "keep", "c", "--keep-younger-than", "6d"]);
+    let policies = env.json(&["images", "keep"]);
+    assert_eq!(policies.as_array().unwrap().len(), 2, "{policies}");
+    env.ok(&["gc"]);
+    // a: its newest 3 (2 is one of them); b: the newest 3 (default); c: younger than 6 days
+    // (generations 6, 5, 4 are 4, 5, 6 days old and a little more).
+    assert_eq!(alive(&env), gens(&[("a", &[2, 5, 6]), ("b", &[4, 5, 6]), ("c", &[5, 6])]));
+
+    // Removing: a pinned generation is refused, by name; the newest goes only when asked.
+    let err = env.fail(&["images", "rm", "a"]);
+    assert!(err.contains("a/2 pinned") && err.contains("strata images unpin a/2"), "{err}");
+    env.ok(&["images", "rm", "b/6"]);
+    assert_eq!(alive(&env)["b"], [4, 5]);
+    let err = env.fail(&["images", "pin", "b/6"]);
+    assert!(err.contains("b/6 was removed"), "{err}");
+    // Building the same description again brings the generation back, under its number.
+    let again = env.json(&["build", env.path("b").to_str().unwrap()]);
+    assert_eq!(again["generation"], 6);
+    assert_eq!(alive(&env)["b"], [4, 5, 6]);
+    env.ok(&["images", "unpin", "a/2"]);
+    env.ok(&["images", "rm", "c"]);
+    env.ok(&["gc", "--keep-last", "2", "--image", "a"]);
+    assert_eq!(alive(&env), gens(&[("a", &[5, 6]), ("b", &[4, 5, 6])]));
+    let history = env.json(&["images", "history", "c"]);
+    assert!(history.as_array().unwrap().iter().all(|h| h["collected"] == true), "{history}");
+    assert_eq!(commits(&repo, "a/x86_64").len(), 2);
+    fsck(&repo);
+    // The deltas to removed commits went: 4->5 and 5->6 remain.
+    let deltas = sh(&format!("ostree --repo={r} static-delta list"));
+    assert_eq!(deltas.lines().count(), 2, "{deltas}");
+    let verify = env.json(&["store", "verify", "--full"]);
+    assert_eq!(verify["problems"].as_array().map_or(0, |p| p.len()), 0, "{verify}");
+
+    // Usage: each generation's own blob is unique to it; the base is shared by both images.
+    let du = env.json(&["du"]);
+    let images = du["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    for (img, count) in images.iter().zip([2u64, 3]) {
+        let g = img["generations"].as_array().unwrap();
+        assert_eq!(g.len() as u64, count, "{img}");
+        for gen in g {
+            // The blob, and the generation file (`a 4\n`).
+            assert_eq!(gen["unique_bytes"], 20_000 + 4, "{gen}");
+            let newest_steps = gen["steps"].as_array().unwrap();
+            let own = newest_steps.iter().find(|s| s["name"].as_str().unwrap().ends_with("/files root")).unwrap();
+            assert_eq!(own["bytes"], 20_004, "{gen}");
+        }
+        assert!(img["shared_bytes"].as_u64().unwrap() > 0, "the base is shared: {img}");
+        assert_eq!(img["unique_bytes"].as_u64().unwrap(), count * 20_004, "{img}");
+    }
+    assert_eq!(du["other_bytes"], 0, "after gc, images hold every object: {du}");
+    let one = env.json(&["du", "a"]);
+    assert_eq!(one["images"].as_array().unwrap().len(), 1);
+    let err = env.fail(&["du", "c"]);
+    assert!(err.contains("no alive generation of `c`"), "{err}");
+    let svg = env.ok(&["du", "--format", "svg"]);
+    assert!(svg.contains("<svg") && svg.contains(">a</text>") && svg.contains("a/6: "), "{svg}");
+    let file = env.path("du.svg");
+    write(&file, &svg);
+    let png = env.path("du.png");
+    sh(&format!("rsvg-convert -o {} {}", png.display(), file.display()));
+    let bytes = fs_err::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 3000, "{} bytes of PNG", bytes.len());
+}
+
+#[test]
+fn bad_retention_arguments_are_refused_with_what_was_expected() {
+    let env = Env::new();
+    setup(&env, &["a"]);
+    generation(&env, "a", 1, 10);
+    for (args, expect) in [
+        (&["gc", "--keep-last", "0"][..], "--keep-last 0 would keep nothing"),
+        (&["gc", "--keep-younger-than", "3y"][..], "expected a number with s, m, h, d or w"),
+        (&["gc", "--max-download-cache", "lots"][..], "invalid size `lots`"),
+        (&["gc", "--keep-last", "1", "--image", "nope"][..], "no alive generation of `nope`"),
+        (&["images", "pin", "a"][..], "expected IMAGE/GENERATION"),
+        (&["images", "pin", "a/7"][..], "image `a` has no generation 7"),
+        (&["images", "rm", "nope"][..], "no image `nope` has been built"),
+        (&["images", "keep", "a", "--keep-last", "0"][..], "--keep-last 0 would keep nothing"),
+    ] {
+        let err = env.fail(args);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    assert_eq!(alive(&env)["a"], [1], "nothing changed");
+}
