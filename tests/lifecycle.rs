@@ -218,3 +218,141 @@ fn bad_retention_arguments_are_refused_with_what_was_expected() {
     }
     assert_eq!(alive(&env)["a"], [1], "nothing changed");
 }
+
+/// Write `n` files under `root/data` whose content rotates among three variants per round, so
+/// that a build reuses objects of generations a gc has just dropped.
+fn data_round(dir: &Path, image: &str, round: usize, n: usize) -> BTreeMap<String, String> {
+    let data = dir.join("root/data");
+    let _ = fs_err::remove_dir_all(&data);
+    let mut files = BTreeMap::new();
+    for i in 0..n {
+        let rel = format!("d{:02}/f{i}", i % 23);
+        let body = format!("{image} {i} variant {}\n", (round + i) % 3).repeat(1 + i % 7);
+        write(&data.join(&rel), &body);
+        files.insert(rel, body);
+    }
+    // One file only this round has.
+    let own = format!("{image} round {round}\n");
+    write(&data.join("round"), &own);
+    files.insert("round".into(), own);
+    files
+}
+
+/// Every file of `expected` under `dir/data`, and nothing else.
+fn same_data(dir: &Path, expected: &BTreeMap<String, String>, what: &str) {
+    let mut found = BTreeMap::new();
+    let data = dir.join("data");
+    let mut stack = vec![data.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs_err::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(&data).unwrap().to_string_lossy().into_owned();
+                found.insert(rel, fs_err::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    assert!(
+        found == *expected,
+        "{what}: the checkout differs from what was built ({} files, {} expected)",
+        found.len(),
+        expected.len()
+    );
+}
+
+#[test]
+fn gc_runs_while_builds_run_and_every_live_entry_stays_whole() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let env = Env::new();
+    let images = ["a", "b", "c"];
+    setup(&env, &images);
+    // A small deterministic sequence (no clock or randomness in what is checked).
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |m: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % m
+    };
+    let mut overlaps = 0;
+    let mut deferred_runs = 0;
+    let start = Instant::now();
+    for round in 0..20 {
+        let mut expected = BTreeMap::new();
+        for image in images {
+            expected.insert(image, data_round(&env.path(image), image, round, 400));
+        }
+        // Builds of the three images and two aggressive gcs, started in a shuffled order with
+        // small gaps.
+        let mut jobs: Vec<(&str, Vec<String>)> = images
+            .iter()
+            .map(|i| ("build", vec!["build".to_string(), env.path(i).to_str().unwrap().to_string()]))
+            .collect();
+        jobs.push(("gc", vec!["--json".into(), "gc".into(), "--keep-last".into(), "1".into()]));
+        jobs.push(("gc", vec!["--json".into(), "gc".into(), "--keep-last".into(), "1".into()]));
+        for i in (1..jobs.len()).rev() {
+            jobs.swap(i, next(i as u64 + 1) as usize);
+        }
+        let mut running = vec![];
+        for (kind, args) in jobs {
+            std::thread::sleep(Duration::from_millis(next(120)));
+            let child = env
+                .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            running.push((kind, args, start.elapsed(), child));
+        }
+        let mut spans = vec![];
+        for (kind, args, began, child) in running {
+            let out = child.wait_with_output().unwrap();
+            let ended = start.elapsed();
+            assert!(
+                out.status.success(),
+                "round {round}: strata {args:?} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if kind == "gc" {
+                let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                if r["store"]["deferred"]["objects"].as_u64().unwrap() > 0 {
+                    deferred_runs += 1;
+                }
+            }
+            spans.push((kind, began, ended));
+        }
+        // A gc that finished while a build ran (the build started before and ended after).
+        if spans.iter().any(|(k, _, gc_end)| {
+            *k == "gc" && spans.iter().any(|(b, b_start, b_end)| *b == "build" && b_start < gc_end && b_end > gc_end)
+        }) {
+            overlaps += 1;
+        }
+        let verify = env.cmd(&["--json", "store", "verify", "--full"]).output().unwrap();
+        assert!(verify.status.success(), "round {round}: {}", String::from_utf8_lossy(&verify.stdout));
+        for image in images {
+            let out = env.path(&format!("check-{image}-{round}"));
+            env.ok(&["store", "checkout", &format!("images/{image}"), out.to_str().unwrap()]);
+            same_data(&out, &expected[image], &format!("round {round}, image {image}"));
+            fs_err::remove_dir_all(&out).unwrap();
+        }
+        // Every alive generation checks out (older ones a deferred gc left, too).
+        for r in env.json(&["roots", "ls"]).as_array().unwrap() {
+            let name = r["name"].as_str().unwrap();
+            let out = env.path("check-any");
+            env.ok(&["store", "checkout", name, out.to_str().unwrap()]);
+            fs_err::remove_dir_all(&out).unwrap();
+        }
+    }
+    eprintln!("overlaps {overlaps}, deferred {deferred_runs}");
+    assert!(overlaps >= 5, "a gc finished while a build ran in only {overlaps} of 20 rounds");
+    assert!(deferred_runs >= 1, "no gc ever had to leave something for a running build");
+    // Once nothing runs, one gc deletes everything dead, and retention left the newest only.
+    let last = env.json(&["gc", "--keep-last", "1"]);
+    assert_eq!(last["store"]["deferred"]["objects"], 0, "{last}");
+    let alive = alive(&env);
+    assert!(alive.values().all(|g| g.len() == 1), "{alive:?}");
+    env.ok(&["store", "verify", "--full"]);
+    assert_eq!(env.json(&["gc"])["store"]["objects"], 0, "nothing left to collect");
+}

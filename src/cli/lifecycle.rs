@@ -37,7 +37,8 @@ pub fn gc(ctx: &Ctx, args: GcArgs) -> anyhow::Result<ExitCode> {
     }
     let opts =
         GcOptions { dry_run: args.dry_run, policy, images: args.images, max_download_cache: args.max_download_cache };
-    let mut store = ctx.open(LockMode::Exclusive)?;
+    // Shared, like builds: gc runs while they do (see `strata gc --help`).
+    let mut store = ctx.open(LockMode::Shared)?;
     let r = lifecycle::collect(&mut store, &opts, &ctx.progress)?;
     if ctx.json {
         output::json(&r)?;
@@ -53,7 +54,12 @@ pub fn gc(ctx: &Ctx, args: GcArgs) -> anyhow::Result<ExitCode> {
         r.kept_generations
     ));
     for repo in &r.repos {
-        if r.dry_run {
+        if repo.deferred {
+            lines.push(format!(
+                "ostree {}: {} commits to remove, left for a later gc (other strata processes are running)",
+                repo.repo, repo.commits
+            ));
+        } else if r.dry_run {
             lines.push(format!("ostree {}: {verb} {} commits", repo.repo, repo.commits));
         } else {
             lines.push(format!(
@@ -75,6 +81,20 @@ pub fn gc(ctx: &Ctx, args: GcArgs) -> anyhow::Result<ExitCode> {
         if s.lowers > 0 { format!(", {} kept sandbox checkouts", s.lowers) } else { String::new() },
         r.kept_artifacts
     ));
+    let def = &s.deferred;
+    if def.objects + def.trees + def.entries > 0 {
+        let pids: Vec<String> = def.pids.iter().map(|p| p.to_string()).collect();
+        lines.push(format!(
+            "store: {} entries, {} trees, {} objects ({}) are dead but may be in use by running strata processes \
+             (pid {}): {}",
+            def.entries,
+            def.trees,
+            def.objects,
+            bytes(def.bytes),
+            pids.join(", "),
+            if r.dry_run { "a gc now would keep them" } else { "the first gc after those end deletes them" }
+        ));
+    }
     let d = &r.downloads;
     lines.push(format!(
         "downloads: {verb} {} files, {}; {} files, {} remain",

@@ -123,9 +123,14 @@ pub fn collect(store: &mut Store, opts: &GcOptions, progress: &Progress) -> anyh
     let kept_hex: HashSet<String> = kept_entries.iter().map(|d| d.to_hex()).collect();
     let keep = |entry: &str| kept_hex.contains(entry);
     let mut repos = vec![];
+    // An export into a repository relies on what the store recorded the repository holds:
+    // repositories are pruned only while no other strata process runs (else counted, and left
+    // for a later gc).
+    let others = crate::store::session::live(store.root())?.into_iter().any(|s| s.name != store.session_name());
     for repo in managed_repos(store)? {
-        let r = crate::ostree::retain::prune_to(&repo, &keep, opts.dry_run)
+        let r = crate::ostree::retain::prune_to(&repo, &keep, opts.dry_run || others)
             .with_context(|| format!("while pruning `{}`", repo.display()))?;
+        let r = crate::ostree::retain::RepoPruned { deferred: others && !opts.dry_run, ..r };
         if r.objects > 0 {
             // The store's record of which trees the repository holds is no longer true.
             crate::ostree::mapping::forget_repo(store, &crate::ostree::export::repo_key(&repo)?)?;

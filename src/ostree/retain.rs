@@ -27,6 +27,9 @@ pub struct RepoPruned {
     /// The repository's summary: `regenerated`, `signed` (left as it was: gc holds no key, so
     /// it still lists the removed deltas until the next signed export), or `none`.
     pub summary: &'static str,
+    /// Not pruned now (other strata processes were running): the commits are what a later gc
+    /// removes.
+    pub deferred: bool,
 }
 
 /// The `strata.entry` metadata of a commit, when it has one.

@@ -16,6 +16,8 @@ use std::path::Path;
 use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::store::doomed::{self, Kind};
+
 use crate::store::digest::Digest;
 use crate::store::error::StoreError;
 
@@ -27,6 +29,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_ostree_cleanup", include_str!("../../store-schema/0004_ostree_cleanup.sql")),
     ("0005_logs", include_str!("../../store-schema/0005_logs.sql")),
     ("0006_lifecycle", include_str!("../../store-schema/0006_lifecycle.sql")),
+    ("0007_concurrent_gc", include_str!("../../store-schema/0007_concurrent_gc.sql")),
 ];
 
 /// The zstd level of step logs: text compresses well at a low level, and logs are written on the
@@ -71,6 +74,9 @@ pub struct NewEntry<'a> {
 
 pub struct Db {
     conn: Connection,
+    /// The store's directory (for the sweep lock) and how long to wait for a sweep.
+    root: std::path::PathBuf,
+    wait: std::time::Duration,
 }
 
 pub fn digest_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Digest> {
@@ -117,7 +123,19 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn, path)?;
-        Ok(Db { conn })
+        let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok(Db { conn, root, wait: std::time::Duration::from_secs(60) })
+    }
+
+    /// How long to wait for a gc's sweep in progress (the caller's `--lock-wait`).
+    pub fn set_wait(&mut self, wait: std::time::Duration) {
+        self.wait = wait;
+    }
+
+    /// Revive doomed rows before they are used (see [`crate::store::doomed`]); returns the
+    /// rows that are gone.
+    pub fn revive(&self, rows: &[(Kind, Digest)]) -> anyhow::Result<Vec<(Kind, Digest)>> {
+        doomed::revive(&self.conn, &self.root, self.wait, rows)
     }
 
     /// The connection, for the modules that own tables of their own (generations in
@@ -131,10 +149,29 @@ impl Db {
         Ok(Tx { tx: self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)? })
     }
 
-    /// Which of `ids` have an `objects` row.
+    /// Which of `ids` are in the store and may be used: an `objects` row that is not doomed,
+    /// or a doomed one revived here (a gc found it dead while this process may use it).
     pub fn known_objects(&self, ids: &[Digest]) -> anyhow::Result<Vec<bool>> {
-        let mut stmt = self.conn.prepare_cached("SELECT 1 FROM objects WHERE id = ?1")?;
-        ids.iter().map(|id| Ok(stmt.exists([id.as_bytes()])?)).collect()
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.epoch IS NOT NULL FROM objects o LEFT JOIN doomed d ON d.kind = 0 AND d.id = o.id WHERE o.id = ?1",
+        )?;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut doomed_ones = vec![];
+        for (i, id) in ids.iter().enumerate() {
+            match stmt.query_row([id.as_bytes()], |r| r.get::<_, bool>(0)).optional()? {
+                None => out.push(false),
+                Some(false) => out.push(true),
+                Some(true) => {
+                    out.push(true);
+                    doomed_ones.push(i);
+                }
+            }
+        }
+        // Rare (between a gc that doomed them and the sweep): one revival each, all or nothing.
+        for i in doomed_ones {
+            out[i] = self.revive(&[(Kind::Object, ids[i])])?.is_empty();
+        }
+        Ok(out)
     }
 
     pub fn all_objects(&self) -> anyhow::Result<Vec<(Digest, u64)>> {
@@ -170,13 +207,27 @@ impl Db {
         Ok(Some(log))
     }
 
+    /// Entry `key`, if it is in the store and may be used (a doomed entry is revived with
+    /// what it reaches, or is gone).
     pub fn entry(&self, key: &Digest) -> anyhow::Result<Option<EntryRow>> {
         let sql = format!("SELECT {ENTRY_COLS} FROM entries WHERE key = ?1");
-        Ok(self.conn.query_row(&sql, [key.as_bytes()], entry_row).optional()?)
+        let Some(row) = self.conn.prepare_cached(&sql)?.query_row([key.as_bytes()], entry_row).optional()? else {
+            return Ok(None);
+        };
+        let is_doomed =
+            self.conn.prepare_cached("SELECT 1 FROM doomed WHERE kind = 2 AND id = ?1")?.exists([key.as_bytes()])?;
+        if is_doomed && !self.revive(&[(Kind::Entry, *key)])?.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(row))
     }
 
+    /// Every entry but those a gc is deleting.
     pub fn entries(&self) -> anyhow::Result<Vec<EntryRow>> {
-        let sql = format!("SELECT {ENTRY_COLS} FROM entries ORDER BY created, name");
+        let sql = format!(
+            "SELECT {ENTRY_COLS} FROM entries WHERE key NOT IN (SELECT id FROM doomed WHERE kind = 2 AND epoch = -1) \
+             ORDER BY created, name"
+        );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map([], entry_row)?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -1,16 +1,31 @@
-//! Garbage collection (`strata gc`): delete everything no root keeps alive.
+//! Garbage collection (`strata gc`): delete everything no root keeps alive, while builds run.
 //!
-//! Runs under the exclusive store lock. Live = the entries roots name, the entries they reference
-//! (transitively), their trees and subtrees, and the objects those trees hold. The database rows
-//! of everything else are deleted in one transaction first, then the object files are unlinked,
-//! then object files that never got a row (orphans of interrupted writes) are removed. A crash
-//! at any point leaves only orphan files, which the next gc removes.
+//! Live = the entries roots name (and the caller's extra ones), the entries they reference
+//! (transitively), their trees and subtrees, and the objects those trees hold. gc takes the
+//! store lock shared, like every other command, and the sweep lock exclusively (one gc at a
+//! time). A run, in order ([`crate::store::doomed`] has the protocol):
+//! 1. finish a sweep a crash interrupted; remove kept sandbox checkouts no run is using;
+//! 2. in one write transaction: mark; un-doom what is live again; doom what is dead with a new
+//!    epoch; then stamp the run's clock;
+//! 3. every run whose blockers (sessions that started before its stamp) have ended is swept:
+//!    its rows still doomed become dying, their object files are unlinked, the rows deleted;
+//! 4. object files without a row (what interrupted writes left) are deleted when older than
+//!    every live session.
+//!
+//! With no other session alive, a run dooms and sweeps at once: everything dead goes. With builds
+//! running, what they might use stays, doomed, and the first gc after they end deletes it.
+//! A crash at any point leaves doomed or dying rows (finished by the next gc or by whoever meets
+//! them) and orphan files (step 4), never a row without its file.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use rusqlite::params;
+
 use crate::store::digest::Digest;
+use crate::store::doomed::{self, Kind};
 use crate::store::local::Store;
+use crate::store::session;
 use crate::store::tree::{object_id, Node};
 use crate::util::progress::Progress;
 
@@ -19,10 +34,24 @@ pub struct GcReport {
     pub dry_run: bool,
     /// Kept sandbox checkouts removed (none on a dry run).
     pub lowers: u64,
+    /// Deleted (or, on a dry run, that would be).
     pub entries: u64,
     pub trees: u64,
     pub objects: u64,
     pub bytes: u64,
+    /// Dead, but kept while running processes may use it; the first gc after they end
+    /// deletes it.
+    pub deferred: Deferred,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Deferred {
+    pub entries: u64,
+    pub trees: u64,
+    pub objects: u64,
+    pub bytes: u64,
+    /// The processes it waits for.
+    pub pids: Vec<u32>,
 }
 
 /// What keeps entries alive besides the roots, for one run.
@@ -34,22 +63,23 @@ pub struct Live {
     pub ignore: HashSet<String>,
 }
 
-/// Collect what neither a root (save `live.ignore`) nor `live.extra` holds.
-pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) -> anyhow::Result<GcReport> {
-    let lowers = if dry_run {
-        0
-    } else {
-        // Kept sandbox checkouts are a cache of hardlinks to objects: they go first, so that
-        // the objects gc removes free their space. (gc holds the store exclusively: none is in use.)
-        crate::store::lowers::clear(store)?
-    };
+/// The live sets.
+struct Marked {
+    entries: HashSet<Digest>,
+    trees: HashSet<Digest>,
+    objects: HashSet<Digest>,
+    all_entries: Vec<Digest>,
+    all_trees: Vec<Digest>,
+    all_objects: Vec<(Digest, u64)>,
+}
+
+fn mark(store: &Store, live: &Live) -> anyhow::Result<Marked> {
     let db = store.db();
-    // Live entries.
     let mut refs: HashMap<Digest, Vec<Digest>> = HashMap::new();
     for (from, to) in db.all_entry_refs()? {
         refs.entry(from).or_default().push(to);
     }
-    let mut live_entries = HashSet::new();
+    let mut entries = HashSet::new();
     let mut stack: Vec<Digest> = db
         .roots()?
         .into_iter()
@@ -58,49 +88,155 @@ pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) ->
         .chain(live.extra.iter().copied())
         .collect();
     while let Some(key) = stack.pop() {
-        if live_entries.insert(key) {
+        if entries.insert(key) {
             stack.extend(refs.get(&key).into_iter().flatten().copied());
         }
     }
-    let entries = db.entries()?;
-    let dead_entries: Vec<Digest> = entries.iter().map(|e| e.key).filter(|k| !live_entries.contains(k)).collect();
-
-    // Live trees and objects.
-    let mut live_trees = HashSet::new();
-    let mut live_objects = HashSet::new();
-    let mut stack: Vec<Digest> = entries.iter().filter(|e| live_entries.contains(&e.key)).map(|e| e.tree).collect();
+    let all: Vec<(Digest, Digest)> = {
+        let mut stmt = db.sql().prepare("SELECT key, tree FROM entries")?;
+        let rows =
+            stmt.query_map([], |r| Ok((crate::store::db::digest_col(r, 0)?, crate::store::db::digest_col(r, 1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut trees = HashSet::new();
+    let mut objects = HashSet::new();
+    let mut stack: Vec<Digest> = all.iter().filter(|(k, _)| entries.contains(k)).map(|(_, t)| *t).collect();
     while let Some(id) = stack.pop() {
-        if !live_trees.insert(id) {
+        if !trees.insert(id) {
             continue;
         }
         for (_, node) in store.tree(&id)?.entries {
             match node {
                 Node::Directory { tree } => stack.push(tree),
                 Node::File { meta, size, content, .. } => {
-                    live_objects.insert(object_id(&meta, size, &content));
+                    objects.insert(object_id(&meta, size, &content));
                 }
                 _ => {}
             }
         }
     }
-    let dead_trees: Vec<Digest> = db.all_tree_ids()?.into_iter().filter(|t| !live_trees.contains(t)).collect();
-    let all_objects = db.all_objects()?;
-    let dead_objects: Vec<(Digest, u64)> =
-        all_objects.iter().filter(|(id, _)| !live_objects.contains(id)).copied().collect();
+    Ok(Marked {
+        entries,
+        trees,
+        objects,
+        all_entries: all.into_iter().map(|(k, _)| k).collect(),
+        all_trees: db.all_tree_ids()?,
+        all_objects: db.all_objects()?,
+    })
+}
 
-    let mut report = GcReport {
-        dry_run,
-        lowers,
-        entries: dead_entries.len() as u64,
-        trees: dead_trees.len() as u64,
-        objects: dead_objects.len() as u64,
-        bytes: dead_objects.iter().map(|o| o.1).sum(),
+/// One gc run: its epoch, boot and clock stamp.
+struct Run {
+    epoch: i64,
+    boot: String,
+    clock: Option<i64>,
+}
+
+fn runs(store: &Store) -> anyhow::Result<Vec<Run>> {
+    let mut stmt = store.db().sql().prepare("SELECT epoch, boot, clock FROM gc_runs ORDER BY epoch")?;
+    let rows = stmt.query_map([], |r| Ok(Run { epoch: r.get(0)?, boot: r.get(1)?, clock: r.get(2)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The sessions that block `run`: of its boot, started before its stamp (all, unstamped).
+fn blockers<'a>(run: &Run, sessions: &'a [session::SessionInfo]) -> Vec<&'a session::SessionInfo> {
+    sessions.iter().filter(|s| s.boot == run.boot && run.clock.is_none_or(|c| s.start as i64 <= c)).collect()
+}
+
+fn doomed_rows(store: &Store) -> anyhow::Result<HashMap<(Kind, Digest), i64>> {
+    let mut stmt = store.db().sql().prepare("SELECT kind, id, epoch FROM doomed")?;
+    let rows = stmt.query_map([], |r| {
+        let kind = match r.get::<_, i64>(0)? {
+            0 => Kind::Object,
+            1 => Kind::Tree,
+            _ => Kind::Entry,
+        };
+        Ok(((kind, crate::store::db::digest_col(r, 1)?), r.get::<_, i64>(2)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Collect what neither a root (save `live.ignore`) nor `live.extra` holds, as far as running
+/// processes allow; see the module documentation.
+pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) -> anyhow::Result<GcReport> {
+    let root = store.root().to_path_buf();
+    let _sweep = doomed::sweep_lock(&root, store.lock_wait())?;
+    let own = store.session_name().to_string();
+    if !dry_run {
+        doomed::finish_sweep(store.db().sql(), &root)?;
+    }
+    let lowers = if dry_run { 0 } else { crate::store::lowers::clear(store)? };
+    let spinner = progress.spinner("gc: marking");
+
+    // 2. Mark and doom in one write transaction: no commit comes between.
+    let conn = store.db().sql();
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    type Doomed = HashMap<(Kind, Digest), i64>;
+    let marked = (|| -> anyhow::Result<(Marked, Doomed)> {
+        let m = mark(store, live)?;
+        let d = doomed_rows(store)?;
+        Ok((m, d))
+    })();
+    let (m, doomed_before) = match marked {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = store.db().sql().execute_batch("ROLLBACK");
+            return Err(e);
+        }
     };
-    tracing::debug!(?report, live_entries = live_entries.len(), live_objects = live_objects.len(), "gc plan");
+    let dead_entries: Vec<Digest> = m.all_entries.iter().filter(|k| !m.entries.contains(k)).copied().collect();
+    let dead_trees: Vec<Digest> = m.all_trees.iter().filter(|t| !m.trees.contains(t)).copied().collect();
+    let dead_objects: Vec<(Digest, u64)> =
+        m.all_objects.iter().filter(|(o, _)| !m.objects.contains(o)).copied().collect();
+    let sizes: HashMap<Digest, u64> = m.all_objects.iter().copied().collect();
+    let sessions: Vec<session::SessionInfo> = session::live(&root)?.into_iter().filter(|s| s.name != own).collect();
+
     if dry_run {
-        let known: HashSet<Digest> = all_objects.into_iter().map(|o| o.0).collect();
-        for_each_object_file(store, |id, len| {
-            if id.is_none_or(|id| !known.contains(&id)) {
+        store.db().sql().execute_batch("ROLLBACK")?;
+        spinner.finish_and_clear();
+        // What a run now would delete: dead rows of sweepable runs, and, when no other process
+        // is alive, every dead row.
+        let runs = runs(store)?;
+        let sweepable: HashSet<i64> =
+            runs.iter().filter(|r| blockers(r, &sessions).is_empty()).map(|r| r.epoch).collect();
+        let goes = |kind: Kind, id: &Digest| match doomed_before.get(&(kind, *id)) {
+            Some(e) => sweepable.contains(e) || *e == doomed::DYING,
+            None => sessions.is_empty(),
+        };
+        let mut report = GcReport { dry_run, lowers, ..Default::default() };
+        for k in &dead_entries {
+            if goes(Kind::Entry, k) {
+                report.entries += 1
+            } else {
+                report.deferred.entries += 1
+            }
+        }
+        for t in &dead_trees {
+            if goes(Kind::Tree, t) {
+                report.trees += 1
+            } else {
+                report.deferred.trees += 1
+            }
+        }
+        for (o, size) in &dead_objects {
+            if goes(Kind::Object, o) {
+                report.objects += 1;
+                report.bytes += size;
+            } else {
+                report.deferred.objects += 1;
+                report.deferred.bytes += size;
+            }
+        }
+        report.deferred.pids = deferred_pids(
+            &runs,
+            &sweepable,
+            &sessions,
+            report.deferred.objects + report.deferred.trees + report.deferred.entries > 0,
+        );
+        let threshold = orphan_threshold(&sessions);
+        let known: HashSet<Digest> = m.all_objects.iter().map(|o| o.0).collect();
+        for_each_object_file(store, |id, len, ctime| {
+            if id.is_none_or(|id| !known.contains(&id)) && ctime < threshold {
                 report.objects += 1;
                 report.bytes += len;
             }
@@ -109,31 +245,97 @@ pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) ->
         return Ok(report);
     }
 
-    let tx = store.db_mut().transaction()?;
-    // Dead entries may reference each other; only live ones can be referenced by live ones.
-    tx.defer_foreign_keys()?;
-    for key in &dead_entries {
-        tx.delete_entry(key)?;
+    let result = (|| -> anyhow::Result<i64> {
+        let conn = store.db().sql();
+        // What is live again (a root added to it) is not doomed.
+        let mut undoom = conn.prepare_cached("DELETE FROM doomed WHERE kind = ?1 AND id = ?2")?;
+        for (kind, id) in doomed_before.keys() {
+            let is_live = match kind {
+                Kind::Entry => m.entries.contains(id),
+                Kind::Tree => m.trees.contains(id),
+                Kind::Object => m.objects.contains(id),
+            };
+            if is_live {
+                undoom.execute(params![*kind as i64, id.as_bytes()])?;
+            }
+        }
+        let epoch: i64 = conn.query_row("SELECT COALESCE(MAX(epoch), 0) + 1 FROM gc_runs", [], |r| r.get(0))?;
+        conn.execute(
+            "INSERT INTO gc_runs (epoch, boot, clock) VALUES (?1, ?2, NULL)",
+            params![epoch, session::boot_id()],
+        )?;
+        let mut doom = conn.prepare_cached("INSERT OR IGNORE INTO doomed (kind, id, epoch) VALUES (?1, ?2, ?3)")?;
+        for k in &dead_entries {
+            doom.execute(params![Kind::Entry as i64, k.as_bytes(), epoch])?;
+        }
+        for t in &dead_trees {
+            doom.execute(params![Kind::Tree as i64, t.as_bytes(), epoch])?;
+        }
+        for (o, _) in &dead_objects {
+            doom.execute(params![Kind::Object as i64, o.as_bytes(), epoch])?;
+        }
+        Ok(epoch)
+    })();
+    match result {
+        Ok(_) => store.db().sql().execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = store.db().sql().execute_batch("ROLLBACK");
+            return Err(e);
+        }
     }
-    for id in &dead_trees {
-        tx.delete_tree(id)?;
-    }
-    for (id, _) in &dead_objects {
-        tx.delete_object(id)?;
-    }
-    tx.commit()?;
+    // The stamp: sessions that started before it may have seen what this run doomed.
+    store.db().sql().execute("UPDATE gc_runs SET clock = ?1 WHERE clock IS NULL", [session::monotonic_ns() as i64])?;
 
-    let bar = progress.items(dead_objects.len() as u64, "deleting");
-    let objects = store.object_store();
-    for (id, _) in &dead_objects {
-        remove_if_present(&objects.path(id))?;
-        bar.inc(1);
+    // 3. Sweep the runs nobody blocks.
+    spinner.set_message("gc: deleting");
+    let sessions: Vec<session::SessionInfo> = session::live(&root)?.into_iter().filter(|s| s.name != own).collect();
+    let runs = runs(store)?;
+    let sweepable: Vec<i64> = runs.iter().filter(|r| blockers(r, &sessions).is_empty()).map(|r| r.epoch).collect();
+    {
+        let conn = store.db().sql();
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut dying = conn.prepare_cached("UPDATE doomed SET epoch = -1 WHERE epoch = ?1")?;
+        for e in &sweepable {
+            dying.execute([e])?;
+        }
+        drop(dying);
+        conn.execute_batch("COMMIT")?;
     }
-    bar.finish_and_clear();
-    // Orphans: files with no row (interrupted writes, or unlinks a crash cut short).
-    for_each_object_file(store, |id, len| {
-        // Dead objects with rows were unlinked above, so everything found here is an orphan.
-        if id.is_none_or(|id| !live_objects.contains(&id)) {
+    let swept = doomed::finish_sweep(store.db().sql(), &root)?;
+    let mut report = GcReport {
+        dry_run,
+        lowers,
+        entries: swept.entries,
+        trees: swept.trees,
+        objects: swept.objects,
+        bytes: swept.bytes,
+        deferred: Deferred::default(),
+    };
+    for ((kind, id), _) in doomed_rows(store)? {
+        match kind {
+            Kind::Entry => report.deferred.entries += 1,
+            Kind::Tree => report.deferred.trees += 1,
+            Kind::Object => {
+                report.deferred.objects += 1;
+                report.deferred.bytes += sizes.get(&id).copied().unwrap_or(0);
+            }
+        }
+    }
+    let sweepable: HashSet<i64> = sweepable.into_iter().collect();
+    report.deferred.pids = deferred_pids(
+        &runs,
+        &sweepable,
+        &sessions,
+        report.deferred.objects + report.deferred.trees + report.deferred.entries > 0,
+    );
+    spinner.finish_and_clear();
+
+    // 4. Orphans: files with no row, older than every live session (so no writer of this
+    // store is about to record them).
+    let threshold = orphan_threshold(&sessions);
+    let known: HashSet<Digest> = store.db().all_objects()?.into_iter().map(|o| o.0).collect();
+    for_each_object_file(store, |id, len, ctime| {
+        if id.is_none_or(|id| !known.contains(&id)) && ctime < threshold {
             report.objects += 1;
             report.bytes += len;
             return Err(Remove);
@@ -143,15 +345,47 @@ pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) ->
     Ok(report)
 }
 
+/// The pids of the sessions that block a run not swept.
+fn deferred_pids(runs: &[Run], sweepable: &HashSet<i64>, sessions: &[session::SessionInfo], any: bool) -> Vec<u32> {
+    let mut pids: Vec<u32> = runs
+        .iter()
+        .filter(|r| !sweepable.contains(&r.epoch))
+        .flat_map(|r| blockers(r, sessions))
+        .map(|s| s.pid)
+        .collect();
+    if any && runs.iter().all(|r| sweepable.contains(&r.epoch)) {
+        // A dry run's would-be run: every live session blocks it.
+        pids.extend(sessions.iter().map(|s| s.pid));
+    }
+    pids.sort();
+    pids.dedup();
+    pids
+}
+
+/// Object files changed before this (wall-clock seconds) belong to no live session.
+fn orphan_threshold(sessions: &[session::SessionInfo]) -> i64 {
+    let now_real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now_mono = session::monotonic_ns();
+    let boot = session::boot_id();
+    let oldest = sessions.iter().filter(|s| s.boot == boot).map(|s| s.start).min();
+    let since = match oldest {
+        Some(start) => now_real - (now_mono.saturating_sub(start) / 1_000_000_000) as i64,
+        None => now_real,
+    };
+    // A margin for clock granularity.
+    since - 2
+}
+
 /// Returned by a [`for_each_object_file`] callback to delete the file.
 pub struct Remove;
 
-/// Call `f` with the id (None for a file whose name is not an id) and length of every file under
-/// `objects/`. A callback returning `Err(Remove)` deletes the file.
+/// Call `f` with the id (None for a file whose name is not an id), length and ctime (seconds) of
+/// every file under `objects/`. A callback returning `Err(Remove)` deletes the file.
 pub fn for_each_object_file(
     store: &Store,
-    mut f: impl FnMut(Option<Digest>, u64) -> Result<(), Remove>,
+    mut f: impl FnMut(Option<Digest>, u64, i64) -> Result<(), Remove>,
 ) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let objects = store.objects_dir();
     for prefix in fs_err::read_dir(&objects)? {
         let prefix = prefix?;
@@ -163,8 +397,13 @@ pub fn for_each_object_file(
             let file = file?;
             let name = file.file_name().to_string_lossy().into_owned();
             let id = format!("{p}{name}").parse::<Digest>().ok();
-            let len = file.metadata()?.len();
-            if f(id, len).is_err() {
+            let meta = match file.metadata() {
+                Ok(m) => m,
+                // Removed meanwhile (a sweep, another gc's orphan pass).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if f(id, meta.len(), meta.ctime()).is_err() {
                 remove_if_present(&file.path())?;
             }
         }

@@ -71,6 +71,8 @@ pub struct Store {
     pub(crate) db: Db,
     _lock: StoreLock,
     privileged: bool,
+    /// Dropped after `db` (fields drop in order): the session outlives every read.
+    session: crate::store::session::Session,
 }
 
 /// What a user-given id names.
@@ -115,8 +117,11 @@ impl Store {
                 None => StoreLock::acquire(&lock_path, LockMode::Shared, opts.lock_wait, on_wait)?,
             },
         };
-        let db = Db::open(&root.join("db.sqlite"))?;
-        Ok(Store { root, db, _lock: lock, privileged: crate::store::meta::privileged(), opts: opts.clone() })
+        // Announced before the first read: a gc that dooms what this handle sees counts it.
+        let session = crate::store::session::Session::start(&root)?;
+        let mut db = Db::open(&root.join("db.sqlite"))?;
+        db.set_wait(opts.lock_wait);
+        Ok(Store { root, db, _lock: lock, privileged: crate::store::meta::privileged(), opts: opts.clone(), session })
     }
 
     /// How to open another handle on this store as this one was opened (a shared lock, the
@@ -127,6 +132,16 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// This handle's session (see [`crate::store::session`]).
+    pub fn session_name(&self) -> &str {
+        self.session.name()
+    }
+
+    /// How long this handle waits for a busy lock.
+    pub fn lock_wait(&self) -> Duration {
+        self.opts.lock_wait
     }
 
     pub fn db(&self) -> &Db {
@@ -285,25 +300,48 @@ impl Backend for Store {
         if !objects.is_empty() {
             self.sync()?;
         }
-        let tx = self.db.transaction()?;
-        for (id, size) in &objects {
-            tx.insert_object(id, *size)?;
-        }
-        for (id, data) in &trees {
-            tx.insert_tree(id, data)?;
-        }
-        if let Some(e) = entry {
-            if !tx.has_tree(&e.tree)? {
-                return Err(StoreError::TreeMissing(e.tree).into());
+        use crate::store::doomed::{self, Kind};
+        loop {
+            let tx = self.db.transaction()?;
+            for (id, size) in &objects {
+                tx.insert_object(id, *size)?;
             }
-            for r in e.refs {
-                if !tx.has_entry(r)? {
-                    return Err(StoreError::EntryMissing(*r).into());
+            for (id, data) in &trees {
+                tx.insert_tree(id, data)?;
+            }
+            if let Some(e) = entry {
+                if !tx.has_tree(&e.tree)? {
+                    return Err(StoreError::TreeMissing(e.tree).into());
+                }
+                for r in e.refs {
+                    if !tx.has_entry(r)? {
+                        return Err(StoreError::EntryMissing(*r).into());
+                    }
+                }
+                tx.insert_entry(e)?;
+            }
+            // A gc may have doomed what this batch reuses (or an entry recorded before with this
+            // key): revive it in this transaction, or, while a sweep deletes some of it, wait
+            // and start again.
+            if doomed::any(tx.sql())? {
+                let rows = batch_references(&objects, &trees, entry)?;
+                let r = doomed::revive_in(tx.sql(), &rows)?;
+                if r.dying {
+                    drop(tx);
+                    doomed::wait_out_sweep(self.db.sql(), &self.root, self.opts.lock_wait)?;
+                    continue;
+                }
+                if let Some((kind, id)) = r.missing.first() {
+                    return Err(match kind {
+                        Kind::Object => StoreError::ObjectMissing(*id),
+                        Kind::Tree => StoreError::TreeMissing(*id),
+                        Kind::Entry => StoreError::EntryMissing(*id),
+                    }
+                    .into());
                 }
             }
-            tx.insert_entry(e)?;
+            return tx.commit();
         }
-        tx.commit()
     }
 
     fn root(&self, name: &str) -> anyhow::Result<Option<RootRow>> {
@@ -316,6 +354,10 @@ impl Backend for Store {
 
     fn set_root(&mut self, name: &str, entry: &Digest) -> anyhow::Result<()> {
         crate::store::check_root_name(name)?;
+        // A doomed entry is revived with what it reaches (or is gone).
+        if self.db.entry(entry)?.is_none() {
+            return Err(StoreError::EntryMissing(*entry).into());
+        }
         let tx = self.db.transaction()?;
         if !tx.has_entry(entry)? {
             return Err(StoreError::EntryMissing(*entry).into());
@@ -330,6 +372,28 @@ impl Backend for Store {
         tx.commit()?;
         Ok(removed)
     }
+}
+
+/// The rows a batch and its entry rely on: its own objects and trees (which may exist already,
+/// doomed), what its trees reference, the entry's tree and references, and the entry itself
+/// when it exists already.
+fn batch_references(
+    objects: &[(Digest, u64)],
+    trees: &crate::store::tree::TreeRows,
+    entry: Option<&NewEntry<'_>>,
+) -> anyhow::Result<Vec<(crate::store::doomed::Kind, Digest)>> {
+    use crate::store::doomed::{children, Kind};
+    let mut rows: Vec<(Kind, Digest)> = objects.iter().map(|(id, _)| (Kind::Object, *id)).collect();
+    for (id, data) in trees {
+        rows.push((Kind::Tree, *id));
+        rows.extend(children(id, data)?);
+    }
+    if let Some(e) = entry {
+        rows.push((Kind::Tree, e.tree));
+        rows.push((Kind::Entry, e.key));
+        rows.extend(e.refs.iter().map(|r| (Kind::Entry, *r)));
+    }
+    Ok(rows)
 }
 
 fn ambiguous(spec: &str, many: &[Digest]) -> anyhow::Error {

@@ -11,7 +11,7 @@
 //!
 //! Kept checkouts are hardlinks to the store's objects, which are read-only; overlayfs never
 //! writes to lower directories. A run holds a shared lock on each kept checkout it mounts, and
-//! eviction skips checkouts in use. gc removes them all (they are a cache).
+//! eviction skips checkouts in use. gc removes every one not in use (they are a cache).
 
 use std::path::{Path, PathBuf};
 
@@ -150,7 +150,8 @@ fn remove(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Remove every kept checkout (gc).
+/// Remove every kept checkout no run is using (gc; runs hold a shared lock on what they mount,
+/// and may run while gc does). Returns how many went.
 pub fn clear(store: &Store) -> anyhow::Result<u64> {
     let base = dir(store);
     if !base.is_dir() {
@@ -159,13 +160,16 @@ pub fn clear(store: &Store) -> anyhow::Result<u64> {
     let mut n = 0;
     for e in fs_err::read_dir(&base)? {
         let path = e?.path();
-        if path.is_dir() {
-            // Kept checkouts, and what an interrupted removal left.
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if path.is_dir() && name.parse::<Digest>().is_ok() {
+            if let Some(_lock) = StoreLock::try_exclusive(&lock_path(&path))? {
+                remove(&path)?;
+                n += 1;
+            }
+        } else if path.is_dir() && name.contains(".dead-") {
+            // What an interrupted removal left.
             crate::store::local::make_writable(&path);
             fs_err::remove_dir_all(&path)?;
-            n += 1;
-        } else {
-            fs_err::remove_file(&path)?;
         }
     }
     Ok(n)

@@ -5,6 +5,7 @@
 //! references exist. Full mode adds: every object's content is re-hashed and its on-disk owner,
 //! mode and xattrs are what its id says (what a hardlinked checkout would carry).
 //! Object files without a row (left by an interrupted write) are counted, not errors: gc removes them.
+//! Rows a gc is deleting (dying, see `store::doomed`) are not part of the store and not checked.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -56,10 +57,17 @@ type Expected = (Meta, u64, Digest);
 pub fn verify(store: &Store, full: bool, progress: &Progress) -> anyhow::Result<VerifyReport> {
     let db = store.db();
     let mut problems = Vec::new();
-    let object_rows: HashMap<Digest, u64> = db.all_objects()?.into_iter().collect();
+    // Rows being deleted (a sweep in progress, or one a crash cut short) are not checked.
+    let dying = crate::store::doomed::dying(db.sql())?;
+    let object_rows: HashMap<Digest, u64> = db
+        .all_objects()?
+        .into_iter()
+        .filter(|(id, _)| !dying.contains(&(crate::store::doomed::Kind::Object, *id)))
+        .collect();
 
     // Trees.
-    let tree_ids = db.all_tree_ids()?;
+    let tree_ids: Vec<Digest> =
+        db.all_tree_ids()?.into_iter().filter(|id| !dying.contains(&(crate::store::doomed::Kind::Tree, *id))).collect();
     let tree_set: HashSet<Digest> = tree_ids.iter().copied().collect();
     let mut trees: HashMap<Digest, Tree> = HashMap::new();
     let mut expected: HashMap<Digest, Expected> = HashMap::new();
@@ -235,7 +243,7 @@ fn reachable_bad(trees: &HashMap<Digest, Tree>, root: &Digest, bad: &HashSet<Dig
 /// Object files on disk that have no row.
 fn count_orphans(store: &Store, rows: &HashMap<Digest, u64>) -> anyhow::Result<u64> {
     let mut n = 0;
-    crate::store::gc::for_each_object_file(store, |id, _| {
+    crate::store::gc::for_each_object_file(store, |id, _, _| {
         if id.is_none_or(|id| !rows.contains_key(&id)) {
             n += 1;
         }
