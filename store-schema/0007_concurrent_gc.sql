@@ -1,7 +1,7 @@
 -- strata store schema, version 7: gc while builds run (src/store/doomed.rs, docs/design.md).
 
 -- One row per gc run that doomed rows: its blockers are the sessions of the same boot that
--- started before `clock` (CLOCK_MONOTONIC ns, stamped just after the run's mark committed;
+-- started before `clock` (CLOCK_BOOTTIME ns, stamped just after the run's mark committed;
 -- NULL until then, and a later run stamps a NULL it finds with its own, later, clock).
 CREATE TABLE gc_runs (
     epoch INTEGER PRIMARY KEY NOT NULL,

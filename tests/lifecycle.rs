@@ -356,3 +356,135 @@ fn gc_runs_while_builds_run_and_every_live_entry_stays_whole() {
     env.ok(&["store", "verify", "--full"]);
     assert_eq!(env.json(&["gc"])["store"]["objects"], 0, "nothing left to collect");
 }
+
+/// A loop-mounted ext4 file system of `mib` MiB at `dir`, unmounted on drop.
+struct SmallFs {
+    dir: PathBuf,
+}
+
+impl SmallFs {
+    fn new(env: &Env, mib: u64) -> SmallFs {
+        let image = env.path("small.img");
+        let dir = env.path("small");
+        fs_err::create_dir_all(&dir).unwrap();
+        sh(&format!("truncate -s {mib}M {0} && mkfs.ext4 -q -F {0}", image.display()));
+        sh(&format!("mount -o loop {} {}", image.display(), dir.display()));
+        SmallFs { dir }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_one_clear_error_and_gc_still_frees_space() {
+    let env = Env::new();
+    let fs = SmallFs::new(&env, 200);
+    let store = fs.dir.join("store");
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::bin())
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .env_remove("STRATA_STORE")
+            .output()
+            .unwrap()
+    };
+    let minimal = env.path("minimal");
+    sh(&format!(
+        "cp -a {} {m} && chown -R 0:0 {m}",
+        project().join("descriptions/minimal/root").display(),
+        m = minimal.display()
+    ));
+    assert!(run(&["store", "add", minimal.to_str().unwrap(), "--root", "tags/minimal"]).status.success());
+    for name in ["a", "b"] {
+        write(
+            &env.path(name).join("image.toml"),
+            &format!("[image]\nname = \"{name}\"\nderived-from = \"root:tags/minimal\"\n"),
+        );
+    }
+    // Three generations of `a`, 40 MiB each.
+    for n in 0..3 {
+        let dir = env.path("a").join("root/var");
+        sh(&format!("mkdir -p {0} && rm -f {0}/blob* && head -c 40M /dev/urandom > {0}/blob{n}", dir.display()));
+        let out = run(&["build", env.path("a").to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // `b` (50 MiB, which its import stages once more) needs more than the file system has left.
+    sh(&format!("mkdir -p {0}/root/var && head -c 50M /dev/urandom > {0}/root/var/big", env.path("b").display()));
+    let out = run(&["build", env.path("b").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert!(lines.len() == 1 && lines[0].contains("No space left on device"), "{err}");
+    // Nothing half-written: the store checks clean, and holds no trace of `b`.
+    let verify = run(&["--json", "store", "verify", "--full"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(v["orphan_files"], 0, "{v}");
+    let ls = run(&["--json", "images", "ls"]);
+    assert!(!String::from_utf8_lossy(&ls.stdout).contains("\"b\""));
+    // gc runs on the full disk and frees the old generations; then `b` fits.
+    let gc = run(&["--json", "gc", "--keep-last", "1"]);
+    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
+    let g: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
+    assert!(g["store"]["bytes"].as_u64().unwrap() >= 80 << 20, "{g}");
+    let out = run(&["build", env.path("b").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run(&["store", "verify", "--full"]).status.success());
+}
+
+#[test]
+fn repair_restores_what_has_a_copy_and_drops_what_has_none() {
+    let env = Env::new();
+    setup(&env, &["a", "b"]);
+    // `a` and `b` share a file with different modes (two objects, one content); each has one of
+    // its own too.
+    for (image, mode) in [("a", "644"), ("b", "600")] {
+        let dir = env.path(image);
+        write(&dir.join("root/etc/shared"), "the same content in both images\n");
+        write(&dir.join(format!("root/etc/only-{image}")), &format!("only in {image}\n"));
+        sh(&format!("chmod {mode} {}/root/etc/shared", dir.display()));
+        env.ok(&["build", dir.to_str().unwrap()]);
+    }
+    let object_of = |image: &str, path: &str| -> PathBuf {
+        let out = env.path(&format!("co-{image}"));
+        let _ = fs_err::remove_dir_all(&out);
+        env.ok(&["store", "checkout", &format!("images/{image}"), out.to_str().unwrap(), "--link", "hardlink"]);
+        let ino = std::os::unix::fs::MetadataExt::ino(&fs_err::metadata(out.join(path)).unwrap());
+        let found = sh(&format!("find {} -inum {ino}", env.store().join("objects").display()));
+        fs_err::remove_dir_all(&out).unwrap();
+        PathBuf::from(found.trim())
+    };
+    let shared_a = object_of("a", "etc/shared");
+    let only_b = object_of("b", "etc/only-b");
+    assert!(shared_a.is_file() && only_b.is_file());
+    // Damage: one object deleted (its content lives on in b's object), one corrupted (no copy).
+    fs_err::remove_file(&shared_a).unwrap();
+    sh(&format!("chmod u+w {0} && echo corrupt >> {0}", only_b.display()));
+    let bad = env.cmd(&["--json", "store", "verify", "--full"]).output().unwrap();
+    assert!(!bad.status.success());
+
+    let r = env.json(&["store", "verify", "--full", "--repair"]);
+    assert_eq!(r["before"]["problems"].as_array().unwrap().len(), 2, "{r}");
+    let restored = r["restored"].as_array().unwrap();
+    assert_eq!(restored.len(), 1, "{r}");
+    assert!(restored[0]["from"].as_str().unwrap().starts_with("object "), "{r}");
+    let dropped = r["dropped"].as_array().unwrap();
+    assert!(!dropped.is_empty(), "{r}");
+    let roots: Vec<&str> =
+        dropped.iter().flat_map(|d| d["roots"].as_array().unwrap().iter().map(|x| x.as_str().unwrap())).collect();
+    assert_eq!(roots, ["images/b/1"], "b's generation held the corrupt object: {r}");
+    assert_eq!(r["after"]["problems"].as_array().unwrap().len(), 0, "{r}");
+    env.ok(&["store", "verify", "--full"]);
+    // `a` is whole again; `b` builds again, making its dropped steps anew.
+    let out = env.path("a-after");
+    env.ok(&["store", "checkout", "images/a", out.to_str().unwrap()]);
+    assert_eq!(fs_err::read_to_string(out.join("etc/shared")).unwrap(), "the same content in both images\n");
+    let again = env.json(&["build", env.path("b").to_str().unwrap()]);
+    assert!(again["steps"]["built"].as_u64().unwrap() >= 1, "{again}");
+    env.ok(&["store", "verify", "--full"]);
+}

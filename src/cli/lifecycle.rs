@@ -56,7 +56,7 @@ pub fn gc(ctx: &Ctx, args: GcArgs) -> anyhow::Result<ExitCode> {
     for repo in &r.repos {
         if repo.deferred {
             lines.push(format!(
-                "ostree {}: {} commits to remove, left for a later gc (other strata processes are running)",
+                "ostree {}: {} commits to remove, left for a later gc (an export into it is running)",
                 repo.repo, repo.commits
             ));
         } else if r.dry_run {

@@ -43,7 +43,7 @@ pub fn run(ctx: &Ctx, cmd: RootsCommand) -> anyhow::Result<ExitCode> {
                     ctx.note("no roots (create one with `strata roots add NAME ID`)");
                 }
                 for r in roots {
-                    let name = store.entry(&r.entry)?.map(|e| e.name).unwrap_or_default();
+                    let name = store.db().peek_entry(&r.entry)?.map(|e| e.name).unwrap_or_default();
                     println!("{:<32} {}  {:<24} {}", r.name, r.entry.short(), name, output::date(r.updated));
                 }
             }

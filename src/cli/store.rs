@@ -46,7 +46,9 @@ pub enum StoreCommand {
     ///
     /// Fast mode checks that every tree decodes and every object file exists with its size;
     /// --full also re-hashes every object and checks its owner, mode and xattrs.
-    #[command(after_help = "Examples:\n  strata store verify\n  strata store verify --full --json")]
+    #[command(
+        after_help = "Examples:\n  strata store verify\n  strata store verify --full --json\n  strata store verify --full --repair"
+    )]
     Verify(VerifyArgs),
 }
 
@@ -115,6 +117,11 @@ pub struct VerifyArgs {
     /// Re-hash every object and check its metadata (reads the whole store)
     #[arg(long)]
     full: bool,
+    /// Restore what is damaged from another copy (an object with the same content, a kept
+    /// checkout, an OSTree repository strata wrote), and drop what cannot be restored: the
+    /// entries that use it, named with their images (the next build makes them again)
+    #[arg(long)]
+    repair: bool,
 }
 
 pub fn run(ctx: &Ctx, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
@@ -302,7 +309,47 @@ fn diff(ctx: &Ctx, a: DiffArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn repair(ctx: &Ctx, full: bool) -> anyhow::Result<ExitCode> {
+    let mut store = ctx.open(LockMode::Shared)?;
+    let r = crate::lifecycle::repair(&mut store, full, &ctx.progress)?;
+    if ctx.json {
+        output::json(&r)?;
+    } else {
+        for p in &r.before.problems {
+            println!("bad {} {}: {}", p.what, p.id, p.problem);
+        }
+        for x in &r.restored {
+            println!("restored object {} from {}", x.object, x.from);
+        }
+        for d in &r.dropped {
+            let roots =
+                if d.roots.is_empty() { String::new() } else { format!(" (removed roots: {})", d.roots.join(", ")) };
+            println!("dropped entry {} {}{roots}", d.key.short(), d.name);
+        }
+        if !r.dropped.is_empty() {
+            ctx.note("the next build of those images makes the dropped steps again");
+        }
+        ctx.note(format!(
+            "{} problems found, {} objects restored, {} entries, {} trees and {} objects dropped; {}",
+            r.before.problems.len(),
+            r.restored.len(),
+            r.dropped.len(),
+            r.dropped_trees,
+            r.dropped_objects,
+            if r.after.ok() {
+                "the store is clean".to_string()
+            } else {
+                format!("{} problems remain", r.after.problems.len())
+            }
+        ));
+    }
+    Ok(if r.after.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 fn verify(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if a.repair {
+        return repair(ctx, a.full);
+    }
     let store = ctx.open(LockMode::Shared)?;
     let r = crate::store::verify::verify(&store, a.full, &ctx.progress)?;
     if ctx.json {

@@ -10,7 +10,6 @@ use rusqlite::{params, OptionalExtension};
 use crate::store::db::{digest_col, Tx};
 use crate::store::digest::Digest;
 use crate::store::local::Store;
-use crate::store::Backend;
 
 /// The root name of a generation.
 pub fn root_name(image: &str, number: u64) -> String {
@@ -205,7 +204,7 @@ pub fn history(store: &Store, image: &str) -> anyhow::Result<Vec<HistoryItem>> {
             entry: g.entry,
             tree: g.tree,
             description: g.description,
-            collected: store.entry(&g.entry)?.is_none(),
+            collected: store.db().peek_entry(&g.entry)?.is_none(),
             changes,
         });
         prev = steps;

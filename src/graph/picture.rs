@@ -132,7 +132,7 @@ fn legend(s: &mut String, items: &[(&str, &str)]) {
 pub fn images(store: &Store) -> anyhow::Result<String> {
     let mut newest: BTreeMap<String, (u64, EntryRow)> = BTreeMap::new();
     for g in generations::generations(store, None)? {
-        if let Some(e) = store.entry(&g.entry)? {
+        if let Some(e) = store.db().peek_entry(&g.entry)? {
             newest.insert(g.image.clone(), (g.number, e));
         }
     }
@@ -148,7 +148,7 @@ pub fn images(store: &Store) -> anyhow::Result<String> {
             }
             reached_by.entry(key).or_default().insert(image);
             if let std::collections::btree_map::Entry::Vacant(slot) = entries.entry(key) {
-                let Some(e) = store.entry(&key)? else { continue };
+                let Some(e) = store.db().peek_entry(&key)? else { continue };
                 slot.insert((e, store.entry_refs(&key)?));
             }
             stack.extend(entries[&key].1.iter().copied());

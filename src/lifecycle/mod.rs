@@ -123,14 +123,15 @@ pub fn collect(store: &mut Store, opts: &GcOptions, progress: &Progress) -> anyh
     let kept_hex: HashSet<String> = kept_entries.iter().map(|d| d.to_hex()).collect();
     let keep = |entry: &str| kept_hex.contains(entry);
     let mut repos = vec![];
-    // An export into a repository relies on what the store recorded the repository holds:
-    // repositories are pruned only while no other strata process runs (else counted, and left
-    // for a later gc).
-    let others = crate::store::session::live(store.root())?.into_iter().any(|s| s.name != store.session_name());
     for repo in managed_repos(store)? {
-        let r = crate::ostree::retain::prune_to(&repo, &keep, opts.dry_run || others)
+        // An export into the repository trusts what the store recorded it holds: a repository
+        // being exported into is left for a later gc (its commits counted).
+        let key = crate::ostree::export::repo_key(&repo)?;
+        let lock = crate::ostree::retain::lock_for_prune(store.root(), &key)?;
+        let busy = lock.is_none() && !opts.dry_run;
+        let r = crate::ostree::retain::prune_to(&repo, &keep, opts.dry_run || busy)
             .with_context(|| format!("while pruning `{}`", repo.display()))?;
-        let r = crate::ostree::retain::RepoPruned { deferred: others && !opts.dry_run, ..r };
+        let r = crate::ostree::retain::RepoPruned { deferred: busy, ..r };
         if r.objects > 0 {
             // The store's record of which trees the repository holds is no longer true.
             crate::ostree::mapping::forget_repo(store, &crate::ostree::export::repo_key(&repo)?)?;
@@ -138,6 +139,8 @@ pub fn collect(store: &mut Store, opts: &GcOptions, progress: &Progress) -> anyh
         repos.push(r);
     }
 
+    // Retention removed those roots already, except on a dry run, which only pretends to.
+    let ignore = if opts.dry_run { ignore } else { HashSet::new() };
     let live = Live { extra: artifacts.clone(), ignore };
     let gc = crate::store::gc::gc(store, opts.dry_run, &live, progress)?;
     let downloads = downloads::trim(&store.root().join("cache/downloads"), opts.max_download_cache, opts.dry_run)?;
@@ -150,4 +153,43 @@ pub fn collect(store: &mut Store, opts: &GcOptions, progress: &Progress) -> anyh
         store: gc,
         downloads,
     })
+}
+
+/// `strata store verify --repair`: [`crate::store::repair`], with the OSTree repositories strata
+/// wrote as a further source of content (they keep every content object they received).
+pub fn repair(
+    store: &mut Store,
+    full: bool,
+    progress: &Progress,
+) -> anyhow::Result<crate::store::repair::RepairReport> {
+    let repos: Vec<(PathBuf, ostree::Repo)> = managed_repos(store)?
+        .into_iter()
+        .filter_map(|p| {
+            let r = ostree::Repo::new_for_path(&p);
+            r.open(ostree::gio::Cancellable::NONE).ok().map(|_| (p, r))
+        })
+        .collect();
+    // Object id -> OSTree content checksum, as the exports recorded it.
+    let checksums: std::collections::HashMap<Digest, Digest> = if repos.is_empty() {
+        Default::default()
+    } else {
+        let mut stmt = store.db().sql().prepare("SELECT object, checksum FROM ostree_files")?;
+        let rows =
+            stmt.query_map([], |r| Ok((crate::store::db::digest_col(r, 0)?, crate::store::db::digest_col(r, 1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let from_repos = |oid: &Digest, _content: &Digest| -> Option<(Vec<u8>, String)> {
+        let checksum = checksums.get(oid)?.to_hex();
+        for (path, repo) in &repos {
+            let Ok((Some(input), _, _)) = repo.load_file(&checksum, ostree::gio::Cancellable::NONE) else { continue };
+            let mut bytes = Vec::new();
+            if std::io::Read::read_to_end(&mut ostree::gio::prelude::InputStreamExtManual::into_read(input), &mut bytes)
+                .is_ok()
+            {
+                return Some((bytes, format!("OSTree repository {}", path.display())));
+            }
+        }
+        None
+    };
+    crate::store::repair::repair(store, full, &from_repos, progress)
 }

@@ -116,7 +116,7 @@ fn closure(store: &Store, root: &Digest) -> anyhow::Result<Vec<crate::store::db:
         for r in store.db().entry_refs(key)? {
             visit(store, &r, seen, out)?;
         }
-        if let Some(e) = store.db().entry(key)? {
+        if let Some(e) = store.db().peek_entry(key)? {
             out.push(e);
         }
         Ok(())

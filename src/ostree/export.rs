@@ -150,6 +150,8 @@ pub fn export(
     check_ref(reference)?;
     let repo = open_repo(repo_path, mode)?;
     let key = repo_key(repo_path)?;
+    // gc prunes no repository an export is writing into.
+    let _lock = crate::ostree::retain::lock_for_export(store.root(), &key, store.lock_wait())?;
 
     let mut plan = Plan::default();
     {

@@ -27,9 +27,37 @@ pub struct RepoPruned {
     /// The repository's summary: `regenerated`, `signed` (left as it was: gc holds no key, so
     /// it still lists the removed deltas until the next signed export), or `none`.
     pub summary: &'static str,
-    /// Not pruned now (other strata processes were running): the commits are what a later gc
+    /// Not pruned now (a strata export into it was running): the commits are what a later gc
     /// removes.
     pub deferred: bool,
+}
+
+/// The lock that keeps a repository from being pruned while strata exports into it: an export
+/// trusts what the store recorded the repository holds. `<store>/locks/ostree-<hash>.lock`,
+/// shared for an export, exclusive for gc's prune.
+pub fn repo_lock_path(store_root: &Path, repo_key: &str) -> std::path::PathBuf {
+    let hash = blake3::hash(repo_key.as_bytes()).to_hex();
+    store_root.join("locks").join(format!("ostree-{}.lock", &hash[..16]))
+}
+
+/// Take a repository's lock shared (an export), waiting at most `wait`.
+pub fn lock_for_export(
+    store_root: &Path,
+    repo_key: &str,
+    wait: std::time::Duration,
+) -> anyhow::Result<crate::store::lock::StoreLock> {
+    let path = repo_lock_path(store_root, repo_key);
+    fs_err::create_dir_all(path.parent().expect("a lock path has a parent"))?;
+    crate::store::lock::StoreLock::acquire(&path, crate::store::lock::LockMode::Shared, wait, || {
+        tracing::info!("waiting for gc to finish pruning {repo_key}");
+    })
+}
+
+/// Take a repository's lock exclusively if no export holds it (gc's prune).
+pub fn lock_for_prune(store_root: &Path, repo_key: &str) -> anyhow::Result<Option<crate::store::lock::StoreLock>> {
+    let path = repo_lock_path(store_root, repo_key);
+    fs_err::create_dir_all(path.parent().expect("a lock path has a parent"))?;
+    crate::store::lock::StoreLock::try_exclusive(&path)
 }
 
 /// The `strata.entry` metadata of a commit, when it has one.

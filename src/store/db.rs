@@ -207,6 +207,17 @@ impl Db {
         Ok(Some(log))
     }
 
+    /// Entry `key` as it is recorded, without reviving it: for reports (`images ls`, `du`,
+    /// `roots ls`), which must not keep alive what a gc found dead. `None` also while a gc
+    /// deletes it.
+    pub fn peek_entry(&self, key: &Digest) -> anyhow::Result<Option<EntryRow>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLS} FROM entries WHERE key = ?1 \
+             AND key NOT IN (SELECT id FROM doomed WHERE kind = 2 AND epoch = -1)"
+        );
+        Ok(self.conn.prepare_cached(&sql)?.query_row([key.as_bytes()], entry_row).optional()?)
+    }
+
     /// Entry `key`, if it is in the store and may be used (a doomed entry is revived with
     /// what it reaches, or is gone).
     pub fn entry(&self, key: &Digest) -> anyhow::Result<Option<EntryRow>> {
@@ -340,7 +351,13 @@ impl Tx<'_> {
         Ok(new)
     }
 
+    /// Point root `name` at `entry`, reviving it (and what it reaches) if a gc doomed it; an
+    /// entry being deleted is refused.
     pub fn set_root(&self, name: &str, entry: &Digest) -> anyhow::Result<()> {
+        let r = doomed::revive_in(&self.tx, &[(Kind::Entry, *entry)])?;
+        if r.dying || !r.missing.is_empty() {
+            return Err(StoreError::EntryMissing(*entry).into());
+        }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         self.tx.execute(
             "INSERT INTO roots (name, entry, updated) VALUES (?1, ?2, ?3)

@@ -4,7 +4,7 @@
 //! The protocol (the proof is in docs/design.md, "gc while builds run"):
 //! - gc marks what roots hold and, in the same write transaction, dooms every dead object, tree
 //!   and entry with a new epoch (table `doomed`, run in `gc_runs`); just after the commit it
-//!   stamps the run with the monotonic clock. The run's **blockers** are the sessions
+//!   stamps the run with the boot-time clock. The run's **blockers** are the sessions
 //!   ([`crate::store::session`]) of the same boot that started before that stamp.
 //! - A run is **sweepable** once its blockers have all ended. gc marks the sweepable runs' rows
 //!   **dying** (epoch -1), unlinks the dying objects' files, then deletes the dying rows
@@ -177,9 +177,53 @@ pub fn revive(
             conn.execute_batch("ROLLBACK")?;
             return Ok(r.missing);
         }
-        conn.execute_batch("COMMIT")?;
+        if let Err(e) = conn.execute_batch("COMMIT") {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
         return Ok(r.missing);
     }
+}
+
+/// Run `f` in a write transaction (`BEGIN IMMEDIATE`): committed when it returns `Ok`, rolled
+/// back when it fails or the commit does.
+pub fn in_tx<T>(conn: &Connection, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match f() {
+        Ok(v) => match conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(v),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e.into())
+            }
+        },
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Mark the rows of runs `epochs` dying, in one transaction; first revive what roots reach
+/// (a root set on a doomed entry after the run's mark), so nothing rooted is ever deleted.
+pub fn set_dying(conn: &Connection, epochs: &[i64]) -> anyhow::Result<()> {
+    in_tx(conn, || {
+        let rooted: Vec<Vec<u8>> = {
+            let mut stmt = conn.prepare(
+                "SELECT DISTINCT r.entry FROM roots r JOIN doomed d ON d.kind = 2 AND d.id = r.entry WHERE d.epoch > 0",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let roots: Vec<(Kind, Digest)> =
+            rooted.iter().map(|k| Ok((Kind::Entry, digest(k)?))).collect::<anyhow::Result<_>>()?;
+        revive_in(conn, &roots)?;
+        let mut dying = conn.prepare_cached("UPDATE doomed SET epoch = -1 WHERE epoch = ?1")?;
+        for e in epochs {
+            dying.execute([e])?;
+        }
+        Ok(())
+    })
 }
 
 /// Wait until no sweep is in progress, finishing one a crash interrupted.
@@ -240,8 +284,7 @@ pub fn finish_sweep(conn: &Connection, root: &Path) -> anyhow::Result<Swept> {
         out.objects += 1;
         out.bytes += *size as u64;
     }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| -> anyhow::Result<()> {
+    in_tx(conn, || {
         conn.pragma_update(None, "defer_foreign_keys", "ON")?;
         out.entries = conn
             .execute("DELETE FROM entries WHERE key IN (SELECT id FROM doomed WHERE kind = 2 AND epoch = -1)", [])?
@@ -253,13 +296,6 @@ pub fn finish_sweep(conn: &Connection, root: &Path) -> anyhow::Result<Swept> {
         conn.execute("DELETE FROM doomed WHERE epoch = -1", [])?;
         conn.execute("DELETE FROM gc_runs WHERE epoch NOT IN (SELECT DISTINCT epoch FROM doomed)", [])?;
         Ok(())
-    })();
-    match result {
-        Ok(()) => conn.execute_batch("COMMIT")?,
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(e);
-        }
-    }
+    })?;
     Ok(out)
 }

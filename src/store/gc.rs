@@ -2,15 +2,16 @@
 //!
 //! Live = the entries roots name (and the caller's extra ones), the entries they reference
 //! (transitively), their trees and subtrees, and the objects those trees hold. gc takes the
-//! store lock shared, like every other command, and the sweep lock exclusively (one gc at a
-//! time). A run, in order ([`crate::store::doomed`] has the protocol):
+//! store lock shared, like every other command, `gc.lock` exclusively (one gc at a time), and
+//! the sweep lock only while rows are deleted. A run, in order ([`crate::store::doomed`] has the
+//! protocol):
 //! 1. finish a sweep a crash interrupted; remove kept sandbox checkouts no run is using;
 //! 2. in one write transaction: mark; un-doom what is live again; doom what is dead with a new
 //!    epoch; then stamp the run's clock;
 //! 3. every run whose blockers (sessions that started before its stamp) have ended is swept:
 //!    its rows still doomed become dying, their object files are unlinked, the rows deleted;
-//! 4. object files without a row (what interrupted writes left) are deleted when older than
-//!    every live session.
+//! 4. object files without a row (what interrupted writes left) are deleted when no other strata
+//!    process runs.
 //!
 //! With no other session alive, a run dooms and sweeps at once: everything dead goes. With builds
 //! running, what they might use stays, doomed, and the first gc after they end deletes it.
@@ -18,6 +19,7 @@
 //! them) and orphan files (step 4), never a row without its file.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use rusqlite::params;
@@ -25,6 +27,7 @@ use rusqlite::params;
 use crate::store::digest::Digest;
 use crate::store::doomed::{self, Kind};
 use crate::store::local::Store;
+use crate::store::lock::{LockMode, StoreLock};
 use crate::store::session;
 use crate::store::tree::{object_id, Node};
 use crate::util::progress::Progress;
@@ -138,9 +141,10 @@ fn runs(store: &Store) -> anyhow::Result<Vec<Run>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The sessions that block `run`: of its boot, started before its stamp (all, unstamped).
+/// The sessions that block `run`: of its boot, started before its stamp (all, while it has none);
+/// a live session of another boot (a store shared between machines) blocks every run.
 fn blockers<'a>(run: &Run, sessions: &'a [session::SessionInfo]) -> Vec<&'a session::SessionInfo> {
-    sessions.iter().filter(|s| s.boot == run.boot && run.clock.is_none_or(|c| s.start as i64 <= c)).collect()
+    sessions.iter().filter(|s| s.boot != run.boot || run.clock.is_none_or(|c| s.start as i64 <= c)).collect()
 }
 
 fn doomed_rows(store: &Store) -> anyhow::Result<HashMap<(Kind, Digest), i64>> {
@@ -160,40 +164,30 @@ fn doomed_rows(store: &Store) -> anyhow::Result<HashMap<(Kind, Digest), i64>> {
 /// processes allow; see the module documentation.
 pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) -> anyhow::Result<GcReport> {
     let root = store.root().to_path_buf();
-    let _sweep = doomed::sweep_lock(&root, store.lock_wait())?;
+    // One gc at a time; builds never take this lock.
+    let _one = StoreLock::acquire(&root.join("gc.lock"), LockMode::Exclusive, store.lock_wait(), || {
+        tracing::info!("waiting for another gc to finish");
+    })?;
     let own = store.session_name().to_string();
+    let others = |root: &Path| -> anyhow::Result<Vec<session::SessionInfo>> {
+        Ok(session::live(root)?.into_iter().filter(|s| s.name != own).collect())
+    };
     if !dry_run {
+        let _sweep = doomed::sweep_lock(&root, store.lock_wait())?;
         doomed::finish_sweep(store.db().sql(), &root)?;
     }
     let lowers = if dry_run { 0 } else { crate::store::lowers::clear(store)? };
     let spinner = progress.spinner("gc: marking");
 
-    // 2. Mark and doom in one write transaction: no commit comes between.
-    let conn = store.db().sql();
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    type Doomed = HashMap<(Kind, Digest), i64>;
-    let marked = (|| -> anyhow::Result<(Marked, Doomed)> {
-        let m = mark(store, live)?;
-        let d = doomed_rows(store)?;
-        Ok((m, d))
-    })();
-    let (m, doomed_before) = match marked {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = store.db().sql().execute_batch("ROLLBACK");
-            return Err(e);
-        }
-    };
-    let dead_entries: Vec<Digest> = m.all_entries.iter().filter(|k| !m.entries.contains(k)).copied().collect();
-    let dead_trees: Vec<Digest> = m.all_trees.iter().filter(|t| !m.trees.contains(t)).copied().collect();
-    let dead_objects: Vec<(Digest, u64)> =
-        m.all_objects.iter().filter(|(o, _)| !m.objects.contains(o)).copied().collect();
-    let sizes: HashMap<Digest, u64> = m.all_objects.iter().copied().collect();
-    let sessions: Vec<session::SessionInfo> = session::live(&root)?.into_iter().filter(|s| s.name != own).collect();
-
     if dry_run {
-        store.db().sql().execute_batch("ROLLBACK")?;
+        // A consistent snapshot; nothing is written.
+        let conn = store.db().sql();
+        conn.execute_batch("BEGIN DEFERRED")?;
+        let marked = mark(store, live).and_then(|m| Ok((m, doomed_rows(store)?)));
+        let _ = store.db().sql().execute_batch("ROLLBACK");
+        let (m, doomed_before) = marked?;
         spinner.finish_and_clear();
+        let sessions = others(&root)?;
         // What a run now would delete: dead rows of sweepable runs, and, when no other process
         // is alive, every dead row.
         let runs = runs(store)?;
@@ -204,21 +198,21 @@ pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) ->
             None => sessions.is_empty(),
         };
         let mut report = GcReport { dry_run, lowers, ..Default::default() };
-        for k in &dead_entries {
+        for k in m.all_entries.iter().filter(|k| !m.entries.contains(k)) {
             if goes(Kind::Entry, k) {
                 report.entries += 1
             } else {
                 report.deferred.entries += 1
             }
         }
-        for t in &dead_trees {
+        for t in m.all_trees.iter().filter(|t| !m.trees.contains(t)) {
             if goes(Kind::Tree, t) {
                 report.trees += 1
             } else {
                 report.deferred.trees += 1
             }
         }
-        for (o, size) in &dead_objects {
+        for (o, size) in m.all_objects.iter().filter(|(o, _)| !m.objects.contains(o)) {
             if goes(Kind::Object, o) {
                 report.objects += 1;
                 report.bytes += size;
@@ -227,26 +221,26 @@ pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) ->
                 report.deferred.bytes += size;
             }
         }
-        report.deferred.pids = deferred_pids(
-            &runs,
-            &sweepable,
-            &sessions,
-            report.deferred.objects + report.deferred.trees + report.deferred.entries > 0,
-        );
-        let threshold = orphan_threshold(&sessions);
-        let known: HashSet<Digest> = m.all_objects.iter().map(|o| o.0).collect();
-        for_each_object_file(store, |id, len, ctime| {
-            if id.is_none_or(|id| !known.contains(&id)) && ctime < threshold {
-                report.objects += 1;
-                report.bytes += len;
-            }
-            Ok(())
-        })?;
+        let any = report.deferred.objects + report.deferred.trees + report.deferred.entries > 0;
+        report.deferred.pids = deferred_pids(&runs, &sweepable, &sessions, any);
+        if sessions.is_empty() {
+            let known: HashSet<Digest> = m.all_objects.iter().map(|o| o.0).collect();
+            for_each_object_file(store, |id, meta| {
+                if id.is_none_or(|id| !known.contains(&id)) {
+                    report.objects += 1;
+                    report.bytes += meta.len();
+                }
+                Ok(())
+            })?;
+        }
         return Ok(report);
     }
 
-    let result = (|| -> anyhow::Result<i64> {
-        let conn = store.db().sql();
+    // 2. Mark and doom in one write transaction: no commit comes between.
+    let conn = store.db().sql();
+    let (m, _) = doomed::in_tx(conn, || {
+        let m = mark(store, live)?;
+        let doomed_before = doomed_rows(store)?;
         // What is live again (a root added to it) is not doomed.
         let mut undoom = conn.prepare_cached("DELETE FROM doomed WHERE kind = ?1 AND id = ?2")?;
         for (kind, id) in doomed_before.keys() {
@@ -265,43 +259,32 @@ pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) ->
             params![epoch, session::boot_id()],
         )?;
         let mut doom = conn.prepare_cached("INSERT OR IGNORE INTO doomed (kind, id, epoch) VALUES (?1, ?2, ?3)")?;
-        for k in &dead_entries {
+        for k in m.all_entries.iter().filter(|k| !m.entries.contains(k)) {
             doom.execute(params![Kind::Entry as i64, k.as_bytes(), epoch])?;
         }
-        for t in &dead_trees {
+        for t in m.all_trees.iter().filter(|t| !m.trees.contains(t)) {
             doom.execute(params![Kind::Tree as i64, t.as_bytes(), epoch])?;
         }
-        for (o, _) in &dead_objects {
+        for (o, _) in m.all_objects.iter().filter(|(o, _)| !m.objects.contains(o)) {
             doom.execute(params![Kind::Object as i64, o.as_bytes(), epoch])?;
         }
-        Ok(epoch)
-    })();
-    match result {
-        Ok(_) => store.db().sql().execute_batch("COMMIT")?,
-        Err(e) => {
-            let _ = store.db().sql().execute_batch("ROLLBACK");
-            return Err(e);
-        }
-    }
+        Ok((m, epoch))
+    })?;
     // The stamp: sessions that started before it may have seen what this run doomed.
-    store.db().sql().execute("UPDATE gc_runs SET clock = ?1 WHERE clock IS NULL", [session::monotonic_ns() as i64])?;
+    conn.execute("UPDATE gc_runs SET clock = ?1 WHERE clock IS NULL", [session::clock_ns() as i64])?;
+    let sizes: HashMap<Digest, u64> = m.all_objects.iter().copied().collect();
+    drop(m);
 
     // 3. Sweep the runs nobody blocks.
     spinner.set_message("gc: deleting");
-    let sessions: Vec<session::SessionInfo> = session::live(&root)?.into_iter().filter(|s| s.name != own).collect();
+    let sessions = others(&root)?;
     let runs = runs(store)?;
     let sweepable: Vec<i64> = runs.iter().filter(|r| blockers(r, &sessions).is_empty()).map(|r| r.epoch).collect();
-    {
-        let conn = store.db().sql();
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut dying = conn.prepare_cached("UPDATE doomed SET epoch = -1 WHERE epoch = ?1")?;
-        for e in &sweepable {
-            dying.execute([e])?;
-        }
-        drop(dying);
-        conn.execute_batch("COMMIT")?;
-    }
-    let swept = doomed::finish_sweep(store.db().sql(), &root)?;
+    let swept = {
+        let _sweep = doomed::sweep_lock(&root, store.lock_wait())?;
+        doomed::set_dying(store.db().sql(), &sweepable)?;
+        doomed::finish_sweep(store.db().sql(), &root)?
+    };
     let mut report = GcReport {
         dry_run,
         lowers,
@@ -311,7 +294,7 @@ pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) ->
         bytes: swept.bytes,
         deferred: Deferred::default(),
     };
-    for ((kind, id), _) in doomed_rows(store)? {
+    for (kind, id) in doomed_rows(store)?.into_keys() {
         match kind {
             Kind::Entry => report.deferred.entries += 1,
             Kind::Tree => report.deferred.trees += 1,
@@ -322,26 +305,26 @@ pub fn gc(store: &mut Store, dry_run: bool, live: &Live, progress: &Progress) ->
         }
     }
     let sweepable: HashSet<i64> = sweepable.into_iter().collect();
-    report.deferred.pids = deferred_pids(
-        &runs,
-        &sweepable,
-        &sessions,
-        report.deferred.objects + report.deferred.trees + report.deferred.entries > 0,
-    );
+    let any = report.deferred.objects + report.deferred.trees + report.deferred.entries > 0;
+    report.deferred.pids = deferred_pids(&runs, &sweepable, &sessions, any);
     spinner.finish_and_clear();
 
-    // 4. Orphans: files with no row, older than every live session (so no writer of this
-    // store is about to record them).
-    let threshold = orphan_threshold(&sessions);
-    let known: HashSet<Digest> = store.db().all_objects()?.into_iter().map(|o| o.0).collect();
-    for_each_object_file(store, |id, len, ctime| {
-        if id.is_none_or(|id| !known.contains(&id)) && ctime < threshold {
-            report.objects += 1;
-            report.bytes += len;
-            return Err(Remove);
-        }
-        Ok(())
-    })?;
+    // 4. Orphans: files with no row, which interrupted writes leave. Only while no other strata
+    // process runs (a live writer's file has no row until its commit), and each checked by inode
+    // after it is moved aside (a writer may place the same object again meanwhile).
+    if others(&root)?.is_empty() {
+        let known: HashSet<Digest> = store.db().all_objects()?.into_iter().map(|o| o.0).collect();
+        let mut orphans = vec![];
+        for_each_object_file(store, |id, meta| {
+            if id.is_none_or(|id| !known.contains(&id)) {
+                orphans.push(meta.ino());
+                report.objects += 1;
+                report.bytes += meta.len();
+                return Err(Remove);
+            }
+            Ok(())
+        })?;
+    }
     Ok(report)
 }
 
@@ -362,31 +345,19 @@ fn deferred_pids(runs: &[Run], sweepable: &HashSet<i64>, sessions: &[session::Se
     pids
 }
 
-/// Object files changed before this (wall-clock seconds) belong to no live session.
-fn orphan_threshold(sessions: &[session::SessionInfo]) -> i64 {
-    let now_real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let now_mono = session::monotonic_ns();
-    let boot = session::boot_id();
-    let oldest = sessions.iter().filter(|s| s.boot == boot).map(|s| s.start).min();
-    let since = match oldest {
-        Some(start) => now_real - (now_mono.saturating_sub(start) / 1_000_000_000) as i64,
-        None => now_real,
-    };
-    // A margin for clock granularity.
-    since - 2
-}
-
 /// Returned by a [`for_each_object_file`] callback to delete the file.
 pub struct Remove;
 
-/// Call `f` with the id (None for a file whose name is not an id), length and ctime (seconds) of
-/// every file under `objects/`. A callback returning `Err(Remove)` deletes the file.
+/// Call `f` with the id (None for a file whose name is not an id) and metadata of every file
+/// under `objects/`. A callback returning `Err(Remove)` deletes the file: it is moved aside
+/// first and deleted only if it is still the file `f` saw (same inode); a file placed there
+/// again meanwhile is put back.
 pub fn for_each_object_file(
     store: &Store,
-    mut f: impl FnMut(Option<Digest>, u64, i64) -> Result<(), Remove>,
+    mut f: impl FnMut(Option<Digest>, &std::fs::Metadata) -> Result<(), Remove>,
 ) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
     let objects = store.objects_dir();
+    let aside = store.tmp_dir().join(format!("orphan-{}", std::process::id()));
     for prefix in fs_err::read_dir(&objects)? {
         let prefix = prefix?;
         if !prefix.file_type()?.is_dir() {
@@ -399,22 +370,32 @@ pub fn for_each_object_file(
             let id = format!("{p}{name}").parse::<Digest>().ok();
             let meta = match file.metadata() {
                 Ok(m) => m,
-                // Removed meanwhile (a sweep, another gc's orphan pass).
+                // Removed meanwhile (a sweep).
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e.into()),
             };
-            if f(id, meta.len(), meta.ctime()).is_err() {
-                remove_if_present(&file.path())?;
+            if f(id, &meta).is_err() {
+                remove_if_same(&file.path(), &aside, meta.ino())?;
             }
         }
     }
     Ok(())
 }
 
-fn remove_if_present(path: &Path) -> anyhow::Result<()> {
-    match fs_err::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
+fn remove_if_same(path: &Path, aside: &Path, ino: u64) -> anyhow::Result<()> {
+    match fs_err::rename(path, aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
     }
+    if fs_err::symlink_metadata(aside)?.ino() != ino {
+        // Placed again since it was looked at: back where it was, unless placed once more.
+        match fs_err::hard_link(aside, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fs_err::remove_file(aside)?;
+    Ok(())
 }

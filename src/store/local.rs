@@ -240,7 +240,11 @@ impl Store {
             }
             let trees = self.db.trees_with_prefix(&lower)?;
             match trees.as_slice() {
-                [one] => return Ok(Target::Tree(*one)),
+                // A tree a gc doomed is revived before it is used (or is gone).
+                [one] if self.db.revive(&[(crate::store::doomed::Kind::Tree, *one)])?.is_empty() => {
+                    return Ok(Target::Tree(*one))
+                }
+                [_] => {}
                 [] => {}
                 many => return Err(ambiguous(spec, many)),
             }

@@ -66,7 +66,17 @@ pub fn lowers_for(store: &mut Store, tree: &Digest, work: &Path) -> anyhow::Resu
     for (path, id) in kept(&base)? {
         let mut rows = TreeRows::default();
         let mut count = 0;
-        let delta = delta(store, &id, tree, &mut rows, &mut count)?;
+        let delta = match delta(store, &id, tree, &mut rows, &mut count) {
+            Ok(d) => d,
+            Err(e) => {
+                // A kept checkout whose tree a gc deleted while a run used it: evicted now.
+                tracing::debug!(kept = %path.display(), "kept checkout unusable: {e:#}");
+                if let Ok(Some(_lock)) = StoreLock::try_exclusive(&lock_path(&path)) {
+                    let _ = remove(&path);
+                }
+                continue;
+            }
+        };
         if count <= MAX_DELTA_NODES && best.as_ref().is_none_or(|(c, ..)| count < *c) {
             best = Some((count, path, delta, rows));
         }

@@ -53,6 +53,7 @@ pub mod memo;
 pub mod memory;
 pub mod meta;
 pub mod object;
+pub mod repair;
 pub mod session;
 pub mod tree;
 pub mod tree_builder;

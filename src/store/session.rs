@@ -2,7 +2,7 @@
 //! still use what it finds dead (see [`crate::store::doomed`] for the protocol).
 //!
 //! A session is a file `<store>/sessions/<boot>-<start>-<pid>-<n>` that its handle holds under an
-//! exclusive `flock` for as long as it lives, and removes on drop. `start` is `CLOCK_MONOTONIC`
+//! exclusive `flock` for as long as it lives, and removes on drop. `start` is `CLOCK_BOOTTIME`
 //! in nanoseconds, taken before the handle reads anything from the database; `boot` is the
 //! kernel's boot id (monotonic clocks of two boots do not compare). Invariants:
 //! - a session file becomes visible under its final name only once locked (it is created under
@@ -21,7 +21,7 @@ use nix::fcntl::{Flock, FlockArg};
 pub struct SessionInfo {
     pub name: String,
     pub boot: String,
-    /// `CLOCK_MONOTONIC` nanoseconds when it started.
+    /// `CLOCK_BOOTTIME` nanoseconds when it started.
     pub start: u64,
     pub pid: u32,
 }
@@ -38,9 +38,9 @@ pub fn boot_id() -> String {
     fs_err::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds.
-pub fn monotonic_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always there");
+/// `CLOCK_BOOTTIME` in nanoseconds: monotonic within a boot, and counting time suspended.
+pub fn clock_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).expect("CLOCK_BOOTTIME is always there");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
@@ -55,7 +55,7 @@ impl Session {
     pub fn start(root: &Path) -> anyhow::Result<Session> {
         let dir = dir(root);
         fs_err::create_dir_all(&dir)?;
-        let start = monotonic_ns();
+        let start = clock_ns();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{start:020}-{}-{n}", boot_id(), std::process::id());
         let tmp = dir.join(format!(".{name}"));
