@@ -282,7 +282,7 @@ fn gc_runs_while_builds_run_and_every_live_entry_stays_whole() {
     for round in 0..20 {
         let mut expected = BTreeMap::new();
         for image in images {
-            expected.insert(image, data_round(&env.path(image), image, round, 400));
+            expected.insert(image, data_round(&env.path(image), image, round, 150));
         }
         // Builds of the three images and two aggressive gcs, started in a shuffled order with
         // small gaps.
