@@ -326,13 +326,13 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     for text in ["debian-base (base)", "debian-web (the image)", "shared with debian-base", "script config.sh"] {
         assert!(svg.contains(text), "{text} in the plan's picture");
     }
-    rendered(&env, &svg, "plan");
+    common::rendered(&env, &svg, "plan", 5000);
     let svg = env.ok(&["images", "graph"]).replace("&#45;", "-");
     for text in ["image debian-base (generation", "image debian-web (generation", "image debian-slim (generation"] {
         assert!(svg.contains(text), "{text} in the images' picture");
     }
     assert!(svg.contains("shared by 3 images") && svg.contains("debian-maintainer-scripts"), "{svg}");
-    rendered(&env, &svg, "images");
+    common::rendered(&env, &svg, "images", 5000);
     let dot = env.ok(&["images", "graph", "--format", "dot"]);
     assert!(dot.starts_with("digraph images {"), "{dot}");
     let root = env.path("slim");
@@ -458,15 +458,6 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     assert_eq!(base2["rootfs"]["tree"], from_lock["rootfs"]["tree"], "a locked build is not reproducible");
 }
 
-/// The SVG renders (rsvg-convert) to a PNG of some substance.
-fn rendered(env: &Env, svg: &str, name: &str) {
-    let file = env.path(&format!("{name}.svg"));
-    write(&file, svg);
-    let png = env.path(&format!("{name}.png"));
-    sh(&format!("rsvg-convert -o {} {}", png.display(), file.display()));
-    let bytes = fs_err::read(&png).unwrap();
-    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 5000, "{name}: {} bytes of PNG", bytes.len());
-}
 
 #[test]
 fn an_image_derives_from_an_ostree_commit() {

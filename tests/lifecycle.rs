@@ -190,12 +190,7 @@ fn retention_pins_and_rm_keep_exactly_the_expected_generations_commits_and_bytes
     assert!(err.contains("no alive generation of `c`"), "{err}");
     let svg = env.ok(&["du", "--format", "svg"]);
     assert!(svg.contains("<svg") && svg.contains(">a</text>") && svg.contains("a/6: "), "{svg}");
-    let file = env.path("du.svg");
-    write(&file, &svg);
-    let png = env.path("du.png");
-    sh(&format!("rsvg-convert -o {} {}", png.display(), file.display()));
-    let bytes = fs_err::read(&png).unwrap();
-    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 3000, "{} bytes of PNG", bytes.len());
+    common::rendered(&env, &svg, "du", 3000);
 }
 
 #[test]

@@ -335,3 +335,13 @@ pub fn chroot(root: &Path, cmd: &str) -> (bool, String) {
         .unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
+
+/// The SVG renders (rsvg-convert) to a PNG of at least `min_bytes`.
+pub fn rendered(env: &Env, svg: &str, name: &str, min_bytes: usize) {
+    let file = env.path(&format!("{name}.svg"));
+    write(&file, svg);
+    let png = env.path(&format!("{name}.png"));
+    sh(&format!("rsvg-convert -o {} {}", png.display(), file.display()));
+    let bytes = fs_err::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() >= min_bytes, "{name}: {} bytes of PNG", bytes.len());
+}
