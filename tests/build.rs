@@ -458,7 +458,6 @@ fn the_example_descriptions_build_reuse_their_base_and_explain_rebuilds() {
     assert_eq!(base2["rootfs"]["tree"], from_lock["rootfs"]["tree"], "a locked build is not reproducible");
 }
 
-
 #[test]
 fn an_image_derives_from_an_ostree_commit() {
     let env = Env::new();
