@@ -27,6 +27,9 @@ pub struct GcArgs {
     /// Trim the download cache to SIZE, least recently used first: `5G`, `500M`
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_download_cache: Option<u64>,
+    /// Drop downloads not used for DURATION: `90d`
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_download_age: Option<u64>,
 }
 
 pub fn gc(ctx: &Ctx, args: GcArgs) -> anyhow::Result<ExitCode> {
@@ -35,8 +38,13 @@ pub fn gc(ctx: &Ctx, args: GcArgs) -> anyhow::Result<ExitCode> {
     if args.keep_last == Some(0) {
         anyhow::bail!("--keep-last 0 would keep nothing: the newest generation is always kept, use 1 or more");
     }
-    let opts =
-        GcOptions { dry_run: args.dry_run, policy, images: args.images, max_download_cache: args.max_download_cache };
+    let opts = GcOptions {
+        dry_run: args.dry_run,
+        policy,
+        images: args.images,
+        max_download_cache: args.max_download_cache,
+        max_download_age: args.max_download_age,
+    };
     // Shared, like builds: gc runs while they do (see `strata gc --help`).
     let mut store = ctx.open(LockMode::Shared)?;
     let r = lifecycle::collect(&mut store, &opts, &ctx.progress)?;

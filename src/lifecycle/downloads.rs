@@ -25,9 +25,10 @@ pub struct Trimmed {
 /// Partial downloads untouched this long are abandoned.
 const PARTIAL_AGE: Duration = Duration::from_secs(86400);
 
-/// Trim the cache in `dir` to at most `max` bytes (least recently used first); without `max`,
-/// only abandoned partial downloads go.
-pub fn trim(dir: &Path, max: Option<u64>, dry_run: bool) -> anyhow::Result<Trimmed> {
+/// Trim the cache in `dir`: files unused for longer than `max_age` seconds, then the least
+/// recently used until it holds at most `max` bytes; with neither, only abandoned partial
+/// downloads go.
+pub fn trim(dir: &Path, max: Option<u64>, max_age: Option<u64>, dry_run: bool) -> anyhow::Result<Trimmed> {
     let mut out = Trimmed::default();
     let now = SystemTime::now();
     let partial = dir.join("partial");
@@ -58,6 +59,24 @@ pub fn trim(dir: &Path, max: Option<u64>, dry_run: bool) -> anyhow::Result<Trimm
     }
     let mut total: u64 = files.iter().map(|f| f.1).sum();
     let mut remaining = files.len() as u64;
+    if let Some(age) = max_age {
+        let mut kept_files = Vec::new();
+        for f in files {
+            let unused = now.duration_since(f.0).unwrap_or_default();
+            if !f.2 && unused > Duration::from_secs(age) {
+                total -= f.1;
+                remaining -= 1;
+                out.files += 1;
+                out.bytes += f.1;
+                if !dry_run {
+                    fs_err::remove_file(&f.3)?;
+                }
+            } else {
+                kept_files.push(f);
+            }
+        }
+        files = kept_files;
+    }
     if let Some(max) = max {
         files.sort();
         for (_, len, kept, path) in &files {
@@ -108,16 +127,18 @@ mod tests {
         let stale = file(&d.path().join("partial"), "e", 10, 2 * 86400);
         let fresh = file(&d.path().join("partial"), "f", 10, 60);
 
-        let dry = trim(d.path(), Some(2500), true).unwrap();
+        let by_age = trim(d.path(), None, Some(250), true).unwrap();
+        assert_eq!((by_age.files, by_age.bytes), (2, 10 + 1000), "the stale partial and `a`; `b` is kept: {by_age:?}");
+        let dry = trim(d.path(), Some(2500), None, true).unwrap();
         assert_eq!((dry.files, dry.bytes), (3, 2010), "{dry:?}");
         assert!(old.exists() && stale.exists(), "a dry run removes nothing");
 
-        let t = trim(d.path(), Some(2500), false).unwrap();
+        let t = trim(d.path(), Some(2500), None, false).unwrap();
         assert_eq!((t.files, t.bytes, t.remaining_files, t.remaining_bytes), (3, 2010, 2, 2000), "{t:?}");
         assert!(!old.exists() && !mid.exists() && !stale.exists());
         assert!(kept.exists() && new.exists() && fresh.exists());
 
-        let none = trim(d.path(), None, false).unwrap();
+        let none = trim(d.path(), None, None, false).unwrap();
         assert_eq!(none.files, 0);
         assert_eq!(none.remaining_bytes, 2000);
     }

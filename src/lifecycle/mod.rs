@@ -8,8 +8,8 @@
 //!    ([`crate::ostree::retain`]);
 //! 3. the store collects every entry, tree and object that neither a root nor a cached artifact
 //!    of a kept generation holds, and the kept sandbox checkouts ([`crate::store::gc`]);
-//! 4. the download cache drops abandoned partial downloads and, with a size limit, the least
-//!    recently used files ([`downloads`]).
+//! 4. the download cache drops abandoned partial downloads and, with limits, files unused for
+//!    too long and then the least recently used ([`downloads`]).
 //!
 //! A dry run decides the same things, changes nothing, and reports what would go. Each part
 //! reports counts and bytes.
@@ -42,6 +42,8 @@ pub struct GcOptions {
     pub images: Vec<String>,
     /// Trim the download cache to this many bytes.
     pub max_download_cache: Option<u64>,
+    /// Drop downloads unused for longer than this (seconds).
+    pub max_download_age: Option<u64>,
 }
 
 /// What a run removed (or would remove), per kind.
@@ -143,7 +145,12 @@ pub fn collect(store: &mut Store, opts: &GcOptions, progress: &Progress) -> anyh
     let ignore = if opts.dry_run { ignore } else { HashSet::new() };
     let live = Live { extra: artifacts.clone(), ignore };
     let gc = crate::store::gc::gc(store, opts.dry_run, &live, progress)?;
-    let downloads = downloads::trim(&store.root().join("cache/downloads"), opts.max_download_cache, opts.dry_run)?;
+    let downloads = downloads::trim(
+        &store.root().join("cache/downloads"),
+        opts.max_download_cache,
+        opts.max_download_age,
+        opts.dry_run,
+    )?;
     Ok(Report {
         dry_run: opts.dry_run,
         generations: dropped,
