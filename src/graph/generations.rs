@@ -74,7 +74,8 @@ pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool
     Ok((number, true))
 }
 
-fn now() -> i64 {
+/// Unix seconds now (the time generations, pins and retention record).
+pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 

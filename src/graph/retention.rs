@@ -17,7 +17,7 @@ use anyhow::bail;
 use rusqlite::params;
 use serde::Serialize;
 
-use crate::graph::generations::{self, root_name, GenerationRow};
+use crate::graph::generations::{self, now, root_name, GenerationRow};
 use crate::store::local::Store;
 
 /// The image name that stands for every image without a policy of its own.
@@ -173,10 +173,6 @@ pub fn unpin(store: &mut Store, image: &str, number: u64) -> anyhow::Result<bool
     let n = tx.sql().execute("DELETE FROM pins WHERE image = ?1 AND number = ?2", params![image, number as i64])?;
     tx.commit()?;
     Ok(n == 1)
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Decide every alive generation of `images` (all images when empty) under `over` (the command

@@ -72,7 +72,7 @@ pub fn register_repo(store: &mut Store, path: &Path) -> anyhow::Result<()> {
     if path == fs_err::canonicalize(store.root())?.join("ostree-repo") {
         return Ok(());
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = crate::graph::generations::now();
     let tx = store.db_mut().transaction()?;
     tx.sql().execute(
         "INSERT OR IGNORE INTO ostree_repos (path, registered) VALUES (?1, ?2)",
@@ -101,7 +101,7 @@ pub fn managed_repos(store: &Store) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Run the collector.
 pub fn collect(store: &mut Store, opts: &GcOptions, progress: &Progress) -> anyhow::Result<Report> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = crate::graph::generations::now();
     let decisions = retention::plan(store, opts.policy.as_ref(), &opts.images, now)?;
     let dropped: Vec<Decision> = decisions.iter().filter(|d| !d.keep).cloned().collect();
     let ignore: HashSet<String> = dropped.iter().map(|d| root_name(&d.image, d.generation)).collect();

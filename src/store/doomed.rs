@@ -37,6 +37,17 @@ pub enum Kind {
     Entry = 2,
 }
 
+impl Kind {
+    /// The kind stored in the `doomed.kind` column.
+    pub fn from_column(n: i64) -> Kind {
+        match n {
+            0 => Kind::Object,
+            1 => Kind::Tree,
+            _ => Kind::Entry,
+        }
+    }
+}
+
 /// The epoch of a row being deleted.
 pub const DYING: i64 = -1;
 
@@ -241,12 +252,7 @@ pub fn dying(conn: &Connection) -> anyhow::Result<std::collections::HashSet<(Kin
     let mut out = std::collections::HashSet::new();
     for row in rows {
         let (kind, id) = row?;
-        let kind = match kind {
-            0 => Kind::Object,
-            1 => Kind::Tree,
-            _ => Kind::Entry,
-        };
-        out.insert((kind, digest(&id)?));
+        out.insert((Kind::from_column(kind), digest(&id)?));
     }
     Ok(out)
 }

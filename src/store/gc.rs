@@ -150,12 +150,7 @@ fn blockers<'a>(run: &Run, sessions: &'a [session::SessionInfo]) -> Vec<&'a sess
 fn doomed_rows(store: &Store) -> anyhow::Result<HashMap<(Kind, Digest), i64>> {
     let mut stmt = store.db().sql().prepare("SELECT kind, id, epoch FROM doomed")?;
     let rows = stmt.query_map([], |r| {
-        let kind = match r.get::<_, i64>(0)? {
-            0 => Kind::Object,
-            1 => Kind::Tree,
-            _ => Kind::Entry,
-        };
-        Ok(((kind, crate::store::db::digest_col(r, 1)?), r.get::<_, i64>(2)?))
+        Ok(((Kind::from_column(r.get(0)?), crate::store::db::digest_col(r, 1)?), r.get::<_, i64>(2)?))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
