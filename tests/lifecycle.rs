@@ -483,3 +483,50 @@ fn repair_restores_what_has_a_copy_and_drops_what_has_none() {
     assert!(again["steps"]["built"].as_u64().unwrap() >= 1, "{again}");
     env.ok(&["store", "verify", "--full"]);
 }
+
+#[test]
+fn repair_unpacks_a_package_again_from_the_download_cache() {
+    let env = Env::new();
+    let (gnupg, keyring) = common::make_key(&env, "archive");
+    let repo = env.path("repo");
+    let pool = repo.join("pool/main");
+    fs_err::create_dir_all(&pool).unwrap();
+    common::simple_deb(&pool, "cached", "1.0", "", &[("usr/share/cached/data", "only its package has this\n")]);
+    let gone = common::simple_deb(&pool, "gone", "1.0", "", &[("usr/share/gone/data", "no copy of this anywhere\n")]);
+    sh(&format!(
+        "cd {r} && mkdir -p dists/test/main/binary-amd64 && apt-ftparchive packages pool > dists/test/main/binary-amd64/Packages \
+         && apt-ftparchive -o APT::FTPArchive::Release::Suite=test release dists/test > Release.tmp \
+         && mv Release.tmp dists/test/Release \
+         && GNUPGHOME={g} gpg --batch --quiet --yes --clearsign -o dists/test/InRelease dists/test/Release",
+        r = repo.display(),
+        g = gnupg.display()
+    ));
+    let line = format!("deb [signed-by={}] file://{} test main", keyring.display(), repo.display());
+    env.json(&["package", "fetch", "--repo", &line, "cached", "gone"]);
+    // The download of `gone` is trimmed away; `cached`'s stays.
+    let sha = sh(&format!("sha256sum {}", gone.display()));
+    fs_err::remove_file(env.store().join("cache/downloads/sha256").join(&sha[..64])).unwrap();
+    let object_with = |text: &str| -> PathBuf {
+        let found = sh(&format!("grep -rlF '{text}' {}", env.store().join("objects").display()));
+        PathBuf::from(found.trim())
+    };
+    let cached = object_with("only its package has this");
+    let lost = object_with("no copy of this anywhere");
+    fs_err::remove_file(&cached).unwrap();
+    sh(&format!("chmod u+w {0} && echo corrupt >> {0}", lost.display()));
+
+    let r = env.json(&["store", "verify", "--full", "--repair"]);
+    assert_eq!(r["before"]["problems"].as_array().unwrap().len(), 2, "{r}");
+    let restored = r["restored"].as_array().unwrap();
+    assert_eq!(restored.len(), 1, "{r}");
+    let from = restored[0]["from"].as_str().unwrap();
+    assert!(from.starts_with("package cached_1.0_amd64 unpacked again from the download cache"), "{r}");
+    let dropped: Vec<&str> = r["dropped"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(dropped, ["gone_1.0_amd64"], "{r}");
+    assert_eq!(r["after"]["problems"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(fs_err::read_to_string(&cached).unwrap(), "only its package has this\n");
+    // The scratch store is gone, and the repaired store is whole.
+    assert_eq!(fs_err::read_dir(env.store().join("tmp")).unwrap().count(), 0);
+    env.ok(&["store", "verify", "--full"]);
+    assert_eq!(env.entry_names(), ["cached_1.0_amd64"]);
+}

@@ -15,6 +15,7 @@
 //! reports counts and bytes.
 
 pub mod downloads;
+pub mod rebuild;
 pub mod usage;
 
 use std::collections::HashSet;
@@ -162,8 +163,9 @@ pub fn collect(store: &mut Store, opts: &GcOptions, progress: &Progress) -> anyh
     })
 }
 
-/// `strata store verify --repair`: [`crate::store::repair`], with the OSTree repositories strata
-/// wrote as a further source of content (they keep every content object they received).
+/// `strata store verify --repair`: [`crate::store::repair`], with two further sources of
+/// content: the OSTree repositories strata wrote (they keep every content object they received),
+/// then package steps made again from the packages in the download cache ([`rebuild`]).
 pub fn repair(
     store: &mut Store,
     full: bool,
@@ -185,7 +187,8 @@ pub fn repair(
             stmt.query_map([], |r| Ok((crate::store::db::digest_col(r, 0)?, crate::store::db::digest_col(r, 1)?)))?;
         rows.collect::<Result<_, _>>()?
     };
-    let from_repos = |oid: &Digest, _content: &Digest| -> Option<(Vec<u8>, String)> {
+    let rebuilder = rebuild::Rebuilder::new(&store.root().join("cache/downloads"))?;
+    let from_repos = |oid: &Digest| -> Option<(Vec<u8>, String)> {
         let checksum = checksums.get(oid)?.to_hex();
         for (path, repo) in &repos {
             let Ok((Some(input), _, _)) = repo.load_file(&checksum, ostree::gio::Cancellable::NONE) else { continue };
@@ -198,5 +201,8 @@ pub fn repair(
         }
         None
     };
-    crate::store::repair::repair(store, full, &from_repos, progress)
+    let sources = |store: &Store, oid: &Digest, _content: &Digest| -> Option<(Vec<u8>, String)> {
+        from_repos(oid).or_else(|| rebuilder.object(store, oid))
+    };
+    crate::store::repair::repair(store, full, &sources, progress)
 }

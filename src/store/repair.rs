@@ -5,8 +5,9 @@
 //! 1. another file the store has with the same content: an object with the same content digest
 //!    (another owner or mode), or the damaged object's own file when only its metadata is wrong;
 //! 2. a kept sandbox checkout (`cache/lowers`) holding a file with that content;
-//! 3. the caller's other sources (the OSTree repositories strata wrote, which keep every content
-//!    object they received).
+//! 3. the caller's other sources: the OSTree repositories strata wrote, which keep every content
+//!    object they received, then the package steps made again from the download cache
+//!    ([`crate::lifecycle`] supplies both).
 //!
 //! Each candidate is hashed and must match the content digest the trees record; the object is
 //! then written anew with its exact metadata. What cannot be restored is dropped: the trees that
@@ -26,9 +27,9 @@ use crate::store::tree::{object_id, Node, Tree};
 use crate::store::verify::{verify, VerifyReport};
 use crate::util::progress::Progress;
 
-/// Another place to look for content: given an object id and its content digest, the content
-/// and a name for where it came from.
-pub type Source<'a> = &'a dyn Fn(&Digest, &Digest) -> Option<(Vec<u8>, String)>;
+/// Another place to look for content: given the store, an object id and its content digest, the
+/// content and a name for where it came from.
+pub type Source<'a> = &'a dyn Fn(&Store, &Digest, &Digest) -> Option<(Vec<u8>, String)>;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Restored {
@@ -93,7 +94,9 @@ pub fn repair(store: &mut Store, full: bool, extra: Source<'_>, progress: &Progr
             };
             let found = from_store(store, oid, &content, size, &by_content, &bad_objects)
                 .or_else(|| from_lowers(store, &content, size, &trees))
-                .or_else(|| extra(oid, &content).filter(|(b, _)| b.len() as u64 == size && Digest::of(b) == content));
+                .or_else(|| {
+                    extra(store, oid, &content).filter(|(b, _)| b.len() as u64 == size && Digest::of(b) == content)
+                });
             match found {
                 Some((bytes, from)) => {
                     let objects = store.object_store();
