@@ -530,3 +530,34 @@ fn repair_unpacks_a_package_again_from_the_download_cache() {
     env.ok(&["store", "verify", "--full"]);
     assert_eq!(env.entry_names(), ["cached_1.0_amd64"]);
 }
+
+#[test]
+fn a_description_sets_its_images_policy_and_the_store_can_override_it() {
+    let env = Env::new();
+    setup(&env, &["a"]);
+    let doc = env.path("a").join("image.toml");
+    let plain = fs_err::read_to_string(&doc).unwrap();
+    write(&doc, &format!("{plain}\n[retention]\nkeep-last = 2\n"));
+    for n in 1..=4 {
+        generation(&env, "a", n, 64);
+    }
+    let listed = env.json(&["images", "keep"]);
+    assert_eq!(listed[0]["image"], "a", "{listed}");
+    assert_eq!(listed[0]["set_by"], "description", "{listed}");
+    assert_eq!(listed[0]["policy"]["keep_last"], 2, "{listed}");
+    let dropped = |r: &serde_json::Value| -> Vec<u64> {
+        r["generations"].as_array().unwrap().iter().map(|d| d["generation"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(dropped(&env.json(&["gc", "--dry-run"])), [1, 2]);
+    // The store's own policy for the image is stronger; cleared, the description's applies again.
+    env.ok(&["images", "keep", "a", "--keep-last", "3"]);
+    assert_eq!(dropped(&env.json(&["gc", "--dry-run"])), [1]);
+    env.ok(&["images", "keep", "a", "--clear"]);
+    assert_eq!(dropped(&env.json(&["gc"])), [1, 2]);
+    assert_eq!(alive(&env), gens(&[("a", &[3, 4])]));
+    // A build of the description without `[retention]` takes its policy away.
+    write(&doc, &plain);
+    env.ok(&["build", env.path("a").to_str().unwrap()]);
+    assert_eq!(env.json(&["images", "keep"]).as_array().unwrap().len(), 0);
+    env.ok(&["store", "verify", "--full"]);
+}

@@ -170,8 +170,10 @@ pub enum ImagesCommand {
     /// Show or set the retention policy gc applies: per image, or the default for every image
     ///
     /// A generation is kept when any rule keeps it: one of the newest N, younger than DURATION,
-    /// pinned, or the image's newest. An image without a policy (its own or the default) keeps
-    /// every generation. `strata gc --keep-last/--keep-younger-than` overrides for one run.
+    /// pinned, or the image's newest. Which policy applies, strongest first: `strata gc
+    /// --keep-last/--keep-younger-than` for one run; the image's own, set here; the one its
+    /// description sets (`[retention]` in TOML, `<retention>` in KIWI XML), recorded by each
+    /// build; the default set here. An image with none keeps every generation.
     #[command(
         after_help = "Examples:\n  strata images keep --keep-last 5\n  strata images keep debian-web --keep-last 3 --keep-younger-than 30d\n  strata images keep debian-web --clear\n  strata images keep --json"
     )]

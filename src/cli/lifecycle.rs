@@ -265,15 +265,25 @@ pub fn keep(ctx: &Ctx, args: KeepArgs) -> anyhow::Result<ExitCode> {
         retention::set_policy(&mut store, image, &policy)?;
     }
     let policies = retention::policies(&store)?;
+    // A description's policy counts where the store has none of its own for that image.
+    let described: Vec<_> =
+        retention::described(&store)?.into_iter().filter(|(i, _)| !policies.contains_key(i)).collect();
     if ctx.json {
-        let v: Vec<_> = policies.iter().map(|(i, p)| serde_json::json!({"image": i, "policy": p})).collect();
+        let mut v: Vec<_> =
+            policies.iter().map(|(i, p)| serde_json::json!({"image": i, "policy": p, "set_by": "store"})).collect();
+        v.extend(described.iter().map(
+            |(i, (p, doc))| serde_json::json!({"image": i, "policy": p, "set_by": "description", "description": doc}),
+        ));
         output::json(&v)?;
-    } else if policies.is_empty() {
+    } else if policies.is_empty() && described.is_empty() {
         ctx.note("no retention policy: gc keeps every generation (see `strata images keep --help`)");
     } else {
         for (i, p) in &policies {
             let name = if i == retention::DEFAULT { "* (default)" } else { i.as_str() };
             println!("{name:<24} {}", p.describe());
+        }
+        for (i, (p, doc)) in &described {
+            println!("{i:<24} {} (set by {doc})", p.describe());
         }
     }
     Ok(ExitCode::SUCCESS)

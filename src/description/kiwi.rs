@@ -8,7 +8,8 @@
 //!
 //! Beyond KIWI: `<derived from="…"/>` under `<image>` names the base of a derived image, and
 //! `<files><file path="/etc/x" owner="root" group="adm" mode="0640"/></files>` sets owners and
-//! modes of `root/` overlay files.
+//! modes of `root/` overlay files, and `<retention keep-last="5" keep-younger-than="30d"/>` the
+//! generations `strata gc` keeps of the image.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -16,7 +17,7 @@ use std::fmt::Write as _;
 use roxmltree::{Document, Node, ParsingOptions};
 
 use super::{
-    AptRepository, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, RpmRepository,
+    AptRepository, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, Retention, RpmRepository,
     TargetKind, User, KNOWN_PACKAGE_MANAGERS, TARGET_ATTRIBUTES,
 };
 
@@ -262,6 +263,34 @@ impl<'a, 'i> Parser<'a, 'i> {
                 }
             }
             "files" => self.files(c, &mut d.files)?,
+            "retention" => {
+                self.attrs(c, &["keep-last", "keep-younger-than"])?;
+                if d.retention.is_some() {
+                    return Err(self.err(c, "a second <retention>"));
+                }
+                let keep_last = match c.attribute("keep-last") {
+                    None => None,
+                    Some(v) => match v.parse::<u64>() {
+                        Ok(n) if n >= 1 => Some(n),
+                        _ => {
+                            return Err(
+                                self.err(c, format!("keep-last=\"{v}\": expected a number of generations, 1 or more"))
+                            )
+                        }
+                    },
+                };
+                let keep_younger_than = match c.attribute("keep-younger-than") {
+                    None => None,
+                    Some(v) => Some(
+                        crate::util::text::parse_duration(v)
+                            .map_err(|e| self.err(c, format!("keep-younger-than: {e}")))?,
+                    ),
+                };
+                if keep_last.is_none() && keep_younger_than.is_none() {
+                    return Err(self.err(c, "<retention> needs keep-last=\"N\", keep-younger-than=\"30d\" or both"));
+                }
+                d.retention = Some(Retention { keep_last, keep_younger_than });
+            }
             _ => return Err(self.unsupported(c, "image")),
         }
         Ok(())
@@ -668,6 +697,16 @@ pub fn write(d: &Description) -> anyhow::Result<String> {
     }
     write_packages(&mut s, d);
     write_files(&mut s, &d.files);
+    if let Some(r) = &d.retention {
+        s.push_str("  <retention");
+        if let Some(n) = r.keep_last {
+            let _ = write!(s, " keep-last=\"{n}\"");
+        }
+        if let Some(secs) = r.keep_younger_than {
+            let _ = write!(s, " keep-younger-than=\"{}\"", crate::util::text::duration(secs));
+        }
+        s.push_str("/>\n");
+    }
     s.push_str("</image>\n");
     Ok(s)
 }

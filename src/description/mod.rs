@@ -35,6 +35,18 @@ pub struct Description {
     /// Owners and modes for files of the `root/` overlay, by absolute path in the image.
     pub files: BTreeMap<String, FileAttrs>,
     pub scripts: Scripts,
+    /// Which generations of this image `strata gc` keeps (TOML `[retention]`).
+    pub retention: Option<Retention>,
+}
+
+/// A retention policy a description sets for its image: a generation is kept when either rule
+/// keeps it (and the newest, pinned ones always are). At least one rule is set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep the newest N generations (N >= 1).
+    pub keep_last: Option<u64>,
+    /// Keep generations built less than this many seconds ago.
+    pub keep_younger_than: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

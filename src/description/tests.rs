@@ -101,6 +101,10 @@ fn invalid_kiwi_documents_fail_with_their_exact_error() {
             "line 1, column 1: <image> needs a <description type=\"system\"> with <author>, <contact> and <specification>",
         ),
         (&xml("<drivers><file name=\"x\"/></drivers>"), "line 4, column 1: <drivers> in <image> is not supported by strata yet"),
+        (&xml("<retention/>"), "line 4, column 1: <retention> needs keep-last=\"N\", keep-younger-than=\"30d\" or both"),
+        (&xml("<retention keep-last=\"0\"/>"), "line 4, column 1: keep-last=\"0\": expected a number of generations, 1 or more"),
+        (&xml("<retention keep-younger-than=\"soon\"/>"), "line 4, column 1: keep-younger-than: invalid duration `soon`: expected a number with s, m, h, d or w (`30d`)"),
+        (&xml("<retention keep-last=\"2\"/><retention keep-last=\"3\"/>"), "line 4, column 27: a second <retention>"),
         (
             &xml("<preferences><rpm-check-signatures>false</rpm-check-signatures></preferences>"),
             "line 4, column 14: <rpm-check-signatures> in <preferences> is not supported by strata yet",
@@ -207,6 +211,10 @@ fn invalid_toml_documents_fail_with_their_exact_error() {
         ("[image]\nname = \"t\"\npackagemanager = \"dnf\"\n[[repository]]\nhost-sources = true\n", "packagemanager `dnf` does not fit the repositories: apt installs from apt-deb repositories, dnf from rpm-md ones"),
         ("[image]\nname = \"t\"\n[packages]\ninstall = [\"a1\", \"a1\"]\n", "packages install: `a1` is listed twice"),
         ("[image]\nname = \"t\"\n[scripts]\nconfig = \"/etc/passwd\"\n", "scripts config: `/etc/passwd` must be a path inside the description directory"),
+        ("[image]\nname = \"t\"\n[retention]\nkeep-last = 0\n", "key `retention.keep-last`: 0 would keep nothing; expected 1 or more (the newest is always kept)"),
+        ("[image]\nname = \"t\"\n[retention]\nkeep-younger-than = \"a month\"\n", "key `retention.keep-younger-than`: invalid duration `a month`: expected a number with s, m, h, d or w (`30d`)"),
+        ("[image]\nname = \"t\"\n[retention]\n", "key `retention`: expected `keep-last = N`, `keep-younger-than = \"30d\"` or both"),
+        ("[image]\nname = \"t\"\n[retention]\nkeep = 3\n", "line 4, column 1: key `retention.keep`: unknown field `keep`, expected `keep-last` or `keep-younger-than`"),
     ];
     check_table(table, toml_err);
 }
@@ -380,8 +388,21 @@ fn description() -> impl Strategy<Value = Description> {
                     })
                     .collect(),
                 scripts: Scripts::default(),
+                retention: None,
             }
         })
+}
+
+/// A retention policy with at least one rule; durations in whole seconds, minutes, hours, days
+/// or weeks.
+fn retention() -> impl Strategy<Value = Option<Retention>> {
+    let duration = (1u64..1000, prop_oneof![Just(1u64), Just(60), Just(3600), Just(86400), Just(7 * 86400)])
+        .prop_map(|(n, unit)| n * unit);
+    proptest::option::of(
+        (proptest::option::of(1u64..100), proptest::option::of(duration))
+            .prop_filter("one rule at least", |(n, d)| n.is_some() || d.is_some())
+            .prop_map(|(keep_last, keep_younger_than)| Retention { keep_last, keep_younger_than }),
+    )
 }
 
 proptest! {
@@ -389,8 +410,9 @@ proptest! {
 
     /// XML -> model -> TOML -> model is the identity (and so is the way back).
     #[test]
-    fn xml_and_toml_forms_round_trip(d in description()) {
+    fn xml_and_toml_forms_round_trip(d in description(), retention in retention()) {
         let mut d = d;
+        d.retention = retention;
         // A description without <description> must derive (KIWI requires it otherwise).
         if d.info == Info::default() && d.derived_from.is_none() {
             d.info.author = Some("a".into());

@@ -24,6 +24,10 @@
 //!
 //! [target.disk]
 //! filesystem = "ext4"
+//!
+//! [retention]
+//! keep-last = 5
+//! keep-younger-than = "30d"
 //! ```
 
 use std::collections::BTreeMap;
@@ -52,6 +56,15 @@ struct Doc {
     scripts: ScriptKeys,
     #[serde(default)]
     target: TargetKeys,
+    retention: Option<RetentionKeys>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RetentionKeys {
+    keep_last: Option<u64>,
+    /// A duration: `30d`, `12h`, `2w`.
+    keep_younger_than: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -199,6 +212,7 @@ fn convert(doc: Doc) -> anyhow::Result<Description> {
     let users = doc.user.into_iter().enumerate().map(|(n, u)| user(n, u)).collect::<anyhow::Result<Vec<_>>>()?;
     let files = files(doc.files)?;
     let targets = targets(doc.target);
+    let retention = doc.retention.map(retention).transpose()?;
     let d = Description {
         name: i.name,
         info: Info { author: i.author, contact: i.contact, specification: i.specification },
@@ -223,6 +237,7 @@ fn convert(doc: Doc) -> anyhow::Result<Description> {
         users,
         files,
         scripts: Scripts { config: doc.scripts.config, images: doc.scripts.images },
+        retention,
     };
     check_target_attributes(&d)?;
     Ok(d)
@@ -286,6 +301,26 @@ fn rpm_repository(at: &str, r: RepoKeys, uri: String) -> anyhow::Result<Reposito
         _ => {}
     }
     Ok(Repository::RpmMd(RpmRepository { alias: r.alias, uri, signed_by: r.signed_by, gpgcheck }))
+}
+
+/// The `[retention]` table, checked: at least one rule, and `keep-last` of 1 or more.
+fn retention(r: RetentionKeys) -> anyhow::Result<super::Retention> {
+    if r.keep_last == Some(0) {
+        anyhow::bail!(
+            "key `retention.keep-last`: 0 would keep nothing; expected 1 or more (the newest is always kept)"
+        );
+    }
+    let keep_younger_than = match r.keep_younger_than {
+        None => None,
+        Some(d) => Some(
+            crate::util::text::parse_duration(&d)
+                .map_err(|e| anyhow::anyhow!("key `retention.keep-younger-than`: {e}"))?,
+        ),
+    };
+    if r.keep_last.is_none() && keep_younger_than.is_none() {
+        anyhow::bail!("key `retention`: expected `keep-last = N`, `keep-younger-than = \"30d\"` or both");
+    }
+    Ok(super::Retention { keep_last: r.keep_last, keep_younger_than })
 }
 
 /// The user `[[user]]` number `n` describes, checked.
@@ -369,6 +404,15 @@ pub fn write(d: &Description) -> String {
     write_files(&mut s, &d.files);
     write_scripts(&mut s, &d.scripts);
     write_targets(&mut s, &d.preferences.targets);
+    if let Some(r) = &d.retention {
+        s.push_str("\n[retention]\n");
+        if let Some(n) = r.keep_last {
+            let _ = writeln!(s, "keep-last = {n}");
+        }
+        if let Some(secs) = r.keep_younger_than {
+            let _ = writeln!(s, "keep-younger-than = {}", q(&crate::util::text::duration(secs)));
+        }
+    }
     s
 }
 

@@ -43,6 +43,7 @@ pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool
     // Read and written in one (immediate) transaction: two builds of one image at once get
     // consecutive numbers.
     let tx = store.db_mut().transaction()?;
+    crate::graph::retention::record_described(&tx, &outcome.image, outcome.retention.as_ref(), &outcome.document)?;
     let last = last_generation(&tx, &outcome.image)?;
     if let Some((number, entry)) = last {
         if entry == rootfs.key {

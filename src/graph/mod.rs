@@ -99,6 +99,8 @@ pub struct Outcome {
     pub locks: Vec<LockedImage>,
     /// The tree the chain started from, when it derives from a root or an OSTree commit.
     pub bases: Vec<LockedBase>,
+    /// The retention policy the image's own description sets (not its bases').
+    pub retention: Option<crate::description::Retention>,
 }
 
 impl Outcome {
@@ -157,6 +159,7 @@ pub fn run_chain(
         rootfs: last,
         locks: w.locks,
         bases: w.bases,
+        retention: image.description.retention,
     })
 }
 

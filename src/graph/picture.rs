@@ -253,6 +253,7 @@ mod tests {
             rootfs: None,
             locks: vec![],
             bases: vec![],
+            retention: None,
         };
         let dot = plan(&o);
         assert!(dot.contains("label=\"base (base)\"") && dot.contains("label=\"web (the image)\""), "{dot}");

@@ -7,8 +7,9 @@
 //! - a pinned generation is never dropped, not even by `images rm` (unpin it first);
 //! - a generation is kept when any rule keeps it: one of the newest `keep_last`, built less than
 //!   `keep_younger_than` ago, pinned, newest;
-//! - an image without a policy (on the command line, its own, or the store's default `*`) keeps
-//!   every generation;
+//! - the policy of an image is the first of: the command line's, its own in the store (`images
+//!   keep NAME`), the one its description sets (`[retention]`, recorded by each build), the
+//!   store's default `*`; an image with none keeps every generation;
 //! - a dropped generation's row stays: `images history` shows it as collected.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,6 +104,48 @@ pub fn policies(store: &Store) -> anyhow::Result<BTreeMap<String, Policy>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The policies descriptions set, by image, with the description file that set each.
+pub fn described(store: &Store) -> anyhow::Result<BTreeMap<String, (Policy, String)>> {
+    let mut stmt =
+        store.db().sql().prepare("SELECT image, keep_last, keep_younger_than, document FROM retention_described")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            (
+                Policy {
+                    keep_last: r.get::<_, Option<i64>>(1)?.map(|n| n as u64),
+                    keep_younger_than: r.get::<_, Option<i64>>(2)?.map(|n| n as u64),
+                },
+                r.get::<_, String>(3)?,
+            ),
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Record, in the build's transaction, the policy `image`'s description sets (or that it sets
+/// none any more).
+pub fn record_described(
+    tx: &crate::store::db::Tx<'_>,
+    image: &str,
+    policy: Option<&crate::description::Retention>,
+    document: &str,
+) -> anyhow::Result<()> {
+    match policy {
+        None => {
+            tx.sql().execute("DELETE FROM retention_described WHERE image = ?1", [image])?;
+        }
+        Some(p) => {
+            tx.sql().execute(
+                "INSERT OR REPLACE INTO retention_described (image, keep_last, keep_younger_than, document) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![image, p.keep_last.map(|n| n as i64), p.keep_younger_than.map(|n| n as i64), document],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Store `policy` for `image` (or [`DEFAULT`]); an empty policy removes the stored one.
 pub fn set_policy(store: &mut Store, image: &str, policy: &Policy) -> anyhow::Result<()> {
     if policy.keep_last == Some(0) {
@@ -179,6 +222,7 @@ pub fn unpin(store: &mut Store, image: &str, number: u64) -> anyhow::Result<bool
 /// line's policy) or the stored ones, at time `now` (unix seconds).
 pub fn plan(store: &Store, over: Option<&Policy>, images: &[String], now: i64) -> anyhow::Result<Vec<Decision>> {
     let stored = policies(store)?;
+    let described = described(store)?;
     let pins = pins(store)?;
     let roots: BTreeSet<String> = store.db().roots()?.into_iter().map(|r| r.name).collect();
     let mut by_image: BTreeMap<String, Vec<GenerationRow>> = BTreeMap::new();
@@ -197,7 +241,13 @@ pub fn plan(store: &Store, over: Option<&Policy>, images: &[String], now: i64) -
         if !images.is_empty() && !images.contains(&image) {
             continue;
         }
-        let policy = over.copied().or_else(|| stored.get(&image).or_else(|| stored.get(DEFAULT)).copied());
+        let policy = over.copied().or_else(|| {
+            stored
+                .get(&image)
+                .or_else(|| described.get(&image).map(|(p, _)| p))
+                .or_else(|| stored.get(DEFAULT))
+                .copied()
+        });
         let newest_first: Vec<&GenerationRow> = gens.iter().rev().collect();
         for (rank, g) in newest_first.iter().enumerate() {
             let reason = if rank == 0 {
