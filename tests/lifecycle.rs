@@ -123,6 +123,9 @@ fn retention_pins_and_rm_keep_exactly_the_expected_generations_commits_and_bytes
     assert_eq!(real["generations"], dry["generations"]);
     assert_eq!(real["store"]["objects"], dry["store"]["objects"], "dry run and run agree: {dry} {real}");
     assert_eq!(real["store"]["bytes"], dry["store"]["bytes"]);
+    assert_eq!(real["repos"][0]["objects"], dry["repos"][0]["objects"], "{dry} {real}");
+    assert!(dry["repos"][0]["objects"].as_u64().unwrap() > 1, "{dry}");
+    assert_eq!(real["repos"][0]["bytes"], dry["repos"][0]["bytes"], "{dry} {real}");
     assert_eq!(alive(&env)["a"], [2, 5, 6]);
     // History is contiguous down to the oldest kept generation (2, pinned): 1 went, with its delta.
     assert_eq!(commits(&repo, "a/x86_64").len(), 5);

@@ -648,4 +648,23 @@ fn a_push_over_ssh_publishes_in_order_and_keeps_other_refs() {
     assert_eq!(ostree(&client, "rev-parse origin:fixture/x86_64").trim(), c2);
     ostree(&client, "pull origin other/x86_64 2>&1");
     assert_eq!(ostree(&client, "rev-parse origin:other/x86_64").trim(), c_other);
+
+    // gc trims the local mirror to what a push fetches back from the far side anyway; the next
+    // push still publishes a whole commit.
+    let mirrors = env.store().join("cache/ostree-mirrors");
+    let count = |pattern: &str| sh(&format!("find {} -name '{pattern}' | wc -l", mirrors.display())).trim().to_string();
+    assert_ne!(count("*.filez"), "0");
+    let gc = env.json(&["gc"]);
+    assert_eq!(gc["mirrors"]["mirrors"], 1, "{gc}");
+    assert!(gc["mirrors"]["files"].as_u64().unwrap() > 0 && gc["mirrors"]["bytes"].as_u64().unwrap() > 0, "{gc}");
+    assert_eq!(count("*.filez"), "0");
+    assert_ne!(count("*.commit"), "0");
+    write(&tree.join("usr/bin/app"), "#!/bin/sh\necho app 3\n");
+    import(&env, &tree, "fixture");
+    let c3 = export(&env, "tags/fixture", &repo, &["--deltas", "1"])["commit"].as_str().unwrap().to_string();
+    assert_eq!(push(&[])["commit"], c3.as_str());
+    fsck(&far);
+    ostree(&client, "pull origin fixture/x86_64 2>&1");
+    assert_eq!(ostree(&client, "rev-parse origin:fixture/x86_64").trim(), c3);
+    ostree(&client, "fsck 2>&1");
 }

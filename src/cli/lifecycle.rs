@@ -67,8 +67,6 @@ pub fn gc(ctx: &Ctx, args: GcArgs) -> anyhow::Result<ExitCode> {
                 "ostree {}: {} commits to remove, left for a later gc (an export into it is running)",
                 repo.repo, repo.commits
             ));
-        } else if r.dry_run {
-            lines.push(format!("ostree {}: {verb} {} commits", repo.repo, repo.commits));
         } else {
             lines.push(format!(
                 "ostree {}: {verb} {} commits, {} objects, {}",
@@ -111,6 +109,19 @@ pub fn gc(ctx: &Ctx, args: GcArgs) -> anyhow::Result<ExitCode> {
         d.remaining_files,
         bytes(d.remaining_bytes)
     ));
+    let m = &r.mirrors;
+    if m.mirrors > 0 {
+        lines.push(format!(
+            "ssh push mirrors: {verb} {} files, {} (the far side has them){}",
+            m.files,
+            bytes(m.bytes),
+            if m.deferred > 0 {
+                format!("; {} in use by a push, left for a later gc", m.deferred)
+            } else {
+                String::new()
+            }
+        ));
+    }
     for l in lines {
         ctx.note(l);
     }

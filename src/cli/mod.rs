@@ -179,14 +179,16 @@ enum Command {
     /// Remove what nothing keeps: old generations (by retention), their OSTree commits, and the
     /// entries, trees, objects and cached downloads nothing holds
     ///
-    /// In order: retention removes the roots of generations no rule keeps (the stored policies of
-    /// `strata images keep`, or --keep-last/--keep-younger-than for this run; the newest and pinned
-    /// generations always stay); the OSTree repositories strata wrote (its deploy repository and
-    /// every `export --repo`) lose the commits of removed generations, their objects and deltas;
-    /// the store deletes entries, trees and objects that no root holds (cached disk images and
-    /// ISOs stay while their generation does); the download cache drops abandoned partial
-    /// downloads and, with --max-download-cache, the least recently used files. --dry-run reports
-    /// the same, per kind, and changes nothing.
+    /// In order: retention removes the roots of generations no rule keeps (the policies of
+    /// `strata images keep` and of descriptions' `[retention]`, or --keep-last/--keep-younger-than
+    /// for this run; the newest and pinned generations always stay); the OSTree repositories
+    /// strata wrote (its deploy repository and every `export --repo`) lose the commits of removed
+    /// generations, their objects and deltas; the store deletes entries, trees and objects that no
+    /// root holds (cached disk images and ISOs stay while their generation does); the download
+    /// cache drops abandoned partial downloads and, with --max-download-age and
+    /// --max-download-cache, files unused too long and then the least recently used; the local
+    /// mirrors of ssh push destinations drop what the far side has. Builds keep running while gc
+    /// runs. --dry-run reports the same, per kind, and changes nothing.
     #[command(
         after_help = "Examples:\n  strata gc --dry-run\n  strata gc --keep-last 5 --keep-younger-than 30d\n  strata gc --keep-last 1 --image debian-web --json\n  strata gc --max-download-cache 5G"
     )]

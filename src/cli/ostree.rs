@@ -244,7 +244,7 @@ pub fn push(ctx: &Ctx, args: PushArgs) -> anyhow::Result<ExitCode> {
     let r = if dest.starts_with("ssh://") {
         let mirror = ssh::mirror_dir(&store.root().join("cache"), &dest);
         let ssh = ssh::Ssh { command: args.ssh_command.clone() };
-        ssh::push(&args.repo, &args.reference, &dest, &ssh, &mirror, &signers, &ctx.progress)?
+        ssh::push(&args.repo, &args.reference, &dest, &ssh, &mirror, &signers, store.lock_wait(), &ctx.progress)?
     } else {
         push::push(&args.repo, &args.reference, Path::new(&dest), &signers, &ctx.progress)?
     };

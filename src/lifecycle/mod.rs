@@ -9,7 +9,9 @@
 //! 3. the store collects every entry, tree and object that neither a root nor a cached artifact
 //!    of a kept generation holds, and the kept sandbox checkouts ([`crate::store::gc`]);
 //! 4. the download cache drops abandoned partial downloads and, with limits, files unused for
-//!    too long and then the least recently used ([`downloads`]).
+//!    too long and then the least recently used ([`downloads`]);
+//! 5. the local mirrors of ssh push destinations drop what the far side already has
+//!    ([`crate::ostree::ssh::trim_mirrors`]).
 //!
 //! A dry run decides the same things, changes nothing, and reports what would go. Each part
 //! reports counts and bytes.
@@ -60,6 +62,8 @@ pub struct Report {
     pub repos: Vec<RepoPruned>,
     pub store: GcReport,
     pub downloads: downloads::Trimmed,
+    /// The local mirrors of ssh push destinations.
+    pub mirrors: crate::ostree::ssh::MirrorsTrimmed,
 }
 
 /// The OSTree repository `strata deploy` commits to.
@@ -152,6 +156,7 @@ pub fn collect(store: &mut Store, opts: &GcOptions, progress: &Progress) -> anyh
         opts.max_download_age,
         opts.dry_run,
     )?;
+    let mirrors = crate::ostree::ssh::trim_mirrors(&store.root().join("cache"), opts.dry_run)?;
     Ok(Report {
         dry_run: opts.dry_run,
         generations: dropped,
@@ -160,6 +165,7 @@ pub fn collect(store: &mut Store, opts: &GcOptions, progress: &Progress) -> anyh
         repos,
         store: gc,
         downloads,
+        mirrors,
     })
 }
 

@@ -21,7 +21,8 @@ use crate::ostree::publish::parent_of;
 pub struct RepoPruned {
     pub repo: String,
     pub commits: u64,
-    /// Objects and bytes (counted on a real run only: a dry run reports commits).
+    /// Objects and bytes. A dry run counts the objects only the removed commits reach; a real
+    /// run reports what libostree's prune deleted (which includes objects no ref reached before).
     pub objects: u64,
     pub bytes: u64,
     /// The repository's summary: `regenerated`, `signed` (left as it was: gc holds no key, so
@@ -100,9 +101,21 @@ pub fn prune_to(path: &Path, keep: &dyn Fn(&str) -> bool, dry_run: bool) -> anyh
     doomed.sort();
     doomed.dedup();
     report.commits = doomed.len() as u64;
-    if dry_run || doomed.is_empty() {
+    if doomed.is_empty() {
         return Ok(report);
     }
+    if dry_run {
+        let (objects, bytes) = only_reached_by(&repo, path, &doomed, &kept)?;
+        report.objects = objects;
+        report.bytes = bytes;
+        return Ok(report);
+    }
+    // libostree's prune counts the bytes of what it deletes; the commits are deleted here.
+    let commit_bytes: u64 = doomed
+        .iter()
+        .filter_map(|c| fs_err::metadata(path.join(format!("objects/{}/{}.commit", &c[..2], &c[2..]))).ok())
+        .map(|m| m.len())
+        .sum();
     for commit in &doomed {
         repo.delete_object(ostree::ObjectType::Commit, commit, gio::Cancellable::NONE)
             .with_context(|| format!("cannot delete commit {commit} from `{}`", path.display()))?;
@@ -113,7 +126,7 @@ pub fn prune_to(path: &Path, keep: &dyn Fn(&str) -> bool, dry_run: bool) -> anyh
     repo.prune_static_deltas(None, gio::Cancellable::NONE)
         .with_context(|| format!("cannot prune the static deltas of `{}`", path.display()))?;
     report.objects = pruned.max(0) as u64 + report.commits;
-    report.bytes = bytes;
+    report.bytes = bytes + commit_bytes;
     report.summary = if !path.join("summary").exists() {
         "none"
     } else if path.join("summary.sig").exists() {
@@ -124,4 +137,46 @@ pub fn prune_to(path: &Path, keep: &dyn Fn(&str) -> bool, dry_run: bool) -> anyh
         "regenerated"
     };
     Ok(report)
+}
+
+/// The objects (commits included) that `doomed` commits reach and no `kept` commit does, and
+/// their bytes on disk.
+fn only_reached_by(
+    repo: &ostree::Repo,
+    path: &Path,
+    doomed: &[String],
+    kept: &std::collections::HashSet<String>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut reached = std::collections::HashSet::new();
+    for c in kept {
+        for name in repo.traverse_commit(c, 0, gio::Cancellable::NONE)? {
+            reached.insert((name.checksum().to_string(), name.object_type()));
+        }
+    }
+    let mut only = std::collections::HashSet::new();
+    for c in doomed {
+        for name in repo.traverse_commit(c, 0, gio::Cancellable::NONE)? {
+            let key = (name.checksum().to_string(), name.object_type());
+            if !reached.contains(&key) {
+                only.insert(key);
+            }
+        }
+    }
+    let mut bytes = 0;
+    for (sum, t) in &only {
+        let ext: &[&str] = match t {
+            ostree::ObjectType::File => &["filez", "file"],
+            ostree::ObjectType::DirTree => &["dirtree"],
+            ostree::ObjectType::DirMeta => &["dirmeta"],
+            ostree::ObjectType::Commit => &["commit"],
+            _ => &[],
+        };
+        for e in ext {
+            if let Ok(m) = fs_err::symlink_metadata(path.join(format!("objects/{}/{}.{e}", &sum[..2], &sum[2..]))) {
+                bytes += m.len();
+                break;
+            }
+        }
+    }
+    Ok((only.len() as u64, bytes))
 }

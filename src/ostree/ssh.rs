@@ -99,6 +99,89 @@ pub fn mirror_dir(cache: &Path, url: &str) -> PathBuf {
     cache.join("ostree-mirrors").join(&blake3::hash(url.as_bytes()).to_hex()[..16])
 }
 
+/// The lock a push holds shared for its whole run (fetch, push into the mirror, upload), and
+/// [`trim_mirror`] exclusively: `<mirror>.lock`, beside the mirror.
+fn mirror_lock_path(mirror: &Path) -> PathBuf {
+    mirror.with_extension("lock")
+}
+
+/// What [`trim_mirror`] removed (or would remove) from the local mirrors of ssh destinations.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MirrorsTrimmed {
+    /// Mirrors looked at.
+    pub mirrors: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// Mirrors a push was using: left for a later gc.
+    pub deferred: u64,
+}
+
+/// Trim every mirror under `cache/ostree-mirrors` to what a push fetches back from the far side
+/// anyway: config, refs, commits and their signatures, delta superblocks and the summary stay;
+/// file, tree and metadata objects, delta parts and leftovers under `tmp/` go. They are on the
+/// far side already (a push uploads before it ends, and uploads skip what the far side has), so
+/// the next push copies into the mirror only the objects of its new commits, and uploads only
+/// what the far side lacks. A mirror a push is using is skipped and counted as deferred.
+pub fn trim_mirrors(cache: &Path, dry_run: bool) -> anyhow::Result<MirrorsTrimmed> {
+    let mut out = MirrorsTrimmed::default();
+    let Ok(dir) = fs_err::read_dir(cache.join("ostree-mirrors")) else { return Ok(out) };
+    for e in dir {
+        let e = e?;
+        if !e.file_type()?.is_dir() {
+            continue;
+        }
+        out.mirrors += 1;
+        let Some(_lock) = crate::store::lock::StoreLock::try_exclusive(&mirror_lock_path(&e.path()))? else {
+            out.deferred += 1;
+            continue;
+        };
+        let (files, bytes) = trim_mirror(&e.path(), dry_run)?;
+        out.files += files;
+        out.bytes += bytes;
+    }
+    Ok(out)
+}
+
+/// Trim one mirror (its lock held); returns (files, bytes).
+fn trim_mirror(mirror: &Path, dry_run: bool) -> anyhow::Result<(u64, u64)> {
+    let (mut files, mut bytes) = (0, 0);
+    let mut remove = |path: &Path, len: u64| -> anyhow::Result<()> {
+        if !dry_run {
+            match fs_err::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        files += 1;
+        bytes += len;
+        Ok(())
+    };
+    for (sub, keep) in [
+        (
+            "objects",
+            &(|name: &str| name.ends_with(".commit") || name.ends_with(".commitmeta")) as &dyn Fn(&str) -> bool,
+        ),
+        ("deltas", &|name: &str| name == "superblock"),
+        ("tmp", &|_: &str| false),
+    ] {
+        let mut stack = vec![mirror.join(sub)];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = fs_err::read_dir(&dir) else { continue };
+            for f in entries {
+                let f = f?;
+                let t = f.file_type()?;
+                if t.is_dir() {
+                    stack.push(f.path());
+                } else if !keep(&f.file_name().to_string_lossy()) {
+                    remove(&f.path(), f.metadata()?.len())?;
+                }
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
 /// Push `reference` from the archive repository `src` to the repository at `url`.
 pub fn push(
     src: &Path,
@@ -107,11 +190,19 @@ pub fn push(
     ssh: &Ssh,
     mirror: &Path,
     signers: &[Signer],
+    lock_wait: std::time::Duration,
     progress: &Progress,
 ) -> anyhow::Result<PushReport> {
     let parsed = SshUrl::parse(url)?;
     let _span = tracing::debug_span!("push over ssh", url).entered();
     fs_err::create_dir_all(mirror)?;
+    // Held until the upload ends: gc trims only mirrors no push is using.
+    let _lock = crate::store::lock::StoreLock::acquire(
+        &mirror_lock_path(mirror),
+        crate::store::lock::LockMode::Shared,
+        lock_wait,
+        || tracing::info!("waiting for gc to finish trimming {}", mirror.display()),
+    )?;
     let far = FarSide { ssh, url: &parsed, mirror };
     super::export::open_repo(mirror, Some(super::export::RepoMode::Archive))?;
 
@@ -241,6 +332,22 @@ impl FarSide<'_> {
                     &format!("upload {file}"),
                     &["-a", &self.local(file), &self.url.remote(file)],
                 )?;
+            }
+        }
+        if !self.mirror.join("summary.sig").exists() {
+            // An unsigned push: a signature of an earlier summary would not match the new one
+            // (and clients cache the summary by its signature).
+            let (ssh, parsed) = (self.ssh, self.url);
+            let rm = Command::new("sh")
+                .arg("-c")
+                .arg(format!("{} {} rm -f '{}/summary.sig'", ssh.rsh(parsed), parsed.host, parsed.path))
+                .output()?;
+            if !rm.status.success() {
+                bail!(
+                    "cannot remove the stale summary.sig on {}: {}",
+                    parsed.host,
+                    String::from_utf8_lossy(&rm.stderr).trim()
+                );
             }
         }
         Ok(())
