@@ -242,9 +242,9 @@ pub fn push(ctx: &Ctx, args: PushArgs) -> anyhow::Result<ExitCode> {
     let dest = destination(&store, &args.to)?;
     check_destination(&dest)?;
     let r = if dest.starts_with("ssh://") {
-        let mirror = ssh::mirror_dir(&store.root().join("cache"), &dest);
+        let mirror = ssh::Mirror::lock(&store.root().join("cache"), &dest, store.lock_wait())?;
         let ssh = ssh::Ssh { command: args.ssh_command.clone() };
-        ssh::push(&args.repo, &args.reference, &dest, &ssh, &mirror, &signers, store.lock_wait(), &ctx.progress)?
+        ssh::push(&args.repo, &args.reference, &dest, &ssh, &mirror, &signers, &ctx.progress)?
     } else {
         push::push(&args.repo, &args.reference, Path::new(&dest), &signers, &ctx.progress)?
     };

@@ -99,6 +99,28 @@ pub fn mirror_dir(cache: &Path, url: &str) -> PathBuf {
     cache.join("ostree-mirrors").join(&blake3::hash(url.as_bytes()).to_hex()[..16])
 }
 
+/// The local mirror of one destination, locked for a push: gc trims only mirrors no push holds.
+pub struct Mirror {
+    dir: PathBuf,
+    _lock: crate::store::lock::StoreLock,
+}
+
+impl Mirror {
+    /// Lock (shared, waiting at most `wait` for a gc trimming it) and create the mirror of `url`
+    /// under `cache`.
+    pub fn lock(cache: &Path, url: &str, wait: std::time::Duration) -> anyhow::Result<Mirror> {
+        let dir = mirror_dir(cache, url);
+        fs_err::create_dir_all(&dir)?;
+        let lock = crate::store::lock::StoreLock::acquire(
+            &mirror_lock_path(&dir),
+            crate::store::lock::LockMode::Shared,
+            wait,
+            || tracing::info!("waiting for gc to finish trimming {}", dir.display()),
+        )?;
+        Ok(Mirror { dir, _lock: lock })
+    }
+}
+
 /// The lock a push holds shared for its whole run (fetch, push into the mirror, upload), and
 /// [`trim_mirror`] exclusively: `<mirror>.lock`, beside the mirror.
 fn mirror_lock_path(mirror: &Path) -> PathBuf {
@@ -188,21 +210,13 @@ pub fn push(
     reference: &str,
     url: &str,
     ssh: &Ssh,
-    mirror: &Path,
+    mirror: &Mirror,
     signers: &[Signer],
-    lock_wait: std::time::Duration,
     progress: &Progress,
 ) -> anyhow::Result<PushReport> {
     let parsed = SshUrl::parse(url)?;
     let _span = tracing::debug_span!("push over ssh", url).entered();
-    fs_err::create_dir_all(mirror)?;
-    // Held until the upload ends: gc trims only mirrors no push is using.
-    let _lock = crate::store::lock::StoreLock::acquire(
-        &mirror_lock_path(mirror),
-        crate::store::lock::LockMode::Shared,
-        lock_wait,
-        || tracing::info!("waiting for gc to finish trimming {}", mirror.display()),
-    )?;
+    let mirror = mirror.dir.as_path();
     let far = FarSide { ssh, url: &parsed, mirror };
     super::export::open_repo(mirror, Some(super::export::RepoMode::Archive))?;
 
