@@ -246,6 +246,43 @@ fn the_examples_deploy_to_disks_and_live_isos_that_boot_with_bios_and_uefi() {
     assert!(err.contains("kernel argument `a;b`"), "{err}");
     let err = env.fail(&["deploy", "ostree:/nonexistent#x", "--format", "raw", "--output", raw.to_str().unwrap()]);
     assert!(err.contains("/nonexistent"), "{err}");
+    remove(&[&raw, &repo_iso]);
+
+    // Retention and cached artifacts: with debian-slim's generations removed, gc takes its disks
+    // and ISO, and those made from the OSTree repository (no generation's); every other image's
+    // artifacts stay, and deploying one again is a cache hit.
+    let artifacts = || -> Vec<String> {
+        let ls = env.json(&["store", "ls"]);
+        let mut names: Vec<String> = ls
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "artifact")
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = artifacts();
+    for gone in ["debian-slim/raw", "debian-slim/qcow2", "debian-slim/iso", "exampleos/raw", "exampleos/iso"] {
+        assert!(before.iter().any(|a| a == gone), "{gone} in {before:?}");
+    }
+    env.ok(&["images", "rm", "debian-slim"]);
+    let gc = env.json(&["gc"]);
+    assert_eq!(gc["kept_artifacts"], 5, "{gc}");
+    assert_eq!(
+        artifacts(),
+        ["debian-base/iso", "debian-base/iso", "debian-base/qcow2", "debian-web/iso", "debian-web/qcow2"],
+        "{gc}"
+    );
+    let deploy_repo = env.store().join("ostree-repo");
+    let fsck = sh(&format!("ostree fsck --repo={} 2>&1", deploy_repo.display()));
+    assert!(fsck.contains("no errors found"), "{fsck}");
+    env.ok(&["store", "verify", "--full"]);
+    let again = env.json(&["deploy", d, "--locked", "--format", "qcow2", "--output", q]);
+    assert_eq!(again["cached"], true, "{again}");
+    assert_eq!(again["artifact"], first["artifact"]);
+    remove(&[&qcow2]);
 }
 
 #[test]

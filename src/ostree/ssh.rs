@@ -95,7 +95,7 @@ impl Ssh {
 }
 
 /// The mirror directory of `url` under `cache`.
-pub fn mirror_dir(cache: &Path, url: &str) -> PathBuf {
+fn mirror_dir(cache: &Path, url: &str) -> PathBuf {
     cache.join("ostree-mirrors").join(&blake3::hash(url.as_bytes()).to_hex()[..16])
 }
 
