@@ -8,6 +8,7 @@
 //! pipeline     description -> image -> commit -> artifact, as commands use it
 //! lifecycle    retention, one gc for the store, OSTree repositories and caches; disk usage
 //! deploy       disks, live ISOs and boots from an OSTree commit
+//! oci          the image's steps as an OCI image's layers, in an image layout
 //! ostree       the image tree as an OSTree commit; signing, deltas, push
 //! graph        a description chain as cached steps (the build graph), generations
 //! packages     Debian and RPM: repositories, solving, unpacking, bootstrap (deb/, rpm/)
@@ -35,6 +36,8 @@ pub mod packages;
 pub mod graph;
 
 pub mod ostree;
+
+pub mod oci;
 
 pub mod deploy;
 

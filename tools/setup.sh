@@ -23,6 +23,7 @@ packages=(
   ovmf                                         # strata boot --uefi
   rpm createrepo-c busybox-static              # RPM images: rpm database (rpm --justdb); tests: rpmbuild, rpm-md repositories, a static shell
   graphviz librsvg2-bin                        # pictures of the build graph (dot); tests render them (rsvg-convert)
+  skopeo umoci                                 # tests: stock OCI tools read the image layouts strata writes
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,6 +7,7 @@ mod docs;
 mod image;
 mod lifecycle;
 mod log;
+mod oci;
 mod ostree;
 mod output;
 mod package;
@@ -125,15 +126,21 @@ enum Command {
     /// List built images and their generations
     #[command(subcommand)]
     Images(image::ImagesCommand),
-    /// Commit an image to an OSTree repository (laid out for OSTree, signed, with deltas)
+    /// Commit an image to an OSTree repository (laid out for OSTree, signed, with deltas), or
+    /// write it as an OCI image
     ///
     /// Builds the description (every cached step is reused), runs the OSTree layout step
     /// (/etc to /usr/etc, /var recreated by tmpfiles.d, the kernel and initramfs under
     /// /usr/lib/modules/KVER), and commits the tree through libostree. Only files the
     /// repository lacks are read and written; an unchanged image writes nothing. The commit is
     /// reproducible: its time is SOURCE_DATE_EPOCH and its parent the ref's previous commit.
+    ///
+    /// With --format oci the image (as built, without the OSTree layout) goes to an OCI image
+    /// layout: one layer per step that changed the tree, base first, so a derived image shares
+    /// its base's layers. Layers are deterministic tars (the same image gives the same digests);
+    /// a layer written before is not written again.
     #[command(
-        after_help = "Examples:\n  strata export descriptions/debian-base --repo ./repo\n  strata export descriptions/debian-base --repo ./repo --sign-key signing.key --deltas 1 --history 10\n  strata export images/debian-base --repo ./repo --ref exampleos/x86_64/stable --json\n  ostree --repo=./repo log debian-base/x86_64"
+        after_help = "Examples:\n  strata export descriptions/debian-base --repo ./repo\n  strata export descriptions/debian-base --repo ./repo --sign-key signing.key --deltas 1 --history 10\n  strata export images/debian-base --repo ./repo --ref exampleos/x86_64/stable --json\n  ostree --repo=./repo log debian-base/x86_64\n  strata export descriptions/debian-web --format oci --output oci:./layout:web\n  skopeo copy oci:./layout:web docker://registry.example.org/web:1"
     )]
     Export(ostree::ExportArgs),
     /// Publish a ref to another archive repository: objects, deltas, then ref and summary

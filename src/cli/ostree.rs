@@ -36,14 +36,29 @@ pub enum SpecialArg {
     Fail,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// An OSTree commit (--repo)
+    Ostree,
+    /// An OCI image: one layer per step that changed the tree (--output oci:DIR[:TAG])
+    Oci,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CompressionArg {
+    Gzip,
+    Zstd,
+    None,
+}
+
 #[derive(Args, Debug)]
 pub struct SigningArgs {
     /// Sign with this ed25519 secret key file (repeatable; `strata key generate` makes one)
     #[arg(long = "sign-key", value_name = "FILE")]
-    sign_keys: Vec<PathBuf>,
+    pub(crate) sign_keys: Vec<PathBuf>,
     /// Sign with this GPG key (repeatable)
     #[arg(long = "gpg-sign", value_name = "KEY-ID")]
-    gpg_keys: Vec<String>,
+    pub(crate) gpg_keys: Vec<String>,
     /// The GnuPG home directory holding the --gpg-sign keys
     #[arg(long, value_name = "DIR")]
     gpg_homedir: Option<PathBuf>,
@@ -67,34 +82,44 @@ pub struct ExportArgs {
     /// The image: a description directory (built first, reusing every cached step), or a store
     /// entry (`images/NAME`, a root name or a key prefix)
     #[command(flatten)]
-    build: BuildArgs,
+    pub(crate) build: BuildArgs,
+    /// What to write: an OSTree commit into --repo, or an OCI image to --output
+    #[arg(long, value_enum, default_value = "ostree")]
+    pub(crate) format: ExportFormat,
     /// The OSTree repository (created when missing)
     #[arg(long, value_name = "PATH")]
-    repo: PathBuf,
+    pub(crate) repo: Option<PathBuf>,
+    /// Where the OCI image goes: `oci:DIR[:TAG]`, an OCI image layout (created when missing;
+    /// TAG defaults to the image's version, else `latest`)
+    #[arg(long, value_name = "oci:DIR[:TAG]")]
+    pub(crate) output: Option<String>,
+    /// How OCI layers are compressed
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub(crate) compression: CompressionArg,
     /// The branch to commit to [default: IMAGE/ARCH, e.g. debian-base/x86_64]
     #[arg(long = "ref", value_name = "REF")]
-    reference: Option<String>,
+    pub(crate) reference: Option<String>,
     /// The mode of a new repository; an existing one must match
     #[arg(long, value_enum)]
-    mode: Option<ModeArg>,
+    pub(crate) mode: Option<ModeArg>,
     #[command(flatten)]
-    signing: SigningArgs,
+    pub(crate) signing: SigningArgs,
     /// Generate static deltas from the last N commits of the ref
     #[arg(long, value_name = "N", default_value_t = 0)]
-    deltas: u32,
+    pub(crate) deltas: u32,
     /// Keep only the newest N commits of every ref, deleting older ones (ostree prune)
     #[arg(long, value_name = "N")]
-    history: Option<u32>,
+    pub(crate) history: Option<u32>,
     /// What to do with fifos and device nodes, which OSTree does not store
     #[arg(long, value_enum, default_value = "skip")]
-    special_files: SpecialArg,
+    pub(crate) special_files: SpecialArg,
     /// Commit the tree as it is, without the OSTree layout step (for trees that are not
     /// bootable systems, or are laid out already)
     #[arg(long)]
-    no_layout: bool,
+    pub(crate) no_layout: bool,
     /// The version to record when exporting a store entry [default: the description's]
     #[arg(long, value_name = "VERSION")]
-    version: Option<String>,
+    pub(crate) version: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -149,6 +174,15 @@ pub enum KeyCommand {
 }
 
 pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    if args.format == ExportFormat::Oci {
+        return super::oci::export(ctx, args);
+    }
+    if args.output.is_some() {
+        bail!("--output is where --format oci writes; an OSTree commit goes into --repo PATH");
+    }
+    let Some(repo_path) = args.repo.clone() else {
+        bail!("give --repo PATH (the OSTree repository to commit to), or --format oci --output oci:DIR[:TAG]");
+    };
     let signers = args.signing.signers()?;
     let mut store = ctx.open(LockMode::Shared)?;
     let input = Input::open(&args.build.desc.description, &args.build.desc.profiles)?;
@@ -166,7 +200,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         ModeArg::BareUser => RepoMode::BareUser,
     });
     let source_date = args.build.source_date_epoch().unwrap_or(graph::DEFAULT_EPOCH);
-    let to = CommitTo { repo: &args.repo, mode, reference: &reference, special, layout: !args.no_layout, source_date };
+    let to = CommitTo { repo: &repo_path, mode, reference: &reference, special, layout: !args.no_layout, source_date };
     let committed = pipeline::commit(&mut store, &src, &to, &ctx.progress, &note)?;
     let layout_json = match &committed.layout {
         Some(l) => {
@@ -175,14 +209,14 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         None => serde_json::Value::Null,
     };
     let report = committed.export;
-    let repo = export::open_repo(&args.repo, None)?;
+    let repo = export::open_repo(&repo_path, None)?;
     crate::ostree::sign::sign_commit(&repo, &report.commit, &signers)?;
     let deltas = publish::generate_deltas(&repo, &report.commit, args.deltas)?;
     let pruned = match args.history {
         Some(keep) => {
             let p = publish::prune(&repo, keep)?;
             if p.objects > 0 {
-                let key = export::repo_key(&args.repo)?;
+                let key = export::repo_key(&repo_path)?;
                 mapping::forget_repo(&mut store, &key)?;
             }
             Some(p)
@@ -208,7 +242,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
             report.reference,
             if report.new_commit { "committed" } else { "unchanged at" },
             &report.commit[..12],
-            args.repo.display(),
+            repo_path.display(),
             report.objects_written,
             output::bytes(report.content_bytes_written),
             report.files_hashed,

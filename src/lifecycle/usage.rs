@@ -102,30 +102,6 @@ impl Objects<'_> {
     }
 }
 
-/// The entries `root` reaches, dependencies before the entries built on them.
-fn closure(store: &Store, root: &Digest) -> anyhow::Result<Vec<crate::store::db::EntryRow>> {
-    fn visit(
-        store: &Store,
-        key: &Digest,
-        seen: &mut std::collections::HashSet<Digest>,
-        out: &mut Vec<crate::store::db::EntryRow>,
-    ) -> anyhow::Result<()> {
-        if !seen.insert(*key) {
-            return Ok(());
-        }
-        for r in store.db().entry_refs(key)? {
-            visit(store, &r, seen, out)?;
-        }
-        if let Some(e) = store.db().peek_entry(key)? {
-            out.push(e);
-        }
-        Ok(())
-    }
-    let mut out = vec![];
-    visit(store, root, &mut Default::default(), &mut out)?;
-    Ok(out)
-}
-
 /// Usage of every alive generation; `only` limits the report (not the counting) to one image.
 pub fn usage(store: &Store, only: Option<&str>) -> anyhow::Result<Usage> {
     let all = store.db().all_objects()?;
@@ -152,7 +128,7 @@ pub fn usage(store: &Store, only: Option<&str>) -> anyhow::Result<Usage> {
         let mut held: Vec<u32> = Vec::new();
         let mut charged = std::collections::HashSet::new();
         let mut steps = Vec::new();
-        for e in closure(store, &g.entry)? {
+        for e in store.closure(&g.entry)? {
             let objs = objects.of_tree(&e.tree)?;
             let (mut files, mut bytes) = (0, 0);
             for &o in objs.iter() {

@@ -205,6 +205,31 @@ impl Store {
         Backend::read_file(self, node)
     }
 
+    /// The entries `key` reaches through the keys each entry references, itself included,
+    /// dependencies before the entries built on them (each once, in reference order).
+    pub fn closure(&self, key: &Digest) -> anyhow::Result<Vec<EntryRow>> {
+        fn visit(
+            store: &Store,
+            key: &Digest,
+            seen: &mut std::collections::HashSet<Digest>,
+            out: &mut Vec<EntryRow>,
+        ) -> anyhow::Result<()> {
+            if !seen.insert(*key) {
+                return Ok(());
+            }
+            for r in store.db().entry_refs(key)? {
+                visit(store, &r, seen, out)?;
+            }
+            if let Some(e) = store.db().peek_entry(key)? {
+                out.push(e);
+            }
+            Ok(())
+        }
+        let mut out = vec![];
+        visit(self, key, &mut Default::default(), &mut out)?;
+        Ok(out)
+    }
+
     /// Root names pointing at `entry`.
     pub fn roots_of(&self, entry: &Digest) -> anyhow::Result<Vec<String>> {
         self.db.roots_of(entry)

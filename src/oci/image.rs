@@ -1,0 +1,330 @@
+//! Exporting an image as an OCI image: one layer per step that changed the root tree, base first.
+//!
+//! The layers are the root trees an image's entries reach (imports, package roots, the steps
+//! after them), in dependency order, consecutive equal trees once: layer N is the change from
+//! tree N-1 to tree N ([`super::layer`]). A derived image reaches its base's trees first, so its
+//! first layers are the base's, byte for byte, and a registry or layout stores them once.
+//!
+//! Invariants: the same image, compression and source date give the same blobs, config and
+//! manifest digests on any machine (deterministic tars, canonical JSON with sorted maps, times
+//! from the source date). A layer already made for the same pair of trees is a lookup (its
+//! digests are recorded in the store) and is not written again when the layout has its blob.
+//! Digests are SHA-256, as the OCI specification requires; the strata tree of every layer and
+//! the entry of the image are kept as annotations (`dev.strata.tree`, `dev.strata.entry`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use super::layer;
+use super::layout::{Descriptor, Layout, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
+use crate::store::db::EntryRow;
+use crate::store::digest::Digest;
+use crate::store::local::Store;
+use crate::util::progress::Progress;
+
+/// The layer writer's version: part of every recorded layer's key.
+const FORMAT: i64 = 1;
+/// The annotation holding a strata tree id (on layers and the manifest).
+pub const TREE_ANNOTATION: &str = "dev.strata.tree";
+pub const ENTRY_ANNOTATION: &str = "dev.strata.entry";
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How layers are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+        }
+    }
+}
+
+/// Where and how to export.
+pub struct OciTo<'a> {
+    /// The image layout directory.
+    pub dir: &'a Path,
+    pub tag: &'a str,
+    pub compression: Compression,
+    /// Every timestamp: the tar entries', the config's `created`.
+    pub source_date: u64,
+    /// `uname -m` style (`x86_64`); written as the OCI name (`amd64`).
+    pub arch: &'a str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    /// The step whose tree the layer ends at.
+    pub step: String,
+    pub tree: Digest,
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    /// Written now (false: the layout had it).
+    pub written: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OciReport {
+    pub dir: PathBuf,
+    pub tag: String,
+    /// The manifest's digest.
+    pub manifest: String,
+    pub config: String,
+    pub compression: Compression,
+    pub layers: Vec<LayerReport>,
+    /// Bytes of layer blobs written now.
+    pub bytes_written: u64,
+}
+
+/// The root trees `entry`'s steps made, dependencies first, each with its step's name;
+/// consecutive equal trees once, and the entry's own tree last.
+pub fn step_trees(store: &Store, entry: &EntryRow) -> anyhow::Result<Vec<(Digest, String)>> {
+    let mut out: Vec<(Digest, String)> = vec![];
+    for e in store.closure(&entry.key)? {
+        if matches!(e.kind.as_str(), "import" | "rootfs" | "step") && out.last().is_none_or(|(t, _)| *t != e.tree) {
+            out.push((e.tree, e.name));
+        }
+    }
+    if out.last().is_none_or(|(t, _)| *t != entry.tree) {
+        out.push((entry.tree, entry.name.clone()));
+    }
+    Ok(out)
+}
+
+/// The OCI name of an architecture given as `uname -m` does.
+pub fn oci_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "i686" | "i386" => "386",
+        "armv7l" => "arm",
+        other => other,
+    }
+}
+
+/// Export `entry` (the image `image`, at `version`) into the layout `to.dir` under `to.tag`.
+pub fn export(
+    store: &mut Store,
+    entry: &EntryRow,
+    image: &str,
+    version: Option<&str>,
+    to: &OciTo<'_>,
+    progress: &Progress,
+) -> anyhow::Result<OciReport> {
+    let layout = Layout::open(to.dir)?;
+    let trees = step_trees(store, entry)?;
+    let bar = progress.items(trees.len() as u64, "layers");
+    let mut layers = Vec::with_capacity(trees.len());
+    let mut bytes_written = 0;
+    let mut prev: Option<Digest> = None;
+    for (tree, step) in &trees {
+        let known = recorded(store, prev.as_ref(), tree, to.compression)?;
+        let report = match known {
+            Some((diff_id, digest, size)) if layout.has_blob(&digest, size) => {
+                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: false }
+            }
+            _ => {
+                let (diff_id, digest, size) = write_layer(store, &layout, prev.as_ref(), tree, to)?;
+                record(store, prev.as_ref(), tree, to.compression, &diff_id, &digest, size)?;
+                bytes_written += size;
+                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: true }
+            }
+        };
+        layers.push(report);
+        prev = Some(*tree);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let created = crate::util::text::rfc3339(to.source_date);
+    let mut labels = BTreeMap::new();
+    labels.insert("org.opencontainers.image.title".to_string(), image.to_string());
+    if let Some(v) = version {
+        labels.insert("org.opencontainers.image.version".to_string(), v.to_string());
+    }
+    let config = Config {
+        created: created.clone(),
+        architecture: oci_arch(to.arch).to_string(),
+        os: "linux",
+        config: ImageConfig { env: vec![DEFAULT_PATH.to_string()], labels: labels.clone() },
+        rootfs: RootFs { kind: "layers", diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect() },
+        history: layers
+            .iter()
+            .map(|l| History {
+                created: created.clone(),
+                created_by: format!("strata: {}", l.step),
+                comment: format!("tree {}", l.tree.to_hex()),
+            })
+            .collect(),
+    };
+    let config_desc = layout.put_bytes(CONFIG_MEDIA_TYPE, &serde_json::to_vec(&config)?)?;
+    let mut annotations = labels;
+    annotations.insert("org.opencontainers.image.created".into(), created);
+    annotations.insert(ENTRY_ANNOTATION.into(), entry.key.to_hex());
+    annotations.insert(TREE_ANNOTATION.into(), entry.tree.to_hex());
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: MANIFEST_MEDIA_TYPE,
+        config: config_desc.clone(),
+        layers: layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: to.compression.media_type().into(),
+                digest: l.digest.clone(),
+                size: l.size,
+                annotations: [(TREE_ANNOTATION.to_string(), l.tree.to_hex())].into_iter().collect(),
+            })
+            .collect(),
+        annotations,
+    };
+    let manifest_desc = layout.put_bytes(MANIFEST_MEDIA_TYPE, &serde_json::to_vec(&manifest)?)?;
+    layout.tag(to.tag, &manifest_desc)?;
+    Ok(OciReport {
+        dir: to.dir.to_path_buf(),
+        tag: to.tag.to_string(),
+        manifest: manifest_desc.digest,
+        config: config_desc.digest,
+        compression: to.compression,
+        layers,
+        bytes_written,
+    })
+}
+
+/// Write the layer from `from` to `to` into the layout; returns (diff id, digest, size).
+fn write_layer(
+    store: &Store,
+    layout: &Layout,
+    from: Option<&Digest>,
+    tree: &Digest,
+    to: &OciTo<'_>,
+) -> anyhow::Result<(String, String, u64)> {
+    use super::layout::HashingWriter;
+    let blob = layout.blob_writer()?;
+    let (diff_id, blob) = match to.compression {
+        Compression::Gzip => {
+            let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::default());
+            let (tar, _) = layer::write(store, from, tree, to.source_date, HashingWriter::new(gz))?;
+            let (diff_id, gz) = tar.finish();
+            (diff_id, gz.finish()?)
+        }
+        Compression::Zstd => {
+            let z = zstd::stream::write::Encoder::new(blob, 3)?;
+            let (tar, _) = layer::write(store, from, tree, to.source_date, HashingWriter::new(z))?;
+            let (diff_id, z) = tar.finish();
+            (diff_id, z.finish()?)
+        }
+        Compression::None => {
+            let (tar, _) = layer::write(store, from, tree, to.source_date, HashingWriter::new(blob))?;
+            tar.finish()
+        }
+    };
+    let mut blob = blob;
+    blob.flush()?;
+    let (digest, size) = blob.finish(layout)?;
+    Ok((diff_id, digest, size))
+}
+
+fn from_col(from: Option<&Digest>) -> Vec<u8> {
+    from.map_or_else(Vec::new, |d| d.as_bytes().to_vec())
+}
+
+/// The digests of a layer made before for this pair of trees.
+fn recorded(
+    store: &Store,
+    from: Option<&Digest>,
+    to: &Digest,
+    compression: Compression,
+) -> anyhow::Result<Option<(String, String, u64)>> {
+    Ok(store
+        .db()
+        .sql()
+        .query_row(
+            "SELECT diff_id, digest, size FROM oci_layers \
+             WHERE from_tree = ?1 AND to_tree = ?2 AND compression = ?3 AND format = ?4",
+            params![from_col(from), to.as_bytes(), compression.as_str(), FORMAT],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64)),
+        )
+        .optional()?)
+}
+
+fn record(
+    store: &mut Store,
+    from: Option<&Digest>,
+    to: &Digest,
+    compression: Compression,
+    diff_id: &str,
+    digest: &str,
+    size: u64,
+) -> anyhow::Result<()> {
+    let tx = store.db_mut().transaction()?;
+    tx.sql().execute(
+        "INSERT OR REPLACE INTO oci_layers (from_tree, to_tree, compression, format, diff_id, digest, size) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![from_col(from), to.as_bytes(), compression.as_str(), FORMAT, diff_id, digest, size as i64],
+    )?;
+    tx.commit()
+}
+
+#[derive(Serialize)]
+struct Manifest {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType")]
+    media_type: &'static str,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct Config {
+    created: String,
+    architecture: String,
+    os: &'static str,
+    config: ImageConfig,
+    rootfs: RootFs,
+    history: Vec<History>,
+}
+
+#[derive(Serialize)]
+struct ImageConfig {
+    #[serde(rename = "Env")]
+    env: Vec<String>,
+    #[serde(rename = "Labels")]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct RootFs {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    diff_ids: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct History {
+    created: String,
+    created_by: String,
+    comment: String,
+}

@@ -1,0 +1,216 @@
+//! OCI export: images as OCI image layouts that stock tools read. `skopeo` inspects and copies
+//! them (verifying every digest), `umoci` unpacks them, and what it unpacks must equal strata's
+//! own checkout: content, modes, owners, xattrs, hardlinks, devices, links and odd names.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{manifest, sh, special_fixture, write, Env};
+
+/// The fixture every kind of node, plus a static busybox as `/bin/sh` and what the script
+/// sandbox mounts over, as the root `tags/base`.
+fn base(env: &Env) -> PathBuf {
+    let root = env.path("base");
+    special_fixture(&root);
+    let long = "usr/share/a-directory-name-that-is-long-enough/to-push-the-whole-path-beyond-the-one-hundred-bytes-of-a-ustar-name/file";
+    write(&root.join(long), "a long path\n");
+    sh(&format!(
+        "cd {r} && mkdir -p usr/bin proc sys run root var/lib/gone/deep etc/replaced etc/opaque && cp /bin/busybox usr/bin/ \
+         && for a in sh rm mkdir echo cat; do ln -s busybox usr/bin/$a; done && ln -s usr/bin bin \
+         && echo old > var/lib/gone/deep/file && echo old > etc/replaced/file \
+         && echo one > etc/opaque/one && echo two > etc/opaque/two && echo keep > etc/kept",
+        r = root.display()
+    ));
+    env.ok(&["store", "add", root.to_str().unwrap(), "--root", "tags/base"]);
+    root
+}
+
+/// A description deriving from `tags/base` whose script removes, replaces and empties things.
+fn derived(env: &Env, name: &str, extra: &str) -> PathBuf {
+    let dir = env.path(name);
+    write(
+        &dir.join("image.toml"),
+        &format!("[image]\nname = \"{name}\"\nderived-from = \"root:tags/base\"\nversion = \"1.0\"\n"),
+    );
+    write(&dir.join("root/etc/motd"), &format!("welcome to {name}\n{extra}"));
+    write(
+        &dir.join("config.sh"),
+        "#!/bin/sh\nset -e\nrm -r /var/lib/gone\nrm -r /etc/replaced && echo now-a-file > /etc/replaced\n\
+         rm /etc/opaque/one /etc/opaque/two && echo three > /etc/opaque/three\nrm /etc/kept\n",
+    );
+    dir
+}
+
+/// Unpack `image` (`DIR:TAG`) with umoci and return its root.
+fn umoci_unpack(env: &Env, image: &str, name: &str) -> PathBuf {
+    let bundle = env.path(name);
+    sh(&format!("umoci unpack --image {image} {} 2>&1", bundle.display()));
+    bundle.join("rootfs")
+}
+
+fn checkout(env: &Env, spec: &str, name: &str) -> PathBuf {
+    let out = env.path(name);
+    env.ok(&["store", "checkout", spec, out.to_str().unwrap(), "--link", "copy"]);
+    out
+}
+
+/// `a` (unpacked by umoci) and `b` (strata's checkout) hold the same. umoci leaves
+/// `security.selinux` out on purpose (a label belongs to the host's policy), so it is not
+/// compared; that the layer carries it is checked on the tar itself.
+fn same_tree(a: &Path, b: &Path) {
+    let strip = |m: std::collections::BTreeMap<String, String>| -> std::collections::BTreeMap<String, String> {
+        let re = |v: &str| -> String {
+            let Some(at) = v.find("security.selinux=") else { return v.to_string() };
+            let end = v[at..].find([' ', ']']).map_or(v.len(), |e| at + e);
+            let end = if v[end..].starts_with(' ') { end + 1 } else { end };
+            format!("{}{}", &v[..at], &v[end..])
+        };
+        m.into_iter().map(|(k, v)| (k, re(&v))).collect()
+    };
+    let (ma, mb) = (strip(manifest(a)), strip(manifest(b)));
+    let diff: Vec<String> = ma
+        .iter()
+        .filter(|(k, v)| mb.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: {v} vs {:?}", mb.get(k)))
+        .chain(mb.keys().filter(|k| !ma.contains_key(*k)).map(|k| format!("{k}: only in {}", b.display())))
+        .collect();
+    assert!(diff.is_empty(), "{} and {} differ:\n{}", a.display(), b.display(), diff.join("\n"));
+}
+
+fn layers(report: &serde_json::Value) -> Vec<(String, bool)> {
+    report["report"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["digest"].as_str().unwrap().to_string(), l["written"].as_bool().unwrap()))
+        .collect()
+}
+
+#[test]
+fn images_export_as_oci_layouts_that_skopeo_and_umoci_read_exactly() {
+    common::require_root();
+    let env = Env::new();
+    base(&env);
+    let web = derived(&env, "web", "");
+    let w = web.to_str().unwrap();
+    env.ok(&["build", w]);
+    let layout = env.path("layout");
+    let l = layout.to_str().unwrap();
+
+    // The base alone: one layer, every kind of node.
+    let b = env.json(&["export", "tags/base", "--format", "oci", "--output", &format!("oci:{l}:base")]);
+    assert_eq!(layers(&b).len(), 1, "{b}");
+    let base_layer = layout.join("blobs/sha256").join(&layers(&b)[0].0[7..]);
+    let tar = sh(&format!("zcat {} | tar --xattrs --xattrs-include='*' -tvvf - 2>&1", base_layer.display()));
+    assert!(tar.contains("security.selinux") && tar.contains("security.capability"), "{tar}");
+    same_tree(&umoci_unpack(&env, &format!("{l}:base"), "u-base"), &checkout(&env, "tags/base", "c-base"));
+
+    // The derived image: the base's layer first, shared, then its own steps; the tag defaults
+    // to the version.
+    let first = env.json(&["export", w, "--format", "oci", "--output", &format!("oci:{l}")]);
+    assert_eq!(first["report"]["tag"], "1.0");
+    let web_layers = layers(&first);
+    assert!(web_layers.len() >= 3, "base, the files of root/, config.sh: {first}");
+    assert_eq!(web_layers[0].0, layers(&b)[0].0, "the base's layer is shared");
+    assert!(!web_layers[0].1, "the layout had the base's layer: {first}");
+    let unpacked = umoci_unpack(&env, &format!("{l}:1.0"), "u-web");
+    same_tree(&unpacked, &checkout(&env, "images/web", "c-web"));
+    assert_eq!(fs_err::read_to_string(unpacked.join("etc/replaced")).unwrap(), "now-a-file\n");
+    assert!(!unpacked.join("var/lib/gone").exists() && !unpacked.join("etc/kept").exists());
+    // Removals are whiteouts, an emptied directory is opaque.
+    let script_layer = &web_layers.last().unwrap().0;
+    let listing = sh(&format!("tar tzf {}", layout.join("blobs/sha256").join(&script_layer[7..]).display()));
+    for want in ["var/lib/.wh.gone", "etc/.wh.kept", "etc/opaque/.wh..wh..opq", "etc/.wh.replaced"] {
+        assert!(listing.lines().any(|x| x == want), "{want} in\n{listing}");
+    }
+
+    // skopeo reads the layout, and copying it verifies every digest.
+    let inspect: serde_json::Value = serde_json::from_str(&sh(&format!("skopeo inspect oci:{l}:1.0"))).unwrap();
+    let digests: Vec<&str> = inspect["Layers"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    assert_eq!(digests, web_layers.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>());
+    assert_eq!(inspect["Architecture"], "amd64");
+    assert_eq!(inspect["Labels"]["org.opencontainers.image.version"], "1.0");
+    let copy = env.path("copy");
+    sh(&format!("skopeo copy --quiet oci:{l}:1.0 oci:{}:web", copy.display()));
+
+    // Unchanged: a lookup, nothing written, the same manifest.
+    let again = env.json(&["export", w, "--format", "oci", "--output", &format!("oci:{l}:1.0")]);
+    assert_eq!(again["report"]["manifest"], first["report"]["manifest"]);
+    assert!(layers(&again).iter().all(|(_, written)| !written), "{again}");
+    assert_eq!(again["report"]["bytes_written"], 0);
+
+    // A change in root/: the layers before it are the same blobs, not written again.
+    write(&web.join("root/etc/motd"), "welcome to web\nchanged\n");
+    let changed = env.json(&["export", w, "--format", "oci", "--output", &format!("oci:{l}:next")]);
+    let changed_layers = layers(&changed);
+    assert_eq!(changed_layers.len(), web_layers.len());
+    assert_eq!(changed_layers[0], (web_layers[0].0.clone(), false));
+    assert!(changed_layers[1..].iter().all(|(_, written)| *written), "{changed}");
+    same_tree(&umoci_unpack(&env, &format!("{l}:next"), "u-next"), &checkout(&env, "images/web", "c-next"));
+    // Both tags stay in the index.
+    let index: serde_json::Value = serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 3, "{index}");
+
+    // The same image from another store, on "another machine": the same digests.
+    let other = Env::new();
+    base(&other);
+    let web2 = derived(&other, "web", "");
+    let second = other.json(&[
+        "export",
+        web2.to_str().unwrap(),
+        "--format",
+        "oci",
+        "--output",
+        &format!("oci:{}", other.path("layout").display()),
+    ]);
+    assert_eq!(second["report"]["manifest"], first["report"]["manifest"], "{first}\n{second}");
+
+    // zstd layers: skopeo copies them, checking their digests.
+    let z = env.path("zstd");
+    let zs = env.json(&[
+        "export",
+        "images/web",
+        "--format",
+        "oci",
+        "--compression",
+        "zstd",
+        "--output",
+        &format!("oci:{}:z", z.display()),
+    ]);
+    assert!(layers(&zs).iter().all(|(d, _)| !web_layers.iter().any(|(w, _)| w == d)));
+    let m: serde_json::Value =
+        serde_json::from_str(&sh(&format!("skopeo inspect --raw oci:{}:z", z.display()))).unwrap();
+    assert!(m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"));
+    sh(&format!("skopeo copy --quiet oci:{}:z dir:{}", z.display(), env.path("zstd-dir").display()));
+    env.ok(&["store", "verify", "--full"]);
+}
+
+#[test]
+fn oci_export_arguments_are_checked_before_anything_is_written() {
+    let env = Env::new();
+    let tree = env.path("tree");
+    write(&tree.join("etc/hostname"), "x\n");
+    env.ok(&["store", "add", tree.to_str().unwrap(), "--root", "tags/x"]);
+    let err =
+        env.fail(&["export", "tags/x", "--format", "oci", "--output", "oci:/tmp/x", "--repo", "r", "--deltas", "1"]);
+    assert!(err.contains("--repo, --deltas apply to OSTree commits, not to --format oci"), "{err}");
+    let err = env.fail(&["export", "tags/x", "--format", "oci"]);
+    assert!(err.contains("--format oci needs --output oci:DIR[:TAG]"), "{err}");
+    let err = env.fail(&["export", "tags/x", "--format", "oci", "--output", "docker://127.0.0.1:5000/x:1"]);
+    assert!(err.contains("skopeo copy oci:DIR:TAG docker://127.0.0.1:5000/x:1"), "{err}");
+    let err = env.fail(&["export", "tags/x", "--format", "oci", "--output", "oci:/tmp/x:-bad"]);
+    assert!(err.contains("tag `-bad`"), "{err}");
+    let err = env.fail(&["export", "tags/x"]);
+    assert!(err.contains("give --repo PATH"), "{err}");
+    // A directory that is not a layout is not written into.
+    let busy = env.path("busy");
+    write(&busy.join("notes.txt"), "mine\n");
+    let err = env.fail(&["export", "tags/x", "--format", "oci", "--output", &format!("oci:{}", busy.display())]);
+    assert!(err.contains("is not an OCI image layout"), "{err}");
+    assert_eq!(fs_err::read_dir(&busy).unwrap().count(), 1);
+}
