@@ -306,6 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Describe { desc, format } => image::describe(&ctx, desc, format),
         Command::Images(cmd) => image::images(&ctx, cmd),
         Command::Log(args) => log::run(&ctx, args),
+        Command::Export(args) if args.format == ostree::ExportFormat::Oci => oci::export(&ctx, args),
         Command::Export(args) => ostree::export(&ctx, args),
         Command::Push(args) => ostree::push(&ctx, args),
         Command::Remote(cmd) => ostree::remote(&ctx, cmd),

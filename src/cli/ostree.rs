@@ -173,10 +173,8 @@ pub enum KeyCommand {
     },
 }
 
+/// `strata export` to an OSTree repository (`--format oci` goes to [`super::oci::export`]).
 pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
-    if args.format == ExportFormat::Oci {
-        return super::oci::export(ctx, args);
-    }
     if args.output.is_some() {
         bail!("--output is where --format oci writes; an OSTree commit goes into --repo PATH");
     }

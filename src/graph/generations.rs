@@ -43,7 +43,7 @@ pub fn record(store: &mut Store, outcome: &Outcome) -> anyhow::Result<(u64, bool
     // Read and written in one (immediate) transaction: two builds of one image at once get
     // consecutive numbers.
     let tx = store.db_mut().transaction()?;
-    crate::graph::retention::record_described(&tx, &outcome.image, outcome.retention.as_ref(), &outcome.document)?;
+    record_described(&tx, &outcome.image, outcome.retention.as_ref(), &outcome.document)?;
     let last = last_generation(&tx, &outcome.image)?;
     if let Some((number, entry)) = last {
         if entry == rootfs.key {
@@ -268,5 +268,28 @@ pub fn set_generation_inputs(tx: &Tx<'_>, image: &str, number: u64, inputs: &str
         "UPDATE generations SET inputs = ?3 WHERE image = ?1 AND number = ?2",
         params![image, number as i64, inputs],
     )?;
+    Ok(())
+}
+
+/// Record, in the build's transaction, the policy `image`'s description sets (or that it sets
+/// none any more).
+pub fn record_described(
+    tx: &crate::store::db::Tx<'_>,
+    image: &str,
+    policy: Option<&crate::description::Retention>,
+    document: &str,
+) -> anyhow::Result<()> {
+    match policy {
+        None => {
+            tx.sql().execute("DELETE FROM retention_described WHERE image = ?1", [image])?;
+        }
+        Some(p) => {
+            tx.sql().execute(
+                "INSERT OR REPLACE INTO retention_described (image, keep_last, keep_younger_than, document) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![image, p.keep_last.map(|n| n as i64), p.keep_younger_than.map(|n| n as i64), document],
+            )?;
+        }
+    }
     Ok(())
 }

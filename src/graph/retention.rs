@@ -123,29 +123,6 @@ pub fn described(store: &Store) -> anyhow::Result<BTreeMap<String, (Policy, Stri
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Record, in the build's transaction, the policy `image`'s description sets (or that it sets
-/// none any more).
-pub fn record_described(
-    tx: &crate::store::db::Tx<'_>,
-    image: &str,
-    policy: Option<&crate::description::Retention>,
-    document: &str,
-) -> anyhow::Result<()> {
-    match policy {
-        None => {
-            tx.sql().execute("DELETE FROM retention_described WHERE image = ?1", [image])?;
-        }
-        Some(p) => {
-            tx.sql().execute(
-                "INSERT OR REPLACE INTO retention_described (image, keep_last, keep_younger_than, document) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![image, p.keep_last.map(|n| n as i64), p.keep_younger_than.map(|n| n as i64), document],
-            )?;
-        }
-    }
-    Ok(())
-}
-
 /// Store `policy` for `image` (or [`DEFAULT`]); an empty policy removes the stored one.
 pub fn set_policy(store: &mut Store, image: &str, policy: &Policy) -> anyhow::Result<()> {
     if policy.keep_last == Some(0) {
