@@ -11,6 +11,7 @@ pub mod deb;
 pub mod fetch;
 pub mod lock;
 pub mod rpm;
+pub mod tar;
 pub mod unpack;
 
 /// The outcome of one step of a package install (merge, scripts, root tree), as reports show it.

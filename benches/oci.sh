@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# OCI export benchmarks on debian-base and debian-web, side by side with `umoci repack` of the
+# same trees (umoci's own layer writer, from an unpacked bundle):
+#   cold: the image's layers written into an empty layout (strata: no layer recorded before);
+#   unchanged: the same export again into the same layout;
+#   derived: debian-web into a layout that holds debian-base (strata: its own layers only;
+#   umoci: the bundle of debian-base changed into debian-web's tree, then repacked).
+# Timed runs exclude preparing bundles. Usage: sudo bash benches/oci.sh   (RUNS=N; default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. benches/lib.sh
+bench_dirs oci 3
+cargo build --release --locked -q
+S=$work/store
+if [ ! -d "$S" ]; then
+  mkdir -p "$S/cache" /var/cache/strata-tests/downloads
+  ln -s /var/cache/strata-tests/downloads "$S/cache/downloads"
+fi
+$strata --store "$S" -q build descriptions/debian-web >/dev/null
+rm -rf --one-file-system "$work/base-tree" "$work/web-tree"
+$strata --store "$S" -q store checkout images/debian-base "$work/base-tree" --link copy
+$strata --store "$S" -q store checkout images/debian-web "$work/web-tree" --link copy
+echo "debian-base: $(du -sh "$work/base-tree" | cut -f1), $(find "$work/base-tree" | wc -l) paths" >&2
+
+forget() { python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute("DELETE FROM oci_layers"); c.commit()' "$S/db.sqlite"; }
+declare -A t
+measure() { # name, setup function, command...
+  local name=$1 setup=$2; shift 2
+  local times=()
+  for i in $(seq "$runs"); do
+    $setup; sync
+    t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
+    times+=("$(elapsed "$t0" "$t1")")
+  done
+  t[$name]=$(median "${times[@]}")
+  echo "$name: ${times[*]} -> median ${t[$name]}" >&2
+}
+L=$work/layout U=$work/umoci B=$work/bundle
+strata_cold() { rm -rf --one-file-system "$L"; forget; }
+strata_same() { :; }
+strata_web() { rm -rf --one-file-system "$L"; $strata --store "$S" -q export images/debian-base --format oci --output "oci:$L:base" >/dev/null; }
+umoci_cold() {
+  rm -rf --one-file-system "$U" "$B"
+  umoci init --layout "$U" && umoci new --image "$U:img" && umoci unpack --image "$U:img" "$B" >/dev/null
+  cp -a "$work/base-tree/." "$B/rootfs/"
+}
+umoci_same() { rm -rf --one-file-system "$B"; umoci unpack --image "$U:img" "$B" >/dev/null; }
+umoci_web() { umoci_cold; umoci repack --image "$U:img" "$B" >/dev/null; rm -rf --one-file-system "$B"; umoci unpack --image "$U:img" "$B" >/dev/null; rsync -aHAX --delete "$work/web-tree/" "$B/rootfs/"; }
+
+measure strata_cold strata_cold $strata --store "$S" -q export images/debian-base --format oci --output "oci:$L:base"
+measure strata_same strata_same $strata --store "$S" -q export images/debian-base --format oci --output "oci:$L:base"
+measure strata_web strata_web $strata --store "$S" -q export images/debian-web --format oci --output "oci:$L:web"
+measure umoci_cold umoci_cold umoci repack --image "$U:img" "$B"
+measure umoci_same umoci_same umoci repack --image "$U:img" "$B"
+measure umoci_web umoci_web umoci repack --image "$U:img" "$B"
+strata_web; web=$($strata --store "$S" --json export images/debian-web --format oci --output "oci:$L:web2")
+sent=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1])["report"]; print(sum(l["size"] for l in r["layers"][1:]), len(r["layers"]))' "$web")
+
+cat <<TABLE
+| export (gzip) | strata | \`umoci repack\` | strata / umoci |
+|---|---|---|---|
+| debian-base, cold | ${t[strata_cold]} s | ${t[umoci_cold]} s | $(ratio "${t[strata_cold]}" "${t[umoci_cold]}")x |
+| debian-base, unchanged | ${t[strata_same]} s | ${t[umoci_same]} s | $(ratio "${t[strata_same]}" "${t[umoci_same]}")x |
+| debian-web after debian-base | ${t[strata_web]} s | ${t[umoci_web]} s | $(ratio "${t[strata_web]}" "${t[umoci_web]}")x |
+
+debian-web: ${sent% *} bytes in the layers it does not share with debian-base ($(echo "$sent" | cut -d' ' -f2) layers in all; medians of $runs).
+TABLE
