@@ -8,9 +8,9 @@
 //! pipeline     description -> image -> commit -> artifact, as commands use it
 //! lifecycle    retention, one gc for the store, OSTree repositories and caches; disk usage
 //! deploy       disks, live ISOs and boots from an OSTree commit
-//! oci          the image's steps as an OCI image's layers, in an image layout
 //! ostree       the image tree as an OSTree commit; signing, deltas, push
 //! graph        a description chain as cached steps (the build graph), generations
+//! oci          OCI image layouts: an image's steps as layers; OCI images as bases
 //! packages     Debian and RPM: repositories, solving, unpacking, bootstrap (deb/, rpm/)
 //! description  KIWI XML and TOML image descriptions
 //! sandbox      scripts run over a tree, their changes kept as a layer
@@ -33,11 +33,11 @@ pub mod sandbox;
 pub mod description;
 pub mod packages;
 
+pub mod oci;
+
 pub mod graph;
 
 pub mod ostree;
-
-pub mod oci;
 
 pub mod deploy;
 

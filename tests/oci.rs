@@ -214,3 +214,159 @@ fn oci_export_arguments_are_checked_before_anything_is_written() {
     assert!(err.contains("is not an OCI image layout"), "{err}");
     assert_eq!(fs_err::read_dir(&busy).unwrap().count(), 1);
 }
+
+/// A blob into the layout at `dir`; returns its digest.
+fn put_blob(dir: &Path, bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hex = hex::encode(sha2::Sha256::digest(bytes));
+    fs_err::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    fs_err::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+    format!("sha256:{hex}")
+}
+
+/// An image layout at `dir` made by hand: one image of `layers` (uncompressed tars), tagged
+/// `t`; with `platform`, behind an image index that offers only that architecture.
+fn hand_layout(dir: &Path, layers: &[Vec<u8>], platform: Option<&str>) {
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|_| "sha256:0").collect::<Vec<_>>()}});
+    let config = serde_json::to_vec(&config).unwrap();
+    let layer_descs: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": put_blob(dir, l), "size": l.len()}))
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put_blob(dir, &config), "size": config.len()},
+        "layers": layer_descs}))
+    .unwrap();
+    let mut top = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": put_blob(dir, &manifest), "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "t"}});
+    if let Some(arch) = platform {
+        let mut entry = top.clone();
+        entry["annotations"] = serde_json::json!({});
+        entry["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+        let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry]}))
+        .unwrap();
+        top = serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": put_blob(dir, &index), "size": index.len(), "annotations": {"org.opencontainers.image.ref.name": "t"}});
+    }
+    fs_err::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs_err::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [top]})).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A tar holding regular files with raw names (so that bad ones can be written).
+fn raw_tar(files: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        tar.append(&h, *data).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+#[test]
+fn an_image_derives_from_an_oci_image_that_umoci_made() {
+    common::require_root();
+    let env = Env::new();
+    // A base image that strata did not make: umoci, from a plain directory, in two layers (the
+    // second removes a file and a directory and empties another, as whiteouts).
+    let layout = env.path("images");
+    let bundle = env.path("bundle");
+    let (l, b) = (layout.display(), bundle.display());
+    sh(&format!("umoci init --layout {l} && umoci new --image {l}:base && umoci unpack --image {l}:base {b} 2>&1"));
+    let root = bundle.join("rootfs");
+    special_fixture(&root);
+    sh(&format!(
+        "cd {r} && mkdir -p usr/bin proc sys run root var/lib/old etc/emptied && cp /bin/busybox usr/bin/ \
+         && for a in sh rm mkdir echo cat; do ln -s busybox usr/bin/$a; done && ln -s usr/bin bin \
+         && echo a > var/lib/old/a && echo b > etc/emptied/b && echo c > etc/emptied/c && echo gone > etc/gone",
+        r = root.display()
+    ));
+    sh(&format!("umoci repack --image {l}:base {b} 2>&1"));
+    sh(&format!(
+        "cd {} && rm -r var/lib/old etc/gone etc/emptied/b etc/emptied/c && echo new > etc/added",
+        root.display()
+    ));
+    sh(&format!("umoci repack --image {l}:base {b} && rm -rf {b} 2>&1"));
+    let expected = umoci_unpack(&env, &format!("{l}:base"), "u-base");
+
+    let web = env.path("web");
+    write(&web.join("image.toml"), "[image]\nname = \"web\"\nderived-from = \"oci:../images:base\"\n");
+    write(&web.join("root/etc/motd"), "on an OCI base\n");
+    write(&web.join("config.sh"), "#!/bin/sh\nset -e\necho from-config > /etc/from-config\n");
+    let built = env.json(&["build", web.to_str().unwrap()]);
+    assert!(built["steps"]["built"].as_u64().unwrap() >= 2, "{built}");
+    // The base entry is the image umoci unpacks, whiteouts applied.
+    let ls = env.json(&["store", "ls"]);
+    let base = ls.as_array().unwrap().iter().find(|e| e["name"].as_str().unwrap().starts_with("oci:")).unwrap();
+    same_tree(&expected, &checkout(&env, base["key"].as_str().unwrap(), "c-base"));
+    assert!(!expected.join("etc/gone").exists() && !expected.join("var/lib/old").exists());
+    // The image on top: the base, root/, and what config.sh wrote with the base's shell.
+    let image = checkout(&env, "images/web", "c-web");
+    assert_eq!(fs_err::read_to_string(image.join("etc/from-config")).unwrap(), "from-config\n");
+    assert_eq!(fs_err::read_to_string(image.join("etc/added")).unwrap(), "new\n");
+    // Imported once: the next build finds every step, the base by its manifest digest.
+    let again = env.json(&["build", web.to_str().unwrap()]);
+    assert_eq!(again["steps"]["built"], 0, "{again}");
+    // And back out as an OCI image that umoci reads the same.
+    let out = env.path("out");
+    env.ok(&["export", "images/web", "--format", "oci", "--output", &format!("oci:{}:web", out.display())]);
+    same_tree(&umoci_unpack(&env, &format!("{}:web", out.display()), "u-web"), &image);
+    env.ok(&["store", "verify", "--full"]);
+}
+
+#[test]
+fn bad_oci_bases_are_refused_by_name_and_nothing_is_imported() {
+    let env = Env::new();
+    let desc = |name: &str, base: &str| -> String {
+        let dir = env.path(name);
+        write(&dir.join("image.toml"), &format!("[image]\nname = \"{name}\"\nderived-from = \"{base}\"\n"));
+        dir.to_str().unwrap().to_string()
+    };
+    // A layer that climbs out of the tree.
+    let climb = env.path("climb");
+    hand_layout(&climb, &[raw_tar(&[(b"etc/ok", b"ok\n"), (b"../../evil", b"evil\n")])], None);
+    let err = env.fail(&["build", &desc("a", &format!("oci:{}:t", climb.display()))]);
+    assert!(err.contains("layer 0") && err.contains("../../evil"), "{err}");
+    // An absolute path.
+    let abs = env.path("abs");
+    hand_layout(&abs, &[raw_tar(&[(b"/etc/passwd", b"root::0:0::/:/bin/sh\n")])], None);
+    let err = env.fail(&["build", &desc("b", &format!("oci:{}:t", abs.display()))]);
+    assert!(err.contains("/etc/passwd"), "{err}");
+    // A layer whose bytes are not its digest.
+    let tampered = env.path("tampered");
+    hand_layout(&tampered, &[raw_tar(&[(b"etc/ok", b"ok\n")])], None);
+    let blob = fs_err::read_dir(tampered.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| fs_err::read(p).unwrap().windows(6).any(|w| w == b"etc/ok"))
+        .unwrap();
+    let mut bytes = fs_err::read(&blob).unwrap();
+    bytes[512] ^= 1;
+    fs_err::write(&blob, bytes).unwrap();
+    let err = env.fail(&["build", &desc("c", &format!("oci:{}:t", tampered.display()))]);
+    assert!(err.contains("does not match its descriptor"), "{err}");
+    // An index without this architecture, and a tag that is not there.
+    let arm = env.path("arm");
+    hand_layout(&arm, &[raw_tar(&[(b"etc/ok", b"ok\n")])], Some("arm64"));
+    let err = env.fail(&["build", &desc("d", &format!("oci:{}:t", arm.display()))]);
+    assert!(err.contains("no manifest for linux/amd64") && err.contains("linux/arm64"), "{err}");
+    let err = env.fail(&["build", &desc("e", &format!("oci:{}:nope", arm.display()))]);
+    assert!(err.contains("no tag `nope`") && err.contains("tags: t"), "{err}");
+    // Nothing of any of them is in the store.
+    assert!(env.entry_names().is_empty(), "{:?}", env.entry_names());
+    env.ok(&["store", "verify", "--full"]);
+}

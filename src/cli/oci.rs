@@ -11,37 +11,14 @@ use crate::oci::image::{Compression, OciTo};
 use crate::pipeline::{self, Input};
 use crate::store::lock::LockMode;
 
-/// A tag as the OCI distribution specification allows it.
-fn valid_tag(tag: &str) -> bool {
-    let b = tag.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
-/// `oci:DIR[:TAG]` as (DIR, TAG).
+/// `--output oci:DIR[:TAG]` as (DIR, TAG), with a hint for the destinations strata leaves to skopeo.
 pub fn parse_output(spec: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
-    let Some(rest) = spec.strip_prefix("oci:") else {
-        if spec.starts_with("docker://") || spec.starts_with("oci-archive:") {
-            bail!(
-                "`{spec}`: strata writes OCI images to image layouts (oci:DIR[:TAG]); `skopeo copy oci:DIR:TAG {spec}` takes one on from there"
-            );
-        }
-        bail!("`{spec}`: expected oci:DIR[:TAG], an OCI image layout directory");
-    };
-    if rest.is_empty() {
-        bail!("`{spec}`: the layout directory is missing (oci:DIR[:TAG])");
+    if spec.starts_with("docker://") || spec.starts_with("oci-archive:") {
+        bail!(
+            "`{spec}`: strata writes OCI images to image layouts (oci:DIR[:TAG]); `skopeo copy oci:DIR:TAG {spec}` takes one on from there"
+        );
     }
-    match rest.rsplit_once(':') {
-        Some((dir, tag)) if !dir.is_empty() => {
-            if !valid_tag(tag) {
-                bail!("`{spec}`: tag `{tag}`: expected letters, digits, `_`, `.` and `-` (at most 128, not starting with `.` or `-`)");
-            }
-            Ok((PathBuf::from(dir), Some(tag.to_string())))
-        }
-        _ => Ok((PathBuf::from(rest), None)),
-    }
+    crate::description::oci_reference(spec)
 }
 
 pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -77,7 +54,9 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let src = pipeline::source(&mut store, &input, &args.build.options()?, args.version.clone(), &ctx.progress, &note)?;
     let tag = match tag {
         Some(t) => t,
-        None => src.version.clone().filter(|v| valid_tag(v)).unwrap_or_else(|| "latest".to_string()),
+        None => {
+            src.version.clone().filter(|v| crate::description::valid_oci_tag(v)).unwrap_or_else(|| "latest".to_string())
+        }
     };
     let to = OciTo {
         dir: &dir,

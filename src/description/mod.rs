@@ -225,6 +225,36 @@ pub enum Base {
     Root(String),
     /// An OSTree commit (`ostree:REPO#REF`).
     Ostree { repo: PathBuf, reference: String },
+    /// An OCI image in an image layout (`oci:DIR[:TAG]`).
+    Oci { dir: PathBuf, tag: Option<String> },
+}
+
+/// A tag as the OCI distribution specification allows it.
+pub fn valid_oci_tag(tag: &str) -> bool {
+    let b = tag.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// `oci:DIR[:TAG]` as (DIR, TAG): the last `:` starts the tag.
+pub fn oci_reference(spec: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
+    let Some(rest) = spec.strip_prefix("oci:") else {
+        bail!("`{spec}`: expected oci:DIR[:TAG], an OCI image layout directory");
+    };
+    if rest.is_empty() {
+        bail!("`{spec}`: the layout directory is missing (oci:DIR[:TAG])");
+    }
+    match rest.rsplit_once(':') {
+        Some((dir, tag)) if !dir.is_empty() => {
+            if !valid_oci_tag(tag) {
+                bail!("`{spec}`: tag `{tag}`: expected letters, digits, `_`, `.` and `-` (at most 128, not starting with `.` or `-`)");
+            }
+            Ok((PathBuf::from(dir), Some(tag.to_string())))
+        }
+        _ => Ok((PathBuf::from(rest), None)),
+    }
 }
 
 /// Parse a `derived-from` value; `dir` is the deriving description's directory.
@@ -243,8 +273,12 @@ pub fn parse_base(value: &str, dir: &Path) -> anyhow::Result<Base> {
             _ => bail!("`{value}`: expected `ostree:REPO#REF`"),
         };
     }
+    if value.starts_with("oci:") {
+        let (layout, tag) = oci_reference(value)?;
+        return Ok(Base::Oci { dir: dir.join(layout), tag });
+    }
     if value.contains(':') && !value.starts_with('.') && !value.starts_with('/') {
-        bail!("`{value}`: expected a description directory, `root:NAME` or `ostree:REPO#REF`");
+        bail!("`{value}`: expected a description directory, `root:NAME`, `ostree:REPO#REF` or `oci:DIR[:TAG]`");
     }
     let path = dir.join(value);
     let canonical =

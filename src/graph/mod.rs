@@ -275,7 +275,58 @@ impl Walker<'_> {
                 self.push(step);
                 Ok(cur)
             }
+            Some(Base::Oci { dir, tag }) => self.oci_origin(image, dir, tag.as_deref()),
         }
+    }
+
+    /// The base of a chain that derives from an OCI image: imported once, keyed by its
+    /// manifest's digest ([`crate::oci::import`]).
+    fn oci_origin(&mut self, image: String, dir: &std::path::Path, tag: Option<&str>) -> anyhow::Result<Cur> {
+        let shown = match tag {
+            Some(t) => format!("oci:{}:{t}", dir.display()),
+            None => format!("oci:{}", dir.display()),
+        };
+        let (desc, _) =
+            crate::oci::import::resolve(dir, tag, &self.opts.arch).with_context(|| format!("derived-from {shown}"))?;
+        let key = crate::oci::import::image_key(&desc.digest);
+        let mut step = Step {
+            image,
+            kind: "base".into(),
+            name: shown.clone(),
+            key: Some(key),
+            tree: None,
+            state: State::Missing,
+            count: 1,
+            cached_count: 0,
+            inputs: vec![input(shown.clone(), desc.digest.clone())],
+        };
+        let cur = if let Some(e) = self.store.entry(&key)? {
+            step.state = State::Cached;
+            step.cached_count = 1;
+            Cur::Known(e)
+        } else if self.mode == Mode::Plan {
+            Cur::Unknown
+        } else {
+            let limits = crate::packages::Limits::default();
+            let (e, _) = crate::oci::import::import(self.store, dir, tag, &self.opts.arch, &limits)
+                .with_context(|| format!("derived-from {shown}"))?;
+            step.state = State::Built;
+            Cur::Known(e)
+        };
+        step.tree = match &cur {
+            Cur::Known(e) => Some(e.tree),
+            _ => None,
+        };
+        if let Some(tree) = step.tree {
+            let dir = fs_err::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            let name = match tag {
+                Some(t) => format!("oci:{}:{t}", dir.display()),
+                None => format!("oci:{}", dir.display()),
+            };
+            self.base_tree(name, &tree)?;
+        }
+        self.push(step);
+        Ok(cur)
     }
 
     /// Note the tree a chain starts from; with a lock, check it is the locked one.

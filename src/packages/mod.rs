@@ -106,14 +106,20 @@ pub fn member_path(raw: &[u8]) -> anyhow::Result<Vec<Name>> {
     if raw.contains(&b'\n') {
         bail!("the name holds a newline: package file lists are one path per line, so dpkg and strata refuse it");
     }
+    tree_path(raw)
+}
+
+/// Normalize an archive member path as [`member_path`] does, newlines allowed (container image
+/// layers, which no package database lists).
+pub fn tree_path(raw: &[u8]) -> anyhow::Result<Vec<Name>> {
     if raw.starts_with(b"/") {
-        bail!("absolute path: members must be relative to the package root");
+        bail!("absolute path: members must be relative to the archive's root");
     }
     let mut out = Vec::new();
     for part in raw.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => bail!("path contains `..`: it would leave the package root"),
+            b".." => bail!("path contains `..`: it would leave the archive's root"),
             _ => out.push(Name::new(part.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?),
         }
     }

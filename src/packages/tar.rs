@@ -22,7 +22,7 @@ use crate::store::tree::{Name, Node};
 use crate::store::tree_builder::{implicit_dir_meta, TreeBuilder};
 use crate::util::text::escape_path;
 
-use super::member_path;
+use super::{member_path, tree_path};
 
 /// Sees each regular file (read into memory) with its content: for small archives whose files
 /// the caller reads too (a `.deb`'s control archive).
@@ -35,11 +35,22 @@ pub struct TarReader<'s> {
     /// Regular files and their bytes read so far (hardlinks count as files).
     pub files: u64,
     pub bytes: u64,
+    /// The metadata of the root and of directories the archive does not list itself.
+    pub implicit_dirs: Meta,
+    /// Accept names with a newline (container layers; packages refuse them, as dpkg does).
+    pub newlines: bool,
 }
 
 impl<'s> TarReader<'s> {
     pub fn new(store: &'s Store) -> TarReader<'s> {
-        TarReader { store, batch: Batch::new(), files: 0, bytes: 0 }
+        TarReader {
+            store,
+            batch: Batch::new(),
+            files: 0,
+            bytes: 0,
+            implicit_dirs: implicit_dir_meta(),
+            newlines: false,
+        }
     }
 
     /// Read a tar stream into a tree. With `small` (the control archive), regular files are read
@@ -52,7 +63,7 @@ impl<'s> TarReader<'s> {
         mut small: Option<&mut SmallFiles<'_>>,
     ) -> anyhow::Result<TreeBuilder> {
         let objects = self.store.object_store();
-        let mut builder = TreeBuilder::new(implicit_dir_meta());
+        let mut builder = TreeBuilder::with_implicit(self.implicit_dirs.clone(), self.implicit_dirs.clone());
         let mut archive = tar::Archive::new(reader);
         let mut members: u64 = 0;
         let mut budget = max_bytes;
@@ -71,7 +82,7 @@ impl<'s> TarReader<'s> {
             if pending.read(kind, &mut entry, &header)? {
                 continue;
             }
-            let mut m = pending.member(&header)?;
+            let mut m = pending.member(&header, self.newlines)?;
             let ectx = || format!("entry `{}`", m.shown);
             use tar::EntryType as T;
             match kind {
@@ -137,7 +148,7 @@ impl<'s> TarReader<'s> {
         let Member { path, link_target, shown, .. } = m;
         let ectx = || format!("entry `{shown}`");
         let target = link_target.ok_or_else(|| anyhow::anyhow!("hardlink without a target")).with_context(ectx)?;
-        let target_path = member_path(&target).with_context(ectx)?;
+        let target_path = if self.newlines { tree_path(&target) } else { member_path(&target) }.with_context(ectx)?;
         let node = match builder.get(&target_path) {
             Some(node @ Node::File { .. }) => node.clone(),
             _ => bail!("entry `{shown}`: hardlink to `{}`, which is not an earlier regular file", escape_path(&target)),
@@ -195,7 +206,7 @@ impl PendingMeta {
     }
 
     /// The member described by `header`, using up the pending metadata.
-    fn member(&mut self, header: &tar::Header) -> anyhow::Result<Member> {
+    fn member(&mut self, header: &tar::Header, newlines: bool) -> anyhow::Result<Member> {
         let pax = &self.pax;
         let pax_value = |key: &[u8]| pax.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         let raw = pax_value(b"path").or(self.long_name.take()).unwrap_or_else(|| header.path_bytes().into_owned());
@@ -207,7 +218,7 @@ impl PendingMeta {
         if pax_value(b"size").is_some() {
             bail!("entry `{shown}`: pax size records (files over 8 GiB) are not supported");
         }
-        let path = member_path(&raw).with_context(ectx)?;
+        let path = if newlines { tree_path(&raw) } else { member_path(&raw) }.with_context(ectx)?;
         let id = |key: &[u8], from_header: std::io::Result<u64>| -> anyhow::Result<u32> {
             let v = match pax_value(key) {
                 Some(v) => String::from_utf8_lossy(&v).parse::<u64>().context("bad pax id")?,

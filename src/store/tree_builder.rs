@@ -43,6 +43,8 @@ pub fn implicit_dir_meta() -> Meta {
 
 pub struct TreeBuilder {
     root: Dir,
+    /// The metadata of parent directories created because a path needed them.
+    implicit: Meta,
 }
 
 fn show(path: &[Name]) -> String {
@@ -59,7 +61,13 @@ fn show(path: &[Name]) -> String {
 
 impl TreeBuilder {
     pub fn new(root_meta: Meta) -> TreeBuilder {
-        TreeBuilder { root: Dir { meta: root_meta, entries: BTreeMap::new() } }
+        TreeBuilder::with_implicit(root_meta, implicit_dir_meta())
+    }
+
+    /// A builder whose missing parent directories get `implicit` (an OCI layer marks them, so
+    /// that they keep the metadata of the layers below).
+    pub fn with_implicit(root_meta: Meta, implicit: Meta) -> TreeBuilder {
+        TreeBuilder { root: Dir { meta: root_meta, entries: BTreeMap::new() }, implicit }
     }
 
     /// The directory that will hold `path`'s last component, creating missing parents.
@@ -69,7 +77,7 @@ impl TreeBuilder {
             let slot = dir
                 .entries
                 .entry(name.clone())
-                .or_insert_with(|| Slot::Dir(Dir { meta: implicit_dir_meta(), entries: BTreeMap::new() }));
+                .or_insert_with(|| Slot::Dir(Dir { meta: self.implicit.clone(), entries: BTreeMap::new() }));
             dir = match slot {
                 Slot::Dir(d) => d,
                 Slot::Leaf(Node::Symlink { .. }) => {

@@ -1,0 +1,315 @@
+//! Importing an OCI image from an image layout (`oci:DIR[:TAG]`) as a store entry: the base a
+//! derived description names with `derived-from = "oci:DIR:TAG"`.
+//!
+//! The tag is resolved through `index.json` to a manifest (through an image index, to the entry
+//! for linux and the build's architecture); the entry is keyed by the manifest's digest, so an
+//! image is imported once. Every blob is checked against its digest and size before it is read.
+//! Each layer is read by [`crate::packages::tar`] (paths checked as for packages: no `..`, no
+//! absolute paths, nothing through a symlink, limits on sizes and members) into a tree of its own,
+//! then laid over the layers below:
+//! - `.wh.NAME` removes NAME from the layers below, `.wh..wh..opq` empties its directory of
+//!   everything from below; a whiteout never names anything outside the tree (its path was
+//!   checked like any other) and never survives into the result;
+//! - a directory the layer does not list itself (only a path below it) keeps the metadata it has
+//!   below; a listed one takes the layer's;
+//! - hardlink groups stay within their layer and are numbered anew over the whole tree.
+//!
+//! Invariants: nothing is recorded unless every layer was read whole and matched its digest;
+//! the entry's tree is what `umoci unpack` or a container runtime would see.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::layout::{Descriptor, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, REF_NAME};
+use crate::packages::tar::TarReader;
+use crate::packages::Limits;
+use crate::store::batch::Batch;
+use crate::store::db::EntryRow;
+use crate::store::digest::Digest;
+use crate::store::entry::{entry_key, EntryKind};
+use crate::store::local::Store;
+use crate::store::memo::{Built, Memo};
+use crate::store::meta::Meta;
+use crate::store::tree::{Name, Node, Tree, TreeRows};
+use crate::store::Backend;
+
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Marks, while layers are read, a directory the layer did not list (see the module doc).
+const IMPLICIT_XATTR: &[u8] = b"strata.oci.implicit";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// The entry key of the image whose manifest has this digest.
+pub fn image_key(manifest_digest: &str) -> Digest {
+    entry_key(EntryKind::Import, &[("oci-manifest", manifest_digest.as_bytes())], &[])
+}
+
+/// A blob's bytes, checked against its descriptor (small blobs: manifests, indexes, configs).
+fn read_blob(dir: &Path, d: &Descriptor, max: u64) -> anyhow::Result<Vec<u8>> {
+    let path = blob_path(dir, &d.digest)?;
+    if d.size > max {
+        bail!("blob {} of {} bytes: more than the {max} a {} may have", d.digest, d.size, d.media_type);
+    }
+    let bytes = fs_err::read(&path)?;
+    check(&bytes[..], d)?;
+    Ok(bytes)
+}
+
+fn blob_path(dir: &Path, digest: &str) -> anyhow::Result<PathBuf> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .ok_or_else(|| anyhow::anyhow!("digest `{digest}`: expected sha256: and 64 lowercase hex digits"))?;
+    Ok(dir.join("blobs/sha256").join(hex))
+}
+
+/// Hash `r` whole and compare with the descriptor's digest and size.
+fn check(r: impl Read, d: &Descriptor) -> anyhow::Result<()> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let n = std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, r), &mut h)?;
+    let got = format!("sha256:{}", hex::encode(h.finalize()));
+    if got != d.digest || n != d.size {
+        bail!(
+            "blob {} does not match its descriptor: {n} bytes with digest {got} (expected {} bytes)",
+            d.digest,
+            d.size
+        );
+    }
+    Ok(())
+}
+
+/// The manifest `tag` names in the layout at `dir` (the only one, without a tag), for `arch`
+/// (`uname -m` style); returns its descriptor and parsed JSON.
+pub fn resolve(dir: &Path, tag: Option<&str>, arch: &str) -> anyhow::Result<(Descriptor, serde_json::Value)> {
+    let index_path = dir.join("index.json");
+    let text = fs_err::read(&index_path).with_context(|| format!("`{}` is not an OCI image layout", dir.display()))?;
+    let index: serde_json::Value =
+        serde_json::from_slice(&text).with_context(|| format!("`{}`: not JSON", index_path.display()))?;
+    let manifests: Vec<Descriptor> = serde_json::from_value(index["manifests"].clone())
+        .with_context(|| format!("`{}`: `manifests` is not a list of descriptors", index_path.display()))?;
+    let tags: Vec<&str> = manifests.iter().filter_map(|m| m.annotations.get(REF_NAME).map(String::as_str)).collect();
+    let chosen = match tag {
+        Some(t) => manifests.iter().find(|m| m.annotations.get(REF_NAME).map(String::as_str) == Some(t)),
+        None if manifests.len() == 1 => manifests.first(),
+        None => bail!(
+            "`{}` holds {} images: name one with oci:DIR:TAG (tags: {})",
+            dir.display(),
+            manifests.len(),
+            tags.join(", ")
+        ),
+    };
+    let Some(mut desc) = chosen.cloned() else {
+        bail!("`{}` has no tag `{}` (tags: {})", dir.display(), tag.unwrap_or_default(), tags.join(", "));
+    };
+    // An image index: the entry for this platform.
+    if desc.media_type == INDEX_MEDIA_TYPE || desc.media_type == DOCKER_LIST {
+        let list: serde_json::Value = serde_json::from_slice(&read_blob(dir, &desc, 4 << 20)?)?;
+        let want = super::image::oci_arch(arch);
+        let entries = list["manifests"].as_array().cloned().unwrap_or_default();
+        let found =
+            entries.iter().find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == want).cloned();
+        let Some(found) = found else {
+            let have: Vec<String> = entries
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}/{}",
+                        m["platform"]["os"].as_str().unwrap_or("?"),
+                        m["platform"]["architecture"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            bail!("image index {} has no manifest for linux/{want} (it has: {})", desc.digest, have.join(", "));
+        };
+        desc = serde_json::from_value(found).context("a manifest descriptor of the image index")?;
+    }
+    if desc.media_type != MANIFEST_MEDIA_TYPE && desc.media_type != DOCKER_MANIFEST {
+        bail!("{}: media type `{}` is not an image manifest", desc.digest, desc.media_type);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&read_blob(dir, &desc, 4 << 20)?)
+        .with_context(|| format!("manifest {}: not JSON", desc.digest))?;
+    Ok((desc, manifest))
+}
+
+/// Import the image `oci:DIR[:TAG]` into the store (once: its entry is keyed by the manifest's
+/// digest); returns the entry and whether it was there already.
+pub fn import(
+    store: &mut Store,
+    dir: &Path,
+    tag: Option<&str>,
+    arch: &str,
+    limits: &Limits,
+) -> anyhow::Result<(EntryRow, bool)> {
+    let (desc, manifest) = resolve(dir, tag, arch)?;
+    let key = image_key(&desc.digest);
+    if let Some(e) = store.entry(&key)? {
+        return Ok((e, true));
+    }
+    let layers: Vec<Descriptor> = serde_json::from_value(manifest["layers"].clone())
+        .with_context(|| format!("manifest {}: `layers` is not a list of descriptors", desc.digest))?;
+    let mut tree: Option<Digest> = None;
+    let (mut files, mut bytes) = (0, 0);
+    let mut offset = 0u32;
+    for (i, layer) in layers.iter().enumerate() {
+        let ctx = || format!("layer {i} ({})", layer.digest);
+        let path = blob_path(dir, &layer.digest).with_context(ctx)?;
+        check(fs_err::File::open(&path).with_context(ctx)?, layer).with_context(ctx)?;
+        let file = std::io::BufReader::with_capacity(1 << 20, fs_err::File::open(&path)?);
+        let reader: Box<dyn Read> = match layer.media_type.as_str() {
+            "application/vnd.oci.image.layer.v1.tar" => Box::new(file),
+            "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                Box::new(flate2::read::MultiGzDecoder::new(file))
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd" => Box::new(zstd::stream::read::Decoder::new(file)?),
+            other => bail!("layer {i} ({}): media type `{other}` is not a layer strata reads", layer.digest),
+        };
+        let mut tar = TarReader::new(store);
+        tar.implicit_dirs = Meta { mode: 0o755, uid: 0, gid: 0, xattrs: vec![(IMPLICIT_XATTR.to_vec(), vec![])] };
+        tar.newlines = true;
+        let builder = tar.read(reader, limits.max_bytes, limits.max_members, None).with_context(ctx)?;
+        let TarReader { mut batch, files: f, bytes: b, .. } = tar;
+        files += f;
+        bytes += b;
+        let top = builder.finish(&mut batch.trees);
+        // The layer's trees go in first: laying it over the layers below reads them.
+        batch.commit(store, None).with_context(ctx)?;
+        let mut out = Batch::new();
+        let mut merge = Merge { store, out: &mut out.trees, offset, max_link: 0 };
+        let below = match &tree {
+            Some(t) => Some(store.tree(t)?),
+            None => None,
+        };
+        let merged = merge.dir(below, store.tree(&top)?).with_context(ctx)?;
+        offset += merge.max_link;
+        out.commit(store, None).with_context(ctx)?;
+        tree = Some(merged);
+    }
+    let Some(tree) = tree else { bail!("manifest {}: an image without layers", desc.digest) };
+    let mut out = Batch::new();
+    let tree = renumber_links(store, &tree, &mut out.trees)?;
+    let name = match tag {
+        Some(t) => format!("oci:{}:{t}", dir.display()),
+        None => format!("oci:{}", dir.display()),
+    };
+    let entry =
+        Memo::with_key(EntryKind::Import, name, key).record(store, Built::in_batch(tree, out).totals(files, bytes))?;
+    Ok((entry, false))
+}
+
+/// Laying one layer's tree over the tree below.
+struct Merge<'a> {
+    store: &'a Store,
+    out: &'a mut TreeRows,
+    /// Added to this layer's hardlink group numbers, so they never meet the groups below.
+    offset: u32,
+    max_link: u32,
+}
+
+fn strip(meta: &mut Meta, name: &[u8]) -> bool {
+    let before = meta.xattrs.len();
+    meta.xattrs.retain(|(k, _)| k.as_slice() != name);
+    meta.xattrs.len() != before
+}
+
+impl Merge<'_> {
+    /// `top` (a layer directory) over `below` (none: nothing below, or an opaque directory).
+    fn dir(&mut self, below: Option<Tree>, mut top: Tree) -> anyhow::Result<Digest> {
+        let implicit = strip(&mut top.meta, IMPLICIT_XATTR);
+        let opaque = top.entries.iter().any(|(n, _)| n.as_bytes() == OPAQUE);
+        let meta = match (&below, implicit) {
+            (Some(b), true) => b.meta.clone(),
+            _ => top.meta.clone(),
+        };
+        let mut entries: BTreeMap<Name, Node> = match below {
+            Some(b) if !opaque => b.entries.into_iter().collect(),
+            _ => BTreeMap::new(),
+        };
+        // Whiteouts first: they remove what is below, whatever their place in the order.
+        for (name, _) in &top.entries {
+            if let Some(hidden) = name.as_bytes().strip_prefix(b".wh.") {
+                if name.as_bytes() != OPAQUE {
+                    let hidden = Name::new(hidden).map_err(|e| anyhow::anyhow!("whiteout `{name:?}`: {e}"))?;
+                    entries.remove(&hidden);
+                }
+            }
+        }
+        for (name, node) in top.entries {
+            if name.as_bytes().starts_with(b".wh.") {
+                continue;
+            }
+            let merged = match (entries.remove(&name), node) {
+                (Some(Node::Directory { tree: b }), Node::Directory { tree: t }) => {
+                    let (b, t) = (self.store.tree(&b)?, self.store.tree(&t)?);
+                    Node::Directory { tree: self.dir(Some(b), t)? }
+                }
+                (_, Node::Directory { tree: t }) => {
+                    let t = self.store.tree(&t)?;
+                    Node::Directory { tree: self.dir(None, t)? }
+                }
+                (_, Node::File { meta, size, content, link }) if link != 0 => {
+                    self.max_link = self.max_link.max(link);
+                    Node::File { meta, size, content, link: link + self.offset }
+                }
+                (_, n) => n,
+            };
+            entries.insert(name, merged);
+        }
+        Ok(Tree { meta, entries: entries.into_iter().collect() }.encode_into(self.out))
+    }
+}
+
+/// The tree with its hardlink groups numbered 1, 2, … in sorted depth-first order of first
+/// appearance, and groups left with one member dissolved (link 0), as imported trees have them.
+fn renumber_links(store: &Store, root: &Digest, out: &mut TreeRows) -> anyhow::Result<Digest> {
+    fn count(store: &Store, id: &Digest, counts: &mut HashMap<u32, u32>, order: &mut Vec<u32>) -> anyhow::Result<()> {
+        for (_, node) in store.tree(id)?.entries {
+            match node {
+                Node::Directory { tree } => count(store, &tree, counts, order)?,
+                Node::File { link, .. } if link != 0 => {
+                    let c = counts.entry(link).or_insert(0);
+                    if *c == 0 {
+                        order.push(link);
+                    }
+                    *c += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    fn rewrite(store: &Store, id: &Digest, map: &HashMap<u32, u32>, out: &mut TreeRows) -> anyhow::Result<Digest> {
+        let mut t = store.tree(id)?;
+        let mut changed = false;
+        for (_, node) in t.entries.iter_mut() {
+            match node {
+                Node::Directory { tree } => {
+                    let new = rewrite(store, tree, map, out)?;
+                    changed |= new != *tree;
+                    *tree = new;
+                }
+                Node::File { link, .. } if *link != 0 => {
+                    let new = map.get(link).copied().unwrap_or(0);
+                    changed |= new != *link;
+                    *link = new;
+                }
+                _ => {}
+            }
+        }
+        Ok(if changed { t.encode_into(out) } else { *id })
+    }
+    let mut counts = HashMap::new();
+    let mut order = vec![];
+    count(store, root, &mut counts, &mut order)?;
+    let mut map = HashMap::new();
+    for link in order {
+        if counts[&link] >= 2 {
+            let next = map.len() as u32 + 1;
+            map.insert(link, next);
+        }
+    }
+    rewrite(store, root, &map, out)
+}
