@@ -140,6 +140,20 @@ fn images_export_as_oci_layouts_that_skopeo_and_umoci_read_exactly() {
     assert!(layers(&again).iter().all(|(_, written)| !written), "{again}");
     assert_eq!(again["report"]["bytes_written"], 0);
 
+    // Another source date is another image: every layer written anew, with its timestamps.
+    let dated = env.json(&[
+        "export",
+        w,
+        "--format",
+        "oci",
+        "--source-date-epoch",
+        "1700000000",
+        "--output",
+        &format!("oci:{l}:dated"),
+    ]);
+    assert_ne!(dated["report"]["manifest"], first["report"]["manifest"]);
+    assert!(layers(&dated).iter().all(|(d, written)| *written && !web_layers.iter().any(|(w, _)| w == d)), "{dated}");
+
     // A change in root/: the layers before it are the same blobs, not written again.
     write(&web.join("root/etc/motd"), "welcome to web\nchanged\n");
     let changed = env.json(&["export", w, "--format", "oci", "--output", &format!("oci:{l}:next")]);
@@ -150,7 +164,7 @@ fn images_export_as_oci_layouts_that_skopeo_and_umoci_read_exactly() {
     same_tree(&umoci_unpack(&env, &format!("{l}:next"), "u-next"), &checkout(&env, "images/web", "c-next"));
     // Both tags stay in the index.
     let index: serde_json::Value = serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
-    assert_eq!(index["manifests"].as_array().unwrap().len(), 3, "{index}");
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 4, "{index}");
 
     // The same image from another store, on "another machine": the same digests.
     let other = Env::new();
@@ -359,6 +373,15 @@ fn bad_oci_bases_are_refused_by_name_and_nothing_is_imported() {
     fs_err::write(&blob, bytes).unwrap();
     let err = env.fail(&["build", &desc("c", &format!("oci:{}:t", tampered.display()))]);
     assert!(err.contains("does not match its descriptor"), "{err}");
+    // A blob that is a symlink to a file elsewhere.
+    let linked = env.path("linked");
+    hand_layout(&linked, &[raw_tar(&[(b"etc/ok", b"ok\n")])], None);
+    let index: serde_json::Value = serde_json::from_slice(&fs_err::read(linked.join("index.json")).unwrap()).unwrap();
+    let manifest = linked.join("blobs/sha256").join(&index["manifests"][0]["digest"].as_str().unwrap()[7..]);
+    fs_err::remove_file(&manifest).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &manifest).unwrap();
+    let err = env.fail(&["build", &desc("f", &format!("oci:{}:t", linked.display()))]);
+    assert!(err.contains("blob sha256:"), "{err}");
     // An index without this architecture, and a tag that is not there.
     let arm = env.path("arm");
     hand_layout(&arm, &[raw_tar(&[(b"etc/ok", b"ok\n")])], Some("arm64"));

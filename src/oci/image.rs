@@ -139,14 +139,14 @@ pub fn export(
     let mut bytes_written = 0;
     let mut prev: Option<Digest> = None;
     for (tree, step) in &trees {
-        let known = recorded(store, prev.as_ref(), tree, to.compression)?;
+        let known = recorded(store, prev.as_ref(), tree, to)?;
         let report = match known {
             Some((diff_id, digest, size)) if layout.has_blob(&digest, size) => {
                 LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: false }
             }
             _ => {
                 let (diff_id, digest, size) = write_layer(store, &layout, prev.as_ref(), tree, to)?;
-                record(store, prev.as_ref(), tree, to.compression, &diff_id, &digest, size)?;
+                record(store, prev.as_ref(), tree, to, &diff_id, &digest, size)?;
                 bytes_written += size;
                 LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: true }
             }
@@ -253,16 +253,16 @@ fn from_col(from: Option<&Digest>) -> Vec<u8> {
 fn recorded(
     store: &Store,
     from: Option<&Digest>,
-    to: &Digest,
-    compression: Compression,
+    tree: &Digest,
+    to: &OciTo<'_>,
 ) -> anyhow::Result<Option<(String, String, u64)>> {
     Ok(store
         .db()
         .sql()
         .query_row(
             "SELECT diff_id, digest, size FROM oci_layers \
-             WHERE from_tree = ?1 AND to_tree = ?2 AND compression = ?3 AND format = ?4",
-            params![from_col(from), to.as_bytes(), compression.as_str(), FORMAT],
+             WHERE from_tree = ?1 AND to_tree = ?2 AND compression = ?3 AND format = ?4 AND source_date = ?5",
+            params![from_col(from), tree.as_bytes(), to.compression.as_str(), FORMAT, to.source_date as i64],
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64)),
         )
         .optional()?)
@@ -271,17 +271,26 @@ fn recorded(
 fn record(
     store: &mut Store,
     from: Option<&Digest>,
-    to: &Digest,
-    compression: Compression,
+    tree: &Digest,
+    to: &OciTo<'_>,
     diff_id: &str,
     digest: &str,
     size: u64,
 ) -> anyhow::Result<()> {
     let tx = store.db_mut().transaction()?;
     tx.sql().execute(
-        "INSERT OR REPLACE INTO oci_layers (from_tree, to_tree, compression, format, diff_id, digest, size) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![from_col(from), to.as_bytes(), compression.as_str(), FORMAT, diff_id, digest, size as i64],
+        "INSERT OR REPLACE INTO oci_layers (from_tree, to_tree, compression, format, source_date, diff_id, digest, size) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            from_col(from),
+            tree.as_bytes(),
+            to.compression.as_str(),
+            FORMAT,
+            to.source_date as i64,
+            diff_id,
+            digest,
+            size as i64
+        ],
     )?;
     tx.commit()
 }

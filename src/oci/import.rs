@@ -3,7 +3,8 @@
 //!
 //! The tag is resolved through `index.json` to a manifest (through an image index, to the entry
 //! for linux and the build's architecture); the entry is keyed by the manifest's digest, so an
-//! image is imported once. Every blob is checked against its digest and size before it is read.
+//! image is imported once. Every blob must be a regular file of its descriptor's size, and is
+//! hashed as it is read: nothing of a layer is recorded before its digest matched.
 //! Each layer is read by [`crate::packages::tar`] (paths checked as for packages: no `..`, no
 //! absolute paths, nothing through a symlink, limits on sizes and members) into a tree of its own,
 //! then laid over the layers below:
@@ -47,14 +48,37 @@ pub fn image_key(manifest_digest: &str) -> Digest {
     entry_key(EntryKind::Import, &[("oci-manifest", manifest_digest.as_bytes())], &[])
 }
 
+/// Open a blob: a regular file (not a link, a fifo or a device) of exactly the descriptor's size.
+fn open_blob(dir: &Path, d: &Descriptor) -> anyhow::Result<fs_err::File> {
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    let path = blob_path(dir, &d.digest)?;
+    // O_NONBLOCK: opening a fifo must not wait for a writer (it is refused just below).
+    let file = fs_err::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(&path)
+        .with_context(|| format!("blob {}", d.digest))?;
+    let st = file.metadata()?;
+    if !st.is_file() || st.len() != d.size {
+        bail!(
+            "blob {}: expected a regular file of {} bytes, found {}",
+            d.digest,
+            d.size,
+            if st.is_file() { format!("{} bytes", st.len()) } else { "something else".to_string() }
+        );
+    }
+    Ok(file)
+}
+
 /// A blob's bytes, checked against its descriptor (small blobs: manifests, indexes, configs).
 fn read_blob(dir: &Path, d: &Descriptor, max: u64) -> anyhow::Result<Vec<u8>> {
-    let path = blob_path(dir, &d.digest)?;
     if d.size > max {
         bail!("blob {} of {} bytes: more than the {max} a {} may have", d.digest, d.size, d.media_type);
     }
-    let bytes = fs_err::read(&path)?;
-    check(&bytes[..], d)?;
+    let mut bytes = Vec::with_capacity(d.size as usize);
+    let mut r = Hashing::new(open_blob(dir, d)?.take(d.size));
+    r.read_to_end(&mut bytes)?;
+    r.check(d)?;
     Ok(bytes)
 }
 
@@ -66,20 +90,39 @@ fn blob_path(dir: &Path, digest: &str) -> anyhow::Result<PathBuf> {
     Ok(dir.join("blobs/sha256").join(hex))
 }
 
-/// Hash `r` whole and compare with the descriptor's digest and size.
-fn check(r: impl Read, d: &Descriptor) -> anyhow::Result<()> {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    let n = std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, r), &mut h)?;
-    let got = format!("sha256:{}", hex::encode(h.finalize()));
-    if got != d.digest || n != d.size {
-        bail!(
-            "blob {} does not match its descriptor: {n} bytes with digest {got} (expected {} bytes)",
-            d.digest,
-            d.size
-        );
+/// Hashes and counts what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hash: sha2::Sha256,
+    len: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Self {
+        use sha2::Digest as _;
+        Hashing { inner, hash: sha2::Sha256::new(), len: 0 }
     }
-    Ok(())
+
+    /// Read what is left, then compare with the descriptor's digest and size.
+    fn check(mut self, d: &Descriptor) -> anyhow::Result<()> {
+        use sha2::Digest as _;
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        let got = format!("sha256:{}", hex::encode(self.hash.finalize()));
+        if got != d.digest || self.len != d.size {
+            bail!("blob {} does not match its descriptor: its content has another digest", d.digest);
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
 }
 
 /// The manifest `tag` names in the layout at `dir` (the only one, without a tag), for `arch`
@@ -156,21 +199,26 @@ pub fn import(
     let mut offset = 0u32;
     for (i, layer) in layers.iter().enumerate() {
         let ctx = || format!("layer {i} ({})", layer.digest);
-        let path = blob_path(dir, &layer.digest).with_context(ctx)?;
-        check(fs_err::File::open(&path).with_context(ctx)?, layer).with_context(ctx)?;
-        let file = std::io::BufReader::with_capacity(1 << 20, fs_err::File::open(&path)?);
-        let reader: Box<dyn Read> = match layer.media_type.as_str() {
-            "application/vnd.oci.image.layer.v1.tar" => Box::new(file),
+        let mut raw = Hashing::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            open_blob(dir, layer).with_context(ctx)?.take(layer.size),
+        ));
+        let reader: Box<dyn Read + '_> = match layer.media_type.as_str() {
+            "application/vnd.oci.image.layer.v1.tar" => Box::new(&mut raw),
             "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-                Box::new(flate2::read::MultiGzDecoder::new(file))
+                Box::new(flate2::read::MultiGzDecoder::new(&mut raw))
             }
-            "application/vnd.oci.image.layer.v1.tar+zstd" => Box::new(zstd::stream::read::Decoder::new(file)?),
+            "application/vnd.oci.image.layer.v1.tar+zstd" => Box::new(zstd::stream::read::Decoder::new(&mut raw)?),
             other => bail!("layer {i} ({}): media type `{other}` is not a layer strata reads", layer.digest),
         };
         let mut tar = TarReader::new(store);
         tar.implicit_dirs = Meta { mode: 0o755, uid: 0, gid: 0, xattrs: vec![(IMPLICIT_XATTR.to_vec(), vec![])] };
         tar.newlines = true;
-        let builder = tar.read(reader, limits.max_bytes, limits.max_members, None).with_context(ctx)?;
+        let builder = tar.read(reader, limits.max_bytes, limits.max_members, None).with_context(ctx);
+        // The digest is checked on the bytes just read (no second read a swapped file could
+        // pass), before anything of the layer is recorded; a bad digest explains a bad tar too.
+        raw.check(layer).with_context(ctx)?;
+        let builder = builder?;
         let TarReader { mut batch, files: f, bytes: b, .. } = tar;
         files += f;
         bytes += b;
@@ -246,13 +294,22 @@ impl Merge<'_> {
                     let (b, t) = (self.store.tree(&b)?, self.store.tree(&t)?);
                     Node::Directory { tree: self.dir(Some(b), t)? }
                 }
-                (_, Node::Directory { tree: t }) => {
+                (below, Node::Directory { tree: t }) => {
                     let t = self.store.tree(&t)?;
+                    if below.is_some() && t.meta.xattrs.iter().any(|(k, _)| k.as_slice() == IMPLICIT_XATTR) {
+                        // A path below a symlink or a file of the layers below: a runtime would
+                        // follow the link; strata does not resolve links inside layers.
+                        bail!(
+                            "`{}` in this layer lies below a non-directory of the layers below (a symlink?): not supported",
+                            crate::util::text::escape_path(name.as_bytes())
+                        );
+                    }
                     Node::Directory { tree: self.dir(None, t)? }
                 }
                 (_, Node::File { meta, size, content, link }) if link != 0 => {
                     self.max_link = self.max_link.max(link);
-                    Node::File { meta, size, content, link: link + self.offset }
+                    let link = link.checked_add(self.offset).context("too many hardlink groups")?;
+                    Node::File { meta, size, content, link }
                 }
                 (_, n) => n,
             };

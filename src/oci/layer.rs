@@ -11,7 +11,10 @@
 //! order, every timestamp the given source date, numeric owners only (no user or group names),
 //! POSIX pax records for long paths and link targets and for extended attributes
 //! (`SCHILY.xattr.NAME`, as GNU tar and the container tools read them); hardlink groups of the
-//! newer tree become tar hardlinks to the group's first member written in the same layer.
+//! newer tree become tar hardlinks to the group's first member written in the same layer (a new
+//! member of a group whose other members are unchanged is written as a file of its own: same
+//! content, another inode). A name that starts with `.wh.`, or an extended attribute name a pax
+//! record cannot carry, is refused rather than written as something else.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -67,6 +70,42 @@ struct Writer<'a, W: Write> {
     counts: LayerCounts,
 }
 
+/// Refuse a name a layer would read as a whiteout.
+fn whiteout_name(dir: &[u8], name: &[u8]) -> anyhow::Result<()> {
+    if name.starts_with(b".wh.") {
+        anyhow::bail!(
+            "`/{}`: a name starting with `.wh.` reads as a whiteout in an OCI layer; rename it to export",
+            String::from_utf8_lossy(&join(dir, name))
+        );
+    }
+    Ok(())
+}
+
+/// A reader of exactly `left` bytes: fewer is an error (a store object shorter than its tree
+/// says would make a broken tar).
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the store object is shorter than its tree says",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     if dir.is_empty() {
         name.to_vec()
@@ -104,6 +143,7 @@ impl<W: Write> Writer<'_, W> {
                 }
                 std::cmp::Ordering::Greater => {
                     let (name, node) = &new.entries[j];
+                    whiteout_name(path, name.as_bytes())?;
                     self.node(&join(path, name.as_bytes()), None, node)?;
                     j += 1;
                 }
@@ -111,6 +151,7 @@ impl<W: Write> Writer<'_, W> {
                     let (name, old_node) = &old_entries[i];
                     let (_, node) = &new.entries[j];
                     if old_node != node {
+                        whiteout_name(path, name.as_bytes())?;
                         self.node(&join(path, name.as_bytes()), Some(old_node), node)?;
                     }
                     i += 1;
@@ -183,7 +224,7 @@ impl<W: Write> Writer<'_, W> {
                 let mut h = self.header(tar::EntryType::Regular, meta, *size);
                 self.counts.content_bytes += size;
                 // Exactly `size` bytes: a file changed under the store would break the tar.
-                self.append(&mut h, path, None, &meta.xattrs, std::io::Read::take(file, *size))
+                self.append(&mut h, path, None, &meta.xattrs, Exact { inner: file, left: *size })
             }
             Node::Symlink { meta, target } => {
                 let mut h = self.header(tar::EntryType::Symlink, meta, 0);
@@ -236,7 +277,14 @@ impl<W: Write> Writer<'_, W> {
             pax.push(("linkpath".into(), l.to_vec()));
         }
         for (name, value) in xattrs {
-            pax.push((format!("SCHILY.xattr.{}", String::from_utf8_lossy(name)), value.clone()));
+            let name = std::str::from_utf8(name).ok().filter(|n| !n.contains('=')).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "`/{}`: extended attribute `{}`: a pax record cannot hold a name that is not UTF-8 or holds `=`",
+                    String::from_utf8_lossy(path),
+                    String::from_utf8_lossy(name)
+                )
+            })?;
+            pax.push((format!("SCHILY.xattr.{name}"), value.clone()));
         }
         if !pax.is_empty() {
             self.tar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;

@@ -7,7 +7,8 @@
 //! rename after every blob it names is in place, so a reader sees the old index or the new one,
 //! never a tag whose blobs are missing. Tagging replaces the manifest of the same tag
 //! (`org.opencontainers.image.ref.name`) and keeps every other entry of the index as it was.
-//! Temporary files a killed export left are removed when the layout is next opened.
+//! Temporary files a killed export left are removed when the layout is next opened, and every
+//! rename is followed by a sync of its directory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,10 +70,12 @@ impl Layout {
             .map_err(|(_, e)| e)
             .with_context(|| format!("cannot lock `{}`", dir.display()))?;
         let layout = Layout { dir: dir.to_path_buf(), _lock: lock };
-        for e in fs_err::read_dir(dir.join("blobs/sha256"))? {
-            let e = e?;
-            if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-                fs_err::remove_file(e.path())?;
+        for sub in [dir.to_path_buf(), dir.join("blobs/sha256")] {
+            for e in fs_err::read_dir(&sub)? {
+                let e = e?;
+                if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    fs_err::remove_file(e.path())?;
+                }
             }
         }
         Ok(layout)
@@ -106,40 +109,34 @@ impl Layout {
         Ok(Descriptor { media_type: media_type.into(), digest, size, annotations: Default::default() })
     }
 
-    /// The manifests `index.json` lists (none when it does not exist yet).
-    pub fn manifests(&self) -> anyhow::Result<Vec<Descriptor>> {
-        let path = self.dir.join("index.json");
-        if !path.exists() {
-            return Ok(vec![]);
-        }
-        let v: serde_json::Value =
-            serde_json::from_slice(&fs_err::read(&path)?).with_context(|| format!("`{}`: not JSON", path.display()))?;
-        let list = v["manifests"].as_array().cloned().unwrap_or_default();
-        list.into_iter()
-            .enumerate()
-            .map(|(i, m)| {
-                serde_json::from_value(m)
-                    .with_context(|| format!("`{}`: manifests[{i}] is not a descriptor", path.display()))
-            })
-            .collect()
-    }
-
-    /// Point `tag` at `manifest` in `index.json`, replacing what the tag named before.
+    /// Point `tag` at `manifest` in `index.json`, replacing what the tag named before. Every
+    /// other entry, and every other field of the index, is kept as it was (platforms, other
+    /// tools' annotations).
     pub fn tag(&self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()> {
-        let mut list: Vec<Descriptor> = self
-            .manifests()?
-            .into_iter()
-            .filter(|m| m.annotations.get(REF_NAME).map(String::as_str) != Some(tag))
-            .collect();
+        let path = self.dir.join("index.json");
+        let mut index: serde_json::Map<String, serde_json::Value> = if path.exists() {
+            serde_json::from_slice(&fs_err::read(&path)?)
+                .with_context(|| format!("`{}`: not a JSON object", path.display()))?
+        } else {
+            serde_json::Map::new()
+        };
+        let mut list = match index.remove("manifests") {
+            None => vec![],
+            Some(serde_json::Value::Array(list)) => list,
+            Some(_) => bail!("`{}`: `manifests` is not a list", path.display()),
+        };
+        list.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag));
         let mut entry = manifest.clone();
         entry.annotations.insert(REF_NAME.into(), tag.into());
-        list.push(entry);
-        let index = serde_json::json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": list});
+        list.push(serde_json::to_value(entry)?);
+        index.insert("schemaVersion".into(), 2.into());
+        index.insert("mediaType".into(), INDEX_MEDIA_TYPE.into());
+        index.insert("manifests".into(), list.into());
         write_atomic(&self.dir, "index.json", serde_json::to_string(&index)?.as_bytes())
     }
 }
 
-/// Write `dir/name` through a synced temporary file and a rename.
+/// Write `dir/name` through a synced temporary file and a rename, the directory synced after.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
     let mut tmp = tempfile::Builder::new().prefix(TMP_PREFIX).tempfile_in(dir)?;
     tmp.write_all(bytes)?;
@@ -147,6 +144,12 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
     tmp.persist(dir.join(name))
         .map_err(|e| e.error)
         .with_context(|| format!("cannot write `{}`", dir.join(name).display()))?;
+    sync_dir(dir)
+}
+
+/// Make the renames in `dir` durable.
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    fs_err::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
@@ -181,6 +184,7 @@ impl BlobWriter {
         }
         file.as_file().sync_all()?;
         file.persist(&target).map_err(|e| e.error).with_context(|| format!("cannot write `{}`", target.display()))?;
+        sync_dir(&layout.dir.join("blobs/sha256"))?;
         Ok((digest, self.size))
     }
 }

@@ -234,7 +234,8 @@ impl PendingMeta {
         };
         for (key, value) in std::mem::take(&mut self.pax) {
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                if crate::store::meta::recorded_xattr(name) {
+                // `strata.*` names are strata's own markers (layers, imports): never from input.
+                if crate::store::meta::recorded_xattr(name) && !name.starts_with(b"strata.") {
                     meta.xattrs.push((name.to_vec(), value));
                 }
             }
