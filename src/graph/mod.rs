@@ -241,39 +241,17 @@ impl Walker<'_> {
                 }
                 let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
                 let key = overlay::ostree_commit_key(&commit);
-                let mut step = Step {
-                    image,
-                    kind: "base".into(),
-                    name: format!("ostree:{reference}"),
-                    key: Some(key),
-                    tree: None,
-                    state: State::Missing,
-                    count: 1,
-                    cached_count: 0,
-                    inputs: vec![input(format!("ostree:{reference}"), commit.clone())],
-                };
-                let cur = if let Some(e) = self.store.entry(&key)? {
-                    step.state = State::Cached;
-                    step.cached_count = 1;
-                    Cur::Known(e)
-                } else if self.mode == Mode::Plan {
-                    Cur::Unknown
-                } else {
-                    let e = overlay::import_ostree(self.store, repo, &commit, key, self.progress)?;
-                    step.state = State::Built;
-                    Cur::Known(e)
-                };
-                step.tree = match &cur {
-                    Cur::Known(e) => Some(e.tree),
-                    _ => None,
-                };
-                if let Some(tree) = step.tree {
-                    // Named by the repository's real path, however the description was reached.
-                    let repo = fs_err::canonicalize(repo).unwrap_or_else(|_| repo.clone());
-                    self.base_tree(format!("ostree:{}#{reference}", repo.display()), &tree)?;
-                }
-                self.push(step);
-                Ok(cur)
+                let name = format!("ostree:{reference}");
+                let input = input(name.clone(), commit.clone());
+                // Named by the repository's real path, however the description was reached.
+                let locked = format!(
+                    "ostree:{}#{reference}",
+                    fs_err::canonicalize(repo).unwrap_or_else(|_| repo.clone()).display()
+                );
+                let progress = self.progress;
+                self.imported_base(image, name, key, input, locked, |store| {
+                    overlay::import_ostree(store, repo, &commit, key, progress)
+                })
             }
             Some(Base::Oci { dir, tag }) => self.oci_origin(image, dir, tag.as_deref()),
         }
@@ -282,23 +260,46 @@ impl Walker<'_> {
     /// The base of a chain that derives from an OCI image: imported once, keyed by its
     /// manifest's digest ([`crate::oci::import`]).
     fn oci_origin(&mut self, image: String, dir: &std::path::Path, tag: Option<&str>) -> anyhow::Result<Cur> {
-        let shown = match tag {
+        let shown = |dir: &std::path::Path| match tag {
             Some(t) => format!("oci:{}:{t}", dir.display()),
             None => format!("oci:{}", dir.display()),
         };
+        let name = shown(dir);
         let (desc, _) =
-            crate::oci::import::resolve(dir, tag, &self.opts.arch).with_context(|| format!("derived-from {shown}"))?;
+            crate::oci::import::resolve(dir, tag, &self.opts.arch).with_context(|| format!("derived-from {name}"))?;
         let key = crate::oci::import::image_key(&desc.digest);
+        let input = input(name.clone(), desc.digest.clone());
+        let locked = shown(&fs_err::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()));
+        let arch = self.opts.arch.clone();
+        let context = format!("derived-from {name}");
+        self.imported_base(image, name, key, input, locked, |store| {
+            let limits = crate::packages::Limits::default();
+            crate::oci::import::import(store, dir, tag, &arch, &limits).map(|(e, _)| e).context(context)
+        })
+    }
+
+    /// A base imported from outside the store (an OSTree commit, an OCI image) as the step
+    /// `name` keyed `key`: found, or in plan mode missing, or imported by `import`. `locked`
+    /// names the base for lock files.
+    fn imported_base(
+        &mut self,
+        image: String,
+        name: String,
+        key: Digest,
+        input: Input,
+        locked: String,
+        import: impl FnOnce(&mut Store) -> anyhow::Result<crate::store::db::EntryRow>,
+    ) -> anyhow::Result<Cur> {
         let mut step = Step {
             image,
             kind: "base".into(),
-            name: shown.clone(),
+            name,
             key: Some(key),
             tree: None,
             state: State::Missing,
             count: 1,
             cached_count: 0,
-            inputs: vec![input(shown.clone(), desc.digest.clone())],
+            inputs: vec![input],
         };
         let cur = if let Some(e) = self.store.entry(&key)? {
             step.state = State::Cached;
@@ -307,9 +308,7 @@ impl Walker<'_> {
         } else if self.mode == Mode::Plan {
             Cur::Unknown
         } else {
-            let limits = crate::packages::Limits::default();
-            let (e, _) = crate::oci::import::import(self.store, dir, tag, &self.opts.arch, &limits)
-                .with_context(|| format!("derived-from {shown}"))?;
+            let e = import(self.store)?;
             step.state = State::Built;
             Cur::Known(e)
         };
@@ -318,12 +317,7 @@ impl Walker<'_> {
             _ => None,
         };
         if let Some(tree) = step.tree {
-            let dir = fs_err::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            let name = match tag {
-                Some(t) => format!("oci:{}:{t}", dir.display()),
-                None => format!("oci:{}", dir.display()),
-            };
-            self.base_tree(name, &tree)?;
+            self.base_tree(locked, &tree)?;
         }
         self.push(step);
         Ok(cur)

@@ -89,18 +89,18 @@ pub struct Decision {
     pub reason: Reason,
 }
 
+/// A policy from columns `keep_last, keep_younger_than` starting at `first`.
+fn policy_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Policy> {
+    Ok(Policy {
+        keep_last: r.get::<_, Option<i64>>(first)?.map(|n| n as u64),
+        keep_younger_than: r.get::<_, Option<i64>>(first + 1)?.map(|n| n as u64),
+    })
+}
+
 /// The stored policies, by image (`*` for the default).
 pub fn policies(store: &Store) -> anyhow::Result<BTreeMap<String, Policy>> {
     let mut stmt = store.db().sql().prepare("SELECT image, keep_last, keep_younger_than FROM retention")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            Policy {
-                keep_last: r.get::<_, Option<i64>>(1)?.map(|n| n as u64),
-                keep_younger_than: r.get::<_, Option<i64>>(2)?.map(|n| n as u64),
-            },
-        ))
-    })?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, policy_at(r, 1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -108,18 +108,7 @@ pub fn policies(store: &Store) -> anyhow::Result<BTreeMap<String, Policy>> {
 pub fn described(store: &Store) -> anyhow::Result<BTreeMap<String, (Policy, String)>> {
     let mut stmt =
         store.db().sql().prepare("SELECT image, keep_last, keep_younger_than, document FROM retention_described")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            (
-                Policy {
-                    keep_last: r.get::<_, Option<i64>>(1)?.map(|n| n as u64),
-                    keep_younger_than: r.get::<_, Option<i64>>(2)?.map(|n| n as u64),
-                },
-                r.get::<_, String>(3)?,
-            ),
-        ))
-    })?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (policy_at(r, 1)?, r.get::<_, String>(3)?))))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -113,11 +113,11 @@ pub fn duration(secs: u64) -> String {
     format!("{secs}s")
 }
 
-/// Unix seconds as an RFC 3339 UTC time (`2024-01-01T00:00:00Z`).
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Days to a civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+/// Unix seconds as a civil UTC time: (year, month, day, hour, minute, second), proleptic
+/// Gregorian (Howard Hinnant's days-to-civil algorithm).
+pub fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -127,7 +127,13 @@ pub fn rfc3339(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Unix seconds as an RFC 3339 UTC time (`2024-01-01T00:00:00Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(secs as i64);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 #[cfg(test)]
