@@ -16,6 +16,7 @@ if [ ! -d "$S" ]; then
   mkdir -p "$S/cache" /var/cache/strata-tests/downloads
   ln -s /var/cache/strata-tests/downloads "$S/cache/downloads"
 fi
+$strata --store "$S" -q build descriptions/debian-base >/dev/null
 $strata --store "$S" -q build descriptions/debian-web >/dev/null
 rm -rf --one-file-system "$work/base-tree" "$work/web-tree"
 $strata --store "$S" -q store checkout images/debian-base "$work/base-tree" --link copy

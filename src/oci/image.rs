@@ -223,7 +223,7 @@ fn write_layer(
     let blob = layout.blob_writer()?;
     let (diff_id, blob) = match to.compression {
         Compression::Gzip => {
-            let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::default());
+            let gz = super::gzip::ParGz::new(blob);
             let (tar, _) = layer::write(store, from, tree, to.source_date, HashingWriter::new(gz))?;
             let (diff_id, gz) = tar.finish();
             (diff_id, gz.finish()?)

@@ -7,6 +7,7 @@
 //! [`import`] goes the other way: a manifest's layers, checked and laid over each other, as an
 //! entry.
 
+pub mod gzip;
 pub mod image;
 pub mod import;
 pub mod layer;
