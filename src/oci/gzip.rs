@@ -37,7 +37,8 @@ impl<W: Write> ParGz<W> {
         let members: Vec<std::io::Result<Vec<u8>>> = self.pending[..whole]
             .par_chunks(CHUNK)
             .map(|chunk| {
-                let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(chunk.len() / 2), flate2::Compression::default());
+                let mut gz =
+                    flate2::write::GzEncoder::new(Vec::with_capacity(chunk.len() / 2), flate2::Compression::default());
                 gz.write_all(chunk)?;
                 gz.finish()
             })
