@@ -214,9 +214,13 @@ fn oci_export_arguments_are_checked_before_anything_is_written() {
         env.fail(&["export", "tags/x", "--format", "oci", "--output", "oci:/tmp/x", "--repo", "r", "--deltas", "1"]);
     assert!(err.contains("--repo, --deltas apply to OSTree commits, not to --format oci"), "{err}");
     let err = env.fail(&["export", "tags/x", "--format", "oci"]);
-    assert!(err.contains("--format oci needs --output oci:DIR[:TAG]"), "{err}");
-    let err = env.fail(&["export", "tags/x", "--format", "oci", "--output", "docker://127.0.0.1:5000/x:1"]);
-    assert!(err.contains("skopeo copy oci:DIR:TAG docker://127.0.0.1:5000/x:1"), "{err}");
+    assert!(err.contains("--format oci needs --output oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://"), "{err}");
+    let err = env.fail(&["export", "tags/x", "--format", "oci", "--output", "docker://x:1"]);
+    assert!(err.contains("expected docker://HOST/REPO[:TAG], with the registry's host"), "{err}");
+    let err = env.fail(&["export", "tags/x", "--format", "oci", "--output", "docker://h.example/x@sha256:00"]);
+    assert!(err.contains("digest `sha256:00`"), "{err}");
+    let err = env.fail(&["export", "tags/x", "--format", "oci", "--output", "oci-archive:/nonexistent/dir/x.tar"]);
+    assert!(err.contains("the directory `/nonexistent/dir` does not exist"), "{err}");
     let err = env.fail(&["export", "tags/x", "--format", "oci", "--output", "oci:/tmp/x:-bad"]);
     assert!(err.contains("tag `-bad`"), "{err}");
     let err = env.fail(&["export", "tags/x"]);
@@ -391,5 +395,294 @@ fn bad_oci_bases_are_refused_by_name_and_nothing_is_imported() {
     assert!(err.contains("no tag `nope`") && err.contains("tags: t"), "{err}");
     // Nothing of any of them is in the store.
     assert!(env.entry_names().is_empty(), "{:?}", env.entry_names());
+    env.ok(&["store", "verify", "--full"]);
+}
+
+/// A real registry (Debian's `docker-registry`) on 127.0.0.1, stopped on drop; its storage is
+/// `dir/data`. With `tls`, it serves a certificate for 127.0.0.1 signed by its own CA, written
+/// as `dir/certs/127.0.0.1:PORT/ca.crt` (the layout of /etc/containers/certs.d); with
+/// `password`, it asks for `strata` / that password (htpasswd).
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Registry {
+    fn start(dir: &Path, tls: bool, password: Option<&str>) -> Registry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        fs_err::create_dir_all(dir).unwrap();
+        let d = dir.display();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        );
+        if tls {
+            let certs = dir.join(format!("certs/127.0.0.1:{port}"));
+            fs_err::create_dir_all(&certs).unwrap();
+            sh(&format!(
+                "cd {d} && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=strata-test-ca -keyout ca.key -out ca.crt 2>&1 \
+                 && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>&1 \
+                 && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext \
+                 && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.crt 2>&1 \
+                 && cp ca.crt {}/ca.crt",
+                certs.display()
+            ));
+            config += &format!("  tls:\n    certificate: {d}/server.crt\n    key: {d}/server.key\n");
+        }
+        if let Some(p) = password {
+            sh(&format!("htpasswd -Bbn strata '{p}' > {d}/htpasswd"));
+            config += &format!("auth:\n  htpasswd:\n    realm: strata-test\n    path: {d}/htpasswd\n");
+        }
+        write(&dir.join("config.yml"), &config);
+        let mut child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(fs_err::File::create(dir.join("log")).unwrap().into_parts().0)
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Registry { child, port, dir: dir.to_path_buf() };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("docker-registry did not start: {}", fs_err::read_to_string(dir.join("log")).unwrap_or_default());
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The file holding the blob `digest` in the registry's storage.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = &digest[7..];
+        self.dir.join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The state of the base step in a plan report.
+fn base_state(plan: &serde_json::Value) -> String {
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "base")
+        .map(|s| s["state"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn images_go_to_a_registry_and_come_back_as_bases() {
+    common::require_root();
+    let env = Env::new();
+    base(&env);
+    let web = derived(&env, "web", "");
+    let w = web.to_str().unwrap();
+    env.ok(&["build", w]);
+    let registry = Registry::start(&env.path("registry"), false, None);
+    let host = registry.host();
+    let insecure = format!("--registry-insecure={host}");
+    let to = format!("docker://{host}/strata/web:1.0");
+
+    // Pushed: every layer sent; skopeo sees the same manifest and layers.
+    let first = env.json(&["export", w, "--format", "oci", "--output", &to, &insecure]);
+    let pushed = layers(&first);
+    assert!(pushed.len() >= 3 && pushed.iter().all(|(_, sent)| *sent), "{first}");
+    assert_eq!(first["report"]["destination"], to.as_str());
+    let inspect: serde_json::Value =
+        serde_json::from_str(&sh(&format!("skopeo inspect --tls-verify=false docker://{host}/strata/web:1.0")))
+            .unwrap();
+    assert_eq!(inspect["Digest"], first["report"]["manifest"]);
+    let digests: Vec<&str> = inspect["Layers"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    assert_eq!(digests, pushed.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>());
+    // skopeo copies it out (checking every digest) and umoci unpacks strata's tree.
+    let copy = env.path("copy");
+    sh(&format!(
+        "skopeo copy --quiet --src-tls-verify=false docker://{host}/strata/web:1.0 oci:{}:web",
+        copy.display()
+    ));
+    same_tree(&umoci_unpack(&env, &format!("{}:web", copy.display()), "u-web"), &checkout(&env, "images/web", "c-web"));
+
+    // Unchanged: the registry has every blob, nothing is sent.
+    let again = env.json(&["export", w, "--format", "oci", "--output", &to, &insecure]);
+    assert_eq!(again["report"]["manifest"], first["report"]["manifest"]);
+    assert_eq!(again["report"]["bytes_written"], 0, "{again}");
+    // Another image on the same base: the base's layer is not sent again.
+    let db = derived(&env, "db", "a database\n");
+    let other = env.json(&[
+        "export",
+        db.to_str().unwrap(),
+        "--format",
+        "oci",
+        "--output",
+        &format!("docker://{host}/strata/web:db"),
+        &insecure,
+    ]);
+    let other_layers = layers(&other);
+    assert_eq!(other_layers[0], (pushed[0].0.clone(), false), "{other}");
+    assert!(other["report"]["bytes_written"].as_u64().unwrap() < first["report"]["bytes_written"].as_u64().unwrap());
+
+    // A description derives from the pushed image: downloaded, checked, imported once.
+    let app = env.path("app");
+    write(&app.join("image.toml"), &format!("[image]\nname = \"app\"\nderived-from = \"{to}\"\n"));
+    write(&app.join("root/etc/app"), "app\n");
+    let a = app.to_str().unwrap();
+    let refused = env.fail(&["build", a]);
+    assert!(refused.contains(&format!("derived-from {to}")) && refused.contains("--registry-insecure"), "{refused}");
+    assert_eq!(base_state(&env.json(&["plan", a, &insecure])), "missing");
+    let built = env.json(&["build", a, &insecure]);
+    assert_eq!(built["steps"]["built"], 3, "base, root/, image: {built}");
+    let ls = env.json(&["store", "ls"]);
+    let imported = ls.as_array().unwrap().iter().find(|e| e["name"] == to.as_str()).expect("the imported base");
+    same_tree(
+        &checkout(&env, imported["key"].as_str().unwrap(), "c-imported"),
+        &checkout(&env, "images/web", "c-web2"),
+    );
+    assert_eq!(fs_err::read_to_string(checkout(&env, "images/app", "c-app").join("etc/app")).unwrap(), "app\n");
+    let rebuilt = env.json(&["build", a, &insecure]);
+    assert_eq!(rebuilt["steps"]["built"], 0, "{rebuilt}");
+
+    // The same image as an OCI archive: skopeo reads it, with the same manifest digest, and a
+    // description deriving from the archive finds the base imported already.
+    let archive = env.path("web.tar");
+    let arch =
+        env.json(&["export", w, "--format", "oci", "--output", &format!("oci-archive:{}:1.0", archive.display())]);
+    assert_eq!(arch["report"]["manifest"], first["report"]["manifest"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&sh(&format!("skopeo inspect oci-archive:{}:1.0", archive.display()))).unwrap();
+    assert_eq!(inspect["Digest"], first["report"]["manifest"]);
+    write(&app.join("image.toml"), "[image]\nname = \"app\"\nderived-from = \"oci-archive:../web.tar:1.0\"\n");
+    let from_archive = env.json(&["plan", a]);
+    assert_eq!(base_state(&from_archive), "cached", "{from_archive}");
+    // The same image twice makes the same archive, byte for byte.
+    let archive2 = env.path("web2.tar");
+    env.ok(&["export", w, "--format", "oci", "--output", &format!("oci-archive:{}:1.0", archive2.display())]);
+    assert_eq!(fs_err::read(&archive).unwrap(), fs_err::read(&archive2).unwrap());
+
+    // The registry goes away: a build that needs it says so, naming it.
+    write(&app.join("image.toml"), &format!("[image]\nname = \"app\"\nderived-from = \"{to}\"\n"));
+    drop(registry);
+    let err = env.fail(&["build", a, &insecure]);
+    assert!(err.contains(&format!("registry {host}")) && err.contains("onnect"), "{err}");
+    let err = env.fail(&["export", w, "--format", "oci", "--output", &to, &insecure]);
+    assert!(err.contains(&format!("registry {host}")), "{err}");
+    env.ok(&["store", "verify", "--full"]);
+}
+
+#[test]
+fn a_registry_with_tls_and_a_password() {
+    common::require_root();
+    let env = Env::new();
+    base(&env);
+    let registry = Registry::start(&env.path("registry"), true, Some("s3cret"));
+    let host = registry.host();
+    let certs = registry.dir.join("certs");
+    let cert_dir = format!("--registry-cert-dir={}", certs.display());
+    let to = format!("docker://{host}/strata/base:1");
+    let auth = |name: &str, password: &str| -> String {
+        use base64::Engine as _;
+        let path = env.path(name);
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("strata:{password}"));
+        write(&path, &serde_json::json!({"auths": {host.clone(): {"auth": token}}}).to_string());
+        format!("--authfile={}", path.display())
+    };
+    let push = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["export", "tags/base", "--format", "oci", "--output", &to];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect()
+    };
+    let run_fail = |args: Vec<String>| env.fail(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Its certificate is signed by a CA nobody trusts yet.
+    let err = run_fail(push(&[&auth("good.json", "s3cret")]));
+    assert!(err.contains("not trusted") && err.contains("certs.d"), "{err}");
+    // Trusted, but without credentials, then with a wrong password.
+    write(&env.path("empty.json"), r#"{"auths": {}}"#);
+    let err = run_fail(push(&[&cert_dir, &format!("--authfile={}", env.path("empty.json").display())]));
+    assert!(err.contains("asks for a user name and password") && err.contains("skopeo login"), "{err}");
+    let err = run_fail(push(&[&cert_dir, &auth("wrong.json", "guess")]));
+    assert!(err.contains("HTTP 401") && err.contains("credentials"), "{err}");
+    // Both: pushed, and skopeo (trusting the same CA) finds it.
+    let good = auth("good.json", "s3cret");
+    let args = push(&[&cert_dir, &good]);
+    let pushed = env.json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let inspect: serde_json::Value = serde_json::from_str(&sh(&format!(
+        "skopeo inspect --cert-dir {}/{host} --creds strata:s3cret {to}",
+        certs.display()
+    )))
+    .unwrap();
+    assert_eq!(inspect["Digest"], pushed["report"]["manifest"]);
+    // A description derives from it, with the certificate directory from the environment.
+    let app = env.path("app");
+    write(&app.join("image.toml"), &format!("[image]\nname = \"app\"\nderived-from = \"{to}\"\n"));
+    write(&app.join("root/etc/app"), "app\n");
+    let out = env
+        .cmd(&["--json", "build", app.to_str().unwrap(), &good])
+        .env("STRATA_REGISTRY_CERT_DIR", &certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let built: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(built["steps"]["built"], 3, "base, root/, image: {built}");
+    same_tree(
+        &checkout(&env, "images/app", "c-app").join("usr/bin"),
+        &checkout(&env, "tags/base", "c-base").join("usr/bin"),
+    );
+}
+
+#[test]
+fn bad_registry_images_are_refused_by_name_and_nothing_is_imported() {
+    let env = Env::new();
+    let registry = Registry::start(&env.path("registry"), false, None);
+    let host = registry.host();
+    let insecure = format!("--registry-insecure={host}");
+    let desc = |name: &str, base: &str| -> String {
+        let dir = env.path(name);
+        write(&dir.join("image.toml"), &format!("[image]\nname = \"{name}\"\nderived-from = \"{base}\"\n"));
+        dir.to_str().unwrap().to_string()
+    };
+    // A layer whose bytes changed in the registry's storage after the push.
+    let good = env.path("good");
+    hand_layout(&good, &[raw_tar(&[(b"etc/ok", b"ok\n")])], None);
+    sh(&format!("skopeo copy --quiet --dest-tls-verify=false oci:{}:t docker://{host}/bad/tampered:t", good.display()));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&sh(&format!("skopeo inspect --raw --tls-verify=false docker://{host}/bad/tampered:t")))
+            .unwrap();
+    let layer = registry.blob_file(manifest["layers"][0]["digest"].as_str().unwrap());
+    let mut bytes = fs_err::read(&layer).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    fs_err::write(&layer, bytes).unwrap();
+    let err = env.fail(&["build", &desc("a", &format!("docker://{host}/bad/tampered:t")), &insecure]);
+    assert!(err.contains("the registry sent") && err.contains("bad/tampered"), "{err}");
+    // An index without this architecture (skopeo copies the whole index).
+    let arm = env.path("arm");
+    hand_layout(&arm, &[raw_tar(&[(b"etc/ok", b"ok\n")])], Some("arm64"));
+    sh(&format!("skopeo copy --quiet --all --dest-tls-verify=false oci:{}:t docker://{host}/bad/arm:t", arm.display()));
+    let err = env.fail(&["build", &desc("b", &format!("docker://{host}/bad/arm:t")), &insecure]);
+    assert!(err.contains("no manifest for linux/amd64") && err.contains("linux/arm64"), "{err}");
+    // A tag the repository does not have, and a layer that climbs out of the tree.
+    let err = env.fail(&["build", &desc("c", &format!("docker://{host}/bad/arm:nope")), &insecure]);
+    assert!(err.contains("manifest nope") && err.contains("HTTP 404"), "{err}");
+    let climb = env.path("climb");
+    hand_layout(&climb, &[raw_tar(&[(b"etc/ok", b"ok\n"), (b"../../evil", b"evil\n")])], None);
+    sh(&format!("skopeo copy --quiet --dest-tls-verify=false oci:{}:t docker://{host}/bad/climb:t", climb.display()));
+    let err = env.fail(&["build", &desc("d", &format!("docker://{host}/bad/climb:t")), &insecure]);
+    assert!(err.contains("../../evil"), "{err}");
+    // Malformed references are refused before any request.
+    let err = env.fail(&["build", &desc("e", "docker://bad/arm:t")]);
+    assert!(err.contains("no default registry"), "{err}");
+    assert!(env.entry_names().is_empty(), "{:?}", env.entry_names());
+    assert!(fs_err::read_dir(env.store().join("tmp")).map(|d| d.count()).unwrap_or(0) == 0, "scratch layouts removed");
     env.ok(&["store", "verify", "--full"]);
 }

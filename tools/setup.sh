@@ -24,6 +24,7 @@ packages=(
   rpm createrepo-c busybox-static              # RPM images: rpm database (rpm --justdb); tests: rpmbuild, rpm-md repositories, a static shell
   graphviz librsvg2-bin                        # pictures of the build graph (dot); tests render them (rsvg-convert)
   skopeo umoci                                 # tests: stock OCI tools read the image layouts strata writes
+  docker-registry apache2-utils openssl        # tests: an OCI registry on 127.0.0.1 (TLS, htpasswd)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -56,6 +56,37 @@ pub struct BuildArgs {
     /// from the download cache or the URLs it names, never a newer index
     #[arg(long)]
     locked: bool,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+/// How `docker://` registries are reached (bases and export destinations).
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Registries")]
+pub struct RegistryArgs {
+    /// Reach this registry (HOST[:PORT]) over plain HTTP, without TLS (repeatable, or
+    /// comma-separated in the variable)
+    #[arg(long = "registry-insecure", value_name = "HOST", env = "STRATA_REGISTRY_INSECURE", value_delimiter = ',')]
+    pub insecure: Vec<String>,
+    /// Trust the certificate authorities in DIR/HOST[:PORT]/*.crt for the registry HOST[:PORT]
+    /// (repeatable) [default: /etc/containers/certs.d and /etc/docker/certs.d]
+    #[arg(long = "registry-cert-dir", value_name = "DIR", env = "STRATA_REGISTRY_CERT_DIR")]
+    pub cert_dirs: Vec<PathBuf>,
+    /// Registry credentials, in the containers auth file format [default: $REGISTRY_AUTH_FILE,
+    /// then $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+    /// ~/.docker/config.json]
+    #[arg(long = "authfile", value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    pub(crate) fn settings(&self) -> crate::oci::registry::Settings {
+        crate::oci::registry::Settings {
+            insecure: self.insecure.clone(),
+            cert_dirs: self.cert_dirs.clone(),
+            auth_file: self.auth_file.clone(),
+        }
+    }
 }
 
 impl BuildArgs {
@@ -91,6 +122,7 @@ impl BuildArgs {
             script_timeout: std::time::Duration::from_secs(self.script_timeout),
             epoch: self.source_date_epoch.unwrap_or(graph::DEFAULT_EPOCH),
             locked,
+            registry: self.registry.settings(),
         })
     }
 }

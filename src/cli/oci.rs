@@ -7,18 +7,36 @@ use anyhow::bail;
 
 use super::ostree::{CompressionArg, ExportArgs};
 use super::{output, Ctx};
-use crate::oci::image::{Compression, OciTo};
+use crate::description::ImageReference;
+use crate::oci::archive::ArchiveTarget;
+use crate::oci::image::{Compression, LayoutTarget, OciTo, Target};
+use crate::oci::layout::Layout;
+use crate::oci::registry::Push;
 use crate::pipeline::{self, Input};
 use crate::store::lock::LockMode;
 
-/// `--output oci:DIR[:TAG]` as (DIR, TAG), with a hint for the destinations strata leaves to skopeo.
-pub fn parse_output(spec: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
-    if spec.starts_with("docker://") || spec.starts_with("oci-archive:") {
-        bail!(
-            "`{spec}`: strata writes OCI images to image layouts (oci:DIR[:TAG]); `skopeo copy oci:DIR:TAG {spec}` takes one on from there"
-        );
+/// Where `--output` sends the image.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    Layout(PathBuf, Option<String>),
+    Archive(PathBuf, Option<String>),
+    Registry(ImageReference),
+}
+
+/// `--output oci:DIR[:TAG] | oci-archive:FILE[:TAG] | docker://HOST/REPO[:TAG]`.
+pub fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    if spec.starts_with("docker://") {
+        return Ok(Output::Registry(ImageReference::parse(spec)?));
     }
-    crate::description::oci_reference(spec)
+    if spec.starts_with("oci-archive:") {
+        let (file, tag) = crate::oci::archive::parse(spec)?;
+        return Ok(Output::Archive(file, tag));
+    }
+    if !spec.starts_with("oci:") {
+        bail!("`{spec}`: expected oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://HOST/REPO[:TAG]");
+    }
+    let (dir, tag) = crate::description::oci_reference(spec)?;
+    Ok(Output::Layout(dir, tag))
 }
 
 pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -40,9 +58,13 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         bail!("{} apply to OSTree commits, not to --format oci", ostree_only.join(", "));
     }
     let Some(spec) = &args.output else {
-        bail!("--format oci needs --output oci:DIR[:TAG]");
+        bail!("--format oci needs --output oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://HOST/REPO[:TAG]");
     };
-    let (dir, tag) = parse_output(spec)?;
+    let output = parse_output(spec)?;
+    let tag = match &output {
+        Output::Layout(_, tag) | Output::Archive(_, tag) => tag.clone(),
+        Output::Registry(r) => r.tag.clone(),
+    };
     let compression = match args.compression {
         CompressionArg::Gzip => Compression::Gzip,
         CompressionArg::Zstd => Compression::Zstd,
@@ -58,15 +80,25 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
             src.version.clone().filter(|v| crate::description::valid_oci_tag(v)).unwrap_or_else(|| "latest".to_string())
         }
     };
-    let to = OciTo {
-        dir: &dir,
-        tag: &tag,
-        compression,
-        source_date: args.build.source_date_epoch().unwrap_or(crate::graph::DEFAULT_EPOCH),
-        arch: &args.build.arch,
+    let source_date = args.build.source_date_epoch().unwrap_or(crate::graph::DEFAULT_EPOCH);
+    let to = OciTo { tag: &tag, compression, source_date, arch: &args.build.arch };
+    let mut target: Box<dyn Target> = match output {
+        Output::Layout(dir, _) => Box::new(LayoutTarget { layout: Layout::open(&dir)?, tag: tag.clone() }),
+        Output::Archive(file, _) => Box::new(ArchiveTarget::new(&store.tmp_dir(), &file, &tag, source_date)?),
+        Output::Registry(r) => {
+            let r = ImageReference { tag: Some(tag.clone()), ..r };
+            Box::new(Push::new(&store.tmp_dir(), &r, &args.build.registry.settings())?)
+        }
     };
-    let report =
-        crate::oci::image::export(&mut store, &src.entry, &src.image, src.version.as_deref(), &to, &ctx.progress)?;
+    let report = crate::oci::image::export(
+        &mut store,
+        &src.entry,
+        &src.image,
+        src.version.as_deref(),
+        &to,
+        target.as_mut(),
+        &ctx.progress,
+    )?;
     if ctx.json {
         output::json(&serde_json::json!({
             "image": src.image, "entry": src.entry.key, "report": report,
@@ -75,9 +107,8 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         println!("{}", report.manifest);
         let written = report.layers.iter().filter(|l| l.written).count();
         ctx.note(format!(
-            "oci:{}:{}: {} layers ({} written, {}; {} already there), {} compressed",
-            dir.display(),
-            tag,
+            "{}: {} layers ({} written, {}; {} already there), {} compressed",
+            report.destination,
             report.layers.len(),
             written,
             output::bytes(report.bytes_written),
@@ -94,11 +125,20 @@ mod tests {
 
     #[test]
     fn outputs() {
-        assert_eq!(parse_output("oci:/tmp/l:web").unwrap(), (PathBuf::from("/tmp/l"), Some("web".into())));
-        assert_eq!(parse_output("oci:/tmp/l").unwrap(), (PathBuf::from("/tmp/l"), None));
-        assert_eq!(parse_output("oci:l:1.0.2").unwrap(), (PathBuf::from("l"), Some("1.0.2".into())));
+        let layout = |d: &str, t: Option<&str>| Output::Layout(PathBuf::from(d), t.map(String::from));
+        assert_eq!(parse_output("oci:/tmp/l:web").unwrap(), layout("/tmp/l", Some("web")));
+        assert_eq!(parse_output("oci:/tmp/l").unwrap(), layout("/tmp/l", None));
+        assert_eq!(parse_output("oci:l:1.0.2").unwrap(), layout("l", Some("1.0.2")));
         assert!(parse_output("oci:/tmp/l:-x").unwrap_err().to_string().contains("tag `-x`"));
-        assert!(parse_output("docker://r/x:1").unwrap_err().to_string().contains("skopeo copy"));
+        assert_eq!(
+            parse_output("oci-archive:/tmp/a.tar:1").unwrap(),
+            Output::Archive(PathBuf::from("/tmp/a.tar"), Some("1".into()))
+        );
+        let Output::Registry(r) = parse_output("docker://127.0.0.1:5000/team/os").unwrap() else { panic!() };
+        assert_eq!((r.host.as_str(), r.repo.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "team/os", Some("latest")));
+        assert!(parse_output("docker://os:1").unwrap_err().to_string().contains("with the registry's host"));
+        assert!(parse_output("docker://team/os:1").unwrap_err().to_string().contains("no default registry"));
+        assert!(parse_output("docker://r.example/Team:1").unwrap_err().to_string().contains("repository `Team`"));
         assert!(parse_output("/tmp/l").unwrap_err().to_string().contains("expected oci:DIR[:TAG]"));
         assert!(parse_output("oci:").unwrap_err().to_string().contains("missing"));
     }

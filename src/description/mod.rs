@@ -227,6 +227,91 @@ pub enum Base {
     Ostree { repo: PathBuf, reference: String },
     /// An OCI image in an image layout (`oci:DIR[:TAG]`).
     Oci { dir: PathBuf, tag: Option<String> },
+    /// An OCI image in an archive (`oci-archive:FILE[:TAG]`).
+    OciArchive { file: PathBuf, tag: Option<String> },
+    /// An OCI image in a registry (`docker://HOST/REPO[:TAG|@DIGEST]`).
+    Registry(ImageReference),
+}
+
+/// An image in a registry: `docker://HOST[:PORT]/REPO[:TAG|@sha256:HEX]`.
+///
+/// The host is always written out (strata has no default registry): the first path component
+/// is the host when it holds a `.` or a `:` or is `localhost`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageReference {
+    /// `HOST[:PORT]`.
+    pub host: String,
+    /// The repository path (`team/os`).
+    pub repo: String,
+    /// The tag; `latest` when neither a tag nor a digest is given.
+    pub tag: Option<String>,
+    /// `sha256:HEX`, when the reference pins a manifest.
+    pub digest: Option<String>,
+}
+
+impl ImageReference {
+    /// Parse `docker://HOST/REPO[:TAG|@DIGEST]`.
+    pub fn parse(spec: &str) -> anyhow::Result<ImageReference> {
+        let Some(rest) = spec.strip_prefix("docker://") else {
+            bail!("`{spec}`: expected docker://HOST/REPO[:TAG]");
+        };
+        let Some((host, path)) = rest.split_once('/') else {
+            bail!("`{spec}`: expected docker://HOST/REPO[:TAG], with the registry's host");
+        };
+        if !(host.contains('.') || host.contains(':') || host == "localhost") || host.contains('@') {
+            bail!("`{spec}`: `{host}` is not a registry host: write docker://HOST[:PORT]/REPO[:TAG] (strata has no default registry)");
+        }
+        let (path, digest) = match path.split_once('@') {
+            Some((p, d)) => {
+                let ok = d
+                    .strip_prefix("sha256:")
+                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+                if !ok {
+                    bail!("`{spec}`: digest `{d}`: expected sha256: and 64 lowercase hex digits");
+                }
+                (p, Some(d.to_string()))
+            }
+            None => (path, None),
+        };
+        let (repo, tag) = match path.rsplit_once(':') {
+            Some((r, t)) => {
+                if !valid_oci_tag(t) {
+                    bail!("`{spec}`: tag `{t}`: expected letters, digits, `_`, `.` and `-` (at most 128, not starting with `.` or `-`)");
+                }
+                (r, Some(t.to_string()))
+            }
+            None => (path, None),
+        };
+        let component_ok = |c: &str| {
+            !c.is_empty()
+                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+                && c.as_bytes()[0].is_ascii_alphanumeric()
+                && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
+        };
+        if repo.is_empty() || !repo.split('/').all(component_ok) {
+            bail!("`{spec}`: repository `{repo}`: expected lowercase letters, digits, `.`, `_` and `-` between `/`");
+        }
+        let tag = if tag.is_none() && digest.is_none() { Some("latest".to_string()) } else { tag };
+        Ok(ImageReference { host: host.to_string(), repo: repo.to_string(), tag, digest })
+    }
+
+    /// What a manifest request names: the digest when pinned, else the tag.
+    pub fn manifest_reference(&self) -> &str {
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
+    }
+}
+
+impl std::fmt::Display for ImageReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "docker://{}/{}", self.host, self.repo)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
 }
 
 /// A tag as the OCI distribution specification allows it.
@@ -246,6 +331,22 @@ pub fn oci_reference(spec: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
     if rest.is_empty() {
         bail!("`{spec}`: the layout directory is missing (oci:DIR[:TAG])");
     }
+    split_tag(spec, rest)
+}
+
+/// `oci-archive:FILE[:TAG]` as (FILE, TAG): the last `:` starts the tag.
+pub fn oci_archive_reference(spec: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
+    let Some(rest) = spec.strip_prefix("oci-archive:") else {
+        bail!("`{spec}`: expected oci-archive:FILE[:TAG], an OCI archive");
+    };
+    if rest.is_empty() {
+        bail!("`{spec}`: the archive file is missing (oci-archive:FILE[:TAG])");
+    }
+    split_tag(spec, rest)
+}
+
+/// `PATH[:TAG]` (`rest` of `spec`) as (PATH, TAG).
+fn split_tag(spec: &str, rest: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
     match rest.rsplit_once(':') {
         Some((dir, tag)) if !dir.is_empty() => {
             if !valid_oci_tag(tag) {
@@ -277,8 +378,15 @@ pub fn parse_base(value: &str, dir: &Path) -> anyhow::Result<Base> {
         let (layout, tag) = oci_reference(value)?;
         return Ok(Base::Oci { dir: dir.join(layout), tag });
     }
+    if value.starts_with("oci-archive:") {
+        let (file, tag) = oci_archive_reference(value)?;
+        return Ok(Base::OciArchive { file: dir.join(file), tag });
+    }
+    if value.starts_with("docker://") {
+        return Ok(Base::Registry(ImageReference::parse(value)?));
+    }
     if value.contains(':') && !value.starts_with('.') && !value.starts_with('/') {
-        bail!("`{value}`: expected a description directory, `root:NAME`, `ostree:REPO#REF` or `oci:DIR[:TAG]`");
+        bail!("`{value}`: expected a description directory, `root:NAME`, `ostree:REPO#REF`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or `docker://HOST/REPO[:TAG]`");
     }
     let path = dir.join(value);
     let canonical =

@@ -70,6 +70,8 @@ pub struct Options {
     pub epoch: u64,
     /// Install exactly the package sets of this lock (see [`crate::packages::lock`]).
     pub locked: Option<Lock>,
+    /// How registries are reached (bases `docker://…`).
+    pub registry: crate::oci::registry::Settings,
 }
 
 impl Default for Options {
@@ -82,6 +84,7 @@ impl Default for Options {
             script_timeout: Duration::from_secs(1800),
             epoch: DEFAULT_EPOCH,
             locked: None,
+            registry: Default::default(),
         }
     }
 }
@@ -253,28 +256,67 @@ impl Walker<'_> {
                     overlay::import_ostree(store, repo, &commit, key, progress)
                 })
             }
-            Some(Base::Oci { dir, tag }) => self.oci_origin(image, dir, tag.as_deref()),
+            Some(Base::Oci { dir, tag }) => {
+                let shown = |dir: &std::path::Path| match tag {
+                    Some(t) => format!("oci:{}:{t}", dir.display()),
+                    None => format!("oci:{}", dir.display()),
+                };
+                let locked = shown(&fs_err::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()));
+                self.oci_origin(image, shown(dir), locked, dir, tag.as_deref())
+            }
+            Some(Base::OciArchive { file, tag }) => {
+                let shown = |file: &std::path::Path| match tag {
+                    Some(t) => format!("oci-archive:{}:{t}", file.display()),
+                    None => format!("oci-archive:{}", file.display()),
+                };
+                let locked = shown(&fs_err::canonicalize(file).unwrap_or_else(|_| file.to_path_buf()));
+                let work = tempfile::Builder::new().prefix("oci-archive-").tempdir_in(self.store.tmp_dir())?;
+                crate::oci::archive::unpack(file, work.path())
+                    .with_context(|| format!("derived-from {}", shown(file)))?;
+                self.oci_origin(image, shown(file), locked, work.path(), tag.as_deref())
+            }
+            Some(Base::Registry(r)) => self.registry_origin(image, r),
         }
+    }
+
+    /// The base of a chain that derives from an image in a registry: its manifest is resolved
+    /// (to a digest, for this architecture) on every run; the image is downloaded and imported
+    /// once, keyed by that digest.
+    fn registry_origin(&mut self, image: String, r: &crate::description::ImageReference) -> anyhow::Result<Cur> {
+        use crate::oci::import;
+        let context = format!("derived-from {r}");
+        let client = crate::oci::registry::Client::connect(r, &self.opts.registry, false).context(context.clone())?;
+        let (desc, manifest) = import::resolve_remote(&client, r, &self.opts.arch).context(context.clone())?;
+        let key = import::image_key(&desc.digest);
+        let name = r.to_string();
+        let input = input(name.clone(), desc.digest.clone());
+        let progress = self.progress;
+        self.imported_base(image, name.clone(), key, input, name, |store| {
+            let limits = crate::packages::Limits::default();
+            import::import_remote(store, &client, r, &desc, &manifest, &limits, progress).context(context)
+        })
     }
 
     /// The base of a chain that derives from an OCI image: imported once, keyed by its
     /// manifest's digest ([`crate::oci::import`]).
-    fn oci_origin(&mut self, image: String, dir: &std::path::Path, tag: Option<&str>) -> anyhow::Result<Cur> {
-        let shown = |dir: &std::path::Path| match tag {
-            Some(t) => format!("oci:{}:{t}", dir.display()),
-            None => format!("oci:{}", dir.display()),
-        };
-        let name = shown(dir);
-        let (desc, _) =
-            crate::oci::import::resolve(dir, tag, &self.opts.arch).with_context(|| format!("derived-from {name}"))?;
-        let key = crate::oci::import::image_key(&desc.digest);
-        let input = input(name.clone(), desc.digest.clone());
-        let locked = shown(&fs_err::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()));
-        let arch = self.opts.arch.clone();
+    /// `name` is the image as the description names it, `locked` as lock files do; its layout
+    /// is at `dir` (the archive's unpacked copy for `oci-archive:`).
+    fn oci_origin(
+        &mut self,
+        image: String,
+        name: String,
+        locked: String,
+        dir: &std::path::Path,
+        tag: Option<&str>,
+    ) -> anyhow::Result<Cur> {
+        use crate::oci::import;
         let context = format!("derived-from {name}");
-        self.imported_base(image, name, key, input, locked, |store| {
+        let (desc, manifest) = import::resolve(dir, tag, &self.opts.arch).with_context(|| context.clone())?;
+        let key = import::image_key(&desc.digest);
+        let input = input(name.clone(), desc.digest.clone());
+        self.imported_base(image, name.clone(), key, input, locked, |store| {
             let limits = crate::packages::Limits::default();
-            crate::oci::import::import(store, dir, tag, &arch, &limits).map(|(e, _)| e).context(context)
+            import::import_manifest(store, dir, &desc, &manifest, name, &limits).context(context)
         })
     }
 

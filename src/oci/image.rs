@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
@@ -60,10 +59,51 @@ impl Compression {
     }
 }
 
-/// Where and how to export.
+/// Where an export puts its blobs and its manifest: an image layout ([`Layout`] itself), a
+/// registry ([`super::push::Push`]) or an archive ([`super::archive`]).
+pub trait Target {
+    /// `oci:DIR:TAG`, `docker://HOST/REPO:TAG`: for reports.
+    fn name(&self) -> String;
+    /// Whether the destination has the blob already (then it is neither made nor sent).
+    fn has_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<bool>;
+    /// The layout new blobs are written into first.
+    fn staging(&self) -> &Layout;
+    /// Hand on a blob now in [`Target::staging`].
+    fn put_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<()>;
+    /// Point `tag` at `manifest` (its blob in [`Target::staging`]), after every blob it names.
+    fn tag(&mut self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()>;
+}
+
+/// A layout is its own staging area.
+pub struct LayoutTarget {
+    pub layout: Layout,
+    pub tag: String,
+}
+
+impl Target for LayoutTarget {
+    fn name(&self) -> String {
+        format!("oci:{}:{}", self.layout.dir().display(), self.tag)
+    }
+
+    fn has_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<bool> {
+        Ok(self.layout.has_blob(digest, size))
+    }
+
+    fn staging(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn put_blob(&mut self, _digest: &str, _size: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn tag(&mut self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()> {
+        self.layout.tag(tag, manifest)
+    }
+}
+
+/// How to export.
 pub struct OciTo<'a> {
-    /// The image layout directory.
-    pub dir: &'a Path,
     pub tag: &'a str,
     pub compression: Compression,
     /// Every timestamp: the tar entries', the config's `created`.
@@ -80,20 +120,21 @@ pub struct LayerReport {
     pub digest: String,
     pub diff_id: String,
     pub size: u64,
-    /// Written now (false: the layout had it).
+    /// Written now (false: the destination had it).
     pub written: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct OciReport {
-    pub dir: PathBuf,
+    /// `oci:DIR:TAG`, `docker://HOST/REPO:TAG`, `oci-archive:FILE:TAG`.
+    pub destination: String,
     pub tag: String,
     /// The manifest's digest.
     pub manifest: String,
     pub config: String,
     pub compression: Compression,
     pub layers: Vec<LayerReport>,
-    /// Bytes of layer blobs written now.
+    /// Bytes of blobs written (or sent) now: layers, config and manifest.
     pub bytes_written: u64,
 }
 
@@ -123,16 +164,16 @@ pub fn oci_arch(arch: &str) -> &str {
     }
 }
 
-/// Export `entry` (the image `image`, at `version`) into the layout `to.dir` under `to.tag`.
+/// Export `entry` (the image `image`, at `version`) to `target` under `to.tag`.
 pub fn export(
     store: &mut Store,
     entry: &EntryRow,
     image: &str,
     version: Option<&str>,
     to: &OciTo<'_>,
+    target: &mut dyn Target,
     progress: &Progress,
 ) -> anyhow::Result<OciReport> {
-    let layout = Layout::open(to.dir)?;
     let trees = step_trees(store, entry)?;
     let bar = progress.items(trees.len() as u64, "layers");
     let mut layers = Vec::with_capacity(trees.len());
@@ -141,12 +182,13 @@ pub fn export(
     for (tree, step) in &trees {
         let known = recorded(store, prev.as_ref(), tree, to)?;
         let report = match known {
-            Some((diff_id, digest, size)) if layout.has_blob(&digest, size) => {
+            Some((diff_id, digest, size)) if target.has_blob(&digest, size)? => {
                 LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: false }
             }
             _ => {
-                let (diff_id, digest, size) = write_layer(store, &layout, prev.as_ref(), tree, to)?;
+                let (diff_id, digest, size) = write_layer(store, target.staging(), prev.as_ref(), tree, to)?;
                 record(store, prev.as_ref(), tree, to, &diff_id, &digest, size)?;
+                target.put_blob(&digest, size)?;
                 bytes_written += size;
                 LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: true }
             }
@@ -178,7 +220,11 @@ pub fn export(
             })
             .collect(),
     };
-    let config_desc = layout.put_bytes(CONFIG_MEDIA_TYPE, &serde_json::to_vec(&config)?)?;
+    let config_desc = target.staging().put_bytes(CONFIG_MEDIA_TYPE, &serde_json::to_vec(&config)?)?;
+    if !target.has_blob(&config_desc.digest, config_desc.size)? {
+        target.put_blob(&config_desc.digest, config_desc.size)?;
+        bytes_written += config_desc.size;
+    }
     let mut annotations = labels;
     annotations.insert("org.opencontainers.image.created".into(), created);
     annotations.insert(ENTRY_ANNOTATION.into(), entry.key.to_hex());
@@ -198,10 +244,10 @@ pub fn export(
             .collect(),
         annotations,
     };
-    let manifest_desc = layout.put_bytes(MANIFEST_MEDIA_TYPE, &serde_json::to_vec(&manifest)?)?;
-    layout.tag(to.tag, &manifest_desc)?;
+    let manifest_desc = target.staging().put_bytes(MANIFEST_MEDIA_TYPE, &serde_json::to_vec(&manifest)?)?;
+    target.tag(to.tag, &manifest_desc)?;
     Ok(OciReport {
-        dir: to.dir.to_path_buf(),
+        destination: target.name(),
         tag: to.tag.to_string(),
         manifest: manifest_desc.digest,
         config: config_desc.digest,

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::layout::{Descriptor, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, REF_NAME};
+use super::layout::{Descriptor, Layout, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, REF_NAME};
+use super::registry::Client;
+use crate::description::ImageReference;
 use crate::packages::tar::TarReader;
 use crate::packages::Limits;
 use crate::store::batch::Batch;
@@ -36,6 +38,7 @@ use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::tree::{Name, Node, Tree, TreeRows};
 use crate::store::Backend;
+use crate::util::progress::Progress;
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -125,6 +128,41 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// Whether a media type is an image index (OCI) or a manifest list (Docker).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == INDEX_MEDIA_TYPE || media_type == DOCKER_LIST
+}
+
+/// Whether a media type is an image manifest (OCI or Docker).
+pub fn is_manifest(media_type: &str) -> bool {
+    media_type == MANIFEST_MEDIA_TYPE || media_type == DOCKER_MANIFEST
+}
+
+/// The descriptor an image index (`index`, the bytes of the blob `digest`) holds for linux on
+/// `arch` (`uname -m` style).
+pub fn platform_manifest(index: &[u8], digest: &str, arch: &str) -> anyhow::Result<Descriptor> {
+    let list: serde_json::Value =
+        serde_json::from_slice(index).with_context(|| format!("image index {digest}: not JSON"))?;
+    let want = super::image::oci_arch(arch);
+    let entries = list["manifests"].as_array().cloned().unwrap_or_default();
+    let found =
+        entries.iter().find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == want).cloned();
+    let Some(found) = found else {
+        let have: Vec<String> = entries
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap_or("?"),
+                    m["platform"]["architecture"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        bail!("image index {digest} has no manifest for linux/{want} (it has: {})", have.join(", "));
+    };
+    serde_json::from_value(found).with_context(|| format!("image index {digest}: a manifest descriptor"))
+}
+
 /// The manifest `tag` names in the layout at `dir` (the only one, without a tag), for `arch`
 /// (`uname -m` style); returns its descriptor and parsed JSON.
 pub fn resolve(dir: &Path, tag: Option<&str>, arch: &str) -> anyhow::Result<(Descriptor, serde_json::Value)> {
@@ -149,28 +187,10 @@ pub fn resolve(dir: &Path, tag: Option<&str>, arch: &str) -> anyhow::Result<(Des
         bail!("`{}` has no tag `{}` (tags: {})", dir.display(), tag.unwrap_or_default(), tags.join(", "));
     };
     // An image index: the entry for this platform.
-    if desc.media_type == INDEX_MEDIA_TYPE || desc.media_type == DOCKER_LIST {
-        let list: serde_json::Value = serde_json::from_slice(&read_blob(dir, &desc, 4 << 20)?)?;
-        let want = super::image::oci_arch(arch);
-        let entries = list["manifests"].as_array().cloned().unwrap_or_default();
-        let found =
-            entries.iter().find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == want).cloned();
-        let Some(found) = found else {
-            let have: Vec<String> = entries
-                .iter()
-                .map(|m| {
-                    format!(
-                        "{}/{}",
-                        m["platform"]["os"].as_str().unwrap_or("?"),
-                        m["platform"]["architecture"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect();
-            bail!("image index {} has no manifest for linux/{want} (it has: {})", desc.digest, have.join(", "));
-        };
-        desc = serde_json::from_value(found).context("a manifest descriptor of the image index")?;
+    if is_index(&desc.media_type) {
+        desc = platform_manifest(&read_blob(dir, &desc, 4 << 20)?, &desc.digest, arch)?;
     }
-    if desc.media_type != MANIFEST_MEDIA_TYPE && desc.media_type != DOCKER_MANIFEST {
+    if !is_manifest(&desc.media_type) {
         bail!("{}: media type `{}` is not an image manifest", desc.digest, desc.media_type);
     }
     let manifest: serde_json::Value = serde_json::from_slice(&read_blob(dir, &desc, 4 << 20)?)
@@ -192,6 +212,24 @@ pub fn import(
     if let Some(e) = store.entry(&key)? {
         return Ok((e, true));
     }
+    let name = match tag {
+        Some(t) => format!("oci:{}:{t}", dir.display()),
+        None => format!("oci:{}", dir.display()),
+    };
+    Ok((import_manifest(store, dir, &desc, &manifest, name, limits)?, false))
+}
+
+/// Import the image whose manifest is `desc` (parsed: `manifest`), its blobs in the layout at
+/// `dir`, as the entry `name`.
+pub fn import_manifest(
+    store: &mut Store,
+    dir: &Path,
+    desc: &Descriptor,
+    manifest: &serde_json::Value,
+    name: String,
+    limits: &Limits,
+) -> anyhow::Result<EntryRow> {
+    let key = image_key(&desc.digest);
     let layers: Vec<Descriptor> = serde_json::from_value(manifest["layers"].clone())
         .with_context(|| format!("manifest {}: `layers` is not a list of descriptors", desc.digest))?;
     let mut tree: Option<Digest> = None;
@@ -239,13 +277,58 @@ pub fn import(
     let Some(tree) = tree else { bail!("manifest {}: an image without layers", desc.digest) };
     let mut out = Batch::new();
     let tree = renumber_links(store, &tree, &mut out.trees)?;
-    let name = match tag {
-        Some(t) => format!("oci:{}:{t}", dir.display()),
-        None => format!("oci:{}", dir.display()),
-    };
-    let entry =
-        Memo::with_key(EntryKind::Import, name, key).record(store, Built::in_batch(tree, out).totals(files, bytes))?;
-    Ok((entry, false))
+    Memo::with_key(EntryKind::Import, name, key).record(store, Built::in_batch(tree, out).totals(files, bytes))
+}
+
+/// The image manifest `r` names, for linux on `arch` (through an image index), with its bytes.
+pub fn resolve_remote(
+    client: &Client,
+    r: &ImageReference,
+    arch: &str,
+) -> anyhow::Result<(Descriptor, serde_json::Value)> {
+    let (mut desc, mut bytes) = client.manifest(r.manifest_reference())?;
+    if is_index(&desc.media_type) {
+        let picked = platform_manifest(&bytes, &desc.digest, arch)?;
+        (desc, bytes) = client.manifest(&picked.digest)?;
+    }
+    if !is_manifest(&desc.media_type) {
+        bail!("{r}: media type `{}` is not an image manifest", desc.media_type);
+    }
+    let manifest = serde_json::from_slice(&bytes).with_context(|| format!("{r}: manifest {}", desc.digest))?;
+    Ok((desc, manifest))
+}
+
+/// Download the image `desc` (from [`resolve_remote`]) into a scratch layout under the store's
+/// `tmp/`, each blob checked against its digest, and import it as the entry named `r`.
+pub fn import_remote(
+    store: &mut Store,
+    client: &Client,
+    r: &ImageReference,
+    desc: &Descriptor,
+    manifest: &serde_json::Value,
+    limits: &Limits,
+    progress: &Progress,
+) -> anyhow::Result<EntryRow> {
+    let work = tempfile::Builder::new().prefix("oci-pull-").tempdir_in(store.tmp_dir())?;
+    let layout = Layout::open(work.path())?;
+    let mut blobs: Vec<Descriptor> = vec![serde_json::from_value(manifest["config"].clone())
+        .with_context(|| format!("{r}: manifest {}: `config` is not a descriptor", desc.digest))?];
+    blobs.extend(
+        serde_json::from_value::<Vec<Descriptor>>(manifest["layers"].clone())
+            .with_context(|| format!("{r}: manifest {}: `layers` is not a list of descriptors", desc.digest))?,
+    );
+    let total = blobs.iter().map(|b| b.size).sum();
+    let bar = progress.bytes(total, "downloading layers");
+    for b in &blobs {
+        if !layout.has_blob(&b.digest, b.size) {
+            let mut w = layout.blob_writer()?;
+            client.blob_to(b, &mut w)?;
+            w.finish(&layout)?;
+        }
+        bar.inc(b.size);
+    }
+    bar.finish_and_clear();
+    import_manifest(store, work.path(), desc, manifest, r.to_string(), limits)
 }
 
 /// Laying one layer's tree over the tree below.

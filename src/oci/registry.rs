@@ -1,0 +1,534 @@
+//! A client of the OCI distribution API (`docker://HOST/REPO:TAG`): manifests and blobs read and
+//! written over HTTPS (plain HTTP only for hosts named insecure), with the credentials and
+//! certificates the container tools already use.
+//!
+//! - Credentials come from the containers auth file (`--authfile`, `$REGISTRY_AUTH_FILE`,
+//!   `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`,
+//!   `~/.docker/config.json`), the entry for `HOST/REPO` before the one for `HOST`. A registry
+//!   that answers `/v2/` with a Bearer challenge gets a token for the repository's scope first;
+//!   one that asks for Basic gets the credentials on every request.
+//! - Certificates: the web's roots, the system's bundle, and every `*.crt` under
+//!   `CERT_DIR/HOST[:PORT]/` (`/etc/containers/certs.d` and `/etc/docker/certs.d`, or
+//!   `--registry-cert-dir`). TLS is always verified; an insecure host is reached over plain HTTP.
+//!
+//! Invariants: every blob and manifest read is hashed and compared with its digest before
+//! anything uses it ([`Client::blob_to`], [`Client::manifest`]); a blob is uploaded whole in one
+//! request after a `HEAD` showed the registry lacks it, and a manifest is put only after every
+//! blob it names is there, so a tag never names missing content. Error messages name the
+//! registry, the repository and what it answered.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use sha2::Digest as _;
+
+use super::image::Target;
+use super::layout::{Descriptor, Layout};
+use crate::description::ImageReference;
+
+/// What a manifest request accepts: OCI and Docker manifests and lists.
+pub const MANIFEST_TYPES: &[&str] = &[
+    super::layout::MANIFEST_MEDIA_TYPE,
+    super::layout::INDEX_MEDIA_TYPE,
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+/// The largest manifest or index read.
+const MAX_MANIFEST: u64 = 4 << 20;
+
+/// How registries are reached: set from the command line (or its environment variables).
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Hosts (`HOST[:PORT]`) reached over plain HTTP.
+    pub insecure: Vec<String>,
+    /// Directories of `HOST[:PORT]/*.crt` certificate authorities; empty: the container tools'.
+    pub cert_dirs: Vec<PathBuf>,
+    /// The auth file; `None`: the first of the usual places that exists.
+    pub auth_file: Option<PathBuf>,
+}
+
+/// A connection to one repository of one registry.
+pub struct Client {
+    agent: ureq::Agent,
+    /// `https://HOST` or `http://HOST`.
+    base: String,
+    host: String,
+    repo: String,
+    /// The `Authorization` header, when the registry wants one.
+    authorization: Option<String>,
+}
+
+impl Client {
+    /// Connect to `r`'s repository, authenticated for pulling (and pushing, with `push`).
+    pub fn connect(r: &ImageReference, settings: &Settings, push: bool) -> anyhow::Result<Client> {
+        let insecure = settings.insecure.contains(&r.host);
+        let mut builder = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(30))
+            .timeout_read(Duration::from_secs(300))
+            .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")));
+        if !insecure {
+            builder = builder.tls_config(Arc::new(tls_config(&r.host, settings)?));
+        }
+        let mut client = Client {
+            agent: builder.build(),
+            base: format!("{}://{}", if insecure { "http" } else { "https" }, r.host),
+            host: r.host.clone(),
+            repo: r.repo.clone(),
+            authorization: None,
+        };
+        let credentials = credentials(&r.host, &r.repo, settings.auth_file.as_deref())?;
+        // The registry's challenge, if any.
+        let url = format!("{}/v2/", client.base);
+        let challenge = match client.agent.get(&url).call() {
+            Ok(_) => None,
+            Err(ureq::Error::Status(401, resp)) => {
+                Some(resp.header("www-authenticate").unwrap_or_default().to_string())
+            }
+            Err(ureq::Error::Status(code, resp)) => {
+                bail!("registry {}: GET /v2/ answered HTTP {code} {}", r.host, resp.status_text())
+            }
+            Err(e) => return Err(transport(&r.host, insecure, e)),
+        };
+        if let Some(challenge) = challenge {
+            let (scheme, params) = parse_challenge(&challenge);
+            let basic = credentials.as_ref().map(|(u, p)| {
+                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+            });
+            if scheme.eq_ignore_ascii_case("bearer") {
+                let realm = params
+                    .iter()
+                    .find(|(k, _)| k == "realm")
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| anyhow::anyhow!("registry {}: a Bearer challenge without a realm", r.host))?;
+                let scope = format!("repository:{}:{}", r.repo, if push { "pull,push" } else { "pull" });
+                let mut req = client.agent.get(&realm).query("scope", &scope);
+                if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
+                    req = req.query("service", service);
+                }
+                if let Some(b) = &basic {
+                    req = req.set("Authorization", b);
+                }
+                let resp = req.call().map_err(|e| match e {
+                    ureq::Error::Status(code, resp) => anyhow::anyhow!(
+                        "registry {}: the token service {realm} refused scope {scope}: HTTP {code} {}{}",
+                        r.host,
+                        resp.status_text(),
+                        if basic.is_none() { " (no credentials for this registry in the auth file)" } else { "" }
+                    ),
+                    e => anyhow::anyhow!("registry {}: token service {realm}: {e}", r.host),
+                })?;
+                let body: serde_json::Value = serde_json::from_reader(resp.into_reader().take(1 << 20))
+                    .with_context(|| format!("registry {}: the token service's answer is not JSON", r.host))?;
+                let token = body["token"]
+                    .as_str()
+                    .or(body["access_token"].as_str())
+                    .ok_or_else(|| anyhow::anyhow!("registry {}: the token service's answer has no token", r.host))?;
+                client.authorization = Some(format!("Bearer {token}"));
+            } else if scheme.eq_ignore_ascii_case("basic") {
+                let Some(b) = basic else {
+                    bail!(
+                        "registry {} asks for a user name and password, and the auth file has none for it: log in with `skopeo login {}` (or podman/docker login)",
+                        r.host,
+                        r.host
+                    );
+                };
+                client.authorization = Some(b);
+            } else {
+                bail!("registry {}: unsupported authentication scheme `{scheme}`", r.host);
+            }
+        }
+        Ok(client)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base, self.repo)
+    }
+
+    fn request(&self, method: &str, url: &str) -> ureq::Request {
+        let req = self.agent.request(method, url);
+        match &self.authorization {
+            Some(a) => req.set("Authorization", a),
+            None => req,
+        }
+    }
+
+    /// Turn an error answer into a message naming the registry, the repository and the request.
+    fn error(&self, what: &str, e: ureq::Error) -> anyhow::Error {
+        match e {
+            ureq::Error::Status(code, resp) => {
+                let status = resp.status_text().to_string();
+                let mut body = String::new();
+                let _ = resp.into_reader().take(64 << 10).read_to_string(&mut body);
+                let detail = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["errors"].as_array().cloned())
+                    .map(|errs| {
+                        errs.iter()
+                            .map(|e| {
+                                format!(
+                                    "{}: {}",
+                                    e["code"].as_str().unwrap_or("?"),
+                                    e["message"].as_str().unwrap_or("")
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                    .filter(|d| !d.is_empty())
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                let hint = match code {
+                    401 | 403 => ": check the credentials in the auth file (`skopeo login`)",
+                    _ => "",
+                };
+                anyhow::anyhow!("registry {}, {}: {what}: HTTP {code} {status}{detail}{hint}", self.host, self.repo)
+            }
+            e => anyhow::anyhow!("registry {}, {}: {what}: {e}", self.host, self.repo),
+        }
+    }
+
+    /// The manifest (or index) `reference` names: its descriptor (digest computed from the bytes
+    /// and, for a digest reference, checked against it) and bytes.
+    pub fn manifest(&self, reference: &str) -> anyhow::Result<(Descriptor, Vec<u8>)> {
+        let what = format!("manifest {reference}");
+        let resp = self
+            .request("GET", &self.url(&format!("manifests/{reference}")))
+            .set("Accept", &MANIFEST_TYPES.join(", "))
+            .call()
+            .map_err(|e| self.error(&what, e))?;
+        let media_type = resp.content_type().to_string();
+        let mut bytes = vec![];
+        resp.into_reader().take(MAX_MANIFEST + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_MANIFEST {
+            bail!("registry {}, {}: {what} is larger than {MAX_MANIFEST} bytes", self.host, self.repo);
+        }
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+        if reference.starts_with("sha256:") && digest != reference {
+            bail!("registry {}, {}: {what}: the registry sent content whose digest is {digest}", self.host, self.repo);
+        }
+        // The media type the document itself states wins over the header.
+        let stated = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .with_context(|| format!("registry {}, {}: {what} is not JSON", self.host, self.repo))?["mediaType"]
+            .as_str()
+            .map(str::to_string);
+        let media_type = stated.unwrap_or(media_type);
+        Ok((Descriptor { media_type, digest, size: bytes.len() as u64, annotations: Default::default() }, bytes))
+    }
+
+    /// Whether the repository has the blob (with this size).
+    pub fn has_blob(&self, digest: &str, size: u64) -> anyhow::Result<bool> {
+        match self.request("HEAD", &self.url(&format!("blobs/{digest}"))).call() {
+            Ok(resp) => Ok(resp.header("content-length").and_then(|l| l.parse::<u64>().ok()).is_none_or(|l| l == size)),
+            Err(ureq::Error::Status(404, _)) => Ok(false),
+            Err(e) => Err(self.error(&format!("blob {digest}"), e)),
+        }
+    }
+
+    /// Stream the blob `d` into `out`; fails, after reading it all, unless it matches `d`.
+    pub fn blob_to(&self, d: &Descriptor, out: &mut impl Write) -> anyhow::Result<()> {
+        let what = format!("blob {}", d.digest);
+        let resp =
+            self.request("GET", &self.url(&format!("blobs/{}", d.digest))).call().map_err(|e| self.error(&what, e))?;
+        let mut hash = sha2::Sha256::new();
+        let mut reader = resp.into_reader().take(d.size + 1);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let n = reader.read(&mut buf).with_context(|| format!("registry {}, {}: {what}", self.host, self.repo))?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            len += n as u64;
+        }
+        let got = format!("sha256:{}", hex::encode(hash.finalize()));
+        if len != d.size || got != d.digest {
+            bail!(
+                "registry {}, {}: {what}: the registry sent {len} bytes with digest {got}, expected {} bytes",
+                self.host,
+                self.repo,
+                d.size
+            );
+        }
+        Ok(())
+    }
+
+    /// Upload `file` as the blob `digest` (one monolithic upload).
+    pub fn put_blob(&self, digest: &str, size: u64, file: &Path) -> anyhow::Result<()> {
+        let what = format!("upload of blob {digest}");
+        let resp = self.request("POST", &self.url("blobs/uploads/")).call().map_err(|e| self.error(&what, e))?;
+        let location = resp
+            .header("location")
+            .ok_or_else(|| anyhow::anyhow!("registry {}: {what}: no Location in the answer", self.host))?;
+        let location =
+            if location.starts_with('/') { format!("{}{location}", self.base) } else { location.to_string() };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={digest}");
+        let body = fs_err::File::open(file)?;
+        self.request("PUT", &url)
+            .set("Content-Type", "application/octet-stream")
+            .set("Content-Length", &size.to_string())
+            .send(body)
+            .map_err(|e| self.error(&what, e))?;
+        Ok(())
+    }
+
+    /// Put a manifest under `tag`.
+    pub fn put_manifest(&self, tag: &str, media_type: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        self.request("PUT", &self.url(&format!("manifests/{tag}")))
+            .set("Content-Type", media_type)
+            .send_bytes(bytes)
+            .map_err(|e| self.error(&format!("manifest {tag}"), e))?;
+        Ok(())
+    }
+}
+
+/// An export's destination in a registry: new blobs are made in a scratch layout under the
+/// store's `tmp/`, uploaded, and deleted; blobs the repository has are neither made nor sent.
+pub struct Push {
+    client: Client,
+    reference: ImageReference,
+    staging: Layout,
+    _work: tempfile::TempDir,
+}
+
+impl Push {
+    /// Connect for pushing to `r` (a tag, not a digest).
+    pub fn new(tmp: &Path, r: &ImageReference, settings: &Settings) -> anyhow::Result<Push> {
+        if r.digest.is_some() {
+            bail!("`{r}`: an export names a tag, not a digest (the digest is the manifest's own)");
+        }
+        let client = Client::connect(r, settings, true)?;
+        let work = tempfile::Builder::new().prefix("oci-push-").tempdir_in(tmp)?;
+        let staging = Layout::open(work.path())?;
+        Ok(Push { client, reference: r.clone(), staging, _work: work })
+    }
+}
+
+impl Target for Push {
+    fn name(&self) -> String {
+        self.reference.to_string()
+    }
+
+    fn has_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<bool> {
+        self.client.has_blob(digest, size)
+    }
+
+    fn staging(&self) -> &Layout {
+        &self.staging
+    }
+
+    fn put_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<()> {
+        let path = self.staging.blob_path(digest);
+        self.client.put_blob(digest, size, &path)?;
+        fs_err::remove_file(path)?;
+        Ok(())
+    }
+
+    fn tag(&mut self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()> {
+        let bytes = fs_err::read(self.staging.blob_path(&manifest.digest))?;
+        self.client.put_manifest(tag, &manifest.media_type, &bytes)
+    }
+}
+
+/// A connection failure, with a hint when plain HTTP or TLS is the likely cause.
+fn transport(host: &str, insecure: bool, e: ureq::Error) -> anyhow::Error {
+    let text = e.to_string();
+    let hint = if insecure {
+        ""
+    } else if text.contains("InvalidCertificate") || text.contains("UnknownIssuer") {
+        ": its certificate is not trusted (put its CA in /etc/containers/certs.d/HOST:PORT/ca.crt, or name a directory holding HOST:PORT/ca.crt with --registry-cert-dir)"
+    } else if text.contains("CorruptMessage") || text.contains("InvalidContentType") {
+        ": it does not speak TLS (a registry on plain HTTP must be named with --registry-insecure HOST:PORT)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("registry {host}: {text}{hint}")
+}
+
+/// `Bearer realm="…",service="…"` as (scheme, parameters).
+fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
+    let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+    let mut params = vec![];
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else { break };
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        params.push((key, value.to_string()));
+        rest = tail.trim_start_matches([',', ' ']);
+    }
+    (scheme.to_string(), params)
+}
+
+/// The auth files to look in, the first existing one used.
+fn auth_files(explicit: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(p) = explicit {
+        return vec![p.to_path_buf()];
+    }
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut out = vec![];
+    if let Some(p) = env("REGISTRY_AUTH_FILE") {
+        out.push(p);
+    }
+    if let Some(d) = env("XDG_RUNTIME_DIR") {
+        out.push(d.join("containers/auth.json"));
+    }
+    let home = env("HOME");
+    match (env("XDG_CONFIG_HOME"), &home) {
+        (Some(c), _) => out.push(c.join("containers/auth.json")),
+        (None, Some(h)) => out.push(h.join(".config/containers/auth.json")),
+        _ => {}
+    }
+    if let Some(h) = home {
+        out.push(h.join(".docker/config.json"));
+    }
+    out
+}
+
+/// The user name and password for `host`/`repo` in the auth file, if any.
+fn credentials(host: &str, repo: &str, explicit: Option<&Path>) -> anyhow::Result<Option<(String, String)>> {
+    for path in auth_files(explicit) {
+        if !path.exists() {
+            if explicit.is_some() {
+                bail!("auth file `{}` does not exist", path.display());
+            }
+            continue;
+        }
+        let text = fs_err::read_to_string(&path)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("auth file `{}`: not JSON", path.display()))?;
+        // Most specific first: HOST/REPO/…, HOST/REPO's parents, HOST.
+        let mut keys = vec![];
+        let mut scope = format!("{host}/{repo}");
+        loop {
+            keys.push(scope.clone());
+            match scope.rsplit_once('/') {
+                Some((parent, _)) => scope = parent.to_string(),
+                None => break,
+            }
+        }
+        for key in keys {
+            let Some(entry) = v["auths"].get(&key) else { continue };
+            let Some(auth) = entry["auth"].as_str() else { continue };
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("auth file `{}`: `auths.{key}.auth` is not base64 of USER:PASSWORD", path.display())
+                })?;
+            let Some((user, password)) = decoded.split_once(':') else {
+                bail!("auth file `{}`: `auths.{key}.auth` is not base64 of USER:PASSWORD", path.display());
+            };
+            return Ok(Some((user.to_string(), password.to_string())));
+        }
+        return Ok(None);
+    }
+    Ok(None)
+}
+
+/// The TLS configuration for `host`: the web's roots, the system's and the host's own CAs.
+fn tls_config(host: &str, settings: &Settings) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut add_file = |path: &Path, required: bool| -> anyhow::Result<()> {
+        let certs = match CertificateDer::pem_file_iter(path) {
+            Ok(it) => it.collect::<Result<Vec<_>, _>>(),
+            Err(e) if !required => {
+                tracing::debug!("{}: {e}", path.display());
+                return Ok(());
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| anyhow::anyhow!("certificate file `{}`: {e}", path.display()))?;
+        for cert in certs {
+            roots.add(cert).map_err(|e| anyhow::anyhow!("certificate file `{}`: {e}", path.display()))?;
+        }
+        Ok(())
+    };
+    add_file(Path::new("/etc/ssl/certs/ca-certificates.crt"), false)?;
+    let dirs = if settings.cert_dirs.is_empty() {
+        vec![PathBuf::from("/etc/containers/certs.d"), PathBuf::from("/etc/docker/certs.d")]
+    } else {
+        settings.cert_dirs.clone()
+    };
+    for dir in dirs {
+        let dir = dir.join(host);
+        let Ok(entries) = fs_err::read_dir(&dir) else { continue };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "crt"))
+            .collect();
+        files.sort();
+        for f in files {
+            add_file(&f, true)?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="reg.example",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(s, "Bearer");
+        assert_eq!(
+            p,
+            vec![
+                ("realm".to_string(), "https://auth.example/token".to_string()),
+                ("service".to_string(), "reg.example".to_string()),
+                ("scope".to_string(), "repository:a/b:pull".to_string())
+            ]
+        );
+        let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!((s.as_str(), p[0].1.as_str()), ("Basic", "Registry Realm"));
+    }
+
+    #[test]
+    fn auth_file_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        fs_err::write(
+            &path,
+            serde_json::json!({"auths": {
+                "reg.example:5000": {"auth": enc("host:pw1")},
+                "reg.example:5000/team": {"auth": enc("team:pw2")},
+                "bad.example": {"auth": "%%%"},
+            }})
+            .to_string(),
+        )
+        .unwrap();
+        let c = |h: &str, r: &str| credentials(h, r, Some(&path));
+        assert_eq!(c("reg.example:5000", "team/os").unwrap(), Some(("team".into(), "pw2".into())));
+        assert_eq!(c("reg.example:5000", "other/os").unwrap(), Some(("host".into(), "pw1".into())));
+        assert_eq!(c("elsewhere.example", "os").unwrap(), None);
+        assert!(c("bad.example", "os").unwrap_err().to_string().contains("auths.bad.example.auth"));
+        assert!(credentials("h.example", "r", Some(&dir.path().join("none")))
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
+    }
+}
