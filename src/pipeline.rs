@@ -61,6 +61,8 @@ pub struct Source {
     pub image: String,
     pub version: Option<String>,
     pub targets: Targets,
+    /// The container configuration of the description's chain (none for a store id).
+    pub container: Option<crate::description::Container>,
 }
 
 /// Build the description, every cached step reused, and record its generation; or resolve the
@@ -84,12 +86,13 @@ pub fn source(
                 image: o.image,
                 version: version.or(d.preferences.version.clone()),
                 targets: chain.targets().clone(),
+                container: chain.container(),
             })
         }
         Input::Store(spec) => match store.resolve(spec)? {
             Target::Entry(e) => {
                 let image = e.name.split('/').next().unwrap_or(&e.name).to_string();
-                Ok(Source { entry: e, image, version, targets: BTreeMap::new() })
+                Ok(Source { entry: e, image, version, targets: BTreeMap::new(), container: None })
             }
             Target::Tree(t) => {
                 bail!("{} is a tree, not an entry: give an image (images/NAME) or a description", t.short())

@@ -686,3 +686,95 @@ fn bad_registry_images_are_refused_by_name_and_nothing_is_imported() {
     assert!(fs_err::read_dir(env.store().join("tmp")).map(|d| d.count()).unwrap_or(0) == 0, "scratch layouts removed");
     env.ok(&["store", "verify", "--full"]);
 }
+
+#[test]
+fn container_settings_reach_the_image_config_and_deploy_writes_an_archive() {
+    common::require_root();
+    let env = Env::new();
+    base(&env);
+    let svc = env.path("svc");
+    write(
+        &svc.join("image.toml"),
+        r#"[image]
+name = "svc"
+derived-from = "root:tags/base"
+version = "3.1"
+
+[target.container]
+
+[container]
+tag = "v1"
+additional-tags = ["stable"]
+maintainer = "Team <team@example.org>"
+user = "1000:1000"
+workingdir = "/srv"
+entrypoint = ["/usr/bin/busybox", "httpd", "-f"]
+cmd = ["-p", "8080"]
+env = { GREETING = "hello" }
+labels = { "org.example.team" = "web" }
+expose = ["8080"]
+volumes = ["/srv"]
+stop-signal = "SIGQUIT"
+"#,
+    );
+    write(&svc.join("root/srv/index.html"), "hello\n");
+    // The description's primary (only) target is a container: deploy writes an OCI archive.
+    let archive = env.path("svc.tar");
+    let d = env.json(&["deploy", svc.to_str().unwrap(), "--output", archive.to_str().unwrap()]);
+    assert_eq!(d["report"]["tag"], "v1", "{d}");
+    let a = archive.display();
+    let config: serde_json::Value =
+        serde_json::from_str(&sh(&format!("skopeo inspect --config oci-archive:{a}:v1"))).unwrap();
+    let c = &config["config"];
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/usr/bin/busybox", "httpd", "-f"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["-p", "8080"]));
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["WorkingDir"], "/srv");
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
+    assert_eq!(c["Volumes"], serde_json::json!({"/srv": {}}));
+    assert_eq!(c["StopSignal"], "SIGQUIT");
+    assert!(c["Env"].as_array().unwrap().iter().any(|e| e == "GREETING=hello"), "{c}");
+    assert!(c["Env"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().starts_with("PATH=")), "{c}");
+    assert_eq!(c["Labels"]["org.example.team"], "web");
+    assert_eq!(config["author"], "Team <team@example.org>");
+    // The additional tag names the same image.
+    let digest = |tag: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&sh(&format!("skopeo inspect oci-archive:{a}:{tag}"))).unwrap()
+            ["Digest"]
+            .clone()
+    };
+    assert_eq!(digest("stable"), digest("v1"));
+    // umoci turns the config into a runtime bundle: the process is the entrypoint and command.
+    let layout = env.path("layout");
+    sh(&format!("skopeo copy --quiet oci-archive:{a}:v1 oci:{}:v1", layout.display()));
+    let bundle = env.path("bundle");
+    sh(&format!("umoci unpack --image {}:v1 {} 2>&1", layout.display(), bundle.display()));
+    let runtime: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(bundle.join("config.json")).unwrap()).unwrap();
+    assert_eq!(runtime["process"]["args"], serde_json::json!(["/usr/bin/busybox", "httpd", "-f", "-p", "8080"]));
+    assert_eq!(runtime["process"]["cwd"], "/srv");
+    assert_eq!(
+        (runtime["process"]["user"]["uid"].as_u64(), runtime["process"]["user"]["gid"].as_u64()),
+        (Some(1000), Some(1000))
+    );
+
+    // A derived description's settings go over its base's.
+    let more = env.path("more");
+    write(
+        &more.join("image.toml"),
+        "[image]\nname = \"more\"\nderived-from = \"../svc\"\n\n[container]\nuser = \"0\"\nenv = { MORE = \"yes\" }\nexpose = [\"9090/udp\"]\n",
+    );
+    let out = env.path("more-layout");
+    env.ok(&["export", more.to_str().unwrap(), "--format", "oci", "--output", &format!("oci:{}", out.display())]);
+    let config: serde_json::Value =
+        serde_json::from_str(&sh(&format!("skopeo inspect --config oci:{}:v1", out.display()))).unwrap();
+    let c = &config["config"];
+    assert_eq!(c["User"], "0");
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/usr/bin/busybox", "httpd", "-f"]));
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}, "9090/udp": {}}));
+    let envs: Vec<&str> = c["Env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(envs.contains(&"GREETING=hello") && envs.contains(&"MORE=yes"), "{envs:?}");
+    // Disk options make no sense for an archive, and an OSTree commit is no container.
+    let err = env.fail(&["deploy", svc.to_str().unwrap(), "--output", archive.to_str().unwrap(), "--size", "4G"]);
+    assert!(err.contains("--size is for disk images and ISOs, not for an OCI archive"), "{err}");
+}

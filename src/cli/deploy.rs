@@ -13,6 +13,7 @@ use super::{output, Ctx};
 use crate::deploy::boot::{self, BootOptions};
 use crate::deploy::options::Request;
 use crate::deploy::{self, Format};
+use crate::description::TargetKind;
 use crate::graph;
 use crate::pipeline::{self, DeployFrom};
 use crate::store::lock::LockMode;
@@ -25,6 +26,9 @@ pub enum FormatArg {
     Qcow2,
     /// A hybrid live ISO (BIOS and UEFI, CD or USB stick); the image needs dracut-live
     Iso,
+    /// An OCI archive (`podman load`, `skopeo copy oci-archive:FILE …`), with the
+    /// description's container configuration
+    Oci,
 }
 
 #[derive(Args, Debug)]
@@ -100,10 +104,12 @@ impl DeployArgs {
     /// The artifact choices this command line makes.
     fn request(&self) -> Request {
         Request {
-            format: self.format.map(|f| match f {
-                FormatArg::Raw => Format::Raw,
-                FormatArg::Qcow2 => Format::Qcow2,
-                FormatArg::Iso => Format::Iso,
+            // An OCI archive is not a deploy format: `deploy` hands it to the OCI export first.
+            format: self.format.and_then(|f| match f {
+                FormatArg::Raw => Some(Format::Raw),
+                FormatArg::Qcow2 => Some(Format::Qcow2),
+                FormatArg::Iso => Some(Format::Iso),
+                FormatArg::Oci => None,
             }),
             size: self.size.clone(),
             filesystem: self.filesystem.clone(),
@@ -113,12 +119,46 @@ impl DeployArgs {
     }
 }
 
+/// `strata deploy` of a container target: the image as an OCI archive at `--output`.
+fn deploy_container(ctx: &Ctx, args: &DeployArgs, from: &DeployFrom) -> anyhow::Result<ExitCode> {
+    let DeployFrom::Image(input) = from else {
+        bail!("an OSTree commit deploys to disks and ISOs; an OCI image is made from a description or a store image")
+    };
+    for (given, flag) in [
+        (args.size.is_some(), "--size"),
+        (args.filesystem.is_some(), "--filesystem"),
+        (!args.kargs.is_empty(), "--karg"),
+        (args.osname.is_some(), "--os"),
+    ] {
+        if given {
+            bail!("{flag} is for disk images and ISOs, not for an OCI archive");
+        }
+    }
+    let mut store = ctx.open(LockMode::Shared)?;
+    let note = |m: String| ctx.note(m);
+    let src = pipeline::source(&mut store, input, &args.build.options()?, None, &ctx.progress, &note)?;
+    let output = super::oci::Output::Archive(args.output.clone(), None);
+    super::oci::write(ctx, &mut store, &src, output, crate::oci::image::Compression::Gzip, &args.build)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<ExitCode> {
     if !nix::unistd::geteuid().is_root() {
         bail!("strata deploy writes files owned by many users into the image: run it as root");
     }
-    let mut store = ctx.open(LockMode::Shared)?;
     let from = DeployFrom::open(&args.build.desc.description, &args.build.desc.profiles)?;
+    let container = match (args.format, &from) {
+        (Some(FormatArg::Oci), _) => true,
+        (Some(_), _) | (None, DeployFrom::Ostree { .. }) => false,
+        (None, DeployFrom::Image(input)) => match input.targets() {
+            Some((_, targets)) => crate::deploy::options::primary(targets)? == Some(TargetKind::Container),
+            None => false,
+        },
+    };
+    if container {
+        return deploy_container(ctx, &args, &from);
+    }
+    let mut store = ctx.open(LockMode::Shared)?;
     let source_date = args.build.source_date_epoch().unwrap_or(graph::DEFAULT_EPOCH);
     let note = |m: String| ctx.note(m);
     let d = pipeline::deploy(
@@ -270,7 +310,7 @@ mod tests {
 
         for (cli, targets, expected) in [
             ("", &[][..], "give --format"),
-            ("", &[(Disk, &[][..]), (Iso, &[][..])][..], "neither is primary"),
+            ("", &[(Disk, &[][..]), (Iso, &[][..])][..], "disk, iso targets and none is primary"),
             ("--format iso --size 4G", &[][..], "--size is for disk images"),
             ("--format iso --filesystem xfs", &[][..], "--filesystem is for disk images"),
             ("--format raw --karg a$b", &[][..], "kernel argument `a$b`"),

@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 
+use super::image::BuildArgs;
 use super::ostree::{CompressionArg, ExportArgs};
 use super::{output, Ctx};
 use crate::description::ImageReference;
 use crate::oci::archive::ArchiveTarget;
-use crate::oci::image::{Compression, LayoutTarget, OciTo, Target};
+use crate::oci::image::{Compression, LayoutTarget, OciReport, OciTo, Target};
 use crate::oci::layout::Layout;
 use crate::oci::registry::Push;
 use crate::pipeline::{self, Input};
@@ -61,10 +62,6 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         bail!("--format oci needs --output oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://HOST/REPO[:TAG]");
     };
     let output = parse_output(spec)?;
-    let tag = match &output {
-        Output::Layout(_, tag) | Output::Archive(_, tag) => tag.clone(),
-        Output::Registry(r) => r.tag.clone(),
-    };
     let compression = match args.compression {
         CompressionArg::Gzip => Compression::Gzip,
         CompressionArg::Zstd => Compression::Zstd,
@@ -74,24 +71,41 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let input = Input::open(&args.build.desc.description, &args.build.desc.profiles)?;
     let note = |m: String| ctx.note(m);
     let src = pipeline::source(&mut store, &input, &args.build.options()?, args.version.clone(), &ctx.progress, &note)?;
-    let tag = match tag {
-        Some(t) => t,
-        None => {
-            src.version.clone().filter(|v| crate::description::valid_oci_tag(v)).unwrap_or_else(|| "latest".to_string())
-        }
+    write(ctx, &mut store, &src, output, compression, &args.build)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Export `src` to `output` and report it (`strata export --format oci`, `strata deploy` of a
+/// container target).
+pub(crate) fn write(
+    ctx: &Ctx,
+    store: &mut crate::store::local::Store,
+    src: &pipeline::Source,
+    output: Output,
+    compression: Compression,
+    build: &BuildArgs,
+) -> anyhow::Result<OciReport> {
+    let given = match &output {
+        Output::Layout(_, tag) | Output::Archive(_, tag) => tag.clone(),
+        Output::Registry(r) => r.tag.clone(),
     };
-    let source_date = args.build.source_date_epoch().unwrap_or(crate::graph::DEFAULT_EPOCH);
-    let to = OciTo { tag: &tag, compression, source_date, arch: &args.build.arch };
+    // The destination's tag, else the container's, else the version, else `latest`.
+    let tag = given
+        .or_else(|| src.container.as_ref().and_then(|c| c.tag.clone()))
+        .or_else(|| src.version.clone().filter(|v| crate::description::valid_oci_tag(v)))
+        .unwrap_or_else(|| "latest".to_string());
+    let source_date = build.source_date_epoch().unwrap_or(crate::graph::DEFAULT_EPOCH);
+    let to = OciTo { tag: &tag, container: src.container.as_ref(), compression, source_date, arch: &build.arch };
     let mut target: Box<dyn Target> = match output {
         Output::Layout(dir, _) => Box::new(LayoutTarget { layout: Layout::open(&dir)?, tag: tag.clone() }),
         Output::Archive(file, _) => Box::new(ArchiveTarget::new(&store.tmp_dir(), &file, &tag, source_date)?),
         Output::Registry(r) => {
             let r = ImageReference { tag: Some(tag.clone()), ..r };
-            Box::new(Push::new(&store.tmp_dir(), &r, &args.build.registry.settings())?)
+            Box::new(Push::new(&store.tmp_dir(), &r, &build.registry.settings())?)
         }
     };
     let report = crate::oci::image::export(
-        &mut store,
+        store,
         &src.entry,
         &src.image,
         src.version.as_deref(),
@@ -116,7 +130,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
             report.compression.as_str()
         ));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -135,7 +149,8 @@ mod tests {
             Output::Archive(PathBuf::from("/tmp/a.tar"), Some("1".into()))
         );
         let Output::Registry(r) = parse_output("docker://127.0.0.1:5000/team/os").unwrap() else { panic!() };
-        assert_eq!((r.host.as_str(), r.repo.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "team/os", Some("latest")));
+        assert_eq!((r.host.as_str(), r.repo.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "team/os", None));
+        assert_eq!(r.manifest_reference(), "latest");
         assert!(parse_output("docker://os:1").unwrap_err().to_string().contains("with the registry's host"));
         assert!(parse_output("docker://team/os:1").unwrap_err().to_string().contains("no default registry"));
         assert!(parse_output("docker://r.example/Team:1").unwrap_err().to_string().contains("repository `Team`"));

@@ -22,6 +22,26 @@ pub struct Request {
     pub osname: Option<String>,
 }
 
+/// The target made when none is named: the only one, or the one marked primary; `None` when
+/// the description has no target.
+pub fn primary(targets: &BTreeMap<TargetKind, BTreeMap<String, String>>) -> anyhow::Result<Option<TargetKind>> {
+    match targets.keys().copied().collect::<Vec<_>>().as_slice() {
+        [] => Ok(None),
+        [only] => Ok(Some(*only)),
+        several => several
+            .iter()
+            .copied()
+            .find(|k| targets[k].get("primary").map(String::as_str) == Some("true"))
+            .map(Some)
+            .with_context(|| {
+                format!(
+                    "the description has {} targets and none is primary: give --format",
+                    several.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            }),
+    }
+}
+
 /// The deploy options: the command line first, then the description's target of that kind
 /// (`[target.disk]`/`<type image="oem">`, `[target.iso]`/`<type image="iso">`). Without
 /// `--format`, the primary target (or the only one) decides.
@@ -34,17 +54,14 @@ pub fn resolve(
     let format = match args.format {
         Some(format) => format,
         None => {
-            let kind = match targets.keys().copied().collect::<Vec<_>>().as_slice() {
-                [] => bail!("give --format raw, qcow2 or iso (the source names no target)"),
-                [only] => *only,
-                several => {
-                    several.iter().copied().find(|k| attr(*k, "primary") == Some("true")).with_context(|| {
-                        "the description has a disk and an ISO target and neither is primary: give --format".to_string()
-                    })?
-                }
+            let Some(kind) = primary(targets)? else {
+                bail!("give --format raw, qcow2, iso or oci (the source names no target)")
             };
             // As in KIWI, a disk without a format is raw.
             match (kind, attr(kind, "format")) {
+                (TargetKind::Container, _) => {
+                    bail!("the primary target is a container image: it is written as an OCI archive, not deployed to a disk")
+                }
                 (TargetKind::Iso, _) => Format::Iso,
                 (TargetKind::Disk, Some("qcow2")) => Format::Qcow2,
                 (TargetKind::Disk, None | Some("raw")) => Format::Raw,

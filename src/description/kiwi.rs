@@ -17,8 +17,8 @@ use std::fmt::Write as _;
 use roxmltree::{Document, Node, ParsingOptions};
 
 use super::{
-    AptRepository, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, Retention, RpmRepository,
-    TargetKind, User, KNOWN_PACKAGE_MANAGERS, TARGET_ATTRIBUTES,
+    AptRepository, Container, Description, FileAttrs, Info, Packages, Password, Preferences, Repository, Retention,
+    RpmRepository, TargetKind, User, KNOWN_PACKAGE_MANAGERS, TARGET_ATTRIBUTES,
 };
 
 /// The `<source path>` that stands for the build host's apt sources (KIWI's build-service form).
@@ -242,7 +242,7 @@ impl<'a, 'i> Parser<'a, 'i> {
                     return Err(self.err(c, "preferences limited to an architecture are not supported by strata yet"));
                 }
                 if self.selected(c, declared)? {
-                    self.preferences(c, &mut d.preferences)?;
+                    self.preferences(c, d)?;
                 }
             }
             "repository" => {
@@ -339,19 +339,20 @@ impl<'a, 'i> Parser<'a, 'i> {
         Ok(info)
     }
 
-    fn preferences(&self, node: Node<'a, 'i>, p: &mut Preferences) -> Result<()> {
+    fn preferences(&self, node: Node<'a, 'i>, d: &mut Description) -> Result<()> {
         for c in self.children(node)? {
             let name = c.tag_name().name();
+            if name == "type" {
+                self.target(c, d)?;
+                continue;
+            }
+            let p = &mut d.preferences;
             let slot = match name {
                 "version" => &mut p.version,
                 "packagemanager" => &mut p.packagemanager,
                 "locale" => &mut p.locale,
                 "keytable" => &mut p.keytable,
                 "timezone" => &mut p.timezone,
-                "type" => {
-                    self.target(c, p)?;
-                    continue;
-                }
                 _ => return Err(self.unsupported(c, "preferences")),
             };
             let value = self.text(c)?;
@@ -366,18 +367,20 @@ impl<'a, 'i> Parser<'a, 'i> {
         Ok(())
     }
 
-    fn target(&self, node: Node<'a, 'i>, p: &mut Preferences) -> Result<()> {
+    fn target(&self, node: Node<'a, 'i>, d: &mut Description) -> Result<()> {
         let image = self.required(node, "image")?;
         let kind = match image {
             "oem" | "vmx" => TargetKind::Disk,
             "iso" => TargetKind::Iso,
+            "docker" | "oci" => return self.container_target(node, d),
             other => {
                 return Err(self.err(
                     node,
-                    format!("<type image=\"{other}\"> is not supported by strata yet: it builds disks (oem) and live ISOs (iso)"),
+                    format!("<type image=\"{other}\"> is not supported by strata yet: it builds disks (oem), live ISOs (iso) and OCI images (docker, oci)"),
                 ))
             }
         };
+        let p = &mut d.preferences;
         let mut attrs = BTreeMap::new();
         for a in node.attributes() {
             if a.name() == "image" {
@@ -422,6 +425,149 @@ impl<'a, 'i> Parser<'a, 'i> {
             return Err(self.err(node, format!("a second <type image=\"{image}\">: one per target")));
         }
         Ok(())
+    }
+
+    /// `<type image="docker|oci">`: a container target, its `<containerconfig>` and the base
+    /// it derives from (`derived_from`, a `docker://`, `oci:` or `oci-archive:` image).
+    fn container_target(&self, node: Node<'a, 'i>, d: &mut Description) -> Result<()> {
+        self.attrs(node, &["image", "primary", "derived_from"])?;
+        let mut attrs = BTreeMap::new();
+        if let Some(primary) = node.attribute("primary") {
+            attrs.insert("primary".to_string(), primary.to_string());
+        }
+        if let Some(from) = node.attribute("derived_from") {
+            if !["docker://", "oci:", "oci-archive:"].iter().any(|p| from.starts_with(p)) {
+                return Err(self.err(
+                    node,
+                    format!("derived_from=\"{from}\": strata derives from docker://HOST/REPO:TAG, oci:DIR:TAG or oci-archive:FILE:TAG images"),
+                ));
+            }
+            match &d.derived_from {
+                Some(other) if other != from => {
+                    return Err(
+                        self.err(node, format!("derived_from=\"{from}\": the image already derives from `{other}`"))
+                    )
+                }
+                _ => d.derived_from = Some(from.to_string()),
+            }
+        }
+        let mut container = None;
+        for c in self.children(node)? {
+            if c.tag_name().name() != "containerconfig" {
+                return Err(
+                    self.err(c, format!("<{}> in a container <type> is not supported by strata", c.tag_name().name()))
+                );
+            }
+            if container.is_some() {
+                return Err(self.err(c, "a second <containerconfig>"));
+            }
+            container = Some(self.containerconfig(c)?);
+        }
+        if d.preferences.targets.insert(TargetKind::Container, attrs).is_some() {
+            return Err(self.err(node, "a second container <type> (docker or oci): one per image"));
+        }
+        if let Some(c) = container {
+            c.check().map_err(|e| self.err(node, e.to_string()))?;
+            d.container = Some(c);
+        }
+        Ok(())
+    }
+
+    /// `<containerconfig>`: what a runtime starts, and how.
+    fn containerconfig(&self, node: Node<'a, 'i>) -> Result<Container> {
+        self.attrs(node, &["name", "tag", "additionalnames", "additionaltags", "maintainer", "user", "workingdir"])?;
+        let text = |n: &str| node.attribute(n).map(str::to_string);
+        let mut c = Container {
+            name: text("name"),
+            tag: text("tag"),
+            maintainer: text("maintainer"),
+            user: text("user"),
+            workingdir: text("workingdir"),
+            ..Container::default()
+        };
+        // `additionalnames` (7.5 on): `NAME:TAG` or `:TAG`; `additionaltags` (before): `TAG`.
+        for (attr, names) in [("additionalnames", true), ("additionaltags", false)] {
+            for item in node.attribute(attr).unwrap_or("").split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                let tag = if names { item.rsplit_once(':').map_or(item, |(_, t)| t) } else { item };
+                c.additional_tags.push(tag.to_string());
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for child in self.children(node)? {
+            let name = child.tag_name().name();
+            if !seen.insert(name) {
+                return Err(self.err(child, format!("a second <{name}> in <containerconfig>")));
+            }
+            match name {
+                "entrypoint" | "subcommand" => {
+                    self.attrs(child, &["execute", "clear"])?;
+                    let command = match (child.attribute("execute"), child.attribute("clear")) {
+                        (Some(exe), None) => {
+                            let mut args = vec![exe.to_string()];
+                            for a in self.children(child)? {
+                                if a.tag_name().name() != "argument" {
+                                    return Err(self.unsupported(a, name));
+                                }
+                                self.attrs(a, &["name"])?;
+                                args.push(self.required(a, "name")?.to_string());
+                            }
+                            args
+                        }
+                        (None, Some("true")) => vec![],
+                        _ => {
+                            return Err(self.err(child, format!("<{name}> needs execute=\"PROGRAM\" or clear=\"true\"")))
+                        }
+                    };
+                    if name == "entrypoint" {
+                        c.entrypoint = Some(command);
+                    } else {
+                        c.cmd = Some(command);
+                    }
+                }
+                "expose" | "volumes" | "environment" | "labels" => {
+                    self.attrs(child, &[])?;
+                    let (item, attrs): (&str, &[&str]) = match name {
+                        "expose" => ("port", &["number"]),
+                        "volumes" => ("volume", &["name"]),
+                        "environment" => ("env", &["name", "value"]),
+                        _ => ("label", &["name", "value"]),
+                    };
+                    let items = self.children(child)?;
+                    if items.is_empty() {
+                        return Err(self.err(child, format!("<{name}> holds one <{item}> or more")));
+                    }
+                    for i in items {
+                        if i.tag_name().name() != item {
+                            return Err(self.unsupported(i, name));
+                        }
+                        self.attrs(i, attrs)?;
+                        let first = self.required(i, attrs[0])?.to_string();
+                        match name {
+                            "expose" => c.expose.push(first),
+                            "volumes" => c.volumes.push(first),
+                            "environment" => {
+                                c.env.insert(first, self.required(i, "value")?.to_string());
+                            }
+                            _ => {
+                                c.labels.insert(first, self.required(i, "value")?.to_string());
+                            }
+                        }
+                    }
+                }
+                "stopsignal" => c.stop_signal = Some(self.text(child)?),
+                "history" => {
+                    self.attrs(child, &["author", "created_by"])?;
+                    c.author = child.attribute("author").map(str::to_string);
+                    c.created_by = child.attribute("created_by").map(str::to_string);
+                    let comment = child.text().unwrap_or("").trim();
+                    if !comment.is_empty() {
+                        c.comment = Some(comment.to_string());
+                    }
+                }
+                _ => return Err(self.unsupported(child, "containerconfig")),
+            }
+        }
+        Ok(c)
     }
 
     fn repository(&self, node: Node<'a, 'i>) -> Result<Repository> {
@@ -690,7 +836,7 @@ pub fn write(d: &Description) -> anyhow::Result<String> {
         let _ = writeln!(s, "  <derived from=\"{}\"/>", esc(from));
     }
     write_description(&mut s, &d.info);
-    write_preferences(&mut s, &d.preferences);
+    write_preferences(&mut s, &d.preferences, d.container.as_ref());
     write_users(&mut s, &d.users);
     for r in &d.repositories {
         write_repository(&mut s, r);
@@ -738,8 +884,9 @@ fn write_description(s: &mut String, info: &Info) {
     }
 }
 
-/// Write `<preferences>`: the set values, then one `<type>` per target.
-fn write_preferences(s: &mut String, p: &Preferences) {
+/// Write `<preferences>`: the set values, then one `<type>` per target (a container
+/// configuration needs a container `<type>` to live in: one is written when it is missing).
+fn write_preferences(s: &mut String, p: &Preferences, container: Option<&Container>) {
     s.push_str("  <preferences>\n");
     for (tag, v) in [
         ("version", &p.version),
@@ -752,8 +899,26 @@ fn write_preferences(s: &mut String, p: &Preferences) {
             let _ = writeln!(s, "    <{tag}>{}</{tag}>", esc(v));
         }
     }
-    for (kind, attrs) in &p.targets {
+    let mut targets = p.targets.clone();
+    if container.is_some() {
+        targets.entry(TargetKind::Container).or_default();
+    }
+    for (kind, attrs) in &targets {
         let _ = write!(s, "    <type image=\"{}\"", kind.kiwi_image());
+        if *kind == TargetKind::Container {
+            for (k, v) in attrs {
+                let _ = write!(s, " {k}=\"{}\"", esc(v));
+            }
+            match container {
+                Some(c) => {
+                    s.push_str(">\n");
+                    write_containerconfig(s, c);
+                    s.push_str("    </type>\n");
+                }
+                None => s.push_str("/>\n"),
+            }
+            continue;
+        }
         for (k, v) in attrs.iter().filter(|(k, _)| *k != "disksize") {
             let _ = write!(s, " {k}=\"{}\"", esc(v));
         }
@@ -766,6 +931,78 @@ fn write_preferences(s: &mut String, p: &Preferences) {
         }
     }
     s.push_str("  </preferences>\n");
+}
+
+/// Write `<containerconfig>`.
+fn write_containerconfig(s: &mut String, c: &Container) {
+    s.push_str("      <containerconfig");
+    for (k, v) in [
+        ("name", &c.name),
+        ("tag", &c.tag),
+        ("maintainer", &c.maintainer),
+        ("user", &c.user),
+        ("workingdir", &c.workingdir),
+    ] {
+        if let Some(v) = v {
+            let _ = write!(s, " {k}=\"{}\"", esc(v));
+        }
+    }
+    if !c.additional_tags.is_empty() {
+        let names: Vec<String> = c.additional_tags.iter().map(|t| format!(":{t}")).collect();
+        let _ = write!(s, " additionalnames=\"{}\"", esc(&names.join(",")));
+    }
+    s.push_str(">\n");
+    for (tag, command) in [("entrypoint", &c.entrypoint), ("subcommand", &c.cmd)] {
+        match command.as_deref() {
+            None => {}
+            Some([]) => {
+                let _ = writeln!(s, "        <{tag} clear=\"true\"/>");
+            }
+            Some([exe, args @ ..]) => {
+                let _ = writeln!(s, "        <{tag} execute=\"{}\">", esc(exe));
+                for a in args {
+                    let _ = writeln!(s, "          <argument name=\"{}\"/>", esc(a));
+                }
+                let _ = writeln!(s, "        </{tag}>");
+            }
+        }
+    }
+    for (outer, inner, items) in [("expose", "port number", &c.expose), ("volumes", "volume name", &c.volumes)] {
+        if !items.is_empty() {
+            let _ = writeln!(s, "        <{outer}>");
+            for i in items {
+                let _ = writeln!(s, "          <{inner}=\"{}\"/>", esc(i));
+            }
+            let _ = writeln!(s, "        </{outer}>");
+        }
+    }
+    if let Some(sig) = &c.stop_signal {
+        let _ = writeln!(s, "        <stopsignal>{}</stopsignal>", esc(sig));
+    }
+    for (outer, inner, map) in [("environment", "env", &c.env), ("labels", "label", &c.labels)] {
+        if !map.is_empty() {
+            let _ = writeln!(s, "        <{outer}>");
+            for (k, v) in map {
+                let _ = writeln!(s, "          <{inner} name=\"{}\" value=\"{}\"/>", esc(k), esc(v));
+            }
+            let _ = writeln!(s, "        </{outer}>");
+        }
+    }
+    if c.author.is_some() || c.created_by.is_some() || c.comment.is_some() {
+        s.push_str("        <history");
+        for (k, v) in [("author", &c.author), ("created_by", &c.created_by)] {
+            if let Some(v) = v {
+                let _ = write!(s, " {k}=\"{}\"", esc(v));
+            }
+        }
+        match &c.comment {
+            Some(text) => {
+                let _ = writeln!(s, ">{}</history>", esc(text));
+            }
+            None => s.push_str("/>\n"),
+        }
+    }
+    s.push_str("      </containerconfig>\n");
 }
 
 /// Write `<users>`, when there are any.

@@ -37,6 +37,122 @@ pub struct Description {
     pub scripts: Scripts,
     /// Which generations of this image `strata gc` keeps (TOML `[retention]`).
     pub retention: Option<Retention>,
+    /// The OCI image configuration (KIWI `<containerconfig>`, TOML `[container]`).
+    pub container: Option<Container>,
+}
+
+/// The OCI image configuration a description gives its image (KIWI `<containerconfig>`, TOML
+/// `[container]`): what a container runtime starts, as whom and where. A derived description's
+/// settings go over its base's ([`Container::merge`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Container {
+    /// The repository name (KIWI `name`): the default name of exported archives.
+    pub name: Option<String>,
+    /// The default tag of exports (KIWI `tag`).
+    pub tag: Option<String>,
+    pub maintainer: Option<String>,
+    /// `USER[:GROUP]` or a numeric id.
+    pub user: Option<String>,
+    /// An absolute path.
+    pub workingdir: Option<String>,
+    /// The program and its arguments; `Some(vec![])` clears the base's.
+    pub entrypoint: Option<Vec<String>>,
+    /// The default arguments (KIWI `<subcommand>`); `Some(vec![])` clears the base's.
+    pub cmd: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// Ports as `N/tcp` or `N/udp` (a bare `N` is read as tcp).
+    pub expose: Vec<String>,
+    /// Absolute paths.
+    pub volumes: Vec<String>,
+    pub stop_signal: Option<String>,
+    /// More tags for the same image (KIWI `additionalnames`: `:TAG` or `NAME:TAG`, only the tag
+    /// is used).
+    pub additional_tags: Vec<String>,
+    /// The config's `author` (KIWI `<history author>`; else the maintainer).
+    pub author: Option<String>,
+    /// The image's own history entry (KIWI `<history created_by>` and its text).
+    pub created_by: Option<String>,
+    pub comment: Option<String>,
+}
+
+impl Container {
+    /// `over`'s settings over these: values replace, maps are merged key by key, ports and
+    /// volumes are added.
+    pub fn merge(&mut self, over: &Container) {
+        for (dst, src) in [
+            (&mut self.name, &over.name),
+            (&mut self.tag, &over.tag),
+            (&mut self.maintainer, &over.maintainer),
+            (&mut self.user, &over.user),
+            (&mut self.workingdir, &over.workingdir),
+            (&mut self.stop_signal, &over.stop_signal),
+            (&mut self.author, &over.author),
+            (&mut self.created_by, &over.created_by),
+            (&mut self.comment, &over.comment),
+        ] {
+            if src.is_some() {
+                dst.clone_from(src);
+            }
+        }
+        for (dst, src) in [(&mut self.entrypoint, &over.entrypoint), (&mut self.cmd, &over.cmd)] {
+            if src.is_some() {
+                dst.clone_from(src);
+            }
+        }
+        self.env.extend(over.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.labels.extend(over.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (dst, src) in [
+            (&mut self.expose, &over.expose),
+            (&mut self.volumes, &over.volumes),
+            (&mut self.additional_tags, &over.additional_tags),
+        ] {
+            for x in src {
+                if !dst.contains(x) {
+                    dst.push(x.clone());
+                }
+            }
+        }
+    }
+
+    /// A port as the image config writes it: `80` is `80/tcp`.
+    pub fn port(spec: &str) -> anyhow::Result<String> {
+        let (n, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+        if !matches!(proto, "tcp" | "udp" | "sctp") || n.parse::<u16>().map_or(true, |n| n == 0) {
+            bail!("port `{spec}`: expected a number from 1 to 65535, optionally /tcp, /udp or /sctp");
+        }
+        Ok(format!("{}/{proto}", n.parse::<u16>().unwrap_or_default()))
+    }
+
+    /// Every problem of the settings, in one message.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let mut problems = vec![];
+        for p in &self.expose {
+            if let Err(e) = Container::port(p) {
+                problems.push(e.to_string());
+            }
+        }
+        for v in self.volumes.iter().chain(self.workingdir.as_ref()) {
+            if !v.starts_with('/') {
+                problems.push(format!("`{v}`: expected an absolute path"));
+            }
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                problems.push(format!("environment variable `{k}`: a name without `=`"));
+            }
+        }
+        for t in self.tag.iter().chain(&self.additional_tags) {
+            if !valid_oci_tag(t) {
+                problems.push(format!("tag `{t}`: expected letters, digits, `_`, `.` and `-`"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("container: {}", problems.join("; "))
+        }
+    }
 }
 
 /// A retention policy a description sets for its image: a generation is kept when either rule
@@ -73,15 +189,18 @@ pub struct Preferences {
 pub enum TargetKind {
     Disk,
     Iso,
+    /// An OCI image (an OCI archive from `strata deploy`).
+    Container,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 2] = [TargetKind::Disk, TargetKind::Iso];
+    pub const ALL: [TargetKind; 3] = [TargetKind::Disk, TargetKind::Iso, TargetKind::Container];
 
     pub fn as_str(self) -> &'static str {
         match self {
             TargetKind::Disk => "disk",
             TargetKind::Iso => "iso",
+            TargetKind::Container => "container",
         }
     }
 
@@ -90,6 +209,7 @@ impl TargetKind {
         match self {
             TargetKind::Disk => "oem",
             TargetKind::Iso => "iso",
+            TargetKind::Container => "oci",
         }
     }
 }
@@ -243,7 +363,7 @@ pub struct ImageReference {
     pub host: String,
     /// The repository path (`team/os`).
     pub repo: String,
-    /// The tag; `latest` when neither a tag nor a digest is given.
+    /// The tag, when given (a manifest request without tag or digest asks for `latest`).
     pub tag: Option<String>,
     /// `sha256:HEX`, when the reference pins a manifest.
     pub digest: Option<String>,
@@ -291,7 +411,6 @@ impl ImageReference {
         if repo.is_empty() || !repo.split('/').all(component_ok) {
             bail!("`{spec}`: repository `{repo}`: expected lowercase letters, digits, `.`, `_` and `-` between `/`");
         }
-        let tag = if tag.is_none() && digest.is_none() { Some("latest".to_string()) } else { tag };
         Ok(ImageReference { host: host.to_string(), repo: repo.to_string(), tag, digest })
     }
 
@@ -470,6 +589,17 @@ impl Chain {
     /// The targets the image is made into: its own when it declares any, else those of its
     /// nearest base that does (a derived image inherits its base's targets whole; declaring one
     /// target replaces them all, so a disk-only image never inherits a base's ISO).
+    /// The container configuration: every layer's over its base's; `None` when no layer sets one.
+    pub fn container(&self) -> Option<Container> {
+        let mut out: Option<Container> = None;
+        for l in &self.layers {
+            if let Some(c) = &l.description.container {
+                out.get_or_insert_with(Container::default).merge(c);
+            }
+        }
+        out
+    }
+
     pub fn targets(&self) -> &BTreeMap<TargetKind, BTreeMap<String, String>> {
         static NONE: BTreeMap<TargetKind, BTreeMap<String, String>> = BTreeMap::new();
         self.layers.iter().rev().map(|l| &l.description.preferences.targets).find(|t| !t.is_empty()).unwrap_or(&NONE)
@@ -528,6 +658,9 @@ pub const KNOWN_PACKAGE_MANAGERS: &[&str] = &["apt", "zypper", "dnf", "dnf4", "d
 
 /// Checks shared by both document formats.
 pub fn validate(d: &Description) -> anyhow::Result<()> {
+    if let Some(c) = &d.container {
+        c.check()?;
+    }
     if d.name.is_empty() || !d.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b)) {
         bail!("image name `{}`: expected letters, digits and `._+-`", d.name);
     }

@@ -114,8 +114,28 @@ fn invalid_kiwi_documents_fail_with_their_exact_error() {
             "line 4, column 14: packagemanager `pacman`: expected one of apt, zypper, dnf, dnf4, dnf5, microdnf, yum",
         ),
         (
-            &xml("<preferences><type image=\"docker\"/></preferences>"),
-            "line 4, column 14: <type image=\"docker\"> is not supported by strata yet: it builds disks (oem) and live ISOs (iso)",
+            &xml("<preferences><type image=\"pxe\"/></preferences>"),
+            "line 4, column 14: <type image=\"pxe\"> is not supported by strata yet: it builds disks (oem), live ISOs (iso) and OCI images (docker, oci)",
+        ),
+        (
+            &xml("<preferences><type image=\"docker\" rootfs_label=\"x\"/></preferences>"),
+            "line 4, column 14: attribute `rootfs_label` of <type> is not supported by strata (supported: image, primary, derived_from)",
+        ),
+        (
+            &xml("<preferences><type image=\"oci\" derived_from=\"obsrepositories:/x#1\"/></preferences>"),
+            "line 4, column 14: derived_from=\"obsrepositories:/x#1\": strata derives from docker://HOST/REPO:TAG, oci:DIR:TAG or oci-archive:FILE:TAG images",
+        ),
+        (
+            &xml("<preferences><type image=\"oci\"><containerconfig name=\"x\"><entrypoint/></containerconfig></type></preferences>"),
+            "line 4, column 58: <entrypoint> needs execute=\"PROGRAM\" or clear=\"true\"",
+        ),
+        (
+            &xml("<preferences><type image=\"oci\"><containerconfig name=\"x\"><expose><port number=\"http\"/></expose></containerconfig></type></preferences>"),
+            "line 4, column 14: container: port `http`: expected a number from 1 to 65535, optionally /tcp, /udp or /sctp",
+        ),
+        (
+            &xml("<preferences><type image=\"oci\"><containerconfig name=\"x\"><history launcher=\"wsl\"/></containerconfig></type></preferences>"),
+            "line 4, column 58: attribute `launcher` of <history> is not supported by strata (supported: author, created_by)",
         ),
         (
             &xml("<preferences><type image=\"oem\" luks=\"x\"/></preferences>"),
@@ -206,7 +226,7 @@ fn invalid_toml_documents_fail_with_their_exact_error() {
         ("[image]\nname = \"t\"\n[[repository]]\nhost-sources = true\nuri = \"http://x/\"\n", "key `repository[0]`: `host-sources = true` takes no uri, distribution, components or signed-by"),
         ("[image]\nname = \"t\"\n[[repository]]\nuri = \"http://x/\"\ndistribution = \"b\"\ncomponents = [\"main\"]\nsigned-by = [\"k.gpg\"]\n", "key `repository[0].signed-by`: `k.gpg`: expected an absolute path to a keyring"),
         ("[image]\nname = \"t\"\n[target.disk]\nsize = \"4G\"\n", "key `target.disk.size`: unknown attribute; expected one of primary, filesystem, firmware, kernelcmdline, bootloader, format, volid, flags, disksize"),
-        ("[image]\nname = \"t\"\n[target.vm]\n", "line 3, column 9: key `target.vm`: unknown field `vm`, expected `disk` or `iso`"),
+        ("[image]\nname = \"t\"\n[target.vm]\n", "line 3, column 9: key `target.vm`: unknown field `vm`, expected one of `disk`, `iso`, `container`"),
         ("[image]\nname = \"t\"\n[files.\"/etc/x\"]\nmode = \"rw\"\n", "key `files.\"/etc/x\".mode`: mode `rw`: expected octal permission bits such as 0644"),
         ("[image]\nname = \"t\"\npackagemanager = \"dnf\"\n[[repository]]\nhost-sources = true\n", "packagemanager `dnf` does not fit the repositories: apt installs from apt-deb repositories, dnf from rpm-md ones"),
         ("[image]\nname = \"t\"\n[packages]\ninstall = [\"a1\", \"a1\"]\n", "packages install: `a1` is listed twice"),
@@ -389,6 +409,7 @@ fn description() -> impl Strategy<Value = Description> {
                     .collect(),
                 scripts: Scripts::default(),
                 retention: None,
+                container: None,
             }
         })
 }
@@ -452,9 +473,80 @@ fn kiwi_style_descriptions_read_or_fail_loudly() {
         leap.to_string(),
         "line 15, column 9: <rpm-excludedocs> in <preferences> is not supported by strata yet"
     );
-    let container = kiwi::parse(include_str!("../../tests/kiwi/debian-container.kiwi"), &[]).unwrap_err();
+    let container = kiwi::parse(include_str!("../../tests/kiwi/debian-container.kiwi"), &[]).unwrap();
+    assert_eq!(container.preferences.targets.keys().copied().collect::<Vec<_>>(), [TargetKind::Container]);
+    let c = container.container.unwrap();
+    assert_eq!((c.name.as_deref(), c.tag.as_deref()), (Some("debian"), Some("bookworm")));
+}
+
+#[test]
+fn container_configurations_read_write_and_merge() {
+    let doc = xml(r#"<preferences>
+  <type image="docker" primary="true" derived_from="docker://registry.example.org/os/base:1">
+    <containerconfig name="web" tag="1.0" additionalnames=":latest,other/web:stable" maintainer="Team &lt;t@example.org&gt;" user="www-data" workingdir="/srv">
+      <entrypoint execute="/usr/sbin/nginx"><argument name="-g"/><argument name="daemon off;"/></entrypoint>
+      <subcommand clear="true"/>
+      <expose><port number="80"/><port number="53/udp"/></expose>
+      <volumes><volume name="/var/log"/></volumes>
+      <stopsignal>SIGQUIT</stopsignal>
+      <environment><env name="LANG" value="C.UTF-8"/></environment>
+      <labels><label name="org.example.team" value="web"/></labels>
+      <history author="tux" created_by="make">a comment</history>
+    </containerconfig>
+  </type>
+</preferences>"#);
+    let d = kiwi::parse(&doc, &[]).unwrap();
+    validate(&d).unwrap();
+    assert_eq!(d.derived_from.as_deref(), Some("docker://registry.example.org/os/base:1"));
+    assert_eq!(d.preferences.targets[&TargetKind::Container]["primary"], "true");
+    let c = d.container.clone().unwrap();
+    assert_eq!(c.entrypoint, Some(vec!["/usr/sbin/nginx".into(), "-g".into(), "daemon off;".into()]));
+    assert_eq!(c.cmd, Some(vec![]));
     assert_eq!(
-        container.to_string(),
-        "line 12, column 9: <type image=\"docker\"> is not supported by strata yet: it builds disks (oem) and live ISOs (iso)"
+        (c.expose.as_slice(), c.volumes.as_slice()),
+        (&["80".to_string(), "53/udp".into()][..], &["/var/log".to_string()][..])
     );
+    assert_eq!(c.additional_tags, ["latest", "stable"]);
+    assert_eq!(
+        (c.author.as_deref(), c.created_by.as_deref(), c.comment.as_deref()),
+        (Some("tux"), Some("make"), Some("a comment"))
+    );
+    assert_eq!(c.maintainer.as_deref(), Some("Team <t@example.org>"));
+    // Written as TOML and as KIWI, read back the same.
+    let toml_text = toml_form::write(&d);
+    assert_eq!(toml_form::parse(&toml_text).unwrap(), d, "{toml_text}");
+    let kiwi_text = kiwi::write(&d).unwrap();
+    assert_eq!(kiwi::parse(&kiwi_text, &[]).unwrap(), d, "{kiwi_text}");
+    // A derived description's settings go over its base's.
+    let mut merged = c.clone();
+    merged.merge(&Container {
+        user: Some("0".into()),
+        entrypoint: Some(vec!["/bin/sh".into()]),
+        env: [("LANG".to_string(), "C".to_string()), ("TZ".to_string(), "UTC".to_string())].into_iter().collect(),
+        expose: vec!["80".into(), "443".into()],
+        ..Container::default()
+    });
+    assert_eq!((merged.user.as_deref(), merged.workingdir.as_deref()), (Some("0"), Some("/srv")));
+    assert_eq!(merged.entrypoint, Some(vec!["/bin/sh".to_string()]));
+    assert_eq!(merged.env.len(), 2);
+    assert_eq!(merged.env["LANG"], "C");
+    assert_eq!(merged.expose, ["80", "53/udp", "443"]);
+    assert_eq!(Container::port("80").unwrap(), "80/tcp");
+    assert_eq!(Container::port("053/udp").unwrap(), "53/udp");
+}
+
+#[test]
+fn container_tables_are_checked() {
+    let head = "[image]\nname = \"c\"\n";
+    let err = toml_err(&format!(
+        "{head}[container]\nexpose = [\"0\", \"80/xtp\"]\nvolumes = [\"var/log\"]\nworkingdir = \"srv\"\n"
+    ));
+    assert_eq!(
+        err,
+        "container: port `0`: expected a number from 1 to 65535, optionally /tcp, /udp or /sctp; port `80/xtp`: expected a number from 1 to 65535, optionally /tcp, /udp or /sctp; `var/log`: expected an absolute path; `srv`: expected an absolute path"
+    );
+    let err = toml_err(&format!("{head}[container]\nentry-point = [\"/bin/sh\"]\n"));
+    assert!(err.contains("unknown field `entry-point`"), "{err}");
+    let err = toml_err(&format!("{head}[target.container]\nfilesystem = \"ext4\"\n"));
+    assert!(err.contains("key `target.container.filesystem`: unknown attribute"), "{err}");
 }

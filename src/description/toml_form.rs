@@ -28,6 +28,11 @@
 //! [retention]
 //! keep-last = 5
 //! keep-younger-than = "30d"
+//!
+//! [container]
+//! entrypoint = ["/usr/sbin/nginx", "-g", "daemon off;"]
+//! expose = ["80"]
+//! env = { LANG = "C.UTF-8" }
 //! ```
 
 use std::collections::BTreeMap;
@@ -57,6 +62,33 @@ struct Doc {
     #[serde(default)]
     target: TargetKeys,
     retention: Option<RetentionKeys>,
+    container: Option<ContainerKeys>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ContainerKeys {
+    name: Option<String>,
+    tag: Option<String>,
+    #[serde(default)]
+    additional_tags: Vec<String>,
+    maintainer: Option<String>,
+    user: Option<String>,
+    workingdir: Option<String>,
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    expose: Vec<String>,
+    #[serde(default)]
+    volumes: Vec<String>,
+    stop_signal: Option<String>,
+    author: Option<String>,
+    created_by: Option<String>,
+    comment: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +191,7 @@ struct ScriptKeys {
 struct TargetKeys {
     disk: Option<BTreeMap<String, AttrValue>>,
     iso: Option<BTreeMap<String, AttrValue>>,
+    container: Option<BTreeMap<String, AttrValue>>,
 }
 
 /// Target attributes may be written as strings, booleans or integers.
@@ -213,6 +246,24 @@ fn convert(doc: Doc) -> anyhow::Result<Description> {
     let files = files(doc.files)?;
     let targets = targets(doc.target);
     let retention = doc.retention.map(retention).transpose()?;
+    let container = doc.container.map(|c| super::Container {
+        name: c.name,
+        tag: c.tag,
+        maintainer: c.maintainer,
+        user: c.user,
+        workingdir: c.workingdir,
+        entrypoint: c.entrypoint,
+        cmd: c.cmd,
+        env: c.env,
+        labels: c.labels,
+        expose: c.expose,
+        volumes: c.volumes,
+        stop_signal: c.stop_signal,
+        additional_tags: c.additional_tags,
+        author: c.author,
+        created_by: c.created_by,
+        comment: c.comment,
+    });
     let d = Description {
         name: i.name,
         info: Info { author: i.author, contact: i.contact, specification: i.specification },
@@ -238,6 +289,7 @@ fn convert(doc: Doc) -> anyhow::Result<Description> {
         files,
         scripts: Scripts { config: doc.scripts.config, images: doc.scripts.images },
         retention,
+        container,
     };
     check_target_attributes(&d)?;
     Ok(d)
@@ -360,7 +412,9 @@ fn files(files: BTreeMap<String, FileKeys>) -> anyhow::Result<BTreeMap<String, F
 /// The `[target.*]` tables, their values as strings.
 fn targets(target: TargetKeys) -> BTreeMap<TargetKind, BTreeMap<String, String>> {
     let mut targets = BTreeMap::new();
-    for (kind, attrs) in [(TargetKind::Disk, target.disk), (TargetKind::Iso, target.iso)] {
+    for (kind, attrs) in
+        [(TargetKind::Disk, target.disk), (TargetKind::Iso, target.iso), (TargetKind::Container, target.container)]
+    {
         if let Some(attrs) = attrs {
             targets.insert(kind, attrs.into_iter().map(|(k, v)| (k, v.into_string())).collect());
         }
@@ -371,6 +425,14 @@ fn targets(target: TargetKeys) -> BTreeMap<TargetKind, BTreeMap<String, String>>
 /// Refuse target attributes strata does not know.
 fn check_target_attributes(d: &Description) -> anyhow::Result<()> {
     for (kind, attrs) in &d.preferences.targets {
+        if *kind == TargetKind::Container {
+            if let Some(k) = attrs.keys().find(|k| *k != "primary") {
+                anyhow::bail!(
+                    "key `target.container.{k}`: unknown attribute; a container target has only `primary` (its settings are in [container])"
+                );
+            }
+            continue;
+        }
         if let Some((k, _)) = attrs.iter().find(|(k, _)| !super::TARGET_ATTRIBUTES.iter().any(|(n, _)| n == k)) {
             anyhow::bail!(
                 "key `target.{}.{k}`: unknown attribute; expected one of {}",
@@ -413,7 +475,46 @@ pub fn write(d: &Description) -> String {
             let _ = writeln!(s, "keep-younger-than = {}", q(&crate::util::text::duration(secs)));
         }
     }
+    if let Some(c) = &d.container {
+        write_container(&mut s, c);
+    }
     s
+}
+
+/// Write `[container]`.
+fn write_container(s: &mut String, c: &super::Container) {
+    s.push_str("\n[container]\n");
+    for (k, v) in [
+        ("name", &c.name),
+        ("tag", &c.tag),
+        ("maintainer", &c.maintainer),
+        ("user", &c.user),
+        ("workingdir", &c.workingdir),
+        ("stop-signal", &c.stop_signal),
+        ("author", &c.author),
+        ("created-by", &c.created_by),
+        ("comment", &c.comment),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(s, "{k} = {}", q(v));
+        }
+    }
+    for (k, v) in [("entrypoint", &c.entrypoint), ("cmd", &c.cmd)] {
+        if let Some(v) = v {
+            let _ = writeln!(s, "{k} = {}", list(v));
+        }
+    }
+    for (k, v) in [("additional-tags", &c.additional_tags), ("expose", &c.expose), ("volumes", &c.volumes)] {
+        if !v.is_empty() {
+            let _ = writeln!(s, "{k} = {}", list(v));
+        }
+    }
+    for (k, map) in [("env", &c.env), ("labels", &c.labels)] {
+        if !map.is_empty() {
+            let items: Vec<String> = map.iter().map(|(k, v)| format!("{} = {}", q(k), q(v))).collect();
+            let _ = writeln!(s, "{k} = {{ {} }}", items.join(", "));
+        }
+    }
 }
 
 /// Write the keys of `[image]`.

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::layer;
 use super::layout::{Descriptor, Layout, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
+use crate::description::Container;
 use crate::store::db::EntryRow;
 use crate::store::digest::Digest;
 use crate::store::local::Store;
@@ -105,6 +106,9 @@ impl Target for LayoutTarget {
 /// How to export.
 pub struct OciTo<'a> {
     pub tag: &'a str,
+    /// What a runtime starts, and how (KIWI `<containerconfig>`, TOML `[container]`); its
+    /// additional tags name the image too.
+    pub container: Option<&'a Container>,
     pub compression: Compression,
     /// Every timestamp: the tar entries', the config's `created`.
     pub source_date: u64,
@@ -205,20 +209,52 @@ pub fn export(
     if let Some(v) = version {
         labels.insert("org.opencontainers.image.version".to_string(), v.to_string());
     }
+    let default = Container::default();
+    let c = to.container.unwrap_or(&default);
+    labels.extend(c.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut env: Vec<String> = vec![];
+    if !c.env.contains_key("PATH") {
+        env.push(DEFAULT_PATH.to_string());
+    }
+    env.extend(c.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let set = |items: &[String]| -> BTreeMap<String, Empty> { items.iter().map(|i| (i.clone(), Empty {})).collect() };
+    let ports = c.expose.iter().map(|p| Container::port(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut history: Vec<History> = layers
+        .iter()
+        .map(|l| History {
+            created: created.clone(),
+            created_by: format!("strata: {}", l.step),
+            comment: format!("tree {}", l.tree.to_hex()),
+            author: None,
+        })
+        .collect();
+    if let Some(last) = history.last_mut() {
+        if let Some(by) = &c.created_by {
+            last.created_by.clone_from(by);
+        }
+        if let Some(comment) = &c.comment {
+            last.comment.clone_from(comment);
+        }
+        last.author = c.author.clone().or(c.maintainer.clone());
+    }
     let config = Config {
         created: created.clone(),
+        author: c.author.clone().or(c.maintainer.clone()),
         architecture: oci_arch(to.arch).to_string(),
         os: "linux",
-        config: ImageConfig { env: vec![DEFAULT_PATH.to_string()], labels: labels.clone() },
+        config: ImageConfig {
+            user: c.user.clone(),
+            exposed_ports: set(&ports),
+            env,
+            entrypoint: c.entrypoint.clone().filter(|e| !e.is_empty()),
+            cmd: c.cmd.clone().filter(|e| !e.is_empty()),
+            volumes: set(&c.volumes),
+            working_dir: c.workingdir.clone(),
+            labels: labels.clone(),
+            stop_signal: c.stop_signal.clone(),
+        },
         rootfs: RootFs { kind: "layers", diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect() },
-        history: layers
-            .iter()
-            .map(|l| History {
-                created: created.clone(),
-                created_by: format!("strata: {}", l.step),
-                comment: format!("tree {}", l.tree.to_hex()),
-            })
-            .collect(),
+        history,
     };
     let config_desc = target.staging().put_bytes(CONFIG_MEDIA_TYPE, &serde_json::to_vec(&config)?)?;
     if !target.has_blob(&config_desc.digest, config_desc.size)? {
@@ -246,6 +282,9 @@ pub fn export(
     };
     let manifest_desc = target.staging().put_bytes(MANIFEST_MEDIA_TYPE, &serde_json::to_vec(&manifest)?)?;
     target.tag(to.tag, &manifest_desc)?;
+    for extra in c.additional_tags.iter().filter(|t| t.as_str() != to.tag) {
+        target.tag(extra, &manifest_desc)?;
+    }
     Ok(OciReport {
         destination: target.name(),
         tag: to.tag.to_string(),
@@ -355,6 +394,8 @@ struct Manifest {
 #[derive(Serialize)]
 struct Config {
     created: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    author: Option<String>,
     architecture: String,
     os: &'static str,
     config: ImageConfig,
@@ -362,13 +403,32 @@ struct Config {
     history: Vec<History>,
 }
 
+/// The runtime settings, as the OCI image specification names them; what is unset is left out,
+/// so that an image without a container configuration has `Env` and `Labels` only.
 #[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
 struct ImageConfig {
-    #[serde(rename = "Env")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    exposed_ports: BTreeMap<String, Empty>,
     env: Vec<String>,
-    #[serde(rename = "Labels")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entrypoint: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cmd: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    volumes: BTreeMap<String, Empty>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    working_dir: Option<String>,
     labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_signal: Option<String>,
 }
+
+/// `{}`: the value of a port or volume in the image config.
+#[derive(Serialize)]
+struct Empty {}
 
 #[derive(Serialize)]
 struct RootFs {
@@ -382,4 +442,6 @@ struct History {
     created: String,
     created_by: String,
     comment: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    author: Option<String>,
 }
