@@ -569,6 +569,16 @@ fn images_go_to_a_registry_and_come_back_as_bases() {
     env.ok(&["export", w, "--format", "oci", "--output", &format!("oci-archive:{}:1.0", archive2.display())]);
     assert_eq!(fs_err::read(&archive).unwrap(), fs_err::read(&archive2).unwrap());
 
+    // What was made for the registry and the archive is kept in the store's blob cache, and gc
+    // keeps the layers of trees the store holds (configs and manifests are made anew each time).
+    let cache = env.store().join("cache/oci-layers/blobs/sha256");
+    assert!(pushed.iter().all(|(d, _)| cache.join(&d[7..]).is_file()), "{pushed:?}");
+    let gc = env.json(&["gc"]);
+    let trimmed = &gc["oci_blobs"];
+    assert!(trimmed["remaining_files"].as_u64().unwrap() >= pushed.len() as u64, "{gc}");
+    assert!(trimmed["files"].as_u64().unwrap() >= 2, "configs and manifests: {gc}");
+    assert!(pushed.iter().all(|(d, _)| cache.join(&d[7..]).is_file()));
+
     // The registry goes away: a build that needs it says so, naming it.
     write(&app.join("image.toml"), &format!("[image]\nname = \"app\"\nderived-from = \"{to}\"\n"));
     drop(registry);

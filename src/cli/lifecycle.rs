@@ -122,6 +122,18 @@ pub fn gc(ctx: &Ctx, args: GcArgs) -> anyhow::Result<ExitCode> {
             }
         ));
     }
+    let o = &r.oci_blobs;
+    if o.deferred {
+        lines.push("OCI blob cache: in use by an export, left for a later gc".to_string());
+    } else if o.files + o.remaining_files > 0 {
+        lines.push(format!(
+            "OCI blob cache: {verb} {} files, {}; {} files, {} remain",
+            o.files,
+            bytes(o.bytes),
+            o.remaining_files,
+            bytes(o.remaining_bytes)
+        ));
+    }
     for l in lines {
         ctx.note(l);
     }

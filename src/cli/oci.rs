@@ -98,10 +98,12 @@ pub(crate) fn write(
     let to = OciTo { tag: &tag, container: src.container.as_ref(), compression, source_date, arch: &build.arch };
     let mut target: Box<dyn Target> = match output {
         Output::Layout(dir, _) => Box::new(LayoutTarget { layout: Layout::open(&dir)?, tag: tag.clone() }),
-        Output::Archive(file, _) => Box::new(ArchiveTarget::new(&store.tmp_dir(), &file, &tag, source_date)?),
+        Output::Archive(file, _) => {
+            Box::new(ArchiveTarget::new(crate::oci::cache::open(store)?, &file, &tag, source_date)?)
+        }
         Output::Registry(r) => {
             let r = ImageReference { tag: Some(tag.clone()), ..r };
-            Box::new(Push::new(&store.tmp_dir(), &r, &build.registry.settings())?)
+            Box::new(Push::new(crate::oci::cache::open(store)?, &r, &build.registry.settings())?)
         }
     };
     let report = crate::oci::image::export(

@@ -11,7 +11,9 @@
 //! 4. the download cache drops abandoned partial downloads and, with limits, files unused for
 //!    too long and then the least recently used ([`downloads`]);
 //! 5. the local mirrors of ssh push destinations drop what the far side already has
-//!    ([`crate::ostree::ssh::trim_mirrors`]).
+//!    ([`crate::ostree::ssh::trim_mirrors`]);
+//! 6. the cache of OCI blobs keeps the layers that end at a tree the store still holds
+//!    ([`crate::oci::cache`]; a dry run counts against the trees before step 3).
 //!
 //! A dry run decides the same things, changes nothing, and reports what would go. Each part
 //! reports counts and bytes.
@@ -64,6 +66,8 @@ pub struct Report {
     pub downloads: downloads::Trimmed,
     /// The local mirrors of ssh push destinations.
     pub mirrors: crate::ostree::ssh::MirrorsTrimmed,
+    /// The cache of OCI blobs made for archives and registries.
+    pub oci_blobs: crate::oci::cache::Trimmed,
 }
 
 /// The OSTree repository `strata deploy` commits to.
@@ -157,6 +161,7 @@ pub fn collect(store: &mut Store, opts: &GcOptions, progress: &Progress) -> anyh
         opts.dry_run,
     )?;
     let mirrors = crate::ostree::ssh::trim_mirrors(&store.root().join("cache"), opts.dry_run)?;
+    let oci_blobs = crate::oci::cache::trim(store, opts.dry_run)?;
     Ok(Report {
         dry_run: opts.dry_run,
         generations: dropped,
@@ -166,6 +171,7 @@ pub fn collect(store: &mut Store, opts: &GcOptions, progress: &Progress) -> anyh
         store: gc,
         downloads,
         mirrors,
+        oci_blobs,
     })
 }
 

@@ -1,42 +1,48 @@
 //! OCI archives (`oci-archive:FILE[:TAG]`): an image layout in one tar file, as skopeo and
 //! podman read and write them.
 //!
-//! Writing: the image is exported into a scratch layout, which is then written as a tar in a
-//! fixed order (`oci-layout`, `index.json`, `blobs/`, `blobs/sha256/`, the blobs by digest) with
-//! fixed owners, modes and times, through a temporary file renamed over FILE when complete: the
-//! same image gives the same archive, and a reader never sees half of one.
+//! Writing: the image's blobs are taken from the store's blob cache ([`super::cache`]; a layer
+//! missing there is made into it first) and written as a tar in a fixed order (`oci-layout`,
+//! `index.json`, `blobs/`, `blobs/sha256/`, the blobs by digest) with fixed owners, modes and
+//! times, through a temporary file renamed over FILE when complete: the same image gives the
+//! same archive, and a reader never sees half of one.
 //!
 //! Reading: only the members a layout has (`oci-layout`, `index.json`, `blobs/`,
 //! `blobs/sha256/`, `blobs/sha256/<64 hex digits>`, each at most once, regular files and
 //! directories) are accepted, anything else is refused naming the member; the layout is then
 //! read like any other ([`super::import`]), every blob checked against its digest.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
 use super::image::Target;
-use super::layout::{Descriptor, Layout};
+use super::layout::{Descriptor, Layout, INDEX_MEDIA_TYPE, REF_NAME};
 
 /// `oci-archive:FILE[:TAG]` as (FILE, TAG): the last `:` starts the tag.
 pub fn parse(spec: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
     crate::description::oci_archive_reference(spec)
 }
 
-/// An export's destination in an archive.
+/// An export's destination in an archive: blobs come from the store's cache
+/// ([`super::cache`]), made there when missing; the archive is written by [`Target::finish`].
 pub struct ArchiveTarget {
     file: PathBuf,
     tag: String,
-    staging: Layout,
+    cache: Layout,
+    /// The blobs the archive holds.
+    blobs: BTreeSet<String>,
+    /// The index's entries: each tag with its manifest.
+    tags: Vec<(String, Descriptor)>,
     source_date: u64,
-    _work: tempfile::TempDir,
 }
 
 impl ArchiveTarget {
-    /// An archive to be written at `file` holding the image as `tag`; the scratch layout goes
-    /// under `tmp`.
-    pub fn new(tmp: &Path, file: &Path, tag: &str, source_date: u64) -> anyhow::Result<ArchiveTarget> {
+    /// An archive to be written at `file` holding the image as `tag` (and whatever further tags
+    /// the export gives it); `cache` is the store's blob cache.
+    pub fn new(cache: Layout, file: &Path, tag: &str, source_date: u64) -> anyhow::Result<ArchiveTarget> {
         let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !parent.is_dir() {
             bail!("`{}`: the directory `{}` does not exist", file.display(), parent.display());
@@ -47,9 +53,14 @@ impl ArchiveTarget {
                 file.display()
             );
         }
-        let work = tempfile::Builder::new().prefix("oci-archive-").tempdir_in(tmp)?;
-        let staging = Layout::open(work.path())?;
-        Ok(ArchiveTarget { file: file.to_path_buf(), tag: tag.to_string(), staging, source_date, _work: work })
+        Ok(ArchiveTarget {
+            file: file.to_path_buf(),
+            tag: tag.to_string(),
+            cache,
+            blobs: BTreeSet::new(),
+            tags: vec![],
+            source_date,
+        })
     }
 }
 
@@ -58,26 +69,46 @@ impl Target for ArchiveTarget {
         format!("oci-archive:{}:{}", self.file.display(), self.tag)
     }
 
-    fn has_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<bool> {
-        Ok(self.staging.has_blob(digest, size))
+    /// A new archive has nothing yet: every blob is handed on (from the cache, where possible).
+    fn has_blob(&mut self, _digest: &str, _size: u64) -> anyhow::Result<bool> {
+        Ok(false)
     }
 
     fn staging(&self) -> &Layout {
-        &self.staging
+        &self.cache
     }
 
-    fn put_blob(&mut self, _digest: &str, _size: u64) -> anyhow::Result<()> {
+    fn put_blob(&mut self, digest: &str, _size: u64) -> anyhow::Result<()> {
+        self.blobs.insert(digest.to_string());
         Ok(())
     }
 
     fn tag(&mut self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()> {
-        self.staging.tag(tag, manifest)?;
-        write(self.staging.dir(), &self.file, self.source_date)
+        self.blobs.insert(manifest.digest.clone());
+        let mut entry = manifest.clone();
+        entry.annotations.insert(REF_NAME.to_string(), tag.to_string());
+        self.tags.push((tag.to_string(), entry));
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": self.tags.iter().map(|(_, d)| d).collect::<Vec<_>>(),
+        });
+        let blobs: Vec<(String, PathBuf)> = self
+            .blobs
+            .iter()
+            .map(|d| (d.strip_prefix("sha256:").unwrap_or(d).to_string(), self.cache.blob_path(d)))
+            .collect();
+        write(&serde_json::to_vec(&index)?, &blobs, &self.file, self.source_date)
     }
 }
 
-/// Write the layout at `dir` as the archive `file` (see the module doc).
-fn write(dir: &Path, file: &Path, mtime: u64) -> anyhow::Result<()> {
+/// Write the archive `file`: `oci-layout`, `index.json` (`index`), then `blobs` (name, file) in
+/// order (see the module doc).
+fn write(index: &[u8], blobs: &[(String, PathBuf)], file: &Path, mtime: u64) -> anyhow::Result<()> {
     let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new().prefix(".strata-tmp-").tempfile_in(parent)?;
     let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, tmp));
@@ -93,18 +124,13 @@ fn write(dir: &Path, file: &Path, mtime: u64) -> anyhow::Result<()> {
         h.set_cksum();
         Ok(h)
     };
-    for name in ["oci-layout", "index.json"] {
-        let bytes = fs_err::read(dir.join(name))?;
-        tar.append(&header(name, bytes.len() as u64, false)?, bytes.as_slice())?;
-    }
+    let marker = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    tar.append(&header("oci-layout", marker.len() as u64, false)?, &marker[..])?;
+    tar.append(&header("index.json", index.len() as u64, false)?, index)?;
     tar.append(&header("blobs/", 0, true)?, std::io::empty())?;
     tar.append(&header("blobs/sha256/", 0, true)?, std::io::empty())?;
-    let mut blobs: Vec<(String, PathBuf)> = fs_err::read_dir(dir.join("blobs/sha256"))?
-        .map(|e| e.map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())))
-        .collect::<Result<_, _>>()?;
-    blobs.sort();
     for (name, path) in blobs {
-        let f = fs_err::File::open(&path)?;
+        let f = fs_err::File::open(path)?;
         let size = f.metadata()?.len();
         tar.append(&header(&format!("blobs/sha256/{name}"), size, false)?, f)?;
     }

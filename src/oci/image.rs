@@ -61,7 +61,9 @@ impl Compression {
 }
 
 /// Where an export puts its blobs and its manifest: an image layout ([`Layout`] itself), a
-/// registry ([`super::push::Push`]) or an archive ([`super::archive`]).
+/// registry ([`super::registry::Push`]) or an archive ([`super::archive`]). Layers are made
+/// into [`Target::staging`] only when the destination lacks them and the staging layout has
+/// no copy (a registry's and an archive's staging layout is the store's blob cache).
 pub trait Target {
     /// `oci:DIR:TAG`, `docker://HOST/REPO:TAG`: for reports.
     fn name(&self) -> String;
@@ -73,6 +75,10 @@ pub trait Target {
     fn put_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<()>;
     /// Point `tag` at `manifest` (its blob in [`Target::staging`]), after every blob it names.
     fn tag(&mut self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()>;
+    /// Complete the destination, after the last tag (an archive is written now).
+    fn finish(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// A layout is its own staging area.
@@ -189,6 +195,12 @@ pub fn export(
             Some((diff_id, digest, size)) if target.has_blob(&digest, size)? => {
                 LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: false }
             }
+            // Made before into the staging layout (the store's blob cache): handed on as it is.
+            Some((diff_id, digest, size)) if target.staging().has_blob(&digest, size) => {
+                target.put_blob(&digest, size)?;
+                bytes_written += size;
+                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: true }
+            }
             _ => {
                 let (diff_id, digest, size) = write_layer(store, target.staging(), prev.as_ref(), tree, to)?;
                 record(store, prev.as_ref(), tree, to, &diff_id, &digest, size)?;
@@ -285,6 +297,7 @@ pub fn export(
     for extra in c.additional_tags.iter().filter(|t| t.as_str() != to.tag) {
         target.tag(extra, &manifest_desc)?;
     }
+    target.finish()?;
     Ok(OciReport {
         destination: target.name(),
         tag: to.tag.to_string(),

@@ -70,15 +70,49 @@ impl Layout {
             .map_err(|(_, e)| e)
             .with_context(|| format!("cannot lock `{}`", dir.display()))?;
         let layout = Layout { dir: dir.to_path_buf(), _lock: lock };
-        for sub in [dir.to_path_buf(), dir.join("blobs/sha256")] {
+        layout.remove_temporaries()?;
+        Ok(layout)
+    }
+
+    /// Open (creating) a layout that several strata processes write blobs into at once, and
+    /// that nobody tags: the store's cache of layer blobs. The lock is shared, and temporary
+    /// files are left alone (another writer may own them); [`Layout::try_exclusive`] is how gc
+    /// gets it to itself.
+    pub fn open_shared(dir: &Path) -> anyhow::Result<Layout> {
+        if !dir.join("oci-layout").is_file() {
+            fs_err::create_dir_all(dir.join("blobs/sha256"))?;
+            write_atomic(dir, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let handle = fs_err::File::open(dir)?.into_parts().0;
+        let lock = nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockShared)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("cannot lock `{}`", dir.display()))?;
+        Ok(Layout { dir: dir.to_path_buf(), _lock: lock })
+    }
+
+    /// The layout at `dir` for this process alone, or `None` while another one uses it.
+    pub fn try_exclusive(dir: &Path) -> anyhow::Result<Option<Layout>> {
+        let handle = fs_err::File::open(dir)?.into_parts().0;
+        match nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(Layout { dir: dir.to_path_buf(), _lock: lock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(e).with_context(|| format!("cannot lock `{}`", dir.display())),
+        }
+    }
+
+    /// Remove the temporary files writers left (only with the layout to oneself).
+    pub fn remove_temporaries(&self) -> anyhow::Result<u64> {
+        let mut removed = 0;
+        for sub in [self.dir.clone(), self.dir.join("blobs/sha256")] {
             for e in fs_err::read_dir(&sub)? {
                 let e = e?;
                 if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
                     fs_err::remove_file(e.path())?;
+                    removed += 1;
                 }
             }
         }
-        Ok(layout)
+        Ok(removed)
     }
 
     pub fn dir(&self) -> &Path {

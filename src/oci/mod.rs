@@ -9,6 +9,7 @@
 //! entry. [`registry`] speaks the distribution API, [`archive`] reads and writes archives.
 
 pub mod archive;
+pub mod cache;
 pub mod gzip;
 pub mod image;
 pub mod import;

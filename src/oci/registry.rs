@@ -288,25 +288,23 @@ impl Client {
     }
 }
 
-/// An export's destination in a registry: new blobs are made in a scratch layout under the
-/// store's `tmp/`, uploaded, and deleted; blobs the repository has are neither made nor sent.
+/// An export's destination in a registry: blobs the repository lacks are taken from the
+/// store's blob cache ([`super::cache`]; a layer missing there is made into it first) and
+/// uploaded; blobs the repository has are neither made nor sent.
 pub struct Push {
     client: Client,
     reference: ImageReference,
-    staging: Layout,
-    _work: tempfile::TempDir,
+    cache: Layout,
 }
 
 impl Push {
-    /// Connect for pushing to `r` (a tag, not a digest).
-    pub fn new(tmp: &Path, r: &ImageReference, settings: &Settings) -> anyhow::Result<Push> {
+    /// Connect for pushing to `r` (a tag, not a digest); `cache` is the store's blob cache.
+    pub fn new(cache: Layout, r: &ImageReference, settings: &Settings) -> anyhow::Result<Push> {
         if r.digest.is_some() {
             bail!("`{r}`: an export names a tag, not a digest (the digest is the manifest's own)");
         }
         let client = Client::connect(r, settings, true)?;
-        let work = tempfile::Builder::new().prefix("oci-push-").tempdir_in(tmp)?;
-        let staging = Layout::open(work.path())?;
-        Ok(Push { client, reference: r.clone(), staging, _work: work })
+        Ok(Push { client, reference: r.clone(), cache })
     }
 }
 
@@ -320,18 +318,15 @@ impl Target for Push {
     }
 
     fn staging(&self) -> &Layout {
-        &self.staging
+        &self.cache
     }
 
     fn put_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<()> {
-        let path = self.staging.blob_path(digest);
-        self.client.put_blob(digest, size, &path)?;
-        fs_err::remove_file(path)?;
-        Ok(())
+        self.client.put_blob(digest, size, &self.cache.blob_path(digest))
     }
 
     fn tag(&mut self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()> {
-        let bytes = fs_err::read(self.staging.blob_path(&manifest.digest))?;
+        let bytes = fs_err::read(self.cache.blob_path(&manifest.digest))?;
         self.client.put_manifest(tag, &manifest.media_type, &bytes)
     }
 }
