@@ -2,8 +2,10 @@
 # Registry push benchmarks, side by side with `skopeo copy` from an image layout holding the same
 # image (the blobs strata writes, so both send the same bytes): Debian's docker-registry on
 # 127.0.0.1 (plain HTTP), storage on the local disk.
-#   base: debian-base into an empty registry (strata: its layers recorded already, so the time
-#         is the upload, not the compression; skopeo: from the layout);
+#   base: debian-base into an empty registry, its layers made before (strata: in its blob
+#         cache; skopeo: in the layout);
+#   base cold: the same with nothing made before (strata compresses every layer; skopeo has no
+#         such case: it needs a layout or another registry to copy from);
 #   web after base: debian-web into the same repository once debian-base is there;
 #   unchanged: debian-web again.
 # Bytes sent are the loopback interface's received bytes during the command (requests and
@@ -57,9 +59,15 @@ push() { $strata --store "$S" -q export "images/$1" --format oci --output "docke
 copy() { skopeo copy -q --dest-tls-verify=false "oci:$L:$1" "docker://$R/os/debian:$1"; }
 fresh() { stop_registry; start_registry; }
 with_base_strata() { fresh; push debian-base base >/dev/null; }
+forget() {
+  fresh
+  rm -rf --one-file-system "$S/cache/oci-layers"
+  python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute("DELETE FROM oci_layers"); c.commit()' "$S/db.sqlite"
+}
 with_base_skopeo() { fresh; copy base; }
 nothing() { :; }
 
+measure strata_cold forget push debian-base base
 measure strata_base fresh push debian-base base
 measure skopeo_base fresh copy base
 measure strata_web with_base_strata push debian-web web
@@ -69,7 +77,8 @@ measure skopeo_same nothing copy web
 cat <<TABLE
 | push to docker-registry | strata | \`skopeo copy\` (from a layout) | strata / skopeo |
 |---|---|---|---|
-| debian-base, empty registry | ${t[strata_base]} s, ${b[strata_base]} B | ${t[skopeo_base]} s, ${b[skopeo_base]} B | $(ratio "${t[strata_base]}" "${t[skopeo_base]}")x |
+| debian-base, empty registry, layers made before | ${t[strata_base]} s, ${b[strata_base]} B | ${t[skopeo_base]} s, ${b[skopeo_base]} B | $(ratio "${t[strata_base]}" "${t[skopeo_base]}")x |
+| debian-base, empty registry, nothing made before | ${t[strata_cold]} s, ${b[strata_cold]} B | (needs a layout) | |
 | debian-web after debian-base | ${t[strata_web]} s, ${b[strata_web]} B | ${t[skopeo_web]} s, ${b[skopeo_web]} B | $(ratio "${t[strata_web]}" "${t[skopeo_web]}")x |
 | debian-web, unchanged | ${t[strata_same]} s, ${b[strata_same]} B | ${t[skopeo_same]} s, ${b[skopeo_same]} B | $(ratio "${t[strata_same]}" "${t[skopeo_same]}")x |
 TABLE
