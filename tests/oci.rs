@@ -319,6 +319,10 @@ fn an_image_derives_from_an_oci_image_that_umoci_made() {
         root.display()
     ));
     sh(&format!("umoci repack --image {l}:base {b} && rm -rf {b} 2>&1"));
+    // Runtime settings of the base image, which an image derived from it starts from.
+    sh(&format!(
+        "umoci config --image {l}:base --config.env FROM_BASE=1 --config.entrypoint /bin/sh --config.workingdir /root 2>&1"
+    ));
     let expected = umoci_unpack(&env, &format!("{l}:base"), "u-base");
 
     let web = env.path("web");
@@ -343,6 +347,11 @@ fn an_image_derives_from_an_oci_image_that_umoci_made() {
     let out = env.path("out");
     env.ok(&["export", "images/web", "--format", "oci", "--output", &format!("oci:{}:web", out.display())]);
     same_tree(&umoci_unpack(&env, &format!("{}:web", out.display()), "u-web"), &image);
+    let config: serde_json::Value =
+        serde_json::from_str(&sh(&format!("skopeo inspect --config oci:{}:web", out.display()))).unwrap();
+    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/bin/sh"]), "{config}");
+    assert_eq!(config["config"]["WorkingDir"], "/root");
+    assert!(config["config"]["Env"].as_array().unwrap().iter().any(|e| e == "FROM_BASE=1"), "{config}");
     env.ok(&["store", "verify", "--full"]);
 }
 

@@ -39,6 +39,10 @@ pub struct Trimmed {
 /// Remove the blobs no layer ending at a tree of the store names (see the module doc).
 pub fn trim(store: &Store, dry_run: bool) -> anyhow::Result<Trimmed> {
     let mut out = Trimmed::default();
+    if !dry_run {
+        // The settings of imported images whose entries are gone.
+        store.db().sql().execute("DELETE FROM oci_configs WHERE entry NOT IN (SELECT key FROM entries)", [])?;
+    }
     let dir = dir(store);
     if !dir.join("blobs/sha256").is_dir() {
         return Ok(out);

@@ -221,8 +221,12 @@ pub fn export(
     if let Some(v) = version {
         labels.insert("org.opencontainers.image.version".to_string(), v.to_string());
     }
-    let default = Container::default();
-    let c = to.container.unwrap_or(&default);
+    // The settings of the OCI image the chain starts from, if any, then the description's.
+    let mut c = super::import::base_settings(store, entry)?.unwrap_or_default();
+    if let Some(own) = to.container {
+        c.merge(own);
+    }
+    let c = &c;
     labels.extend(c.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mut env: Vec<String> = vec![];
     if !c.env.contains_key("PATH") {

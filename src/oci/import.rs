@@ -277,7 +277,99 @@ pub fn import_manifest(
     let Some(tree) = tree else { bail!("manifest {}: an image without layers", desc.digest) };
     let mut out = Batch::new();
     let tree = renumber_links(store, &tree, &mut out.trees)?;
+    // The runtime settings go in first: an entry is never without them (a row whose import
+    // failed is removed by gc).
+    let settings = runtime_settings(dir, manifest).with_context(|| format!("manifest {}: its config", desc.digest))?;
+    let tx = store.db_mut().transaction()?;
+    tx.sql().execute(
+        "INSERT OR REPLACE INTO oci_configs (entry, config) VALUES (?1, ?2)",
+        rusqlite::params![key.as_bytes(), settings.to_string()],
+    )?;
+    tx.commit()?;
     Memo::with_key(EntryKind::Import, name, key).record(store, Built::in_batch(tree, out).totals(files, bytes))
+}
+
+/// The `config` object of the image config `manifest` names (`{}` when it has none): only the
+/// keys a runtime reads, each of the type the image specification gives it.
+fn runtime_settings(dir: &Path, manifest: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let d: Descriptor = serde_json::from_value(manifest["config"].clone()).context("`config` is not a descriptor")?;
+    let config: serde_json::Value = serde_json::from_slice(&read_blob(dir, &d, 4 << 20)?).context("not JSON")?;
+    let mut out = serde_json::Map::new();
+    if let Some(c) = config["config"].as_object() {
+        for (key, ok) in [
+            ("User", c.get("User").is_some_and(|v| v.is_string())),
+            ("WorkingDir", c.get("WorkingDir").is_some_and(|v| v.is_string())),
+            ("StopSignal", c.get("StopSignal").is_some_and(|v| v.is_string())),
+            ("Entrypoint", c.get("Entrypoint").is_some_and(strings)),
+            ("Cmd", c.get("Cmd").is_some_and(strings)),
+            ("Env", c.get("Env").is_some_and(strings)),
+            (
+                "Labels",
+                c.get("Labels").is_some_and(|v| v.as_object().is_some_and(|m| m.values().all(|x| x.is_string()))),
+            ),
+            ("ExposedPorts", c.get("ExposedPorts").is_some_and(|v| v.is_object())),
+            ("Volumes", c.get("Volumes").is_some_and(|v| v.is_object())),
+        ] {
+            match c.get(key) {
+                Some(v) if ok => {
+                    out.insert(key.to_string(), v.clone());
+                }
+                Some(serde_json::Value::Null) | None => {}
+                Some(_) => bail!("config blob {}: `config.{key}` has the wrong type", d.digest),
+            }
+        }
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+fn strings(v: &serde_json::Value) -> bool {
+    v.as_array().is_some_and(|a| a.iter().all(|x| x.is_string()))
+}
+
+/// The runtime settings of the OCI image `entry` starts from (the first import in its closure
+/// with settings recorded), as a container configuration.
+pub fn base_settings(store: &Store, entry: &EntryRow) -> anyhow::Result<Option<crate::description::Container>> {
+    use rusqlite::OptionalExtension;
+    for e in store.closure(&entry.key)? {
+        if e.kind != "import" {
+            continue;
+        }
+        let text: Option<String> = store
+            .db()
+            .sql()
+            .query_row("SELECT config FROM oci_configs WHERE entry = ?1", [e.key.as_bytes()], |r| r.get(0))
+            .optional()?;
+        let Some(text) = text else { continue };
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let list = |k: &str| -> Option<Vec<String>> {
+            v[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        };
+        let text = |k: &str| v[k].as_str().map(str::to_string);
+        let keys =
+            |k: &str| -> Vec<String> { v[k].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default() };
+        let env = list("Env")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let labels = v["Labels"]
+            .as_object()
+            .map(|m| m.iter().filter_map(|(k, x)| x.as_str().map(|x| (k.clone(), x.to_string()))).collect())
+            .unwrap_or_default();
+        return Ok(Some(crate::description::Container {
+            user: text("User"),
+            workingdir: text("WorkingDir"),
+            stop_signal: text("StopSignal"),
+            entrypoint: list("Entrypoint"),
+            cmd: list("Cmd"),
+            env,
+            labels,
+            expose: keys("ExposedPorts"),
+            volumes: keys("Volumes"),
+            ..Default::default()
+        }));
+    }
+    Ok(None)
 }
 
 /// The image manifest `r` names, for linux on `arch` (through an image index), with its bytes.
