@@ -222,7 +222,7 @@ pub fn export(
         labels.insert("org.opencontainers.image.version".to_string(), v.to_string());
     }
     // The settings of the OCI image the chain starts from, if any, then the description's.
-    let mut c = super::import::base_settings(store, entry)?.unwrap_or_default();
+    let mut c = base_settings(store, entry)?.unwrap_or_default();
     if let Some(own) = to.container {
         c.merge(own);
     }
@@ -311,6 +311,52 @@ pub fn export(
         layers,
         bytes_written,
     })
+}
+
+/// The runtime settings of the OCI image `entry` starts from (the first import in its closure
+/// with settings recorded by [`super::import`]), as a container configuration.
+pub fn base_settings(store: &Store, entry: &EntryRow) -> anyhow::Result<Option<crate::description::Container>> {
+    use rusqlite::OptionalExtension;
+    for e in store.closure(&entry.key)? {
+        if e.kind != "import" {
+            continue;
+        }
+        let text: Option<String> = store
+            .db()
+            .sql()
+            .query_row("SELECT config FROM oci_configs WHERE entry = ?1", [e.key.as_bytes()], |r| r.get(0))
+            .optional()?;
+        let Some(text) = text else { continue };
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let list = |k: &str| -> Option<Vec<String>> {
+            v[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        };
+        let text = |k: &str| v[k].as_str().map(str::to_string);
+        let keys =
+            |k: &str| -> Vec<String> { v[k].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default() };
+        let env = list("Env")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let labels = v["Labels"]
+            .as_object()
+            .map(|m| m.iter().filter_map(|(k, x)| x.as_str().map(|x| (k.clone(), x.to_string()))).collect())
+            .unwrap_or_default();
+        return Ok(Some(crate::description::Container {
+            user: text("User"),
+            workingdir: text("WorkingDir"),
+            stop_signal: text("StopSignal"),
+            entrypoint: list("Entrypoint"),
+            cmd: list("Cmd"),
+            env,
+            labels,
+            expose: keys("ExposedPorts"),
+            volumes: keys("Volumes"),
+            ..Default::default()
+        }));
+    }
+    Ok(None)
 }
 
 /// Write the layer from `from` to `to` into the layout; returns (diff id, digest, size).

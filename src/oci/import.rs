@@ -326,52 +326,6 @@ fn strings(v: &serde_json::Value) -> bool {
     v.as_array().is_some_and(|a| a.iter().all(|x| x.is_string()))
 }
 
-/// The runtime settings of the OCI image `entry` starts from (the first import in its closure
-/// with settings recorded), as a container configuration.
-pub fn base_settings(store: &Store, entry: &EntryRow) -> anyhow::Result<Option<crate::description::Container>> {
-    use rusqlite::OptionalExtension;
-    for e in store.closure(&entry.key)? {
-        if e.kind != "import" {
-            continue;
-        }
-        let text: Option<String> = store
-            .db()
-            .sql()
-            .query_row("SELECT config FROM oci_configs WHERE entry = ?1", [e.key.as_bytes()], |r| r.get(0))
-            .optional()?;
-        let Some(text) = text else { continue };
-        let v: serde_json::Value = serde_json::from_str(&text)?;
-        let list = |k: &str| -> Option<Vec<String>> {
-            v[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-        };
-        let text = |k: &str| v[k].as_str().map(str::to_string);
-        let keys =
-            |k: &str| -> Vec<String> { v[k].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default() };
-        let env = list("Env")
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-            .collect();
-        let labels = v["Labels"]
-            .as_object()
-            .map(|m| m.iter().filter_map(|(k, x)| x.as_str().map(|x| (k.clone(), x.to_string()))).collect())
-            .unwrap_or_default();
-        return Ok(Some(crate::description::Container {
-            user: text("User"),
-            workingdir: text("WorkingDir"),
-            stop_signal: text("StopSignal"),
-            entrypoint: list("Entrypoint"),
-            cmd: list("Cmd"),
-            env,
-            labels,
-            expose: keys("ExposedPorts"),
-            volumes: keys("Volumes"),
-            ..Default::default()
-        }));
-    }
-    Ok(None)
-}
-
 /// The image manifest `r` names, for linux on `arch` (through an image index), with its bytes.
 pub fn resolve_remote(
     client: &Client,
