@@ -8,8 +8,19 @@ use std::path::{Path, PathBuf};
 
 use common::{manifest, sh, special_fixture, write, Env};
 
+/// dpkg file lists for the fixture, so that its first layer is cut by package: busybox (with
+/// paths through the merged-/usr link `/bin`), login (one member of a hardlink group whose first
+/// member no package owns), tools (a device, an owned empty directory).
+fn dpkg_lists(root: &Path) {
+    let info = root.join("var/lib/dpkg/info");
+    write(&info.join("busybox.list"), "/.\n/usr\n/usr/bin\n/usr/bin/busybox\n/bin/sh\n/bin/rm\n");
+    write(&info.join("login.list"), "/usr/bin/su\n/usr/bin/wall\n/etc/shadow\n/usr/lib/a\n");
+    write(&info.join("tools.list"), "/usr/bin/ping\n/dev/null\n/usr/share/empty\n/var/cache/owned-empty\n");
+    fs_err::create_dir_all(root.join("var/cache/owned-empty")).unwrap();
+}
+
 /// The fixture every kind of node, plus a static busybox as `/bin/sh` and what the script
-/// sandbox mounts over, as the root `tags/base`.
+/// sandbox mounts over, with dpkg file lists, as the root `tags/base`.
 fn base(env: &Env) -> PathBuf {
     let root = env.path("base");
     special_fixture(&root);
@@ -22,6 +33,7 @@ fn base(env: &Env) -> PathBuf {
          && echo one > etc/opaque/one && echo two > etc/opaque/two && echo keep > etc/kept",
         r = root.display()
     ));
+    dpkg_lists(&root);
     env.ok(&["store", "add", root.to_str().unwrap(), "--root", "tags/base"]);
     root
 }
@@ -98,22 +110,45 @@ fn images_export_as_oci_layouts_that_skopeo_and_umoci_read_exactly() {
     let layout = env.path("layout");
     let l = layout.to_str().unwrap();
 
-    // The base alone: one layer, every kind of node.
+    // The base alone: cut by package (dpkg's file lists) into a layer per bucket of packages
+    // and one of what no package owns; together, every kind of node.
     let b = env.json(&["export", "tags/base", "--format", "oci", "--output", &format!("oci:{l}:base")]);
-    assert_eq!(layers(&b).len(), 1, "{b}");
-    let base_layer = layout.join("blobs/sha256").join(&layers(&b)[0].0[7..]);
-    let tar = sh(&format!("zcat {} | tar --xattrs --xattrs-include='*' -tvvf - 2>&1", base_layer.display()));
+    let nb = layers(&b).len();
+    assert!(nb >= 2, "{b}");
+    let steps: Vec<&str> =
+        b["report"]["layers"].as_array().unwrap().iter().map(|l| l["step"].as_str().unwrap()).collect();
+    assert!(steps.last().unwrap().ends_with("files no package owns"), "{steps:?}");
+    assert!(steps.iter().any(|s| s.contains("busybox")), "{steps:?}");
+    let mut tar = String::new();
+    for (digest, _) in layers(&b) {
+        let blob = layout.join("blobs/sha256").join(&digest[7..]);
+        tar += &sh(&format!("zcat {} | tar --xattrs --xattrs-include='*' -tvvf - 2>&1", blob.display()));
+    }
     assert!(tar.contains("security.selinux") && tar.contains("security.capability"), "{tar}");
     same_tree(&umoci_unpack(&env, &format!("{l}:base"), "u-base"), &checkout(&env, "tags/base", "c-base"));
+
+    // One more package: only its bucket's layer and the last one (dpkg's lists) change.
+    let more = env.path("base-more");
+    sh(&format!("cp -a {}/. {}", env.path("base").display(), more.display()));
+    write(&more.join("usr/share/doc/extra/README"), "one more package\n");
+    write(&more.join("var/lib/dpkg/info/extra.list"), "/usr/share/doc/extra\n/usr/share/doc/extra/README\n");
+    env.ok(&["store", "add", more.to_str().unwrap(), "--root", "tags/base-more"]);
+    let m = env.json(&["export", "tags/base-more", "--format", "oci", "--output", &format!("oci:{l}:base-more")]);
+    let (base_layers, more_layers) = (layers(&b), layers(&m));
+    let changed: Vec<_> = more_layers.iter().filter(|(d, _)| !base_layers.iter().any(|(x, _)| x == d)).collect();
+    assert!(!changed.is_empty() && changed.len() <= 2 && more_layers.len() <= nb + 1, "{b}\n{m}");
+    assert_eq!(more_layers.iter().filter(|(_, written)| *written).count(), changed.len(), "{m}");
+    same_tree(&umoci_unpack(&env, &format!("{l}:base-more"), "u-more"), &checkout(&env, "tags/base-more", "c-more"));
 
     // The derived image: the base's layer first, shared, then its own steps; the tag defaults
     // to the version.
     let first = env.json(&["export", w, "--format", "oci", "--output", &format!("oci:{l}")]);
     assert_eq!(first["report"]["tag"], "1.0");
     let web_layers = layers(&first);
-    assert!(web_layers.len() >= 3, "base, the files of root/, config.sh: {first}");
-    assert_eq!(web_layers[0].0, layers(&b)[0].0, "the base's layer is shared");
-    assert!(!web_layers[0].1, "the layout had the base's layer: {first}");
+    assert!(web_layers.len() >= nb + 2, "base, the files of root/, config.sh: {first}");
+    for (w, b) in web_layers.iter().zip(layers(&b)) {
+        assert_eq!(*w, (b.0, false), "the base's layers are shared: {first}");
+    }
     let unpacked = umoci_unpack(&env, &format!("{l}:1.0"), "u-web");
     same_tree(&unpacked, &checkout(&env, "images/web", "c-web"));
     assert_eq!(fs_err::read_to_string(unpacked.join("etc/replaced")).unwrap(), "now-a-file\n");
@@ -159,12 +194,12 @@ fn images_export_as_oci_layouts_that_skopeo_and_umoci_read_exactly() {
     let changed = env.json(&["export", w, "--format", "oci", "--output", &format!("oci:{l}:next")]);
     let changed_layers = layers(&changed);
     assert_eq!(changed_layers.len(), web_layers.len());
-    assert_eq!(changed_layers[0], (web_layers[0].0.clone(), false));
-    assert!(changed_layers[1..].iter().all(|(_, written)| *written), "{changed}");
+    assert_eq!(changed_layers[..nb], web_layers[..nb]);
+    assert!(changed_layers[nb..].iter().all(|(_, written)| *written), "{changed}");
     same_tree(&umoci_unpack(&env, &format!("{l}:next"), "u-next"), &checkout(&env, "images/web", "c-next"));
     // Both tags stay in the index.
     let index: serde_json::Value = serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
-    assert_eq!(index["manifests"].as_array().unwrap().len(), 4, "{index}");
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 5, "{index}");
 
     // The same image from another store, on "another machine": the same digests.
     let other = Env::new();

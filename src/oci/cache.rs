@@ -5,7 +5,8 @@
 //!
 //! It is an image layout without an index, written by several processes at once (a shared lock;
 //! blobs are complete when they have their names, see [`super::layout`]). Invariants: a blob is
-//! kept while a tree in the store is the end of a layer recorded with its digest (configs and
+//! kept while a tree in the store is the end of a layer recorded with its digest, or was cut
+//! into layers ([`super::chunk`]) one of which it is (configs and
 //! manifests, a few hundred bytes, are made again by every export and go at the next gc); gc
 //! trims it only with the cache to itself, and reports it deferred otherwise.
 
@@ -42,6 +43,7 @@ pub fn trim(store: &Store, dry_run: bool) -> anyhow::Result<Trimmed> {
     if !dry_run {
         // The settings of imported images whose entries are gone.
         store.db().sql().execute("DELETE FROM oci_configs WHERE entry NOT IN (SELECT key FROM entries)", [])?;
+        store.db().sql().execute("DELETE FROM oci_chunks WHERE tree NOT IN (SELECT id FROM trees)", [])?;
     }
     let dir = dir(store);
     if !dir.join("blobs/sha256").is_dir() {
@@ -53,8 +55,10 @@ pub fn trim(store: &Store, dry_run: bool) -> anyhow::Result<Trimmed> {
     };
     let needed: HashSet<String> = {
         let conn = store.db().sql();
-        let mut stmt =
-            conn.prepare("SELECT DISTINCT digest FROM oci_layers WHERE to_tree IN (SELECT id FROM trees)")?;
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT digest FROM oci_layers WHERE to_tree IN (SELECT id FROM trees) \
+             OR to_tree IN (SELECT subtree FROM oci_chunks WHERE tree IN (SELECT id FROM trees))",
+        )?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         rows.collect::<Result<_, _>>()?
     };

@@ -184,12 +184,24 @@ pub fn export(
     target: &mut dyn Target,
     progress: &Progress,
 ) -> anyhow::Result<OciReport> {
+    // Each layer as (from, to, step): the first tree cut by package when it can be, then each
+    // step's change.
     let trees = step_trees(store, entry)?;
-    let bar = progress.items(trees.len() as u64, "layers");
-    let mut layers = Vec::with_capacity(trees.len());
-    let mut bytes_written = 0;
+    let mut plan: Vec<(Option<Digest>, Digest, String)> = vec![];
     let mut prev: Option<Digest> = None;
-    for (tree, step) in &trees {
+    for (i, (tree, step)) in trees.iter().enumerate() {
+        match (i, super::chunk::chunks(store, tree)?) {
+            (0, Some(chunks)) => {
+                plan.extend(chunks.into_iter().map(|c| (None, c.tree, format!("{step}: {}", c.label))));
+            }
+            _ => plan.push((prev, *tree, step.clone())),
+        }
+        prev = Some(*tree);
+    }
+    let bar = progress.items(plan.len() as u64, "layers");
+    let mut layers = Vec::with_capacity(plan.len());
+    let mut bytes_written = 0;
+    for (prev, tree, step) in &plan {
         let known = recorded(store, prev.as_ref(), tree, to)?;
         let report = match known {
             Some((diff_id, digest, size)) if target.has_blob(&digest, size)? => {
@@ -210,7 +222,6 @@ pub fn export(
             }
         };
         layers.push(report);
-        prev = Some(*tree);
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod cache;
+pub mod chunk;
 pub mod gzip;
 pub mod image;
 pub mod import;
