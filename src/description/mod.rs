@@ -78,7 +78,7 @@ pub struct Container {
 
 impl Container {
     /// `over`'s settings over these: values replace, maps are merged key by key, ports and
-    /// volumes are added.
+    /// volumes are added; a new entrypoint drops the command unless `over` gives one too.
     pub fn merge(&mut self, over: &Container) {
         for (dst, src) in [
             (&mut self.name, &over.name),
@@ -95,10 +95,14 @@ impl Container {
                 dst.clone_from(src);
             }
         }
-        for (dst, src) in [(&mut self.entrypoint, &over.entrypoint), (&mut self.cmd, &over.cmd)] {
-            if src.is_some() {
-                dst.clone_from(src);
-            }
+        // As with a Dockerfile's ENTRYPOINT: a new entrypoint drops the base's command, whose
+        // arguments were meant for the base's entrypoint.
+        if over.entrypoint.is_some() {
+            self.entrypoint.clone_from(&over.entrypoint);
+            self.cmd = None;
+        }
+        if over.cmd.is_some() {
+            self.cmd.clone_from(&over.cmd);
         }
         self.env.extend(over.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.labels.extend(over.labels.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -528,6 +528,10 @@ fn container_configurations_read_write_and_merge() {
     });
     assert_eq!((merged.user.as_deref(), merged.workingdir.as_deref()), (Some("0"), Some("/srv")));
     assert_eq!(merged.entrypoint, Some(vec!["/bin/sh".to_string()]));
+    assert_eq!(merged.cmd, None, "a new entrypoint drops the base's command");
+    let mut kept = c.clone();
+    kept.merge(&Container { cmd: Some(vec!["-v".into()]), ..Container::default() });
+    assert_eq!((kept.entrypoint, kept.cmd), (c.entrypoint.clone(), Some(vec!["-v".to_string()])));
     assert_eq!(merged.env.len(), 2);
     assert_eq!(merged.env["LANG"], "C");
     assert_eq!(merged.expose, ["80", "53/udp", "443"]);

@@ -262,7 +262,7 @@ impl Walker<'_> {
                     None => format!("oci:{}", dir.display()),
                 };
                 let locked = shown(&fs_err::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()));
-                self.oci_origin(image, shown(dir), locked, dir, tag.as_deref())
+                self.oci_origin(image, shown(dir), locked, dir, tag.as_deref(), None)
             }
             Some(Base::OciArchive { file, tag }) => {
                 let shown = |file: &std::path::Path| match tag {
@@ -270,10 +270,11 @@ impl Walker<'_> {
                     None => format!("oci-archive:{}", file.display()),
                 };
                 let locked = shown(&fs_err::canonicalize(file).unwrap_or_else(|_| file.to_path_buf()));
+                // The small members resolve the tag; the layers are written only for an import.
                 let work = tempfile::Builder::new().prefix("oci-archive-").tempdir_in(self.store.tmp_dir())?;
-                crate::oci::archive::unpack(file, work.path())
+                crate::oci::archive::unpack(file, work.path(), Some(4 << 20))
                     .with_context(|| format!("derived-from {}", shown(file)))?;
-                self.oci_origin(image, shown(file), locked, work.path(), tag.as_deref())
+                self.oci_origin(image, shown(file), locked, work.path(), tag.as_deref(), Some(file))
             }
             Some(Base::Registry(r)) => self.registry_origin(image, r),
         }
@@ -300,7 +301,8 @@ impl Walker<'_> {
     /// The base of a chain that derives from an OCI image: imported once, keyed by its
     /// manifest's digest ([`crate::oci::import`]).
     /// `name` is the image as the description names it, `locked` as lock files do; its layout
-    /// is at `dir` (the archive's unpacked copy for `oci-archive:`).
+    /// is at `dir` (for `oci-archive:`, a scratch directory holding the archive's small members,
+    /// where the whole `archive` is unpacked before an import).
     fn oci_origin(
         &mut self,
         image: String,
@@ -308,6 +310,7 @@ impl Walker<'_> {
         locked: String,
         dir: &std::path::Path,
         tag: Option<&str>,
+        archive: Option<&std::path::Path>,
     ) -> anyhow::Result<Cur> {
         use crate::oci::import;
         let context = format!("derived-from {name}");
@@ -315,6 +318,9 @@ impl Walker<'_> {
         let key = import::image_key(&desc.digest);
         let input = input(name.clone(), desc.digest.clone());
         self.imported_base(image, name.clone(), key, input, locked, |store| {
+            if let Some(file) = archive {
+                crate::oci::archive::unpack(file, dir, None).with_context(|| context.clone())?;
+            }
             let limits = crate::packages::Limits::default();
             import::import_manifest(store, dir, &desc, &manifest, name, &limits).context(context)
         })

@@ -144,7 +144,9 @@ fn write(index: &[u8], blobs: &[(String, PathBuf)], file: &Path, mtime: u64) -> 
 }
 
 /// Unpack the archive `file` into the empty directory `into` (see the module doc).
-pub fn unpack(file: &Path, into: &Path) -> anyhow::Result<()> {
+/// With `max`, members larger than it are skipped (read past, not written): enough to resolve a
+/// tag to its manifest without writing the layers.
+pub fn unpack(file: &Path, into: &Path, max: Option<u64>) -> anyhow::Result<()> {
     let shown = file.display();
     let f = fs_err::File::open(file).with_context(|| format!("OCI archive `{shown}`"))?;
     let mut tar = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, f));
@@ -171,6 +173,9 @@ pub fn unpack(file: &Path, into: &Path) -> anyhow::Result<()> {
         }
         if !seen.insert(name.clone()) {
             bail!("OCI archive `{shown}`: member `{raw}` appears twice");
+        }
+        if max.is_some_and(|m| entry.header().size().unwrap_or(u64::MAX) > m) {
+            continue;
         }
         let mut out = fs_err::File::create(into.join(&name))?;
         let mut buf = vec![0u8; 1 << 20];
@@ -221,7 +226,7 @@ mod tests {
         b.finish().unwrap();
         drop(b);
         let into = dir.path().join("out");
-        let err = unpack(&file, &into).unwrap_err().to_string();
+        let err = unpack(&file, &into, None).unwrap_err().to_string();
         assert!(err.contains("member `../evil`"), "{err}");
         assert!(!dir.path().join("evil").exists());
     }

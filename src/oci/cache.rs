@@ -40,8 +40,10 @@ pub struct Trimmed {
 /// Remove the blobs no layer ending at a tree of the store names (see the module doc).
 pub fn trim(store: &Store, dry_run: bool) -> anyhow::Result<Trimmed> {
     let mut out = Trimmed::default();
-    if !dry_run {
-        // The settings of imported images whose entries are gone.
+    // Records of entries and trees that are gone: only with no other strata process alive (an
+    // import records its image's settings just before its entry).
+    let alone = crate::store::session::live(store.root())?.iter().all(|s| s.name == store.session_name());
+    if !dry_run && alone {
         store.db().sql().execute("DELETE FROM oci_configs WHERE entry NOT IN (SELECT key FROM entries)", [])?;
         store.db().sql().execute("DELETE FROM oci_chunks WHERE tree NOT IN (SELECT id FROM trees)", [])?;
     }

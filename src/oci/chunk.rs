@@ -12,7 +12,7 @@
 //!
 //! Invariants: every path of the tree is in exactly one layer, directories excepted (they repeat,
 //! always with the same metadata); a hardlink group is never split (it goes where its first
-//! member does); paths of merged-/usr links (`/bin/ls` for `/usr/bin/ls`) are followed. The cut
+//! member does) and is numbered anew in its chunk tree; paths of merged-/usr links (`/bin/ls` for `/usr/bin/ls`) are followed. The cut
 //! is recorded per tree (`oci_chunks`), and its trees are made again when gc removed them.
 
 use std::collections::HashMap;
@@ -21,6 +21,7 @@ use rusqlite::params;
 
 use crate::store::batch::Batch;
 use crate::store::digest::Digest;
+use crate::store::doomed::Kind;
 use crate::store::local::Store;
 use crate::store::tree::{Node, Tree, TreeRows};
 
@@ -54,11 +55,10 @@ pub struct Chunk {
 pub fn chunks(store: &mut Store, tree: &Digest) -> anyhow::Result<Option<Vec<Chunk>>> {
     let recorded = recorded(store, tree)?;
     if let Some(list) = &recorded {
-        let mut present = true;
-        for c in list {
-            present &= store.tree(&c.tree).is_ok();
-        }
-        if present {
+        // No entry holds the chunk trees: a gc may have doomed or collected them. Revived, they
+        // are used; gone, they are made again (the same trees).
+        let rows: Vec<(Kind, Digest)> = list.iter().map(|c| (Kind::Tree, c.tree)).collect();
+        if store.db().revive(&rows)?.is_empty() {
             return Ok(Some(list.clone()).filter(|l| l.len() > 1));
         }
     }
@@ -66,8 +66,14 @@ pub fn chunks(store: &mut Store, tree: &Digest) -> anyhow::Result<Option<Vec<Chu
         record(store, tree, &[])?;
         return Ok(None);
     };
-    let mut cut =
-        Cut { store, owners: &owners, links: HashMap::new(), rows: TreeRows::new(), names: vec![vec![]; ALL] };
+    let mut cut = Cut {
+        store,
+        owners: &owners,
+        links: HashMap::new(),
+        groups: vec![0; ALL],
+        rows: TreeRows::new(),
+        names: vec![vec![]; ALL],
+    };
     let root = cut.store.tree(tree)?;
     let parts = cut.dir(&mut Vec::new(), &root)?;
     let (rows, names) = (std::mem::take(&mut cut.rows), std::mem::take(&mut cut.names));
@@ -142,8 +148,12 @@ fn owners(store: &Store, tree: &Digest) -> anyhow::Result<Option<HashMap<Vec<u8>
 struct Cut<'a> {
     store: &'a Store,
     owners: &'a HashMap<Vec<u8>, String>,
-    /// Hardlink group -> the bucket of its first member.
-    links: HashMap<u32, usize>,
+    /// Hardlink group -> the bucket of its first member, and its number in that bucket's tree
+    /// (groups are numbered 1, 2, … per chunk tree, in walk order, so that a chunk tree's id
+    /// depends only on its own files).
+    links: HashMap<u32, (usize, u32)>,
+    /// Groups numbered so far, per bucket.
+    groups: Vec<u32>,
     rows: TreeRows,
     /// Packages seen per bucket.
     names: Vec<Vec<String>>,
@@ -198,12 +208,19 @@ impl Cut<'_> {
                 }
                 other => {
                     let mut b = self.bucket_of(path);
-                    if let Node::File { link, .. } = other {
+                    let mut node = other.clone();
+                    if let Node::File { link, .. } = &mut node {
                         if *link != 0 {
-                            b = *self.links.entry(*link).or_insert(b);
+                            let groups = &mut self.groups;
+                            let (bucket, number) = *self.links.entry(*link).or_insert_with(|| {
+                                groups[b] += 1;
+                                (b, groups[b])
+                            });
+                            b = bucket;
+                            *link = number;
                         }
                     }
-                    parts[b].push((name.clone(), other.clone()));
+                    parts[b].push((name.clone(), node));
                     any[b] = true;
                 }
             }

@@ -75,6 +75,10 @@ pub trait Target {
     fn put_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<()>;
     /// Point `tag` at `manifest` (its blob in [`Target::staging`]), after every blob it names.
     fn tag(&mut self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()>;
+    /// Whether [`Target::staging`] is the destination itself (a layout).
+    fn stages_in_place(&self) -> bool {
+        false
+    }
     /// Complete the destination, after the last tag (an archive is written now).
     fn finish(&mut self) -> anyhow::Result<()> {
         Ok(())
@@ -98,6 +102,10 @@ impl Target for LayoutTarget {
 
     fn staging(&self) -> &Layout {
         &self.layout
+    }
+
+    fn stages_in_place(&self) -> bool {
+        true
     }
 
     fn put_blob(&mut self, _digest: &str, _size: u64) -> anyhow::Result<()> {
@@ -144,7 +152,8 @@ pub struct OciReport {
     pub config: String,
     pub compression: Compression,
     pub layers: Vec<LayerReport>,
-    /// Bytes of blobs written (or sent) now: layers, config and manifest.
+    /// Bytes of layer and config blobs written (or sent) now (the manifest, a few hundred
+    /// bytes, is not counted).
     pub bytes_written: u64,
 }
 
@@ -190,11 +199,12 @@ pub fn export(
     let mut plan: Vec<(Option<Digest>, Digest, String)> = vec![];
     let mut prev: Option<Digest> = None;
     for (i, (tree, step)) in trees.iter().enumerate() {
-        match (i, super::chunk::chunks(store, tree)?) {
-            (0, Some(chunks)) => {
+        let chunks = if i == 0 { super::chunk::chunks(store, tree)? } else { None };
+        match chunks {
+            Some(chunks) => {
                 plan.extend(chunks.into_iter().map(|c| (None, c.tree, format!("{step}: {}", c.label))));
             }
-            _ => plan.push((prev, *tree, step.clone())),
+            None => plan.push((prev, *tree, step.clone())),
         }
         prev = Some(*tree);
     }
@@ -214,11 +224,16 @@ pub fn export(
                 LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: true }
             }
             _ => {
-                let (diff_id, digest, size) = write_layer(store, target.staging(), prev.as_ref(), tree, to)?;
+                let (diff_id, digest, size, existed) = write_layer(store, target.staging(), prev.as_ref(), tree, to)?;
                 record(store, prev.as_ref(), tree, to, &diff_id, &digest, size)?;
-                target.put_blob(&digest, size)?;
-                bytes_written += size;
-                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: true }
+                // Made now, but the destination may have it (another machine sent it, or the
+                // same bytes came from another pair of trees): then it is not sent again.
+                let there = if target.stages_in_place() { existed } else { target.has_blob(&digest, size)? };
+                if !there {
+                    target.put_blob(&digest, size)?;
+                    bytes_written += size;
+                }
+                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: !there }
             }
         };
         layers.push(report);
@@ -227,18 +242,21 @@ pub fn export(
     bar.finish_and_clear();
 
     let created = crate::util::text::rfc3339(to.source_date);
-    let mut labels = BTreeMap::new();
+    // The settings of the OCI image the chain starts from, if any, then the description's.
+    // Labels: the base image's, then the title and version of this image, then the
+    // description's own.
+    let base = base_settings(store, entry)?.unwrap_or_default();
+    let mut labels = base.labels.clone();
     labels.insert("org.opencontainers.image.title".to_string(), image.to_string());
     if let Some(v) = version {
         labels.insert("org.opencontainers.image.version".to_string(), v.to_string());
     }
-    // The settings of the OCI image the chain starts from, if any, then the description's.
-    let mut c = base_settings(store, entry)?.unwrap_or_default();
+    let mut c = base;
     if let Some(own) = to.container {
         c.merge(own);
+        labels.extend(own.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     let c = &c;
-    labels.extend(c.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mut env: Vec<String> = vec![];
     if !c.env.contains_key("PATH") {
         env.push(DEFAULT_PATH.to_string());
@@ -337,7 +355,15 @@ pub fn base_settings(store: &Store, entry: &EntryRow) -> anyhow::Result<Option<c
             .sql()
             .query_row("SELECT config FROM oci_configs WHERE entry = ?1", [e.key.as_bytes()], |r| r.get(0))
             .optional()?;
-        let Some(text) = text else { continue };
+        let Some(text) = text else {
+            if ["oci:", "oci-archive:", "docker://"].iter().any(|p| e.name.starts_with(p)) {
+                tracing::warn!(
+                    "{}: imported before strata recorded the settings of imported images: its entrypoint, environment and labels are not carried over",
+                    e.name
+                );
+            }
+            continue;
+        };
         let v: serde_json::Value = serde_json::from_str(&text)?;
         let list = |k: &str| -> Option<Vec<String>> {
             v[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
@@ -370,14 +396,15 @@ pub fn base_settings(store: &Store, entry: &EntryRow) -> anyhow::Result<Option<c
     Ok(None)
 }
 
-/// Write the layer from `from` to `to` into the layout; returns (diff id, digest, size).
+/// Write the layer from `from` to `to` into the layout; returns (diff id, digest, size, whether
+/// the layout had the blob already).
 fn write_layer(
     store: &Store,
     layout: &Layout,
     from: Option<&Digest>,
     tree: &Digest,
     to: &OciTo<'_>,
-) -> anyhow::Result<(String, String, u64)> {
+) -> anyhow::Result<(String, String, u64, bool)> {
     use super::layout::HashingWriter;
     let blob = layout.blob_writer()?;
     let (diff_id, blob) = match to.compression {
@@ -400,8 +427,8 @@ fn write_layer(
     };
     let mut blob = blob;
     blob.flush()?;
-    let (digest, size) = blob.finish(layout)?;
-    Ok((diff_id, digest, size))
+    let (digest, size, existed) = blob.finish(layout)?;
+    Ok((diff_id, digest, size, existed))
 }
 
 fn from_col(from: Option<&Digest>) -> Vec<u8> {

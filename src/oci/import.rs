@@ -278,7 +278,7 @@ pub fn import_manifest(
     let mut out = Batch::new();
     let tree = renumber_links(store, &tree, &mut out.trees)?;
     // The runtime settings go in first: an entry is never without them (a row whose import
-    // failed is removed by gc).
+    // failed is removed by a gc that runs alone).
     let settings = runtime_settings(dir, manifest).with_context(|| format!("manifest {}: its config", desc.digest))?;
     let tx = store.db_mut().transaction()?;
     tx.sql().execute(
@@ -363,7 +363,7 @@ pub fn import_remote(
         serde_json::from_value::<Vec<Descriptor>>(manifest["layers"].clone())
             .with_context(|| format!("{r}: manifest {}: `layers` is not a list of descriptors", desc.digest))?,
     );
-    let total = blobs.iter().map(|b| b.size).sum();
+    let total = blobs.iter().fold(0u64, |t, b| t.saturating_add(b.size));
     let bar = progress.bytes(total, "downloading layers");
     for b in &blobs {
         if !layout.has_blob(&b.digest, b.size) {

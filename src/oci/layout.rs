@@ -23,6 +23,18 @@ pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const TMP_PREFIX: &str = ".strata-tmp-";
 
+/// Check that `digest` is `sha256:` and 64 lowercase hex digits (digests from manifests and
+/// registries are untrusted: they end up in paths and URLs).
+pub fn valid_digest(digest: &str) -> anyhow::Result<()> {
+    let ok = digest
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    if !ok {
+        bail!("digest `{digest}`: expected sha256: and 64 lowercase hex digits");
+    }
+    Ok(())
+}
+
 /// A content descriptor: what a manifest or index says about a blob.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Descriptor {
@@ -139,7 +151,7 @@ impl Layout {
     pub fn put_bytes(&self, media_type: &str, bytes: &[u8]) -> anyhow::Result<Descriptor> {
         let mut w = self.blob_writer()?;
         w.write_all(bytes)?;
-        let (digest, size) = w.finish(self)?;
+        let (digest, size, _) = w.finish(self)?;
         Ok(Descriptor { media_type: media_type.into(), digest, size, annotations: Default::default() })
     }
 
@@ -208,18 +220,19 @@ impl Write for BlobWriter {
 }
 
 impl BlobWriter {
-    /// Sync and rename the blob to its digest; returns (`sha256:HEX`, size).
-    pub fn finish(self, layout: &Layout) -> anyhow::Result<(String, u64)> {
+    /// Sync and rename the blob to its digest; returns (`sha256:HEX`, size, whether the layout
+    /// had it already).
+    pub fn finish(self, layout: &Layout) -> anyhow::Result<(String, u64, bool)> {
         let digest = format!("sha256:{}", hex::encode(self.hash.finalize()));
         let file = self.file.into_inner().map_err(|e| e.into_error())?;
         let target = layout.blob_path(&digest);
         if layout.has_blob(&digest, self.size) {
-            return Ok((digest, self.size));
+            return Ok((digest, self.size, true));
         }
         file.as_file().sync_all()?;
         file.persist(&target).map_err(|e| e.error).with_context(|| format!("cannot write `{}`", target.display()))?;
         sync_dir(&layout.dir.join("blobs/sha256"))?;
-        Ok((digest, self.size))
+        Ok((digest, self.size, false))
     }
 }
 

@@ -2,11 +2,14 @@
 //! written over HTTPS (plain HTTP only for hosts named insecure), with the credentials and
 //! certificates the container tools already use.
 //!
-//! - Credentials come from the containers auth file (`--authfile`, `$REGISTRY_AUTH_FILE`,
-//!   `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`,
-//!   `~/.docker/config.json`), the entry for `HOST/REPO` before the one for `HOST`. A registry
-//!   that answers `/v2/` with a Bearer challenge gets a token for the repository's scope first;
-//!   one that asks for Basic gets the credentials on every request.
+//! - Credentials come from the containers auth files (`--authfile`, else the first of
+//!   `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
+//!   `~/.config/containers/auth.json`, `~/.docker/config.json` with an entry for the registry),
+//!   the entry for `HOST/REPO` before the one for `HOST`. A registry that answers with a Bearer
+//!   challenge gets a token for the repository's scope (again whenever it answers 401: tokens
+//!   expire); one that asks for Basic gets the credentials on every request. Credentials are
+//!   sent only to the registry itself (not to an upload location on another host) and to an
+//!   https token service.
 //! - Certificates: the web's roots, the system's bundle, and every `*.crt` under
 //!   `CERT_DIR/HOST[:PORT]/` (`/etc/containers/certs.d` and `/etc/docker/certs.d`, or
 //!   `--registry-cert-dir`). TLS is always verified; an insecure host is reached over plain HTTP.
@@ -17,6 +20,7 @@
 //! blob it names is there, so a tag never names missing content. Error messages name the
 //! registry, the repository and what it answered.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +31,7 @@ use base64::Engine as _;
 use sha2::Digest as _;
 
 use super::image::Target;
-use super::layout::{Descriptor, Layout};
+use super::layout::{valid_digest, Descriptor, Layout};
 use crate::description::ImageReference;
 
 /// What a manifest request accepts: OCI and Docker manifests and lists.
@@ -58,8 +62,21 @@ pub struct Client {
     base: String,
     host: String,
     repo: String,
-    /// The `Authorization` header, when the registry wants one.
-    authorization: Option<String>,
+    insecure: bool,
+    push: bool,
+    /// From the auth file.
+    credentials: Option<(String, String)>,
+    /// The `Authorization` header, when the registry wants one (renewed when it answers 401:
+    /// tokens expire).
+    authorization: RefCell<Option<String>>,
+}
+
+/// What a request sends.
+enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// A file of this many bytes.
+    File(&'a Path, u64),
 }
 
 impl Client {
@@ -73,87 +90,139 @@ impl Client {
         if !insecure {
             builder = builder.tls_config(Arc::new(tls_config(&r.host, settings)?));
         }
-        let mut client = Client {
+        let client = Client {
             agent: builder.build(),
             base: format!("{}://{}", if insecure { "http" } else { "https" }, r.host),
             host: r.host.clone(),
             repo: r.repo.clone(),
-            authorization: None,
+            insecure,
+            push,
+            credentials: credentials(&r.host, &r.repo, settings.auth_file.as_deref())?,
+            authorization: RefCell::new(None),
         };
-        let credentials = credentials(&r.host, &r.repo, settings.auth_file.as_deref())?;
         // The registry's challenge, if any.
         let url = format!("{}/v2/", client.base);
-        let challenge = match client.agent.get(&url).call() {
-            Ok(_) => None,
+        match client.agent.get(&url).call() {
+            Ok(_) => {}
             Err(ureq::Error::Status(401, resp)) => {
-                Some(resp.header("www-authenticate").unwrap_or_default().to_string())
+                client.authenticate(resp.header("www-authenticate").unwrap_or_default())?;
             }
             Err(ureq::Error::Status(code, resp)) => {
                 bail!("registry {}: GET /v2/ answered HTTP {code} {}", r.host, resp.status_text())
             }
             Err(e) => return Err(transport(&r.host, insecure, e)),
-        };
-        if let Some(challenge) = challenge {
-            let (scheme, params) = parse_challenge(&challenge);
-            let basic = credentials.as_ref().map(|(u, p)| {
-                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
-            });
-            if scheme.eq_ignore_ascii_case("bearer") {
-                let realm = params
-                    .iter()
-                    .find(|(k, _)| k == "realm")
-                    .map(|(_, v)| v.clone())
-                    .ok_or_else(|| anyhow::anyhow!("registry {}: a Bearer challenge without a realm", r.host))?;
-                let scope = format!("repository:{}:{}", r.repo, if push { "pull,push" } else { "pull" });
-                let mut req = client.agent.get(&realm).query("scope", &scope);
-                if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
-                    req = req.query("service", service);
-                }
-                if let Some(b) = &basic {
-                    req = req.set("Authorization", b);
-                }
-                let resp = req.call().map_err(|e| match e {
-                    ureq::Error::Status(code, resp) => anyhow::anyhow!(
-                        "registry {}: the token service {realm} refused scope {scope}: HTTP {code} {}{}",
-                        r.host,
-                        resp.status_text(),
-                        if basic.is_none() { " (no credentials for this registry in the auth file)" } else { "" }
-                    ),
-                    e => anyhow::anyhow!("registry {}: token service {realm}: {e}", r.host),
-                })?;
-                let body: serde_json::Value = serde_json::from_reader(resp.into_reader().take(1 << 20))
-                    .with_context(|| format!("registry {}: the token service's answer is not JSON", r.host))?;
-                let token = body["token"]
-                    .as_str()
-                    .or(body["access_token"].as_str())
-                    .ok_or_else(|| anyhow::anyhow!("registry {}: the token service's answer has no token", r.host))?;
-                client.authorization = Some(format!("Bearer {token}"));
-            } else if scheme.eq_ignore_ascii_case("basic") {
-                let Some(b) = basic else {
-                    bail!(
-                        "registry {} asks for a user name and password, and the auth file has none for it: log in with `skopeo login {}` (or podman/docker login)",
-                        r.host,
-                        r.host
-                    );
-                };
-                client.authorization = Some(b);
-            } else {
-                bail!("registry {}: unsupported authentication scheme `{scheme}`", r.host);
-            }
         }
         Ok(client)
+    }
+
+    /// Answer the challenge `header` (`WWW-Authenticate`): a token from the registry's token
+    /// service for this repository's scope, or the auth file's user and password.
+    fn authenticate(&self, header: &str) -> anyhow::Result<()> {
+        let host = &self.host;
+        let (scheme, params) = parse_challenge(header);
+        let basic = self
+            .credentials
+            .as_ref()
+            .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))));
+        let authorization = if scheme.eq_ignore_ascii_case("bearer") {
+            let realm = params
+                .iter()
+                .find(|(k, _)| k == "realm")
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| anyhow::anyhow!("registry {host}: a Bearer challenge without a realm"))?;
+            if !self.insecure && !realm.starts_with("https://") {
+                bail!("registry {host}: its token service `{realm}` is not https: credentials are not sent there");
+            }
+            let scope = format!("repository:{}:{}", self.repo, if self.push { "pull,push" } else { "pull" });
+            let mut req = self.agent.get(&realm).query("scope", &scope);
+            if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
+                req = req.query("service", service);
+            }
+            if let Some(b) = &basic {
+                req = req.set("Authorization", b);
+            }
+            let resp = req.call().map_err(|e| match e {
+                ureq::Error::Status(code, resp) => anyhow::anyhow!(
+                    "registry {host}: the token service {realm} refused scope {scope}: HTTP {code} {}{}",
+                    resp.status_text(),
+                    if basic.is_none() { " (no credentials for this registry in the auth file)" } else { "" }
+                ),
+                e => anyhow::anyhow!("registry {host}: token service {realm}: {e}"),
+            })?;
+            let body: serde_json::Value = serde_json::from_reader(resp.into_reader().take(1 << 20))
+                .with_context(|| format!("registry {host}: the token service's answer is not JSON"))?;
+            let token = body["token"]
+                .as_str()
+                .or(body["access_token"].as_str())
+                .ok_or_else(|| anyhow::anyhow!("registry {host}: the token service's answer has no token"))?;
+            format!("Bearer {token}")
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            let Some(b) = basic else {
+                bail!(
+                    "registry {host} asks for a user name and password, and the auth file has none for it: log in with `skopeo login {host}` (or podman/docker login)"
+                );
+            };
+            b
+        } else if scheme.is_empty() {
+            bail!("registry {host} refused access (HTTP 401) without saying how to authenticate");
+        } else {
+            bail!("registry {host}: unsupported authentication scheme `{scheme}`");
+        };
+        *self.authorization.borrow_mut() = Some(authorization);
+        Ok(())
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}/v2/{}/{path}", self.base, self.repo)
     }
 
-    fn request(&self, method: &str, url: &str) -> ureq::Request {
-        let req = self.agent.request(method, url);
-        match &self.authorization {
-            Some(a) => req.set("Authorization", a),
-            None => req,
+    /// Send a request; a 401 is answered once (a new token, or credentials) and the request sent
+    /// again. Credentials go only to the registry itself, never to another host an upload
+    /// location names. `Err` is the failure to authenticate; `Ok(Err)` the request's own.
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Body<'_>,
+    ) -> anyhow::Result<Result<ureq::Response, ureq::Error>> {
+        let same_origin = url.starts_with(&format!("{}/", self.base));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self.agent.request(method, url);
+            if same_origin {
+                if let Some(a) = self.authorization.borrow().as_ref() {
+                    req = req.set("Authorization", a);
+                }
+            }
+            for (k, v) in headers {
+                req = req.set(k, v);
+            }
+            let result = match body {
+                Body::Empty => req.call(),
+                Body::Bytes(b) => req.send_bytes(b),
+                Body::File(path, size) => req.set("Content-Length", &size.to_string()).send(fs_err::File::open(path)?),
+            };
+            match result {
+                Err(ureq::Error::Status(401, resp)) if attempt == 1 && same_origin => {
+                    self.authenticate(resp.header("www-authenticate").unwrap_or_default())?;
+                }
+                other => return Ok(other),
+            }
         }
+    }
+
+    /// [`Client::send`], an error answer turned into a message about `what`.
+    fn call(
+        &self,
+        what: &str,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Body<'_>,
+    ) -> anyhow::Result<ureq::Response> {
+        self.send(method, url, headers, body)?.map_err(|e| self.error(what, e))
     }
 
     /// Turn an error answer into a message naming the registry, the repository and the request.
@@ -195,14 +264,18 @@ impl Client {
     /// and, for a digest reference, checked against it) and bytes.
     pub fn manifest(&self, reference: &str) -> anyhow::Result<(Descriptor, Vec<u8>)> {
         let what = format!("manifest {reference}");
-        let resp = self
-            .request("GET", &self.url(&format!("manifests/{reference}")))
-            .set("Accept", &MANIFEST_TYPES.join(", "))
-            .call()
-            .map_err(|e| self.error(&what, e))?;
+        if reference.starts_with("sha256:") {
+            valid_digest(reference)?;
+        }
+        let accept = MANIFEST_TYPES.join(", ");
+        let url = self.url(&format!("manifests/{reference}"));
+        let resp = self.call(&what, "GET", &url, &[("Accept", &accept)], &Body::Empty)?;
         let media_type = resp.content_type().to_string();
         let mut bytes = vec![];
-        resp.into_reader().take(MAX_MANIFEST + 1).read_to_end(&mut bytes)?;
+        resp.into_reader()
+            .take(MAX_MANIFEST + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("registry {}, {}: {what}", self.host, self.repo))?;
         if bytes.len() as u64 > MAX_MANIFEST {
             bail!("registry {}, {}: {what} is larger than {MAX_MANIFEST} bytes", self.host, self.repo);
         }
@@ -221,7 +294,8 @@ impl Client {
 
     /// Whether the repository has the blob (with this size).
     pub fn has_blob(&self, digest: &str, size: u64) -> anyhow::Result<bool> {
-        match self.request("HEAD", &self.url(&format!("blobs/{digest}"))).call() {
+        valid_digest(digest)?;
+        match self.send("HEAD", &self.url(&format!("blobs/{digest}")), &[], &Body::Empty)? {
             Ok(resp) => Ok(resp.header("content-length").and_then(|l| l.parse::<u64>().ok()).is_none_or(|l| l == size)),
             Err(ureq::Error::Status(404, _)) => Ok(false),
             Err(e) => Err(self.error(&format!("blob {digest}"), e)),
@@ -231,8 +305,8 @@ impl Client {
     /// Stream the blob `d` into `out`; fails, after reading it all, unless it matches `d`.
     pub fn blob_to(&self, d: &Descriptor, out: &mut impl Write) -> anyhow::Result<()> {
         let what = format!("blob {}", d.digest);
-        let resp =
-            self.request("GET", &self.url(&format!("blobs/{}", d.digest))).call().map_err(|e| self.error(&what, e))?;
+        valid_digest(&d.digest)?;
+        let resp = self.call(&what, "GET", &self.url(&format!("blobs/{}", d.digest)), &[], &Body::Empty)?;
         let mut hash = sha2::Sha256::new();
         let mut reader = resp.into_reader().take(d.size + 1);
         let mut buf = vec![0u8; 1 << 20];
@@ -261,7 +335,8 @@ impl Client {
     /// Upload `file` as the blob `digest` (one monolithic upload).
     pub fn put_blob(&self, digest: &str, size: u64, file: &Path) -> anyhow::Result<()> {
         let what = format!("upload of blob {digest}");
-        let resp = self.request("POST", &self.url("blobs/uploads/")).call().map_err(|e| self.error(&what, e))?;
+        valid_digest(digest)?;
+        let resp = self.call(&what, "POST", &self.url("blobs/uploads/"), &[], &Body::Empty)?;
         let location = resp
             .header("location")
             .ok_or_else(|| anyhow::anyhow!("registry {}: {what}: no Location in the answer", self.host))?;
@@ -269,21 +344,14 @@ impl Client {
             if location.starts_with('/') { format!("{}{location}", self.base) } else { location.to_string() };
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={digest}");
-        let body = fs_err::File::open(file)?;
-        self.request("PUT", &url)
-            .set("Content-Type", "application/octet-stream")
-            .set("Content-Length", &size.to_string())
-            .send(body)
-            .map_err(|e| self.error(&what, e))?;
+        self.call(&what, "PUT", &url, &[("Content-Type", "application/octet-stream")], &Body::File(file, size))?;
         Ok(())
     }
 
     /// Put a manifest under `tag`.
     pub fn put_manifest(&self, tag: &str, media_type: &str, bytes: &[u8]) -> anyhow::Result<()> {
-        self.request("PUT", &self.url(&format!("manifests/{tag}")))
-            .set("Content-Type", media_type)
-            .send_bytes(bytes)
-            .map_err(|e| self.error(&format!("manifest {tag}"), e))?;
+        let url = self.url(&format!("manifests/{tag}"));
+        self.call(&format!("manifest {tag}"), "PUT", &url, &[("Content-Type", media_type)], &Body::Bytes(bytes))?;
         Ok(())
     }
 }
@@ -418,6 +486,12 @@ fn credentials(host: &str, repo: &str, explicit: Option<&Path>) -> anyhow::Resul
                 None => break,
             }
         }
+        if v.get("credsStore").is_some() || v["credHelpers"].get(host).is_some() {
+            tracing::warn!(
+                "auth file `{}` names a credential helper for {host}; strata does not run credential helpers (log in with `skopeo login --authfile FILE {host}` to store the credentials in a file)",
+                path.display()
+            );
+        }
         for key in keys {
             let Some(entry) = v["auths"].get(&key) else { continue };
             let Some(auth) = entry["auth"].as_str() else { continue };
@@ -433,7 +507,7 @@ fn credentials(host: &str, repo: &str, explicit: Option<&Path>) -> anyhow::Resul
             };
             return Ok(Some((user.to_string(), password.to_string())));
         }
-        return Ok(None);
+        // No entry for this registry: the next file may have one (as podman and skopeo look).
     }
     Ok(None)
 }
