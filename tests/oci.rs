@@ -602,6 +602,23 @@ fn images_go_to_a_registry_and_come_back_as_bases() {
     let other_layers = layers(&other);
     assert_eq!(other_layers[0], (pushed[0].0.clone(), false), "{other}");
     assert!(other["report"]["bytes_written"].as_u64().unwrap() < first["report"]["bytes_written"].as_u64().unwrap());
+    // The same image into another repository of the registry: every blob is mounted from the
+    // repository strata pushed it to, none uploaded; skopeo copies it out, checking digests.
+    let mounted = env.json(&[
+        "export",
+        db.to_str().unwrap(),
+        "--format",
+        "oci",
+        "--output",
+        &format!("docker://{host}/strata/db:1.0"),
+        &insecure,
+    ]);
+    assert_eq!(mounted["report"]["bytes_written"], 0, "{mounted}");
+    assert!(layers(&mounted).iter().all(|(_, sent)| !sent), "{mounted}");
+    sh(&format!(
+        "skopeo copy --quiet --src-tls-verify=false docker://{host}/strata/db:1.0 oci:{}:db",
+        env.path("db-copy").display()
+    ));
 
     // A description derives from the pushed image: downloaded, checked, imported once.
     let app = env.path("app");

@@ -96,25 +96,22 @@ pub(crate) fn write(
         .unwrap_or_else(|| "latest".to_string());
     let source_date = build.source_date_epoch().unwrap_or(crate::graph::DEFAULT_EPOCH);
     let to = OciTo { tag: &tag, container: src.container.as_ref(), compression, source_date, arch: &build.arch };
-    let mut target: Box<dyn Target> = match output {
-        Output::Layout(dir, _) => Box::new(LayoutTarget { layout: Layout::open(&dir)?, tag: tag.clone() }),
+    let export = |store: &mut crate::store::local::Store, target: &mut dyn Target| {
+        crate::oci::image::export(store, &src.entry, &src.image, src.version.as_deref(), &to, target, &ctx.progress)
+    };
+    let report = match output {
+        Output::Layout(dir, _) => export(store, &mut LayoutTarget { layout: Layout::open(&dir)?, tag: tag.clone() })?,
         Output::Archive(file, _) => {
-            Box::new(ArchiveTarget::new(crate::oci::cache::open(store)?, &file, &tag, source_date)?)
+            export(store, &mut ArchiveTarget::new(crate::oci::cache::open(store)?, &file, &tag, source_date)?)?
         }
         Output::Registry(r) => {
             let r = ImageReference { tag: Some(tag.clone()), ..r };
-            Box::new(Push::new(crate::oci::cache::open(store)?, &r, &build.registry.settings())?)
+            let mut push = Push::new(store, crate::oci::cache::open(store)?, &r, &build.registry.settings())?;
+            let report = export(store, &mut push)?;
+            push.record(store)?;
+            report
         }
     };
-    let report = crate::oci::image::export(
-        store,
-        &src.entry,
-        &src.image,
-        src.version.as_deref(),
-        &to,
-        target.as_mut(),
-        &ctx.progress,
-    )?;
     if ctx.json {
         output::json(&serde_json::json!({
             "image": src.image, "entry": src.entry.key, "report": report,

@@ -78,9 +78,9 @@ impl Target for ArchiveTarget {
         &self.cache
     }
 
-    fn put_blob(&mut self, digest: &str, _size: u64) -> anyhow::Result<()> {
+    fn put_blob(&mut self, digest: &str, _size: u64) -> anyhow::Result<bool> {
         self.blobs.insert(digest.to_string());
-        Ok(())
+        Ok(true)
     }
 
     fn tag(&mut self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()> {

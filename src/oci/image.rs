@@ -71,8 +71,9 @@ pub trait Target {
     fn has_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<bool>;
     /// The layout new blobs are written into first.
     fn staging(&self) -> &Layout;
-    /// Hand on a blob now in [`Target::staging`].
-    fn put_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<()>;
+    /// Hand on a blob now in [`Target::staging`]; returns whether its bytes were sent (a
+    /// registry may mount it from another repository instead).
+    fn put_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<bool>;
     /// Point `tag` at `manifest` (its blob in [`Target::staging`]), after every blob it names.
     fn tag(&mut self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()>;
     /// Whether [`Target::staging`] is the destination itself (a layout).
@@ -108,8 +109,8 @@ impl Target for LayoutTarget {
         true
     }
 
-    fn put_blob(&mut self, _digest: &str, _size: u64) -> anyhow::Result<()> {
-        Ok(())
+    fn put_blob(&mut self, _digest: &str, _size: u64) -> anyhow::Result<bool> {
+        Ok(true)
     }
 
     fn tag(&mut self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()> {
@@ -219,9 +220,11 @@ pub fn export(
             }
             // Made before into the staging layout (the store's blob cache): handed on as it is.
             Some((diff_id, digest, size)) if target.staging().has_blob(&digest, size) => {
-                target.put_blob(&digest, size)?;
-                bytes_written += size;
-                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: true }
+                let sent = target.put_blob(&digest, size)?;
+                if sent {
+                    bytes_written += size;
+                }
+                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: sent }
             }
             _ => {
                 let (diff_id, digest, size, existed) = write_layer(store, target.staging(), prev.as_ref(), tree, to)?;
@@ -229,11 +232,11 @@ pub fn export(
                 // Made now, but the destination may have it (another machine sent it, or the
                 // same bytes came from another pair of trees): then it is not sent again.
                 let there = if target.stages_in_place() { existed } else { target.has_blob(&digest, size)? };
-                if !there {
-                    target.put_blob(&digest, size)?;
+                let sent = !there && target.put_blob(&digest, size)?;
+                if sent {
                     bytes_written += size;
                 }
-                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: !there }
+                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: sent }
             }
         };
         layers.push(report);
@@ -302,8 +305,9 @@ pub fn export(
         history,
     };
     let config_desc = target.staging().put_bytes(CONFIG_MEDIA_TYPE, &serde_json::to_vec(&config)?)?;
-    if !target.has_blob(&config_desc.digest, config_desc.size)? {
-        target.put_blob(&config_desc.digest, config_desc.size)?;
+    if !target.has_blob(&config_desc.digest, config_desc.size)?
+        && target.put_blob(&config_desc.digest, config_desc.size)?
+    {
         bytes_written += config_desc.size;
     }
     let mut annotations = labels;

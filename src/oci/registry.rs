@@ -21,6 +21,7 @@
 //! registry, the repository and what it answered.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use sha2::Digest as _;
 use super::image::Target;
 use super::layout::{valid_digest, Descriptor, Layout};
 use crate::description::ImageReference;
+use crate::store::local::Store;
 
 /// What a manifest request accepts: OCI and Docker manifests and lists.
 pub const MANIFEST_TYPES: &[&str] = &[
@@ -332,6 +334,20 @@ impl Client {
         Ok(())
     }
 
+    /// Ask the registry to mount the blob `digest` from the repository `from` of the same
+    /// registry; returns whether it did (otherwise nothing happened: the upload it may have
+    /// begun instead is left to expire).
+    pub fn mount_blob(&self, digest: &str, from: &str) -> anyhow::Result<bool> {
+        valid_digest(digest)?;
+        let url = format!("{}?mount={digest}&from={from}", self.url("blobs/uploads/"));
+        match self.send("POST", &url, &[], &Body::Empty)? {
+            Ok(resp) => Ok(resp.status() == 201),
+            // A registry that does not mount, or a token without access to `from`.
+            Err(ureq::Error::Status(401 | 403 | 404, _)) => Ok(false),
+            Err(e) => Err(self.error(&format!("mount of blob {digest} from {from}"), e)),
+        }
+    }
+
     /// Upload `file` as the blob `digest` (one monolithic upload).
     pub fn put_blob(&self, digest: &str, size: u64, file: &Path) -> anyhow::Result<()> {
         let what = format!("upload of blob {digest}");
@@ -359,20 +375,51 @@ impl Client {
 /// An export's destination in a registry: blobs the repository lacks are taken from the
 /// store's blob cache ([`super::cache`]; a layer missing there is made into it first) and
 /// uploaded; blobs the repository has are neither made nor sent.
+///
+/// A blob strata pushed before to another repository of the same registry is mounted from
+/// there (one request, no upload) when the registry allows it; every blob the repository has
+/// at the end is recorded (`oci_pushed`) for later pushes.
 pub struct Push {
     client: Client,
     reference: ImageReference,
     cache: Layout,
+    /// Digest -> other repositories of this registry strata pushed it to.
+    elsewhere: HashMap<String, Vec<String>>,
+    /// Blobs the repository has now (checked, mounted or uploaded).
+    pushed: Vec<String>,
 }
 
 impl Push {
     /// Connect for pushing to `r` (a tag, not a digest); `cache` is the store's blob cache.
-    pub fn new(cache: Layout, r: &ImageReference, settings: &Settings) -> anyhow::Result<Push> {
+    pub fn new(store: &Store, cache: Layout, r: &ImageReference, settings: &Settings) -> anyhow::Result<Push> {
         if r.digest.is_some() {
             bail!("`{r}`: an export names a tag, not a digest (the digest is the manifest's own)");
         }
         let client = Client::connect(r, settings, true)?;
-        Ok(Push { client, reference: r.clone(), cache })
+        let mut elsewhere: HashMap<String, Vec<String>> = HashMap::new();
+        {
+            let conn = store.db().sql();
+            let mut stmt = conn.prepare("SELECT digest, repo FROM oci_pushed WHERE registry = ?1 AND repo != ?2")?;
+            let rows =
+                stmt.query_map([&r.host, &r.repo], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (digest, repo) = row?;
+                elsewhere.entry(digest).or_default().push(repo);
+            }
+        }
+        Ok(Push { client, reference: r.clone(), cache, elsewhere, pushed: vec![] })
+    }
+
+    /// Record the blobs the repository has now, for later pushes to other repositories.
+    pub fn record(&self, store: &mut Store) -> anyhow::Result<()> {
+        let tx = store.db_mut().transaction()?;
+        for digest in &self.pushed {
+            tx.sql().execute(
+                "INSERT OR IGNORE INTO oci_pushed (registry, digest, repo) VALUES (?1, ?2, ?3)",
+                rusqlite::params![self.reference.host, digest, self.reference.repo],
+            )?;
+        }
+        tx.commit()
     }
 }
 
@@ -382,15 +429,26 @@ impl Target for Push {
     }
 
     fn has_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<bool> {
-        self.client.has_blob(digest, size)
+        let has = self.client.has_blob(digest, size)?;
+        if has {
+            self.pushed.push(digest.to_string());
+        }
+        Ok(has)
     }
 
     fn staging(&self) -> &Layout {
         &self.cache
     }
 
-    fn put_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<()> {
-        self.client.put_blob(digest, size, &self.cache.blob_path(digest))
+    fn put_blob(&mut self, digest: &str, size: u64) -> anyhow::Result<bool> {
+        self.pushed.push(digest.to_string());
+        for from in self.elsewhere.get(digest).into_iter().flatten() {
+            if self.client.mount_blob(digest, from)? {
+                return Ok(false);
+            }
+        }
+        self.client.put_blob(digest, size, &self.cache.blob_path(digest))?;
+        Ok(true)
     }
 
     fn tag(&mut self, tag: &str, manifest: &Descriptor) -> anyhow::Result<()> {
