@@ -37,7 +37,6 @@ use crate::store::local::Store;
 use crate::store::memo::{Built, Memo};
 use crate::store::meta::Meta;
 use crate::store::tree::{Name, Node, Tree, TreeRows};
-use crate::store::Backend;
 use crate::util::progress::Progress;
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -196,27 +195,6 @@ pub fn resolve(dir: &Path, tag: Option<&str>, arch: &str) -> anyhow::Result<(Des
     let manifest: serde_json::Value = serde_json::from_slice(&read_blob(dir, &desc, 4 << 20)?)
         .with_context(|| format!("manifest {}: not JSON", desc.digest))?;
     Ok((desc, manifest))
-}
-
-/// Import the image `oci:DIR[:TAG]` into the store (once: its entry is keyed by the manifest's
-/// digest); returns the entry and whether it was there already.
-pub fn import(
-    store: &mut Store,
-    dir: &Path,
-    tag: Option<&str>,
-    arch: &str,
-    limits: &Limits,
-) -> anyhow::Result<(EntryRow, bool)> {
-    let (desc, manifest) = resolve(dir, tag, arch)?;
-    let key = image_key(&desc.digest);
-    if let Some(e) = store.entry(&key)? {
-        return Ok((e, true));
-    }
-    let name = match tag {
-        Some(t) => format!("oci:{}:{t}", dir.display()),
-        None => format!("oci:{}", dir.display()),
-    };
-    Ok((import_manifest(store, dir, &desc, &manifest, name, limits)?, false))
 }
 
 /// Import the image whose manifest is `desc` (parsed: `manifest`), its blobs in the layout at
