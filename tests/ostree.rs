@@ -677,3 +677,307 @@ fn a_push_over_ssh_publishes_in_order_and_keeps_other_refs() {
     assert_eq!(ostree(&client, "rev-parse origin:fixture/x86_64").trim(), c3);
     ostree(&client, "fsck 2>&1");
 }
+
+/// `strata` with `SOURCE_DATE_EPOCH` set, its JSON output.
+fn json_at_epoch(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = env.cmd(&all).env("SOURCE_DATE_EPOCH", EPOCH).output().unwrap();
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The JSON of blob `digest` in the layout at `dir`.
+fn blob_json(dir: &Path, digest: &str) -> serde_json::Value {
+    serde_json::from_slice(&fs_err::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap()
+}
+
+/// Store `bytes` as a blob of the layout at `dir`; returns its digest.
+fn put_blob(dir: &Path, bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hex = hex::encode(sha2::Sha256::digest(bytes));
+    fs_err::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+    format!("sha256:{hex}")
+}
+
+/// Copy the layout `from` to `to`, letting `edit` change the (uncompressed) layers and the
+/// config, and rewrite the digests so that only what `edit` did is wrong.
+fn edited_layout(
+    from: &Path,
+    to: &Path,
+    edit: impl Fn(&mut Vec<Vec<u8>>, &mut serde_json::Value, &mut Vec<serde_json::Value>),
+) {
+    use std::io::{Read, Write};
+    sh(&format!("rm -rf {1} && cp -a {0} {1}", from.display(), to.display()));
+    let index: serde_json::Value = serde_json::from_slice(&fs_err::read(to.join("index.json")).unwrap()).unwrap();
+    let mut manifest = blob_json(to, index["manifests"][0]["digest"].as_str().unwrap());
+    let mut config = blob_json(to, manifest["config"]["digest"].as_str().unwrap());
+    let mut descs: Vec<serde_json::Value> = manifest["layers"].as_array().unwrap().clone();
+    let mut tars: Vec<Vec<u8>> = descs
+        .iter()
+        .map(|d| {
+            let gz = fs_err::read(to.join("blobs/sha256").join(&d["digest"].as_str().unwrap()[7..])).unwrap();
+            let mut tar = vec![];
+            flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut tar).unwrap();
+            tar
+        })
+        .collect();
+    edit(&mut tars, &mut config, &mut descs);
+    let mut diff_ids = vec![];
+    for (tar, d) in tars.iter().zip(descs.iter_mut()) {
+        let mut gz = flate2::write::GzEncoder::new(vec![], flate2::Compression::fast());
+        gz.write_all(tar).unwrap();
+        let gz = gz.finish().unwrap();
+        d["digest"] = put_blob(to, &gz).into();
+        d["size"] = gz.len().into();
+        use sha2::Digest as _;
+        diff_ids.push(format!("sha256:{}", hex::encode(sha2::Sha256::digest(tar))));
+    }
+    let old_final = config["config"]["Labels"]["ostree.final-diffid"].as_str().unwrap().to_string();
+    let old_ids: Vec<String> =
+        config["rootfs"]["diff_ids"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect();
+    if let Some(i) = old_ids.iter().position(|d| *d == old_final) {
+        config["config"]["Labels"]["ostree.final-diffid"] = diff_ids[i.min(diff_ids.len() - 1)].clone().into();
+    }
+    config["rootfs"]["diff_ids"] = diff_ids.into();
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = put_blob(to, &config_bytes).into();
+    manifest["config"]["size"] = config_bytes.len().into();
+    manifest["layers"] = descs.into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let mut index = index;
+    index["manifests"][0]["digest"] = put_blob(to, &manifest_bytes).into();
+    index["manifests"][0]["size"] = manifest_bytes.len().into();
+    fs_err::write(to.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn an_image_travels_as_an_ostree_native_container_and_comes_back_the_same_commit() {
+    let env = Env::new();
+    let tree = env.path("tree");
+    fixture(&tree, true);
+    // dpkg file lists, so that the files go into layers by package.
+    let info = tree.join("var/lib/dpkg/info");
+    write(
+        &info.join("app.list"),
+        "/usr/bin/app\n/usr/share/doc/app/README\n/usr/share/doc/app/README.link\n/etc/os-release\n",
+    );
+    write(&info.join("login.list"), "/usr/bin/su\n/etc/passwd\n");
+    write(
+        &info.join("linux-image.list"),
+        &format!("/boot/vmlinuz-{KVER}\n/boot/config-{KVER}\n/usr/lib/modules/{KVER}/modules.dep\n"),
+    );
+    import(&env, &tree, "fixture");
+    let repo = env.path("repo");
+    let layout = env.path("layout");
+    let spec = format!("oci:{}:1", layout.display());
+
+    // The commit goes into --repo, then into the image.
+    let out = json_at_epoch(
+        &env,
+        &[
+            "export",
+            "tags/fixture",
+            "--format",
+            "ostree-container",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--ref",
+            "fixture/x86_64",
+            "--mode",
+            "bare",
+            "--output",
+            &spec,
+        ],
+    );
+    let report = &out["report"];
+    let commit = ostree(&repo, "rev-parse fixture/x86_64").trim().to_string();
+    let plain = export(&env, "tags/fixture", &repo, &["--mode", "bare"]);
+    assert_eq!(plain["commit"], commit.as_str(), "the same commit as --format ostree");
+    let layers = report["layers"].as_array().unwrap();
+    assert!(layers.len() >= 3, "the commit layer and layers by package: {report}");
+    assert!(layers.iter().all(|l| l["written"] == true));
+
+    // What skopeo reads: the labels ostree's tools need, and every digest verified on copy.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&sh(&format!("skopeo inspect --config oci:{}:1", layout.display()))).unwrap();
+    let labels = &inspect["config"]["Labels"];
+    assert_eq!(labels["ostree.commit"], commit.as_str());
+    assert_eq!(labels["ostree.bootable"], "true");
+    assert_eq!(labels["containers.bootc"], "1");
+    assert_eq!(labels["ostree.linux"], KVER);
+    let diff_ids = inspect["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(labels["ostree.final-diffid"], *diff_ids.last().unwrap());
+    let raw: serde_json::Value =
+        serde_json::from_str(&sh(&format!("skopeo inspect --raw oci:{}:1", layout.display()))).unwrap();
+    let components: Vec<&str> = raw["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["annotations"]["ostree.components"].as_str())
+        .collect();
+    assert!(components.iter().any(|c| c.contains("linux-image")), "{raw}");
+    sh(&format!("skopeo copy --quiet oci:{}:1 oci:{}:copy", layout.display(), env.path("copy").display()));
+
+    // What a container runtime sees: the tree with /usr/etc as /etc; and inside it, the
+    // repository, which stock ostree checks object by object and checks out exactly.
+    let bundle = env.path("bundle");
+    let out = Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:1", layout.display())])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umoci unpack: {}", String::from_utf8_lossy(&out.stderr));
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(fs_err::read_to_string(rootfs.join("etc/os-release")).unwrap(), "ID=fixture\nVERSION_ID=1\n");
+    assert!(!rootfs.join("usr/etc").exists());
+    assert!(rootfs.join("var/tmp").is_dir());
+    assert_eq!(
+        fs_err::read_to_string(rootfs.join("usr/lib/modules").join(KVER).join("vmlinuz")).unwrap(),
+        "kernel image\n"
+    );
+    let inner = rootfs.join("sysroot/ostree/repo");
+    fsck(&inner);
+    assert_eq!(
+        fs_err::read_to_string(inner.join("config")).unwrap(),
+        "[core]\nrepo_version=1\nmode=bare-split-xattrs\n"
+    );
+    let theirs = env.path("theirs");
+    ostree(&inner, &format!("checkout --force-copy {commit} {}", theirs.display()));
+    let ours = env.path("ours");
+    ostree(&repo, &format!("checkout --force-copy {commit} {}", ours.display()));
+    assert_eq!(without_link_groups(manifest(&theirs)), without_link_groups(manifest(&ours)));
+
+    // Unchanged: nothing is written again.
+    let again = json_at_epoch(
+        &env,
+        &[
+            "export",
+            "tags/fixture",
+            "--format",
+            "ostree-container",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--ref",
+            "fixture/x86_64",
+            "--output",
+            &spec,
+        ],
+    );
+    assert_eq!(again["report"]["bytes_written"], 0, "{again}");
+    assert_eq!(again["report"]["manifest"], report["manifest"]);
+
+    // Back into another repository: the same commit, every object checked.
+    let back = env.path("back");
+    let got = env.json(&[
+        "export",
+        &format!("ostree-container:{spec}"),
+        "--repo",
+        back.to_str().unwrap(),
+        "--ref",
+        "os/x86_64",
+        "--mode",
+        "archive",
+    ]);
+    assert_eq!(got["commit"], commit.as_str(), "{got}");
+    assert_eq!(ostree(&back, "rev-parse os/x86_64").trim(), commit);
+    fsck(&back);
+
+    // Derived from the image: its tree is what a container sees (/etc, and /var as the image
+    // had it), laid out again it is the same commit tree; with a file added, only that differs.
+    let same = env.path("same");
+    write(&same.join("image.toml"), &format!("[image]\nname = \"same\"\nderived-from = \"ostree-container:{spec}\"\n"));
+    let built = env.json(&["build", same.to_str().unwrap()]);
+    assert!(built["steps"]["built"].as_u64().unwrap() >= 1, "{built}");
+    let view = env.path("view");
+    env.ok(&["store", "checkout", "images/same", view.to_str().unwrap(), "--link", "copy"]);
+    assert_eq!(fs_err::read_to_string(view.join("etc/os-release")).unwrap(), "ID=fixture\nVERSION_ID=1\n");
+    assert_eq!(fs_err::read_to_string(view.join("var/lib/app/state")).unwrap(), "state\n");
+    assert!(!view.join("usr/etc").exists() && !view.join("usr/share/factory/var").exists());
+    let relaid = export(&env, same.to_str().unwrap(), &repo, &["--ref", "same/x86_64"]);
+    assert_eq!(root_checksums(&repo, relaid["commit"].as_str().unwrap()), root_checksums(&repo, &commit));
+
+    let plus = env.path("plus");
+    write(&plus.join("image.toml"), &format!("[image]\nname = \"plus\"\nderived-from = \"ostree-container:{spec}\"\n"));
+    write(&plus.join("root/etc/motd"), "derived\n");
+    let built = env.json(&["build", plus.to_str().unwrap()]);
+    assert_eq!(built["steps"]["built"], 2, "the image is imported once; root/ and the image: {built}");
+    let derived = export(&env, plus.to_str().unwrap(), &repo, &["--ref", "plus/x86_64"]);
+    let diff = ostree(&repo, &format!("diff {commit} {}", derived["commit"].as_str().unwrap()));
+    assert_eq!(diff.trim(), "A    /usr/etc/motd", "{diff}");
+}
+
+#[test]
+fn bad_ostree_containers_are_refused_by_object_and_nothing_is_imported() {
+    let env = Env::new();
+    let tree = env.path("tree");
+    fixture(&tree, true);
+    write(&tree.join("var/lib/dpkg/info/linux-image.list"), &format!("/boot/vmlinuz-{KVER}\n"));
+    import(&env, &tree, "fixture");
+    let good = env.path("good");
+    json_at_epoch(
+        &env,
+        &["export", "tags/fixture", "--format", "ostree-container", "--output", &format!("oci:{}:1", good.display())],
+    );
+    let build = |name: &str, layout: &Path| -> String {
+        let dir = env.path(&format!("desc-{name}"));
+        write(
+            &dir.join("image.toml"),
+            &format!("[image]\nname = \"{name}\"\nderived-from = \"ostree-container:oci:{}:1\"\n", layout.display()),
+        );
+        env.fail(&["build", dir.to_str().unwrap()])
+    };
+
+    // A file object whose bytes changed (its layer's digests made to match): libostree's
+    // checksum of the object refuses it, naming the object.
+    let tampered = env.path("tampered");
+    edited_layout(&good, &tampered, |tars, _, _| {
+        let tar = tars.iter_mut().find(|t| t.windows(13).any(|w| w == b"kernel image\n")).expect("the kernel's layer");
+        let at = tar.windows(13).position(|w| w == b"kernel image\n").unwrap();
+        tar[at + 11] = b'X';
+    });
+    let err = build("tampered", &tampered);
+    assert!(err.contains("sysroot/ostree/repo/objects/") && err.contains(".file") && err.contains("checksum"), "{err}");
+
+    // A layer left out: the commit reaches objects the image does not carry.
+    let short = env.path("short");
+    edited_layout(&good, &short, |tars, _, descs| {
+        tars.pop();
+        descs.pop();
+    });
+    let err = build("short", &short);
+    assert!(err.contains("the image lacks the content object"), "{err}");
+
+    // A label naming another commit, and an image that is no ostree container at all.
+    let other = env.path("other");
+    edited_layout(&good, &other, |_, config, _| {
+        config["config"]["Labels"]["ostree.commit"] = "0".repeat(64).into();
+    });
+    let err = build("other", &other);
+    assert!(err.contains("layer 0 carries commit") && err.contains(&"0".repeat(64)), "{err}");
+    let plain = env.path("plain");
+    edited_layout(&good, &plain, |_, config, _| {
+        config["config"]["Labels"].as_object_mut().unwrap().remove("ostree.commit");
+    });
+    let err = build("plain", &plain);
+    assert!(err.contains("not an ostree-native container"), "{err}");
+
+    // Nothing of them was recorded; the good image imports.
+    let ls = env.json(&["store", "ls"]);
+    assert!(!ls.to_string().contains("ostree-container:"), "{ls}");
+    let dir = env.path("desc-good");
+    write(
+        &dir.join("image.toml"),
+        &format!("[image]\nname = \"good\"\nderived-from = \"ostree-container:oci:{}:1\"\n", good.display()),
+    );
+    env.ok(&["build", dir.to_str().unwrap()]);
+
+    // References strata does not take, each with what to write instead.
+    let err =
+        env.fail(&["export", "ostree-image-signed:docker://r.example/os:1", "--repo", env.path("r").to_str().unwrap()]);
+    assert!(err.contains("signed ostree container references are not supported"), "{err}");
+    let err = env.fail(&["export", &format!("ostree-container:oci:{}:1", good.display())]);
+    assert!(err.contains("give --repo PATH"), "{err}");
+    let err = env.fail(&["export", "tags/fixture", "--format", "ostree-container"]);
+    assert!(err.contains("needs --output"), "{err}");
+}

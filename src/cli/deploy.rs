@@ -138,7 +138,15 @@ fn deploy_container(ctx: &Ctx, args: &DeployArgs, from: &DeployFrom) -> anyhow::
     let note = |m: String| ctx.note(m);
     let src = pipeline::source(&mut store, input, &args.build.options()?, None, &ctx.progress, &note)?;
     let output = super::oci::Output::Archive(args.output.clone(), None);
-    super::oci::write(ctx, &mut store, &src, output, crate::oci::image::Compression::Gzip, &args.build)?;
+    super::oci::write(
+        ctx,
+        &mut store,
+        &src,
+        output,
+        crate::oci::image::Compression::Gzip,
+        &args.build,
+        super::oci::Make::Layers,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,6 +4,7 @@
 
 mod deploy;
 mod docs;
+mod export_args;
 mod image;
 mod lifecycle;
 mod log;
@@ -127,7 +128,7 @@ enum Command {
     #[command(subcommand)]
     Images(image::ImagesCommand),
     /// Commit an image to an OSTree repository (laid out for OSTree, signed, with deltas), or
-    /// write it as an OCI image
+    /// write it as an OCI image or an ostree-native container
     ///
     /// Builds the description (every cached step is reused), runs the OSTree layout step
     /// (/etc to /usr/etc, /var recreated by tmpfiles.d, the kernel and initramfs under
@@ -139,10 +140,16 @@ enum Command {
     /// layout: one layer per step that changed the tree, base first, so a derived image shares
     /// its base's layers. Layers are deterministic tars (the same image gives the same digests);
     /// a layer written before is not written again.
+    ///
+    /// With --format ostree-container the commit (into --repo, else the store's own repository)
+    /// goes out as the image bootc and rpm-ostree pull: its repository objects in OCI layers,
+    /// by package, with the tree as a container sees it. `strata export ostree-container:IMAGE
+    /// --repo PATH` brings such an image's commit back into a repository: the same commit, every
+    /// object checked.
     #[command(
-        after_help = "Examples:\n  strata export descriptions/debian-base --repo ./repo\n  strata export descriptions/debian-base --repo ./repo --sign-key signing.key --deltas 1 --history 10\n  strata export images/debian-base --repo ./repo --ref exampleos/x86_64/stable --json\n  ostree --repo=./repo log debian-base/x86_64\n  strata export descriptions/debian-web --format oci --output oci:./layout:web\n  skopeo copy oci:./layout:web docker://registry.example.org/web:1"
+        after_help = "Examples:\n  strata export descriptions/debian-base --repo ./repo\n  strata export descriptions/debian-base --repo ./repo --sign-key signing.key --deltas 1 --history 10\n  strata export images/debian-base --repo ./repo --ref exampleos/x86_64/stable --json\n  ostree --repo=./repo log debian-base/x86_64\n  strata export descriptions/debian-web --format oci --output oci:./layout:web\n  skopeo copy oci:./layout:web docker://registry.example.org/web:1\n  strata export descriptions/debian-base --format ostree-container --output docker://registry.example.org/os:1\n  strata export ostree-container:docker://registry.example.org/os:1 --repo ./repo --ref os/x86_64"
     )]
-    Export(ostree::ExportArgs),
+    Export(export_args::ExportArgs),
     /// Publish a ref to another archive repository: objects, deltas, then ref and summary
     #[command(
         after_help = "Examples:\n  strata push debian-base/x86_64 --repo ./repo --to /srv/www/ostree --sign-key signing.key\n  strata push debian-base/x86_64 --repo ./repo --to public"
@@ -306,7 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Describe { desc, format } => image::describe(&ctx, desc, format),
         Command::Images(cmd) => image::images(&ctx, cmd),
         Command::Log(args) => log::run(&ctx, args),
-        Command::Export(args) if args.format == ostree::ExportFormat::Oci => oci::export(&ctx, args),
+        Command::Export(args) if args.format == export_args::ExportFormat::Oci => oci::export(&ctx, args),
         Command::Export(args) => ostree::export(&ctx, args),
         Command::Push(args) => ostree::push(&ctx, args),
         Command::Remote(cmd) => ostree::remote(&ctx, cmd),

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 
+use super::export_args::{CompressionArg, ExportArgs};
 use super::image::BuildArgs;
-use super::ostree::{CompressionArg, ExportArgs};
 use super::{output, Ctx};
 use crate::description::ImageReference;
 use crate::oci::archive::ArchiveTarget;
@@ -41,6 +41,10 @@ pub fn parse_output(spec: &str) -> anyhow::Result<Output> {
 }
 
 pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let source = args.build.desc.description.to_string_lossy();
+    if crate::description::ostree_container_image(&source)?.is_some() {
+        bail!("`{source}` is an ostree-native container image already: export its commit with --format ostree --repo PATH");
+    }
     let mut ostree_only = vec![];
     for (given, flag) in [
         (args.repo.is_some(), "--repo"),
@@ -62,17 +66,29 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         bail!("--format oci needs --output oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://HOST/REPO[:TAG]");
     };
     let output = parse_output(spec)?;
-    let compression = match args.compression {
-        CompressionArg::Gzip => Compression::Gzip,
-        CompressionArg::Zstd => Compression::Zstd,
-        CompressionArg::None => Compression::None,
-    };
+    let compression = compression(args.compression);
     let mut store = ctx.open(LockMode::Shared)?;
     let input = Input::open(&args.build.desc.description, &args.build.desc.profiles)?;
     let note = |m: String| ctx.note(m);
     let src = pipeline::source(&mut store, &input, &args.build.options()?, args.version.clone(), &ctx.progress, &note)?;
-    write(ctx, &mut store, &src, output, compression, &args.build)?;
+    write(ctx, &mut store, &src, output, compression, &args.build, Make::Layers)?;
     Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn compression(arg: CompressionArg) -> Compression {
+    match arg {
+        CompressionArg::Gzip => Compression::Gzip,
+        CompressionArg::Zstd => Compression::Zstd,
+        CompressionArg::None => Compression::None,
+    }
+}
+
+/// What the image's layers are.
+pub(crate) enum Make<'a> {
+    /// One per step that changed the tree.
+    Layers,
+    /// An ostree-native container of this commit.
+    OstreeCommit { repo: &'a ostree::Repo, commit: &'a str },
 }
 
 /// Export `src` to `output` and report it (`strata export --format oci`, `strata deploy` of a
@@ -84,6 +100,7 @@ pub(crate) fn write(
     output: Output,
     compression: Compression,
     build: &BuildArgs,
+    make: Make<'_>,
 ) -> anyhow::Result<OciReport> {
     let given = match &output {
         Output::Layout(_, tag) | Output::Archive(_, tag) => tag.clone(),
@@ -96,8 +113,20 @@ pub(crate) fn write(
         .unwrap_or_else(|| "latest".to_string());
     let source_date = build.source_date_epoch().unwrap_or(crate::graph::DEFAULT_EPOCH);
     let to = OciTo { tag: &tag, container: src.container.as_ref(), compression, source_date, arch: &build.arch };
-    let export = |store: &mut crate::store::local::Store, target: &mut dyn Target| {
-        crate::oci::image::export(store, &src.entry, &src.image, src.version.as_deref(), &to, target, &ctx.progress)
+    let export = |store: &mut crate::store::local::Store, target: &mut dyn Target| match &make {
+        Make::Layers => {
+            crate::oci::image::export(store, &src.entry, &src.image, src.version.as_deref(), &to, target, &ctx.progress)
+        }
+        Make::OstreeCommit { repo, commit } => {
+            let image = crate::oci::image::Image {
+                entry: &src.entry,
+                image: &src.image,
+                version: src.version.as_deref(),
+                labels: Default::default(),
+                history_prefix: "",
+            };
+            crate::ostree::container::encapsulate(store, repo, commit, image, &to, target, &ctx.progress)
+        }
     };
     let report = match output {
         Output::Layout(dir, _) => export(store, &mut LayoutTarget { layout: Layout::open(&dir)?, tag: tag.clone() })?,

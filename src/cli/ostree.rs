@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 
-use super::image::BuildArgs;
+use super::export_args::{ExportArgs, ExportFormat, ModeArg, SigningArgs, SpecialArg};
 use super::{output, Ctx};
 use crate::graph;
 use crate::ostree::export::{self, RepoMode};
@@ -17,110 +17,6 @@ use crate::ostree::{mapping, publish, push, ssh};
 use crate::pipeline::{self, CommitTo, Input};
 use crate::store::local::Store;
 use crate::store::lock::LockMode;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ModeArg {
-    /// Compressed objects, for serving over HTTP (the default for a new repository)
-    Archive,
-    /// Files as they are, with their owners (needs root)
-    Bare,
-    /// Files owned by the caller, owners kept in an extended attribute
-    BareUser,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum SpecialArg {
-    /// Leave fifos and device nodes out and list them
-    Skip,
-    /// Fail on the first one, naming it
-    Fail,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ExportFormat {
-    /// An OSTree commit (--repo)
-    Ostree,
-    /// An OCI image: one layer per step that changed the tree (--output oci:DIR[:TAG])
-    Oci,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum CompressionArg {
-    Gzip,
-    Zstd,
-    None,
-}
-
-#[derive(Args, Debug)]
-pub struct SigningArgs {
-    /// Sign with this ed25519 secret key file (repeatable; `strata key generate` makes one)
-    #[arg(long = "sign-key", value_name = "FILE")]
-    pub(crate) sign_keys: Vec<PathBuf>,
-    /// Sign with this GPG key (repeatable)
-    #[arg(long = "gpg-sign", value_name = "KEY-ID")]
-    pub(crate) gpg_keys: Vec<String>,
-    /// The GnuPG home directory holding the --gpg-sign keys
-    #[arg(long, value_name = "DIR")]
-    gpg_homedir: Option<PathBuf>,
-}
-
-impl SigningArgs {
-    fn signers(&self) -> anyhow::Result<Vec<Signer>> {
-        let mut out = Vec::new();
-        for path in &self.sign_keys {
-            out.push(Signer::Ed25519(Ed25519Key::load(path)?));
-        }
-        for key_id in &self.gpg_keys {
-            out.push(Signer::Gpg { key_id: key_id.clone(), homedir: self.gpg_homedir.clone() });
-        }
-        Ok(out)
-    }
-}
-
-#[derive(Args, Debug)]
-pub struct ExportArgs {
-    /// The image: a description directory (built first, reusing every cached step), or a store
-    /// entry (`images/NAME`, a root name or a key prefix)
-    #[command(flatten)]
-    pub(crate) build: BuildArgs,
-    /// What to write: an OSTree commit into --repo, or an OCI image to --output
-    #[arg(long, value_enum, default_value = "ostree")]
-    pub(crate) format: ExportFormat,
-    /// The OSTree repository (created when missing)
-    #[arg(long, value_name = "PATH")]
-    pub(crate) repo: Option<PathBuf>,
-    /// Where the OCI image goes: `oci:DIR[:TAG]`, an OCI image layout (created when missing;
-    /// TAG defaults to the image's version, else `latest`)
-    #[arg(long, value_name = "oci:DIR[:TAG]")]
-    pub(crate) output: Option<String>,
-    /// How OCI layers are compressed
-    #[arg(long, value_enum, default_value = "gzip")]
-    pub(crate) compression: CompressionArg,
-    /// The branch to commit to [default: IMAGE/ARCH, e.g. debian-base/x86_64]
-    #[arg(long = "ref", value_name = "REF")]
-    pub(crate) reference: Option<String>,
-    /// The mode of a new repository; an existing one must match
-    #[arg(long, value_enum)]
-    pub(crate) mode: Option<ModeArg>,
-    #[command(flatten)]
-    pub(crate) signing: SigningArgs,
-    /// Generate static deltas from the last N commits of the ref
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub(crate) deltas: u32,
-    /// Keep only the newest N commits of every ref, deleting older ones (ostree prune)
-    #[arg(long, value_name = "N")]
-    pub(crate) history: Option<u32>,
-    /// What to do with fifos and device nodes, which OSTree does not store
-    #[arg(long, value_enum, default_value = "skip")]
-    pub(crate) special_files: SpecialArg,
-    /// Commit the tree as it is, without the OSTree layout step (for trees that are not
-    /// bootable systems, or are laid out already)
-    #[arg(long)]
-    pub(crate) no_layout: bool,
-    /// The version to record when exporting a store entry [default: the description's]
-    #[arg(long, value_name = "VERSION")]
-    pub(crate) version: Option<String>,
-}
 
 #[derive(Args, Debug)]
 pub struct PushArgs {
@@ -173,16 +69,33 @@ pub enum KeyCommand {
     },
 }
 
-/// `strata export` to an OSTree repository (`--format oci` goes to [`super::oci::export`]).
+/// `strata export` to an OSTree repository, or as an ostree-native container (`--format oci`
+/// goes to [`super::oci::export`]); of an ostree-native container image, into an OSTree
+/// repository.
 pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
-    if args.output.is_some() {
-        bail!("--output is where --format oci writes; an OSTree commit goes into --repo PATH");
+    let source = args.build.desc.description.to_string_lossy().into_owned();
+    if let Some(image) = crate::description::ostree_container_image(&source)? {
+        return unencapsulate(ctx, &args, &source, &image);
     }
-    let Some(repo_path) = args.repo.clone() else {
-        bail!("give --repo PATH (the OSTree repository to commit to), or --format oci --output oci:DIR[:TAG]");
-    };
+    let container = args.format == ExportFormat::OstreeContainer;
+    if args.output.is_some() && !container {
+        bail!("--output is where --format oci and ostree-container write; an OSTree commit goes into --repo PATH");
+    }
+    if container && args.output.is_none() {
+        bail!("--format ostree-container needs --output oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://HOST/REPO[:TAG]");
+    }
+    let output = args.output.as_deref().map(super::oci::parse_output).transpose()?;
     let signers = args.signing.signers()?;
     let mut store = ctx.open(LockMode::Shared)?;
+    // An ostree-native container without --repo: the commit goes into the store's own
+    // repository, where `strata deploy` commits images too.
+    let (repo_path, default_mode) = match (&args.repo, container) {
+        (Some(r), _) => (r.clone(), None),
+        (None, true) => (store.root().join("ostree-repo"), Some(RepoMode::Bare)),
+        (None, false) => {
+            bail!("give --repo PATH (the OSTree repository to commit to), or --format oci --output oci:DIR[:TAG]")
+        }
+    };
     let input = Input::open(&args.build.desc.description, &args.build.desc.profiles)?;
     let note = |m: String| ctx.note(m);
     let src = pipeline::source(&mut store, &input, &args.build.options()?, args.version.clone(), &ctx.progress, &note)?;
@@ -192,11 +105,14 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         SpecialArg::Skip => SpecialFiles::Skip,
         SpecialArg::Fail => SpecialFiles::Fail,
     };
-    let mode = args.mode.map(|m| match m {
-        ModeArg::Archive => RepoMode::Archive,
-        ModeArg::Bare => RepoMode::Bare,
-        ModeArg::BareUser => RepoMode::BareUser,
-    });
+    let mode = args
+        .mode
+        .map(|m| match m {
+            ModeArg::Archive => RepoMode::Archive,
+            ModeArg::Bare => RepoMode::Bare,
+            ModeArg::BareUser => RepoMode::BareUser,
+        })
+        .or(default_mode);
     let source_date = args.build.source_date_epoch().unwrap_or(graph::DEFAULT_EPOCH);
     let to = CommitTo { repo: &repo_path, mode, reference: &reference, special, layout: !args.no_layout, source_date };
     let committed = pipeline::commit(&mut store, &src, &to, &ctx.progress, &note)?;
@@ -221,7 +137,15 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    crate::ostree::sign::update_summary(&repo, &signers)?;
+    if args.repo.is_some() {
+        crate::ostree::sign::update_summary(&repo, &signers)?;
+    }
+    if let Some(output) = output {
+        let compression = super::oci::compression(args.compression);
+        let what = super::oci::Make::OstreeCommit { repo: &repo, commit: &report.commit };
+        super::oci::write(ctx, &mut store, &src, output, compression, &args.build, what)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if ctx.json {
         output::json(&serde_json::json!({
             "commit": report.commit, "ref": report.reference, "repo": report.repo,
@@ -247,6 +171,74 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
             report.trees_reused,
             if signers.is_empty() { String::new() } else { format!("; signed ({})", signers.len()) },
             if deltas.is_empty() { String::new() } else { format!("; {} static deltas", deltas.len()) },
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `strata export ostree-container:IMAGE --repo PATH [--ref REF]`: the image's commit into an
+/// OSTree repository, every object checked; the same commit (same checksum) that was exported.
+fn unencapsulate(ctx: &Ctx, args: &ExportArgs, source: &str, image: &str) -> anyhow::Result<ExitCode> {
+    use crate::ostree::container;
+    if args.format != ExportFormat::Ostree {
+        bail!("`{source}` is an ostree-native container: export it with --format ostree --repo PATH (its commit, into an OSTree repository)");
+    }
+    let Some(repo_path) = &args.repo else {
+        bail!("give --repo PATH: the OSTree repository the commit of `{source}` goes into");
+    };
+    for (given, flag) in [
+        (args.output.is_some(), "--output"),
+        (args.deltas > 0, "--deltas"),
+        (args.history.is_some(), "--history"),
+        (!args.signing.sign_keys.is_empty() || !args.signing.gpg_keys.is_empty(), "--sign-key/--gpg-sign"),
+        (args.no_layout, "--no-layout"),
+        (args.version.is_some(), "--version"),
+    ] {
+        if given {
+            bail!("{flag} does not apply to importing `{source}`: its commit is taken as it is");
+        }
+    }
+    let mut store = ctx.open(LockMode::Shared)?;
+    let base = crate::description::parse_base(image, Path::new("."))?;
+    let options = args.build.options()?;
+    let resolved = container::resolve(&store, &base, &options.arch, &options.registry)?;
+    let mode = args.mode.map(|m| match m {
+        ModeArg::Archive => RepoMode::Archive,
+        ModeArg::Bare => RepoMode::Bare,
+        ModeArg::BareUser => RepoMode::BareUser,
+    });
+    let repo = export::open_repo(repo_path, mode)?;
+    let (got, derived) = resolved
+        .with_blobs(&mut store, &ctx.progress, |_, dir| {
+            container::unencapsulate(&repo, dir, &resolved.desc, &resolved.manifest)
+        })
+        .with_context(|| resolved.name.clone())?;
+    if !derived.is_empty() {
+        ctx.note(format!(
+            "{source}: {} layers after the commit's (a container build on top) are not part of the commit and were left out",
+            derived.len()
+        ));
+    }
+    if let Some(reference) = &args.reference {
+        repo.set_ref_immediate(None, reference, Some(&got.commit), ostree::gio::Cancellable::NONE)?;
+    }
+    if ctx.json {
+        output::json(&serde_json::json!({
+            "commit": got.commit, "ref": args.reference, "repo": repo_path,
+            "image": resolved.name, "manifest": resolved.desc.digest,
+            "objects_written": got.objects_written, "objects_present": got.objects_present,
+            "derived_layers_left_out": derived.len(),
+        }))?;
+    } else {
+        println!("{}", got.commit);
+        ctx.note(format!(
+            "{}: commit {} into {}{}; {} objects written, {} there already",
+            resolved.name,
+            &got.commit[..12],
+            repo_path.display(),
+            args.reference.as_ref().map(|r| format!(" as {r}")).unwrap_or_default(),
+            got.objects_written,
+            got.objects_present
         ));
     }
     Ok(ExitCode::SUCCESS)

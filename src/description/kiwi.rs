@@ -436,10 +436,11 @@ impl<'a, 'i> Parser<'a, 'i> {
             attrs.insert("primary".to_string(), primary.to_string());
         }
         if let Some(from) = node.attribute("derived_from") {
-            if !["docker://", "oci:", "oci-archive:"].iter().any(|p| from.starts_with(p)) {
+            let ostree = crate::description::ostree_container_image(from).map_err(|e| self.err(node, e.to_string()))?;
+            if ostree.is_none() && !["docker://", "oci:", "oci-archive:"].iter().any(|p| from.starts_with(p)) {
                 return Err(self.err(
                     node,
-                    format!("derived_from=\"{from}\": strata derives from docker://HOST/REPO:TAG, oci:DIR:TAG or oci-archive:FILE:TAG images"),
+                    format!("derived_from=\"{from}\": strata derives from docker://HOST/REPO:TAG, oci:DIR:TAG or oci-archive:FILE:TAG images, or ostree-container: before one of them"),
                 ));
             }
             match &d.derived_from {

@@ -355,6 +355,11 @@ pub enum Base {
     OciArchive { file: PathBuf, tag: Option<String> },
     /// An OCI image in a registry (`docker://HOST/REPO[:TAG|@DIGEST]`).
     Registry(ImageReference),
+    /// An ostree-native container image: `ostree-container:` (or ostree's own prefixes
+    /// `ostree-unverified-image:`, `ostree-unverified-registry:HOST/REPO[:TAG]`) before an
+    /// `oci:`, `oci-archive:` or `docker://` image, held here as [`Base::Oci`],
+    /// [`Base::OciArchive`] or [`Base::Registry`].
+    OstreeContainer(Box<Base>),
 }
 
 /// An image in a registry: `docker://HOST[:PORT]/REPO[:TAG|@sha256:HEX]`.
@@ -481,6 +486,28 @@ fn split_tag(spec: &str, rest: &str) -> anyhow::Result<(PathBuf, Option<String>)
     }
 }
 
+/// The image an ostree-native container reference names (`ostree-container:IMAGE`, or ostree's
+/// `ostree-unverified-image:IMAGE` and `ostree-unverified-registry:HOST/REPO[:TAG]`), or `None`
+/// for another kind of reference. Signed forms (`ostree-image-signed:`, `ostree-remote-image:`)
+/// are refused: strata verifies the commit's checksums, not its signatures.
+pub fn ostree_container_image(value: &str) -> anyhow::Result<Option<String>> {
+    if let Some(rest) =
+        value.strip_prefix("ostree-container:").or_else(|| value.strip_prefix("ostree-unverified-image:"))
+    {
+        if !["oci:", "oci-archive:", "docker://"].iter().any(|p| rest.starts_with(p)) {
+            bail!("`{value}`: expected an oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://HOST/REPO[:TAG] image after the `:`");
+        }
+        return Ok(Some(rest.to_string()));
+    }
+    if let Some(rest) = value.strip_prefix("ostree-unverified-registry:") {
+        return Ok(Some(format!("docker://{rest}")));
+    }
+    if value.starts_with("ostree-image-signed:") || value.starts_with("ostree-remote-image:") {
+        bail!("`{value}`: signed ostree container references are not supported; strata checks every object's checksum but not the commit's signature (write ostree-container:IMAGE)");
+    }
+    Ok(None)
+}
+
 /// Parse a `derived-from` value; `dir` is the deriving description's directory.
 pub fn parse_base(value: &str, dir: &Path) -> anyhow::Result<Base> {
     if let Some(root) = value.strip_prefix("root:") {
@@ -508,8 +535,16 @@ pub fn parse_base(value: &str, dir: &Path) -> anyhow::Result<Base> {
     if value.starts_with("docker://") {
         return Ok(Base::Registry(ImageReference::parse(value)?));
     }
+    if let Some(image) = ostree_container_image(value)? {
+        return match parse_base(&image, dir)? {
+            b @ (Base::Oci { .. } | Base::OciArchive { .. } | Base::Registry(_)) => {
+                Ok(Base::OstreeContainer(Box::new(b)))
+            }
+            _ => bail!("`{value}`: expected ostree-container:oci:DIR[:TAG], ostree-container:oci-archive:FILE[:TAG] or ostree-container:docker://HOST/REPO[:TAG]"),
+        };
+    }
     if value.contains(':') && !value.starts_with('.') && !value.starts_with('/') {
-        bail!("`{value}`: expected a description directory, `root:NAME`, `ostree:REPO#REF`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or `docker://HOST/REPO[:TAG]`");
+        bail!("`{value}`: expected a description directory, `root:NAME`, `ostree:REPO#REF`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker://HOST/REPO[:TAG]` or `ostree-container:` before one of the last three");
     }
     let path = dir.join(value);
     let canonical =

@@ -123,7 +123,7 @@ fn invalid_kiwi_documents_fail_with_their_exact_error() {
         ),
         (
             &xml("<preferences><type image=\"oci\" derived_from=\"obsrepositories:/x#1\"/></preferences>"),
-            "line 4, column 14: derived_from=\"obsrepositories:/x#1\": strata derives from docker://HOST/REPO:TAG, oci:DIR:TAG or oci-archive:FILE:TAG images",
+            "line 4, column 14: derived_from=\"obsrepositories:/x#1\": strata derives from docker://HOST/REPO:TAG, oci:DIR:TAG or oci-archive:FILE:TAG images, or ostree-container: before one of them",
         ),
         (
             &xml("<preferences><type image=\"oci\"><containerconfig name=\"x\"><entrypoint/></containerconfig></type></preferences>"),

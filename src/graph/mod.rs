@@ -277,7 +277,30 @@ impl Walker<'_> {
                 self.oci_origin(image, shown(file), locked, work.path(), tag.as_deref(), Some(file))
             }
             Some(Base::Registry(r)) => self.registry_origin(image, r),
+            Some(Base::OstreeContainer(inner)) => self.ostree_container_origin(image, inner),
         }
+    }
+
+    /// The base of a chain that derives from an ostree-native container image: its manifest is
+    /// resolved as for other OCI images; the image is imported once, keyed by that digest
+    /// ([`crate::ostree::container`]: every object checked, the commit's tree as a container
+    /// sees it).
+    fn ostree_container_origin(&mut self, image: String, inner: &Base) -> anyhow::Result<Cur> {
+        use crate::ostree::container;
+        let resolved =
+            container::resolve(self.store, inner, &self.opts.arch, &self.opts.registry).context("derived-from")?;
+        let key = container::image_key(&resolved.desc.digest);
+        let input = input(resolved.name.clone(), resolved.desc.digest.clone());
+        let progress = self.progress;
+        let (name, locked) = (resolved.name.clone(), resolved.locked.clone());
+        self.imported_base(image, name.clone(), key, input, locked, |store| {
+            let limits = crate::packages::Limits::default();
+            resolved
+                .with_blobs(store, progress, |store, dir| {
+                    container::import(store, dir, &resolved.desc, &resolved.manifest, name.clone(), &limits, progress)
+                })
+                .with_context(|| format!("derived-from {name}"))
+        })
     }
 
     /// The base of a chain that derives from an image in a registry: its manifest is resolved

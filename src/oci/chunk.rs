@@ -39,9 +39,9 @@ const UNOWNED: &[(&str, &[&str])] = &[
     ("other files no package owns", &[]),
 ];
 /// Buckets in all.
-const ALL: usize = BUCKETS + UNOWNED.len();
+pub const ALL: usize = BUCKETS + UNOWNED.len();
 /// Top-level names a merged-/usr system keeps as links into `/usr`.
-const MERGED: &[&[u8]] = &[b"bin", b"sbin", b"lib", b"lib32", b"lib64", b"libx32"];
+pub const MERGED: &[&[u8]] = &[b"bin", b"sbin", b"lib", b"lib32", b"lib64", b"libx32"];
 
 /// One layer of the cut: the tree holding its files, and what it holds.
 #[derive(Clone, Debug)]
@@ -66,17 +66,10 @@ pub fn chunks(store: &mut Store, tree: &Digest) -> anyhow::Result<Option<Vec<Chu
         record(store, tree, &[])?;
         return Ok(None);
     };
-    let mut cut = Cut {
-        store,
-        owners: &owners,
-        links: HashMap::new(),
-        groups: vec![0; ALL],
-        rows: TreeRows::new(),
-        names: vec![vec![]; ALL],
-    };
+    let mut cut = Cut { store, owners, links: HashMap::new(), groups: vec![0; ALL], rows: TreeRows::new() };
     let root = cut.store.tree(tree)?;
     let parts = cut.dir(&mut Vec::new(), &root)?;
-    let (rows, names) = (std::mem::take(&mut cut.rows), std::mem::take(&mut cut.names));
+    let Cut { rows, owners, .. } = cut;
     let mut batch = Batch::new();
     batch.trees = rows;
     batch.commit(store, None)?;
@@ -84,10 +77,76 @@ pub fn chunks(store: &mut Store, tree: &Digest) -> anyhow::Result<Option<Vec<Chu
         .into_iter()
         .enumerate()
         .filter_map(|(b, t)| t.map(|t| (b, t)))
-        .map(|(b, t)| Chunk { tree: t, label: label(b, &names[b]) })
+        .map(|(b, t)| Chunk { tree: t, label: owners.label(b) })
         .collect();
     record(store, tree, &list)?;
     Ok(Some(list).filter(|l| l.len() > 1))
+}
+
+/// Which package owns each path (relative, `/`-separated, merged-/usr paths under `usr/`), and
+/// the packages seen per bucket.
+pub struct Owners {
+    map: HashMap<Vec<u8>, String>,
+    names: Vec<Vec<String>>,
+}
+
+impl Owners {
+    /// From dpkg file lists `(package, content of its .list)`, in name order (the first list that
+    /// names a path owns it); `merged` are the top-level names that link into `/usr`.
+    pub fn from_lists(lists: impl IntoIterator<Item = (String, Vec<u8>)>, merged: &[&[u8]]) -> Owners {
+        let mut map = HashMap::new();
+        for (package, text) in lists {
+            for line in text.split(|b| *b == b'\n') {
+                let path = line.strip_prefix(b"/").unwrap_or(line);
+                if path.is_empty() || path == b"." {
+                    continue;
+                }
+                let first = path.split(|b| *b == b'/').next().unwrap_or(path);
+                let path = if merged.contains(&first) { [b"usr/".as_slice(), path].concat() } else { path.to_vec() };
+                map.entry(path).or_insert_with(|| package.clone());
+            }
+        }
+        Owners { map, names: vec![vec![]; ALL] }
+    }
+
+    /// The bucket of `path` (as the file lists name it), noting its package.
+    pub fn bucket_of(&mut self, path: &[u8]) -> usize {
+        match self.map.get(path) {
+            Some(p) => {
+                let b = bucket(p);
+                if self.names[b].last() != Some(p) {
+                    self.names[b].push(p.clone());
+                }
+                b
+            }
+            None => {
+                let n = UNOWNED
+                    .iter()
+                    .position(|(_, prefixes)| {
+                        prefixes.is_empty()
+                            || prefixes.iter().any(|p| {
+                                let p = p.as_bytes();
+                                path.starts_with(p) || path == &p[..p.len() - 1]
+                            })
+                    })
+                    .unwrap_or(UNOWNED.len() - 1);
+                BUCKETS + n
+            }
+        }
+    }
+
+    /// What bucket `b` holds, for its layer's history entry.
+    pub fn label(&self, b: usize) -> String {
+        label(b, &self.names[b])
+    }
+
+    /// The packages seen in bucket `b`, sorted.
+    pub fn packages(&self, b: usize) -> Vec<String> {
+        let mut names = self.names[b].clone();
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 /// What a layer holds, for its history entry.
@@ -115,39 +174,27 @@ fn bucket(package: &str) -> usize {
     (u32::from_le_bytes(h.as_bytes()[..4].try_into().expect("4 bytes")) as usize) % BUCKETS
 }
 
-/// Path (relative, `/`-separated) -> owning package, from the dpkg file lists; `None` without
-/// them. The first list (in name order) that names a path owns it.
-fn owners(store: &Store, tree: &Digest) -> anyhow::Result<Option<HashMap<Vec<u8>, String>>> {
+/// The owners of the paths of `tree`, from its dpkg file lists; `None` without them.
+fn owners(store: &Store, tree: &Digest) -> anyhow::Result<Option<Owners>> {
     let Some(Node::Directory { tree: info }) = store.lookup(tree, &[b"var", b"lib", b"dpkg", b"info"])? else {
         return Ok(None);
     };
     let root = store.tree(tree)?;
     let merged: Vec<&[u8]> =
         MERGED.iter().copied().filter(|m| matches!(root.get(m), Some(Node::Symlink { .. }))).collect();
-    let mut out = HashMap::new();
-    let info = store.tree(&info)?;
-    for (name, node) in &info.entries {
+    let mut lists = vec![];
+    for (name, node) in &store.tree(&info)?.entries {
         let Some(package) = name.as_bytes().strip_suffix(b".list") else { continue };
-        if !matches!(node, Node::File { .. }) {
-            continue;
-        }
-        let package = String::from_utf8_lossy(package).into_owned();
-        for line in store.read_file(node)?.split(|b| *b == b'\n') {
-            let path = line.strip_prefix(b"/").unwrap_or(line);
-            if path.is_empty() || path == b"." {
-                continue;
-            }
-            let first = path.split(|b| *b == b'/').next().unwrap_or(path);
-            let path = if merged.contains(&first) { [b"usr/".as_slice(), path].concat() } else { path.to_vec() };
-            out.entry(path).or_insert_with(|| package.clone());
+        if matches!(node, Node::File { .. }) {
+            lists.push((String::from_utf8_lossy(package).into_owned(), store.read_file(node)?));
         }
     }
-    Ok(Some(out))
+    Ok(Some(Owners::from_lists(lists, &merged)))
 }
 
 struct Cut<'a> {
     store: &'a Store,
-    owners: &'a HashMap<Vec<u8>, String>,
+    owners: Owners,
     /// Hardlink group -> the bucket of its first member, and its number in that bucket's tree
     /// (groups are numbered 1, 2, … per chunk tree, in walk order, so that a chunk tree's id
     /// depends only on its own files).
@@ -155,37 +202,9 @@ struct Cut<'a> {
     /// Groups numbered so far, per bucket.
     groups: Vec<u32>,
     rows: TreeRows,
-    /// Packages seen per bucket.
-    names: Vec<Vec<String>>,
 }
 
 impl Cut<'_> {
-    /// The bucket of `path`, noting its package.
-    fn bucket_of(&mut self, path: &[u8]) -> usize {
-        match self.owners.get(path) {
-            Some(p) => {
-                let b = bucket(p);
-                if self.names[b].last() != Some(p) {
-                    self.names[b].push(p.clone());
-                }
-                b
-            }
-            None => {
-                let n = UNOWNED
-                    .iter()
-                    .position(|(_, prefixes)| {
-                        prefixes.is_empty()
-                            || prefixes.iter().any(|p| {
-                                let p = p.as_bytes();
-                                path.starts_with(p) || path == &p[..p.len() - 1]
-                            })
-                    })
-                    .unwrap_or(UNOWNED.len() - 1);
-                BUCKETS + n
-            }
-        }
-    }
-
     /// The directory `dir` at `path`, cut: one tree per bucket that has anything below it.
     fn dir(&mut self, path: &mut Vec<u8>, dir: &Tree) -> anyhow::Result<Vec<Option<Digest>>> {
         let mut parts: Vec<Vec<(crate::store::tree::Name, Node)>> = vec![vec![]; ALL];
@@ -207,7 +226,7 @@ impl Cut<'_> {
                     }
                 }
                 other => {
-                    let mut b = self.bucket_of(path);
+                    let mut b = self.owners.bucket_of(path);
                     let mut node = other.clone();
                     if let Node::File { link, .. } = &mut node {
                         if *link != 0 {
@@ -228,7 +247,7 @@ impl Cut<'_> {
         }
         // An empty directory goes where its owner's files go.
         if !any.iter().any(|a| *a) {
-            let b = self.bucket_of(path);
+            let b = self.owners.bucket_of(path);
             any[b] = true;
         }
         Ok(parts

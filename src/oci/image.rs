@@ -141,6 +141,9 @@ pub struct LayerReport {
     pub size: u64,
     /// Written now (false: the destination had it).
     pub written: bool,
+    /// The layer's annotations in the manifest.
+    #[serde(skip)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -214,43 +217,100 @@ pub fn export(
     let mut bytes_written = 0;
     for (prev, tree, step) in &plan {
         let known = recorded(store, prev.as_ref(), tree, to)?;
-        let report = match known {
-            Some((diff_id, digest, size)) if target.has_blob(&digest, size)? => {
-                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: false }
-            }
-            // Made before into the staging layout (the store's blob cache): handed on as it is.
-            Some((diff_id, digest, size)) if target.staging().has_blob(&digest, size) => {
-                let sent = target.put_blob(&digest, size)?;
-                if sent {
-                    bytes_written += size;
-                }
-                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: sent }
-            }
-            _ => {
-                let (diff_id, digest, size, existed) = write_layer(store, target.staging(), prev.as_ref(), tree, to)?;
-                record(store, prev.as_ref(), tree, to, &diff_id, &digest, size)?;
-                // Made now, but the destination may have it (another machine sent it, or the
-                // same bytes came from another pair of trees): then it is not sent again.
-                let there = if target.stages_in_place() { existed } else { target.has_blob(&digest, size)? };
-                let sent = !there && target.put_blob(&digest, size)?;
-                if sent {
-                    bytes_written += size;
-                }
-                LayerReport { step: step.clone(), tree: *tree, digest, diff_id, size, written: sent }
-            }
+        let placed = place_layer(target, known, &mut |layout| write_layer(store, layout, prev.as_ref(), tree, to))?;
+        if placed.made {
+            record(store, prev.as_ref(), tree, to, &placed.diff_id, &placed.digest, placed.size)?;
+        }
+        if placed.sent {
+            bytes_written += placed.size;
+        }
+        let report = LayerReport {
+            step: step.clone(),
+            tree: *tree,
+            digest: placed.digest,
+            diff_id: placed.diff_id,
+            size: placed.size,
+            written: placed.sent,
+            annotations: tree_annotation(tree),
         };
         layers.push(report);
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let image = Image { entry, image, version, labels: BTreeMap::new(), history_prefix: "strata: " };
+    write_image(store, &image, to, target, layers, bytes_written)
+}
 
+/// A blob written into a layout: (diff id, digest, size, whether the layout had it already).
+pub type MadeBlob = (String, String, u64, bool);
+
+/// A layer put into a destination.
+pub struct Placed {
+    pub diff_id: String,
+    pub digest: String,
+    pub size: u64,
+    /// Made now (then the caller records its digests).
+    pub made: bool,
+    /// Its bytes were sent (or written) now.
+    pub sent: bool,
+}
+
+/// Put a layer into `target`: one made before (`known`: diff id, digest, size) that the
+/// destination has is neither made nor sent; one the staging layout (the store's blob cache) has
+/// is handed on as it is; else `make` writes it into the staging layout.
+pub fn place_layer(
+    target: &mut dyn Target,
+    known: Option<(String, String, u64)>,
+    make: &mut dyn FnMut(&Layout) -> anyhow::Result<MadeBlob>,
+) -> anyhow::Result<Placed> {
+    match known {
+        Some((diff_id, digest, size)) if target.has_blob(&digest, size)? => {
+            Ok(Placed { diff_id, digest, size, made: false, sent: false })
+        }
+        Some((diff_id, digest, size)) if target.staging().has_blob(&digest, size) => {
+            let sent = target.put_blob(&digest, size)?;
+            Ok(Placed { diff_id, digest, size, made: false, sent })
+        }
+        _ => {
+            let (diff_id, digest, size, existed) = make(target.staging())?;
+            // Made now, but the destination may have it (another machine sent it, or the same
+            // bytes came from another pair of trees): then it is not sent again.
+            let there = if target.stages_in_place() { existed } else { target.has_blob(&digest, size)? };
+            let sent = !there && target.put_blob(&digest, size)?;
+            Ok(Placed { diff_id, digest, size, made: true, sent })
+        }
+    }
+}
+
+/// What names an image besides its layers: the entry it is made of, its name and version, and
+/// labels of its format (an ostree-native container's `ostree.commit`).
+pub struct Image<'a> {
+    pub entry: &'a EntryRow,
+    pub image: &'a str,
+    pub version: Option<&'a str>,
+    pub labels: BTreeMap<String, String>,
+    /// Before each layer's step in its history entry (`strata: `).
+    pub history_prefix: &'a str,
+}
+
+/// Write the config and manifest of `image`, made of `layers` (in `target` already), tag it, and
+/// finish the destination. `bytes_written` counts the layers sent; the config's bytes are added.
+pub fn write_image(
+    store: &Store,
+    image: &Image<'_>,
+    to: &OciTo<'_>,
+    target: &mut dyn Target,
+    layers: Vec<LayerReport>,
+    mut bytes_written: u64,
+) -> anyhow::Result<OciReport> {
+    let Image { entry, image: name, version, .. } = *image;
     let created = crate::util::text::rfc3339(to.source_date);
     // The settings of the OCI image the chain starts from, if any, then the description's.
     // Labels: the base image's, then the title and version of this image, then the
     // description's own.
     let base = base_settings(store, entry)?.unwrap_or_default();
     let mut labels = base.labels.clone();
-    labels.insert("org.opencontainers.image.title".to_string(), image.to_string());
+    labels.insert("org.opencontainers.image.title".to_string(), name.to_string());
     if let Some(v) = version {
         labels.insert("org.opencontainers.image.version".to_string(), v.to_string());
     }
@@ -259,6 +319,7 @@ pub fn export(
         c.merge(own);
         labels.extend(own.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    labels.extend(image.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let c = &c;
     let mut env: Vec<String> = vec![];
     if !c.env.contains_key("PATH") {
@@ -271,7 +332,7 @@ pub fn export(
         .iter()
         .map(|l| History {
             created: created.clone(),
-            created_by: format!("strata: {}", l.step),
+            created_by: format!("{}{}", image.history_prefix, l.step),
             comment: format!("tree {}", l.tree.to_hex()),
             author: None,
         })
@@ -324,7 +385,7 @@ pub fn export(
                 media_type: to.compression.media_type().into(),
                 digest: l.digest.clone(),
                 size: l.size,
-                annotations: [(TREE_ANNOTATION.to_string(), l.tree.to_hex())].into_iter().collect(),
+                annotations: l.annotations.clone(),
             })
             .collect(),
         annotations,
@@ -344,6 +405,10 @@ pub fn export(
         layers,
         bytes_written,
     })
+}
+
+fn tree_annotation(tree: &Digest) -> BTreeMap<String, String> {
+    [(TREE_ANNOTATION.to_string(), tree.to_hex())].into_iter().collect()
 }
 
 /// The runtime settings of the OCI image `entry` starts from (the first import in its closure
@@ -409,27 +474,40 @@ fn write_layer(
     tree: &Digest,
     to: &OciTo<'_>,
 ) -> anyhow::Result<(String, String, u64, bool)> {
+    write_compressed(layout, to.compression, &mut |w| {
+        layer::write(store, from, tree, to.source_date, w)?;
+        Ok(())
+    })
+}
+
+/// Write the tar `body` writes as a blob of the layout, compressed; returns (diff id: the tar's
+/// digest, digest, size, whether the layout had the blob already).
+pub fn write_compressed(
+    layout: &Layout,
+    compression: Compression,
+    body: &mut dyn FnMut(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<MadeBlob> {
     use super::layout::HashingWriter;
     let blob = layout.blob_writer()?;
-    let (diff_id, blob) = match to.compression {
+    let (diff_id, mut blob) = match compression {
         Compression::Gzip => {
-            let gz = super::gzip::ParGz::new(blob);
-            let (tar, _) = layer::write(store, from, tree, to.source_date, HashingWriter::new(gz))?;
+            let mut tar = HashingWriter::new(super::gzip::ParGz::new(blob));
+            body(&mut tar)?;
             let (diff_id, gz) = tar.finish();
             (diff_id, gz.finish()?)
         }
         Compression::Zstd => {
-            let z = zstd::stream::write::Encoder::new(blob, 3)?;
-            let (tar, _) = layer::write(store, from, tree, to.source_date, HashingWriter::new(z))?;
+            let mut tar = HashingWriter::new(zstd::stream::write::Encoder::new(blob, 3)?);
+            body(&mut tar)?;
             let (diff_id, z) = tar.finish();
             (diff_id, z.finish()?)
         }
         Compression::None => {
-            let (tar, _) = layer::write(store, from, tree, to.source_date, HashingWriter::new(blob))?;
+            let mut tar = HashingWriter::new(blob);
+            body(&mut tar)?;
             tar.finish()
         }
     };
-    let mut blob = blob;
     blob.flush()?;
     let (digest, size, existed) = blob.finish(layout)?;
     Ok((diff_id, digest, size, existed))

@@ -197,6 +197,112 @@ pub fn resolve(dir: &Path, tag: Option<&str>, arch: &str) -> anyhow::Result<(Des
     Ok((desc, manifest))
 }
 
+/// Read the layer `d` (number `i` of its image) from the layout at `dir`, decompressed, through
+/// `read`. The digest is checked on the bytes `read` consumed, and whatever it left, before its
+/// result is returned (no second read a swapped file could pass): a bad digest explains a bad tar
+/// too, so it is the error reported.
+pub fn read_layer<T>(
+    dir: &Path,
+    i: usize,
+    d: &Descriptor,
+    read: impl FnOnce(&mut dyn Read) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let ctx = || format!("layer {i} ({})", d.digest);
+    let mut raw =
+        Hashing::new(std::io::BufReader::with_capacity(1 << 20, open_blob(dir, d).with_context(ctx)?.take(d.size)));
+    let result = {
+        let mut reader: Box<dyn Read + '_> = match d.media_type.as_str() {
+            "application/vnd.oci.image.layer.v1.tar" => Box::new(&mut raw),
+            "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                Box::new(flate2::read::MultiGzDecoder::new(&mut raw))
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd" => Box::new(zstd::stream::read::Decoder::new(&mut raw)?),
+            other => bail!("layer {i} ({}): media type `{other}` is not a layer strata reads", d.digest),
+        };
+        read(&mut reader)
+    };
+    raw.check(d).with_context(ctx)?;
+    result.with_context(ctx)
+}
+
+/// The layers a manifest lists.
+pub fn manifest_layers(desc: &Descriptor, manifest: &serde_json::Value) -> anyhow::Result<Vec<Descriptor>> {
+    serde_json::from_value(manifest["layers"].clone())
+        .with_context(|| format!("manifest {}: `layers` is not a list of descriptors", desc.digest))
+}
+
+/// What laying layers over a tree made.
+pub struct Applied {
+    pub tree: Digest,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Lay the layers `layers` (each with its number in the image) of the layout at `dir` over
+/// `below` (a tree whose hardlink groups number at most `below_links`), each recorded once its
+/// digest matched; the result's hardlink groups are numbered anew.
+pub fn apply_layers(
+    store: &mut Store,
+    dir: &Path,
+    layers: &[(usize, Descriptor)],
+    below: Option<(Digest, u32)>,
+    limits: &Limits,
+) -> anyhow::Result<Applied> {
+    let mut tree: Option<Digest> = below.map(|(t, _)| t);
+    let (mut files, mut bytes) = (0, 0);
+    let mut offset = below.map_or(0, |(_, links)| links);
+    for (i, layer) in layers {
+        let ctx = || format!("layer {i} ({})", layer.digest);
+        let (top, batch, f, b) = read_layer(dir, *i, layer, |reader| {
+            let mut tar = TarReader::new(store);
+            tar.implicit_dirs = Meta { mode: 0o755, uid: 0, gid: 0, xattrs: vec![(IMPLICIT_XATTR.to_vec(), vec![])] };
+            tar.newlines = true;
+            let builder = tar.read(Box::new(reader), limits.max_bytes, limits.max_members, None)?;
+            let TarReader { mut batch, files, bytes, .. } = tar;
+            let top = builder.finish(&mut batch.trees);
+            Ok((top, batch, files, bytes))
+        })?;
+        files += f;
+        bytes += b;
+        // The layer's trees go in first: laying it over the layers below reads them.
+        batch.commit(store, None).with_context(ctx)?;
+        let mut out = Batch::new();
+        let mut merge = Merge { store, out: &mut out.trees, offset, max_link: 0 };
+        let below = match &tree {
+            Some(t) => Some(store.tree(t)?),
+            None => None,
+        };
+        let merged = merge.dir(below, store.tree(&top)?).with_context(ctx)?;
+        offset = offset.checked_add(merge.max_link).context("too many hardlink groups")?;
+        out.commit(store, None).with_context(ctx)?;
+        tree = Some(merged);
+    }
+    let Some(tree) = tree else { bail!("an image without layers") };
+    let mut out = Batch::new();
+    let tree = renumber_links(store, &tree, &mut out.trees)?;
+    out.commit(store, None)?;
+    Ok(Applied { tree, files, bytes })
+}
+
+/// Record the runtime settings of the image `manifest` (its blobs in the layout at `dir`) for
+/// the entry `key`, before the entry itself: an entry is never without them (a row whose import
+/// failed is removed by a gc that runs alone).
+pub fn record_settings(
+    store: &mut Store,
+    dir: &Path,
+    key: &Digest,
+    desc: &Descriptor,
+    manifest: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let settings = runtime_settings(dir, manifest).with_context(|| format!("manifest {}: its config", desc.digest))?;
+    let tx = store.db_mut().transaction()?;
+    tx.sql().execute(
+        "INSERT OR REPLACE INTO oci_configs (entry, config) VALUES (?1, ?2)",
+        rusqlite::params![key.as_bytes(), settings.to_string()],
+    )?;
+    tx.commit()
+}
+
 /// Import the image whose manifest is `desc` (parsed: `manifest`), its blobs in the layout at
 /// `dir`, as the entry `name`.
 pub fn import_manifest(
@@ -208,70 +314,21 @@ pub fn import_manifest(
     limits: &Limits,
 ) -> anyhow::Result<EntryRow> {
     let key = image_key(&desc.digest);
-    let layers: Vec<Descriptor> = serde_json::from_value(manifest["layers"].clone())
-        .with_context(|| format!("manifest {}: `layers` is not a list of descriptors", desc.digest))?;
-    let mut tree: Option<Digest> = None;
-    let (mut files, mut bytes) = (0, 0);
-    let mut offset = 0u32;
-    for (i, layer) in layers.iter().enumerate() {
-        let ctx = || format!("layer {i} ({})", layer.digest);
-        let mut raw = Hashing::new(std::io::BufReader::with_capacity(
-            1 << 20,
-            open_blob(dir, layer).with_context(ctx)?.take(layer.size),
-        ));
-        let reader: Box<dyn Read + '_> = match layer.media_type.as_str() {
-            "application/vnd.oci.image.layer.v1.tar" => Box::new(&mut raw),
-            "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-                Box::new(flate2::read::MultiGzDecoder::new(&mut raw))
-            }
-            "application/vnd.oci.image.layer.v1.tar+zstd" => Box::new(zstd::stream::read::Decoder::new(&mut raw)?),
-            other => bail!("layer {i} ({}): media type `{other}` is not a layer strata reads", layer.digest),
-        };
-        let mut tar = TarReader::new(store);
-        tar.implicit_dirs = Meta { mode: 0o755, uid: 0, gid: 0, xattrs: vec![(IMPLICIT_XATTR.to_vec(), vec![])] };
-        tar.newlines = true;
-        let builder = tar.read(reader, limits.max_bytes, limits.max_members, None).with_context(ctx);
-        // The digest is checked on the bytes just read (no second read a swapped file could
-        // pass), before anything of the layer is recorded; a bad digest explains a bad tar too.
-        raw.check(layer).with_context(ctx)?;
-        let builder = builder?;
-        let TarReader { mut batch, files: f, bytes: b, .. } = tar;
-        files += f;
-        bytes += b;
-        let top = builder.finish(&mut batch.trees);
-        // The layer's trees go in first: laying it over the layers below reads them.
-        batch.commit(store, None).with_context(ctx)?;
-        let mut out = Batch::new();
-        let mut merge = Merge { store, out: &mut out.trees, offset, max_link: 0 };
-        let below = match &tree {
-            Some(t) => Some(store.tree(t)?),
-            None => None,
-        };
-        let merged = merge.dir(below, store.tree(&top)?).with_context(ctx)?;
-        offset += merge.max_link;
-        out.commit(store, None).with_context(ctx)?;
-        tree = Some(merged);
+    let layers = manifest_layers(desc, manifest)?;
+    if layers.is_empty() {
+        bail!("manifest {}: an image without layers", desc.digest);
     }
-    let Some(tree) = tree else { bail!("manifest {}: an image without layers", desc.digest) };
-    let mut out = Batch::new();
-    let tree = renumber_links(store, &tree, &mut out.trees)?;
-    // The runtime settings go in first: an entry is never without them (a row whose import
-    // failed is removed by a gc that runs alone).
-    let settings = runtime_settings(dir, manifest).with_context(|| format!("manifest {}: its config", desc.digest))?;
-    let tx = store.db_mut().transaction()?;
-    tx.sql().execute(
-        "INSERT OR REPLACE INTO oci_configs (entry, config) VALUES (?1, ?2)",
-        rusqlite::params![key.as_bytes(), settings.to_string()],
-    )?;
-    tx.commit()?;
-    Memo::with_key(EntryKind::Import, name, key).record(store, Built::in_batch(tree, out).totals(files, bytes))
+    let layers: Vec<(usize, Descriptor)> = layers.into_iter().enumerate().collect();
+    let applied = apply_layers(store, dir, &layers, None, limits)?;
+    record_settings(store, dir, &key, desc, manifest)?;
+    Memo::with_key(EntryKind::Import, name, key)
+        .record(store, Built::recorded(applied.tree).totals(applied.files, applied.bytes))
 }
 
 /// The `config` object of the image config `manifest` names (`{}` when it has none): only the
 /// keys a runtime reads, each of the type the image specification gives it.
 fn runtime_settings(dir: &Path, manifest: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
-    let d: Descriptor = serde_json::from_value(manifest["config"].clone()).context("`config` is not a descriptor")?;
-    let config: serde_json::Value = serde_json::from_slice(&read_blob(dir, &d, 4 << 20)?).context("not JSON")?;
+    let config = image_config(dir, manifest)?;
     let mut out = serde_json::Map::new();
     if let Some(c) = config["config"].as_object() {
         for (key, ok) in [
@@ -293,7 +350,7 @@ fn runtime_settings(dir: &Path, manifest: &serde_json::Value) -> anyhow::Result<
                     out.insert(key.to_string(), v.clone());
                 }
                 Some(serde_json::Value::Null) | None => {}
-                Some(_) => bail!("config blob {}: `config.{key}` has the wrong type", d.digest),
+                Some(_) => bail!("`config.{key}` has the wrong type"),
             }
         }
     }
@@ -333,14 +390,25 @@ pub fn import_remote(
     limits: &Limits,
     progress: &Progress,
 ) -> anyhow::Result<EntryRow> {
+    let work = download(store, client, r, desc, manifest, progress)?;
+    import_manifest(store, work.path(), desc, manifest, r.to_string(), limits)
+}
+
+/// Download the config and layers of the image `desc` (from [`resolve_remote`]) into a scratch
+/// layout under the store's `tmp/`, each blob checked against its digest as it arrives.
+pub fn download(
+    store: &Store,
+    client: &Client,
+    r: &ImageReference,
+    desc: &Descriptor,
+    manifest: &serde_json::Value,
+    progress: &Progress,
+) -> anyhow::Result<tempfile::TempDir> {
     let work = tempfile::Builder::new().prefix("oci-pull-").tempdir_in(store.tmp_dir())?;
     let layout = Layout::open(work.path())?;
     let mut blobs: Vec<Descriptor> = vec![serde_json::from_value(manifest["config"].clone())
         .with_context(|| format!("{r}: manifest {}: `config` is not a descriptor", desc.digest))?];
-    blobs.extend(
-        serde_json::from_value::<Vec<Descriptor>>(manifest["layers"].clone())
-            .with_context(|| format!("{r}: manifest {}: `layers` is not a list of descriptors", desc.digest))?,
-    );
+    blobs.extend(manifest_layers(desc, manifest).with_context(|| r.to_string())?);
     let total = blobs.iter().fold(0u64, |t, b| t.saturating_add(b.size));
     let bar = progress.bytes(total, "downloading layers");
     for b in &blobs {
@@ -352,7 +420,13 @@ pub fn import_remote(
         bar.inc(b.size);
     }
     bar.finish_and_clear();
-    import_manifest(store, work.path(), desc, manifest, r.to_string(), limits)
+    Ok(work)
+}
+
+/// The image config `manifest` names, parsed (its blob in the layout at `dir`).
+pub fn image_config(dir: &Path, manifest: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let d: Descriptor = serde_json::from_value(manifest["config"].clone()).context("`config` is not a descriptor")?;
+    serde_json::from_slice(&read_blob(dir, &d, 4 << 20)?).with_context(|| format!("config blob {}: not JSON", d.digest))
 }
 
 /// Laying one layer's tree over the tree below.

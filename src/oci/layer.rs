@@ -247,18 +247,9 @@ impl<W: Write> Writer<'_, W> {
     }
 
     fn header(&self, kind: tar::EntryType, meta: &Meta, size: u64) -> tar::Header {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(kind);
-        h.set_mode(meta.mode & 0o7777);
-        h.set_uid(meta.uid as u64);
-        h.set_gid(meta.gid as u64);
-        h.set_mtime(self.mtime);
-        h.set_size(size);
-        h
+        header(kind, meta, self.mtime, size)
     }
 
-    /// Append one entry: pax records first when the path or link target does not fit the ustar
-    /// header or the node has extended attributes.
     fn append(
         &mut self,
         h: &mut tar::Header,
@@ -267,39 +258,65 @@ impl<W: Write> Writer<'_, W> {
         xattrs: &[(Vec<u8>, Vec<u8>)],
         data: impl std::io::Read,
     ) -> anyhow::Result<()> {
-        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        let short_path = path.len() <= 100 && path.is_ascii();
-        if !short_path {
-            pax.push(("path".into(), path.to_vec()));
-        }
-        let short_link = link.is_none_or(|l| l.len() <= 100 && l.is_ascii());
-        if let (false, Some(l)) = (short_link, link) {
-            pax.push(("linkpath".into(), l.to_vec()));
-        }
-        for (name, value) in xattrs {
-            let name = std::str::from_utf8(name).ok().filter(|n| !n.contains('=')).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "`/{}`: extended attribute `{}`: a pax record cannot hold a name that is not UTF-8 or holds `=`",
-                    String::from_utf8_lossy(path),
-                    String::from_utf8_lossy(name)
-                )
-            })?;
-            pax.push((format!("SCHILY.xattr.{name}"), value.clone()));
-        }
-        if !pax.is_empty() {
-            self.tar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
-        }
-        // The ustar fields hold what fits; a reader takes the pax record over them.
-        let cut = |b: &[u8]| -> Vec<u8> { b.iter().copied().filter(u8::is_ascii).take(100).collect() };
-        let p = if short_path { path.to_vec() } else { cut(path) };
-        h.as_old_mut().name[..p.len()].copy_from_slice(&p);
-        if let Some(l) = link {
-            let l = if short_link { l.to_vec() } else { cut(l) };
-            h.as_old_mut().linkname[..l.len()].copy_from_slice(&l);
-        }
-        h.set_cksum();
-        self.tar.append(h, data)?;
+        append(&mut self.tar, h, path, link, xattrs, data)?;
         self.counts.entries += 1;
         Ok(())
     }
+}
+
+/// A ustar header of `kind` with `meta`'s permission bits and numeric owners (no names).
+pub fn header(kind: tar::EntryType, meta: &Meta, mtime: u64, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(meta.mode & 0o7777);
+    h.set_uid(meta.uid as u64);
+    h.set_gid(meta.gid as u64);
+    h.set_mtime(mtime);
+    h.set_size(size);
+    h
+}
+
+/// Append one entry: pax records first when the path or link target does not fit the ustar
+/// header or the node has extended attributes (`SCHILY.xattr.NAME`).
+pub fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    path: &[u8],
+    link: Option<&[u8]>,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+    data: impl std::io::Read,
+) -> anyhow::Result<()> {
+    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+    let short_path = path.len() <= 100 && path.is_ascii();
+    if !short_path {
+        pax.push(("path".into(), path.to_vec()));
+    }
+    let short_link = link.is_none_or(|l| l.len() <= 100 && l.is_ascii());
+    if let (false, Some(l)) = (short_link, link) {
+        pax.push(("linkpath".into(), l.to_vec()));
+    }
+    for (name, value) in xattrs {
+        let name = std::str::from_utf8(name).ok().filter(|n| !n.contains('=')).ok_or_else(|| {
+            anyhow::anyhow!(
+                "`/{}`: extended attribute `{}`: a pax record cannot hold a name that is not UTF-8 or holds `=`",
+                String::from_utf8_lossy(path),
+                String::from_utf8_lossy(name)
+            )
+        })?;
+        pax.push((format!("SCHILY.xattr.{name}"), value.clone()));
+    }
+    if !pax.is_empty() {
+        tar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+    }
+    // The ustar fields hold what fits; a reader takes the pax record over them.
+    let cut = |b: &[u8]| -> Vec<u8> { b.iter().copied().filter(u8::is_ascii).take(100).collect() };
+    let p = if short_path { path.to_vec() } else { cut(path) };
+    h.as_old_mut().name[..p.len()].copy_from_slice(&p);
+    if let Some(l) = link {
+        let l = if short_link { l.to_vec() } else { cut(l) };
+        h.as_old_mut().linkname[..l.len()].copy_from_slice(&l);
+    }
+    h.set_cksum();
+    tar.append(h, data)?;
+    Ok(())
 }

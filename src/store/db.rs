@@ -35,6 +35,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0010_oci_configs", include_str!("../../store-schema/0010_oci_configs.sql")),
     ("0011_oci_chunks", include_str!("../../store-schema/0011_oci_chunks.sql")),
     ("0012_oci_pushed", include_str!("../../store-schema/0012_oci_pushed.sql")),
+    ("0013_ostree_container_layers", include_str!("../../store-schema/0013_ostree_container_layers.sql")),
 ];
 
 /// The zstd level of step logs: text compresses well at a low level, and logs are written on the
