@@ -8,8 +8,8 @@
 //! pipeline     description -> image -> commit -> artifact, as commands use it
 //! lifecycle    retention, one gc for the store, OSTree repositories and caches; disk usage
 //! deploy       disks, live ISOs and boots from an OSTree commit
-//! ostree       the image tree as an OSTree commit; signing, deltas, push
 //! graph        a description chain as cached steps (the build graph), generations
+//! ostree       the image tree as an OSTree commit; signing, deltas, push; ostree containers
 //! oci          OCI image layouts: an image's steps as layers; OCI images as bases
 //! packages     Debian and RPM: repositories, solving, unpacking, bootstrap (deb/, rpm/)
 //! description  KIWI XML and TOML image descriptions

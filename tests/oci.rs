@@ -657,6 +657,44 @@ fn images_go_to_a_registry_and_come_back_as_bases() {
     env.ok(&["export", w, "--format", "oci", "--output", &format!("oci-archive:{}:1.0", archive2.display())]);
     assert_eq!(fs_err::read(&archive).unwrap(), fs_err::read(&archive2).unwrap());
 
+    // An ostree-native container through the registry (the tree committed as it is): pushed,
+    // derived from with ostree's own form of reference, and brought back as the same commit.
+    let os_image = format!("{host}/strata/os:1");
+    let plain = env.path("plain-os");
+    write(&plain.join("etc/motd"), "welcome to os\n");
+    write(&plain.join("usr/bin/tool"), "#!/bin/sh\n");
+    sh(&format!("chmod 4755 {0}/usr/bin/tool && mkdir {0}/sysroot", plain.display()));
+    env.ok(&["store", "add", plain.to_str().unwrap(), "--root", "tags/plain-os"]);
+    let oc = env.json(&[
+        "export",
+        "tags/plain-os",
+        "--format",
+        "ostree-container",
+        "--no-layout",
+        "--output",
+        &format!("docker://{os_image}"),
+        &insecure,
+    ]);
+    let commit = oc["commit"].as_str().unwrap();
+    let os = env.path("os");
+    write(
+        &os.join("image.toml"),
+        &format!("[image]\nname = \"os\"\nderived-from = \"ostree-unverified-registry:{os_image}\"\n"),
+    );
+    env.ok(&["build", os.to_str().unwrap(), &insecure]);
+    let os_tree = checkout(&env, "images/os", "c-os");
+    same_tree(&os_tree, &plain);
+    let repo = env.path("os-repo");
+    let back = env.json(&[
+        "export",
+        &format!("ostree-container:docker://{os_image}"),
+        "--repo",
+        repo.to_str().unwrap(),
+        &insecure,
+    ]);
+    assert_eq!(back["commit"], commit, "{back}");
+    assert!(sh(&format!("ostree --repo={} fsck 2>&1", repo.display())).contains("no errors found"));
+
     // What was made for the registry and the archive is kept in the store's blob cache, and gc
     // keeps the layers of trees the store holds (configs and manifests are made anew each time).
     let cache = env.store().join("cache/oci-layers/blobs/sha256");

@@ -905,6 +905,44 @@ fn an_image_travels_as_an_ostree_native_container_and_comes_back_the_same_commit
     let derived = export(&env, plus.to_str().unwrap(), &repo, &["--ref", "plus/x86_64"]);
     let diff = ostree(&repo, &format!("diff {commit} {}", derived["commit"].as_str().unwrap()));
     assert_eq!(diff.trim(), "A    /usr/etc/motd", "{diff}");
+
+    // A container build on top (a plain layer after the commit's): laid over the commit's tree,
+    // whiteouts honoured; the commit itself is still the one exported.
+    let built_on = env.path("built-on");
+    edited_layout(&layout, &built_on, |tars, _, descs| {
+        let mut b = tar::Builder::new(vec![]);
+        for (path, data) in [("etc/extra", &b"extra\n"[..]), ("etc/.wh.passwd", &b""[..])] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        tars.push(b.into_inner().unwrap());
+        descs.push(descs[0].clone());
+    });
+    let on = env.path("on");
+    write(
+        &on.join("image.toml"),
+        &format!("[image]\nname = \"on\"\nderived-from = \"ostree-container:oci:{}:1\"\n", built_on.display()),
+    );
+    env.ok(&["build", on.to_str().unwrap()]);
+    let on_tree = env.path("on-tree");
+    env.ok(&["store", "checkout", "images/on", on_tree.to_str().unwrap(), "--link", "copy"]);
+    assert_eq!(fs_err::read_to_string(on_tree.join("etc/extra")).unwrap(), "extra\n");
+    assert!(!on_tree.join("etc/passwd").exists() && on_tree.join("etc/os-release").is_file());
+    let back2 = env.path("back2");
+    let got = env.json(&[
+        "export",
+        &format!("ostree-container:oci:{}:1", built_on.display()),
+        "--repo",
+        back2.to_str().unwrap(),
+    ]);
+    assert_eq!(got["commit"], commit.as_str());
+    assert_eq!(got["derived_layers_left_out"], 1, "{got}");
 }
 
 #[test]

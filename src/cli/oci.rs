@@ -142,8 +142,12 @@ pub(crate) fn write(
         }
     };
     if ctx.json {
+        let commit = match &make {
+            Make::OstreeCommit { commit, .. } => Some(commit.to_string()),
+            Make::Layers => None,
+        };
         output::json(&serde_json::json!({
-            "image": src.image, "entry": src.entry.key, "report": report,
+            "image": src.image, "entry": src.entry.key, "commit": commit, "report": report,
         }))?;
     } else {
         println!("{}", report.manifest);

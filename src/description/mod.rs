@@ -487,13 +487,18 @@ fn split_tag(spec: &str, rest: &str) -> anyhow::Result<(PathBuf, Option<String>)
 }
 
 /// The image an ostree-native container reference names (`ostree-container:IMAGE`, or ostree's
-/// `ostree-unverified-image:IMAGE` and `ostree-unverified-registry:HOST/REPO[:TAG]`), or `None`
+/// `ostree-unverified-image:IMAGE` and `ostree-unverified-registry:HOST/REPO[:TAG]`; IMAGE may
+/// use ostree's `registry:HOST/REPO[:TAG]` for `docker://HOST/REPO[:TAG]`), or `None`
 /// for another kind of reference. Signed forms (`ostree-image-signed:`, `ostree-remote-image:`)
 /// are refused: strata verifies the commit's checksums, not its signatures.
 pub fn ostree_container_image(value: &str) -> anyhow::Result<Option<String>> {
     if let Some(rest) =
         value.strip_prefix("ostree-container:").or_else(|| value.strip_prefix("ostree-unverified-image:"))
     {
+        // ostree's tools name the registry transport `registry:`.
+        if let Some(image) = rest.strip_prefix("registry:") {
+            return Ok(Some(format!("docker://{image}")));
+        }
         if !["oci:", "oci-archive:", "docker://"].iter().any(|p| rest.starts_with(p)) {
             bail!("`{value}`: expected an oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://HOST/REPO[:TAG] image after the `:`");
         }

@@ -257,6 +257,32 @@ fn base_references_parse() {
         parse_base("ostree:repo", dir.path()).unwrap_err().to_string(),
         "`ostree:repo`: expected `ostree:REPO#REF`"
     );
+    // Ostree-native containers, in strata's form and in ostree's.
+    let registry = |spec: &str| ImageReference::parse(spec).unwrap();
+    assert_eq!(
+        parse_base("ostree-container:oci:layout:1", dir.path()).unwrap(),
+        Base::OstreeContainer(Box::new(Base::Oci { dir: dir.path().join("layout"), tag: Some("1".into()) }))
+    );
+    assert_eq!(
+        parse_base("ostree-unverified-registry:r.example/os:1", dir.path()).unwrap(),
+        Base::OstreeContainer(Box::new(Base::Registry(registry("docker://r.example/os:1"))))
+    );
+    assert_eq!(
+        parse_base("ostree-unverified-image:docker://r.example/os", dir.path()).unwrap(),
+        Base::OstreeContainer(Box::new(Base::Registry(registry("docker://r.example/os"))))
+    );
+    assert_eq!(
+        parse_base("ostree-unverified-image:registry:r.example/os:2", dir.path()).unwrap(),
+        Base::OstreeContainer(Box::new(Base::Registry(registry("docker://r.example/os:2"))))
+    );
+    assert!(parse_base("ostree-container:containers-storage:os", dir.path())
+        .unwrap_err()
+        .to_string()
+        .contains("expected an oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://HOST/REPO[:TAG] image"));
+    assert!(parse_base("ostree-remote-image:fedora:docker://r.example/os", dir.path())
+        .unwrap_err()
+        .to_string()
+        .contains("signed ostree container references are not supported"));
 }
 
 #[test]
