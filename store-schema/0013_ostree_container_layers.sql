@@ -4,7 +4,8 @@
 -- Layer `n` (0: the commit layer) of the image of a commit depends only on the commit, the
 -- compression and the writer's version (`format`): its digests are known without writing it again.
 CREATE TABLE ostree_container_layers (
-    commit_checksum TEXT NOT NULL,      -- the OSTree commit, hex
+    commit_checksum TEXT NOT NULL,      -- the OSTree commit, hex; for layer 0 followed by `/` and the
+                                        -- sha256 of its detached metadata when it has some
     n               INTEGER NOT NULL,
     compression     TEXT NOT NULL,
     format          INTEGER NOT NULL,

@@ -767,6 +767,9 @@ fn an_image_travels_as_an_ostree_native_container_and_comes_back_the_same_commit
         &info.join("linux-image.list"),
         &format!("/boot/vmlinuz-{KVER}\n/boot/config-{KVER}\n/usr/lib/modules/{KVER}/modules.dep\n"),
     );
+    // A file bigger than what goes to a repository in one call.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs_err::write(tree.join("usr/lib/big.bin"), big).unwrap();
     import(&env, &tree, "fixture");
     let repo = env.path("repo");
     let layout = env.path("layout");
@@ -866,6 +869,30 @@ fn an_image_travels_as_an_ostree_native_container_and_comes_back_the_same_commit
     );
     assert_eq!(again["report"]["bytes_written"], 0, "{again}");
     assert_eq!(again["report"]["manifest"], report["manifest"]);
+    // Signed afterwards: the same commit, its signature in layer 0, which alone is made again.
+    let key = env.path("signing.key");
+    env.ok(&["key", "generate", key.to_str().unwrap()]);
+    let signed = json_at_epoch(
+        &env,
+        &[
+            "export",
+            "tags/fixture",
+            "--format",
+            "ostree-container",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--ref",
+            "fixture/x86_64",
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--output",
+            &spec,
+        ],
+    );
+    assert_eq!(signed["commit"], commit.as_str());
+    let written: Vec<bool> =
+        signed["report"]["layers"].as_array().unwrap().iter().map(|l| l["written"].as_bool().unwrap()).collect();
+    assert!(written[0] && written[1..].iter().all(|w| !w), "{signed}");
 
     // Back into another repository: the same commit, every object checked.
     let back = env.path("back");
@@ -905,6 +932,13 @@ fn an_image_travels_as_an_ostree_native_container_and_comes_back_the_same_commit
     let derived = export(&env, plus.to_str().unwrap(), &repo, &["--ref", "plus/x86_64"]);
     let diff = ostree(&repo, &format!("diff {commit} {}", derived["commit"].as_str().unwrap()));
     assert_eq!(diff.trim(), "A    /usr/etc/motd", "{diff}");
+    // As a plain OCI image it keeps the base's labels but those of the ostree commit.
+    let plain = env.path("plain");
+    env.ok(&["export", plus.to_str().unwrap(), "--format", "oci", "--output", &format!("oci:{}:1", plain.display())]);
+    let config: serde_json::Value =
+        serde_json::from_str(&sh(&format!("skopeo inspect --config oci:{}:1", plain.display()))).unwrap();
+    let labels = config["config"]["Labels"].as_object().unwrap();
+    assert!(labels.keys().all(|k| !k.starts_with("ostree.") && k != "containers.bootc"), "{config}");
 
     // A container build on top (a plain layer after the commit's): laid over the commit's tree,
     // whiteouts honoured; the commit itself is still the one exported.
@@ -1018,4 +1052,8 @@ fn bad_ostree_containers_are_refused_by_object_and_nothing_is_imported() {
     assert!(err.contains("give --repo PATH"), "{err}");
     let err = env.fail(&["export", "tags/fixture", "--format", "ostree-container"]);
     assert!(err.contains("needs --output"), "{err}");
+    let good_spec = format!("oci:{}:2", good.display());
+    let err =
+        env.fail(&["export", "tags/fixture", "--format", "ostree-container", "--history", "2", "--output", &good_spec]);
+    assert!(err.contains("give --repo PATH"), "{err}");
 }

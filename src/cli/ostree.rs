@@ -91,7 +91,12 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
     // repository, where `strata deploy` commits images too.
     let (repo_path, default_mode) = match (&args.repo, container) {
         (Some(r), _) => (r.clone(), None),
-        (None, true) => (store.root().join("ostree-repo"), Some(RepoMode::Bare)),
+        (None, true) => {
+            if args.deltas > 0 || args.history.is_some() {
+                bail!("--deltas and --history apply to a repository you name: give --repo PATH (without it the commit goes into the store's own repository)");
+            }
+            (store.root().join("ostree-repo"), Some(RepoMode::Bare))
+        }
         (None, false) => {
             bail!("give --repo PATH (the OSTree repository to commit to), or --format oci --output oci:DIR[:TAG]")
         }
@@ -100,7 +105,16 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let note = |m: String| ctx.note(m);
     let src = pipeline::source(&mut store, &input, &args.build.options()?, args.version.clone(), &ctx.progress, &note)?;
     let entry = src.entry.clone();
-    let reference = args.reference.clone().unwrap_or_else(|| pipeline::default_ref(&src.image, &args.build.arch));
+    // In the store's own repository, a container's commit has refs of its own (`container/…`):
+    // those of `strata deploy` stay its own.
+    let reference = args.reference.clone().unwrap_or_else(|| {
+        let r = pipeline::default_ref(&src.image, &args.build.arch);
+        if args.repo.is_none() {
+            format!("container/{r}")
+        } else {
+            r
+        }
+    });
     let special = match args.special_files {
         SpecialArg::Skip => SpecialFiles::Skip,
         SpecialArg::Fail => SpecialFiles::Fail,
@@ -210,7 +224,13 @@ fn unencapsulate(ctx: &Ctx, args: &ExportArgs, source: &str, image: &str) -> any
     let repo = export::open_repo(repo_path, mode)?;
     let (got, derived) = resolved
         .with_blobs(&mut store, &ctx.progress, |_, dir| {
-            container::unencapsulate(&repo, dir, &resolved.desc, &resolved.manifest)
+            container::unencapsulate(
+                &repo,
+                dir,
+                &resolved.desc,
+                &resolved.manifest,
+                &crate::packages::Limits::default(),
+            )
         })
         .with_context(|| resolved.name.clone())?;
     if !derived.is_empty() {
@@ -221,6 +241,18 @@ fn unencapsulate(ctx: &Ctx, args: &ExportArgs, source: &str, image: &str) -> any
     }
     if let Some(reference) = &args.reference {
         repo.set_ref_immediate(None, reference, Some(&got.commit), ostree::gio::Cancellable::NONE)?;
+    }
+    // gc keeps the repository's history as for any repository strata writes.
+    crate::lifecycle::register_repo(&mut store, repo_path)?;
+    if repo_path.join("summary").exists() {
+        if repo_path.join("summary.sig").exists() {
+            ctx.note(format!(
+                "{}: its summary is signed and was left as it was; sign a new one with `strata export … --sign-key`",
+                repo_path.display()
+            ));
+        } else {
+            crate::ostree::sign::update_summary(&repo, &[])?;
+        }
     }
     if ctx.json {
         output::json(&serde_json::json!({

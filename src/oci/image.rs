@@ -133,9 +133,11 @@ pub struct OciTo<'a> {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerReport {
-    /// The step whose tree the layer ends at.
+    /// The step whose tree the layer ends at (for an ostree-native container: what it holds).
     pub step: String,
-    pub tree: Digest,
+    /// The store tree the layer ends at (none for an ostree-native container's layers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree: Option<Digest>,
     pub digest: String,
     pub diff_id: String,
     pub size: u64,
@@ -226,7 +228,7 @@ pub fn export(
         }
         let report = LayerReport {
             step: step.clone(),
-            tree: *tree,
+            tree: Some(*tree),
             digest: placed.digest,
             diff_id: placed.diff_id,
             size: placed.size,
@@ -333,7 +335,10 @@ pub fn write_image(
         .map(|l| History {
             created: created.clone(),
             created_by: format!("{}{}", image.history_prefix, l.step),
-            comment: format!("tree {}", l.tree.to_hex()),
+            comment: match &l.tree {
+                Some(t) => format!("tree {}", t.to_hex()),
+                None => l.step.clone(),
+            },
             author: None,
         })
         .collect();
@@ -445,9 +450,16 @@ pub fn base_settings(store: &Store, entry: &EntryRow) -> anyhow::Result<Option<c
             .into_iter()
             .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
+        // The labels that describe the base image's own layers (an ostree-native container's
+        // commit) do not describe an image made from it.
         let labels = v["Labels"]
             .as_object()
-            .map(|m| m.iter().filter_map(|(k, x)| x.as_str().map(|x| (k.clone(), x.to_string()))).collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| !k.starts_with("ostree.") && k.as_str() != "containers.bootc")
+                    .filter_map(|(k, x)| x.as_str().map(|x| (k.clone(), x.to_string())))
+                    .collect()
+            })
             .unwrap_or_default();
         return Ok(Some(crate::description::Container {
             user: text("User"),

@@ -75,6 +75,8 @@ const FORMAT: i64 = 1;
 pub const MAX_METADATA: u64 = 10 << 20;
 /// The largest extended attribute set accepted.
 const MAX_XATTRS: u64 = 1 << 20;
+/// The deepest directory a commit read from an image may have.
+const MAX_DEPTH: usize = 1024;
 /// Files up to this size are written to a repository in one call.
 const INLINE_MAX: u64 = 128 * 1024;
 
@@ -259,6 +261,11 @@ fn plan(repo: &ostree::Repo, commit: &str) -> anyhow::Result<Plan> {
     let mut lists: Vec<(String, String)> = vec![];
     let mut top_links: Vec<String> = vec![];
     walk(repo, "", &root_tree, &mut p, &mut seen_meta, &mut index, &mut files, &mut lists, &mut top_links)?;
+    let dirs: Vec<&str> =
+        p.events.iter().filter_map(|e| if let Event::Dir(d, _) = e { Some(d.as_str()) } else { None }).collect();
+    if dirs.iter().filter(|d| **d == "etc").count() > 1 {
+        bail!("the commit has both /etc and /usr/etc: a container shows /usr/etc as /etc, so only one can be there");
+    }
 
     // Layers by package, from the dpkg file lists.
     let mut lists_sorted = lists;
@@ -511,11 +518,18 @@ pub fn encapsulate(
 ) -> anyhow::Result<OciReport> {
     let plan = plan(repo, commit)?;
     let count = plan.components.len() + 1;
+    // Layer 0 holds the detached metadata too (signatures added later change it).
+    let detached = repo.read_commit_detached_metadata(commit, gio::Cancellable::NONE).map_err(glib_err)?;
+    let key0 = match &detached {
+        Some(m) => format!("{commit}/{}", sha256_hex(&m.data_as_bytes())),
+        None => commit.to_string(),
+    };
     let bar = progress.items(count as u64, "layers");
     let mut layers: Vec<LayerReport> = Vec::with_capacity(count);
     let mut bytes_written = 0;
     for n in 0..count {
-        let known = recorded(store, commit, n, to)?;
+        let key = if n == 0 { key0.as_str() } else { commit };
+        let known = recorded(store, key, n, to)?;
         let placed = oci_image::place_layer(target, known, &mut |layout| {
             oci_image::write_compressed(layout, to.compression, &mut |w| {
                 write_layer(repo, &plan, n, w)?;
@@ -523,7 +537,7 @@ pub fn encapsulate(
             })
         })?;
         if placed.made {
-            record(store, commit, n, to, &placed.diff_id, &placed.digest, placed.size)?;
+            record(store, key, n, to, &placed.diff_id, &placed.digest, placed.size)?;
         }
         if placed.sent {
             bytes_written += placed.size;
@@ -537,7 +551,7 @@ pub fn encapsulate(
         };
         layers.push(LayerReport {
             step,
-            tree: Digest::of(commit.as_bytes()),
+            tree: None,
             digest: placed.digest,
             diff_id: placed.diff_id,
             size: placed.size,
@@ -562,7 +576,8 @@ pub fn encapsulate(
     oci_image::write_image(store, &image, to, target, layers, bytes_written)
 }
 
-/// The digests of layer `n` of `commit` made before.
+/// The digests of layer `n` made before of `commit` (for layer 0, the commit and its detached
+/// metadata: `COMMIT/SHA256`).
 fn recorded(store: &Store, commit: &str, n: usize, to: &OciTo<'_>) -> anyhow::Result<Option<(String, String, u64)>> {
     Ok(store
         .db()
@@ -730,6 +745,8 @@ pub struct Unencapsulated {
     /// Objects written now (the repository lacked them).
     pub objects_written: u64,
     pub objects_present: u64,
+    /// The repository had the commit already.
+    pub commit_existed: bool,
 }
 
 /// A member of the embedded repository.
@@ -760,8 +777,7 @@ fn member(path: &[u8]) -> anyhow::Result<Option<Member<'_>>> {
             Ok(Some(Member::Object { checksum, ext }))
         }
         _ => bail!(
-            "`{}`: not an object name (objects/XX/REST.TYPE: 64 lowercase hex digits, TYPE commit, commitmeta, dirtree, dirmeta, file, file-xattrs or file-xattrs-link)",
-            String::from_utf8_lossy(path)
+            "not an object name (objects/XX/REST.TYPE: 64 lowercase hex digits, TYPE commit, commitmeta, dirtree, dirmeta, file, file-xattrs or file-xattrs-link)"
         ),
     }
 }
@@ -783,12 +799,41 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// State while reading the objects of the layers.
 struct Reader<'a> {
     repo: &'a ostree::Repo,
+    /// Whether objects are written through memory (libostree writes an archive repository's
+    /// content objects from a stream only).
+    archive: bool,
+    /// The commit the image's label names: the commit object must be this one.
+    expected: String,
     commit: Option<String>,
-    /// `.file-xattrs` objects by their checksum.
+    /// `.file-xattrs` objects of this layer by their checksum, and their bytes in all.
     xattrs: HashMap<String, glib::Bytes>,
+    xattrs_bytes: u64,
     /// The xattrs for the next `.file`: (its checksum, the xattrs).
     next: Option<(String, glib::Bytes)>,
+    limits: &'a Limits,
+    /// Content bytes and objects read, against `limits`.
+    bytes: u64,
+    objects: u64,
     out: Unencapsulated,
+}
+
+/// The `.file-xattrs` objects of one layer kept at once, in bytes.
+const MAX_XATTRS_CACHED: u64 = 64 << 20;
+
+/// A numeric field of `entry`: its pax record (`uid`, `gid`) when it has one, else its header's.
+fn pax_number(entry: &mut tar::Entry<'_, impl Read>, key: &str, header: u64) -> anyhow::Result<u64> {
+    if let Some(exts) = entry.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            if ext.key_bytes() == key.as_bytes() {
+                let text = std::str::from_utf8(ext.value_bytes()).ok();
+                return text
+                    .and_then(|t| t.parse().ok())
+                    .with_context(|| format!("pax record `{key}` is not a number"));
+            }
+        }
+    }
+    Ok(header)
 }
 
 impl Reader<'_> {
@@ -826,8 +871,12 @@ impl Reader<'_> {
         let path = entry.path_bytes().into_owned();
         let Some(Member::Object { checksum, ext }) = member(&path)? else { return Ok(()) };
         let kind = entry.header().entry_type();
-        let size = entry.header().size()?;
+        let size = entry.size();
         let regular = kind.is_file();
+        self.objects += 1;
+        if self.objects > self.limits.max_members {
+            bail!("more than {} objects: the most an image may carry", self.limits.max_members);
+        }
         let needs_regular = |what: &str| -> anyhow::Result<()> {
             if !regular {
                 bail!("a {what} must be a regular file, not a {kind:?}");
@@ -843,10 +892,21 @@ impl Reader<'_> {
                 if let Some(c) = &self.commit {
                     bail!("a second commit object (the first was {c})");
                 }
+                if checksum != self.expected {
+                    bail!(
+                        "layer 0 carries commit {checksum}, but the image's `{COMMIT_LABEL}` label names {}",
+                        self.expected
+                    );
+                }
+                let had = self.have(ostree::ObjectType::Commit, &checksum)?;
                 let bytes = read_small(entry, size, MAX_METADATA, "the object")?;
                 self.metadata(ostree::ObjectType::Commit, COMMIT_TYPE, &checksum, bytes)
                     .with_context(|| format!("commit object {checksum}"))?;
-                self.repo.mark_commit_partial(&checksum, true).map_err(glib_err)?;
+                if !had {
+                    // Partial until every object it reaches has come.
+                    self.repo.mark_commit_partial(&checksum, true).map_err(glib_err)?;
+                }
+                self.out.commit_existed = had;
                 self.commit = Some(checksum);
             }
             "commitmeta" => {
@@ -858,6 +918,10 @@ impl Reader<'_> {
                 let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from_owned(bytes), variant_type("a{sv}"));
                 if !v.is_normal_form() {
                     bail!("not an a{{sv}} in normal form");
+                }
+                if self.out.commit_existed {
+                    // The repository's own detached metadata (its signatures) stays.
+                    return Ok(());
                 }
                 self.repo
                     .write_commit_detached_metadata(&checksum, Some(&v), gio::Cancellable::NONE)
@@ -879,6 +943,10 @@ impl Reader<'_> {
                 if sha256_hex(&bytes) != checksum {
                     bail!("its content has another checksum");
                 }
+                self.xattrs_bytes += bytes.len() as u64;
+                if self.xattrs_bytes > MAX_XATTRS_CACHED {
+                    bail!("more than {MAX_XATTRS_CACHED} bytes of xattrs objects in one layer");
+                }
                 self.xattrs.insert(checksum, glib::Bytes::from_owned(bytes));
             }
             "file-xattrs-link" => {
@@ -894,10 +962,9 @@ impl Reader<'_> {
                         String::from_utf8_lossy(dir),
                         String::from_utf8_lossy(name.strip_suffix(b".file-xattrs").unwrap_or(name))
                     );
-                    self.xattrs
-                        .get(&sum)
-                        .cloned()
-                        .with_context(|| format!("links to xattrs {sum}, which came not before it"))?
+                    self.xattrs.get(&sum).cloned().with_context(|| {
+                        format!("links to the xattrs object {sum}, which did not come before it in this layer")
+                    })?
                 } else {
                     needs_regular("xattrs link")?;
                     glib::Bytes::from_owned(read_small(entry, size, MAX_XATTRS, "the object")?)
@@ -918,8 +985,14 @@ impl Reader<'_> {
                     self.out.objects_present += 1;
                     return Ok(());
                 }
-                let h = entry.header();
-                let (uid, gid, mode) = (h.uid()? as u32, h.gid()? as u32, h.mode()? & 0o7777);
+                let (h_uid, h_gid, mode) =
+                    (entry.header().uid()?, entry.header().gid()?, entry.header().mode()? & 0o7777);
+                let uid = u32::try_from(pax_number(entry, "uid", h_uid)?).context("a uid beyond 32 bits")?;
+                let gid = u32::try_from(pax_number(entry, "gid", h_gid)?).context("a gid beyond 32 bits")?;
+                self.bytes = self.bytes.saturating_add(size);
+                if self.bytes > self.limits.max_bytes {
+                    bail!("more than {} bytes of files: the most an image may carry", self.limits.max_bytes);
+                }
                 let written = if kind.is_symlink() {
                     let target = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
                     let target =
@@ -930,8 +1003,8 @@ impl Reader<'_> {
                         .to_string()
                 } else if regular {
                     let mode = mode | nix::libc::S_IFREG;
-                    if size <= INLINE_MAX {
-                        let bytes = read_small(entry, size, INLINE_MAX, "the object")?;
+                    if size <= INLINE_MAX || self.archive {
+                        let bytes = read_small(entry, size, size, "the object")?;
                         self.repo
                             .write_regfile_inline(
                                 Some(&checksum),
@@ -981,10 +1054,23 @@ pub fn unencapsulate(
     dir: &Path,
     desc: &Descriptor,
     manifest: &serde_json::Value,
+    limits: &Limits,
 ) -> anyhow::Result<(Unencapsulated, Vec<(usize, Descriptor)>)> {
     let split = split(dir, desc, manifest)?;
     repo.prepare_transaction(gio::Cancellable::NONE).map_err(glib_err)?;
-    let mut reader = Reader { repo, commit: None, xattrs: HashMap::new(), next: None, out: Unencapsulated::default() };
+    let mut reader = Reader {
+        repo,
+        archive: repo.mode() == ostree::RepoMode::Archive,
+        expected: split.commit.clone(),
+        commit: None,
+        xattrs: HashMap::new(),
+        xattrs_bytes: 0,
+        next: None,
+        limits,
+        bytes: 0,
+        objects: 0,
+        out: Unencapsulated::default(),
+    };
     let result = (|| -> anyhow::Result<()> {
         for (i, layer) in &split.ostree {
             oci_import::read_layer(dir, *i, layer, |r| {
@@ -994,12 +1080,13 @@ pub fn unencapsulate(
                     let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
                     reader.entry(*i, &mut entry).with_context(|| format!("`{path}`"))?;
                 }
+                if let Some((sum, _)) = &reader.next {
+                    bail!("the xattrs of {sum} end the layer, without its content object");
+                }
                 Ok(())
             })?;
             reader.xattrs.clear();
-        }
-        if let Some((sum, _)) = &reader.next {
-            bail!("the xattrs of {sum} end the layers, without its content object");
+            reader.xattrs_bytes = 0;
         }
         Ok(())
     })();
@@ -1008,42 +1095,47 @@ pub fn unencapsulate(
         return Err(e);
     }
     repo.commit_transaction(gio::Cancellable::NONE).map_err(glib_err)?;
-    let commit = match reader.commit.clone() {
-        Some(c) if c == split.commit => c,
-        Some(c) => bail!("layer 0 carries commit {c}, but the image's `{COMMIT_LABEL}` label names {}", split.commit),
-        None => bail!("layer 0 carries no commit object (sysroot/ostree/repo/objects/XX/REST.commit)"),
+    let Some(commit) = reader.commit.clone() else {
+        bail!("layer 0 carries no commit object (sysroot/ostree/repo/objects/XX/REST.commit)");
     };
-    complete(repo, &commit)?;
+    complete(repo, &commit, limits)?;
     repo.mark_commit_partial(&commit, false).map_err(glib_err)?;
     let mut out = reader.out;
     out.commit = commit;
     Ok((out, split.derived))
 }
 
-/// Check that every object `commit` reaches is in `repo`, naming the first missing one and its path.
-fn complete(repo: &ostree::Repo, commit: &str) -> anyhow::Result<()> {
+/// Check that every object `commit` reaches is in `repo`, naming the first missing one and its
+/// path; and that its tree stays within `limits` (paths counted as a checkout would make them)
+/// and [`MAX_DEPTH`] directories deep.
+fn complete(repo: &ostree::Repo, commit: &str, limits: &Limits) -> anyhow::Result<()> {
     let (tree, meta, _) = commit_root(repo, commit)?;
     let mut seen: HashSet<String> = HashSet::new();
-    let mut stack = vec![(String::new(), tree, meta)];
+    let mut stack = vec![(String::new(), tree, meta, 0usize)];
+    let mut paths: u64 = 0;
     let has = |kind, sum: &str| repo.has_object(kind, sum, gio::Cancellable::NONE).map_err(glib_err);
-    while let Some((path, tree, meta)) = stack.pop() {
-        if !has(ostree::ObjectType::DirMeta, &meta)? {
-            bail!("the image lacks the dirmeta object {meta} of /{path}");
+    while let Some((path, tree, meta, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            bail!("/{path}: more than {MAX_DEPTH} directories deep");
         }
-        if !seen.insert(tree.clone()) {
-            continue;
+        if seen.insert(meta.clone()) && !has(ostree::ObjectType::DirMeta, &meta)? {
+            bail!("the image lacks the dirmeta object {meta} of /{path}");
         }
         if !has(ostree::ObjectType::DirTree, &tree)? {
             bail!("the image lacks the dirtree object {tree} of /{path}");
         }
         let listing = dirtree(repo, &tree)?;
+        paths += (listing.files.len() + listing.dirs.len()) as u64;
+        if paths > limits.max_members {
+            bail!("more than {} paths in the commit's tree: the most an image may have", limits.max_members);
+        }
         for (name, sum) in &listing.files {
             if seen.insert(sum.clone()) && !has(ostree::ObjectType::File, sum)? {
                 bail!("the image lacks the content object {sum} of /{}", join(&path, name));
             }
         }
         for (name, t, m) in listing.dirs {
-            stack.push((join(&path, &name), t, m));
+            stack.push((join(&path, &name), t, m, depth + 1));
         }
     }
     Ok(())
@@ -1063,11 +1155,14 @@ pub fn import(
 ) -> anyhow::Result<EntryRow> {
     let key = image_key(&desc.digest);
     let work = tempfile::Builder::new().prefix("ostree-container-").tempdir_in(store.tmp_dir())?;
-    let mode = if crate::store::meta::privileged() { ostree::RepoMode::Bare } else { ostree::RepoMode::BareUser };
+    // bare-user: owners and extended attributes are kept in an xattr of each object, never
+    // applied to the host's files (a `security.selinux` label of the image stays the image's).
     let repo = ostree::Repo::new_for_path(work.path());
-    repo.create(mode, gio::Cancellable::NONE).map_err(glib_err).context("cannot create a scratch repository")?;
+    repo.create(ostree::RepoMode::BareUser, gio::Cancellable::NONE)
+        .map_err(glib_err)
+        .context("cannot create a scratch repository")?;
     repo.set_disable_fsync(true);
-    let (got, derived) = unencapsulate(&repo, dir, desc, manifest)?;
+    let (got, derived) = unencapsulate(&repo, dir, desc, manifest, limits)?;
     let (batch, tree, files, bytes) = commit_tree(store, &repo, &got.commit, progress)?;
     batch.commit(store, None)?;
     let mut batch = Batch::new();
@@ -1155,6 +1250,9 @@ fn commit_tree(
                 entries.push((name_of(name)?, Node::Directory { tree: id }));
             }
             entries.sort_by(|a, b| a.0.cmp(&b.0));
+            if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+                bail!("/{}: twice in dirtree {tree}", join(path, &String::from_utf8_lossy(w[0].0.as_bytes())));
+            }
             let id = self.batch.put_tree(&Tree { meta: dirmeta(self.repo, meta)?, entries });
             self.trees.insert(key, id);
             Ok(id)
