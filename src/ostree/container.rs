@@ -22,7 +22,8 @@
 //! **Reading** ([`unencapsulate`], [`import`]). The layers up to `ostree.final-diffid` (layer 0
 //! alone without it) are read for their `sysroot/ostree/repo/objects/` members; everything else
 //! in them is the checkout view, ignored. Every object is written through libostree with its
-//! expected checksum, so a changed byte, owner, mode or extended attribute is refused naming the
+//! expected checksum (regular files by one writer thread per core, while the layers are read,
+//! in one transaction that an error aborts), so a changed byte, owner, mode or extended attribute is refused naming the
 //! object; metadata objects must be in normal form and at most [`MAX_METADATA`] bytes; then every
 //! object the commit reaches must have arrived. Layers after the last ostree layer (a container
 //! build on top) are laid over the commit's tree as any OCI layer is.
@@ -77,8 +78,9 @@ pub const MAX_METADATA: u64 = 10 << 20;
 const MAX_XATTRS: u64 = 1 << 20;
 /// The deepest directory a commit read from an image may have.
 const MAX_DEPTH: usize = 1024;
-/// Files up to this size are written to a repository in one call.
-const INLINE_MAX: u64 = 128 * 1024;
+/// Regular file objects up to this size are read into memory and written by the writer threads
+/// (larger ones stream into a repository from the layer, except an archive repository's).
+const PARALLEL_MAX: u64 = 16 << 20;
 
 const COMMIT_TYPE: &str = "(a{sv}aya(say)sstayay)";
 const DIRTREE_TYPE: &str = "(a(say)a(sayay))";
@@ -799,6 +801,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// State while reading the objects of the layers.
 struct Reader<'a> {
     repo: &'a ostree::Repo,
+    /// Regular file objects go to the writer threads through this.
+    jobs: std::sync::mpsc::SyncSender<FileJob>,
     /// Whether objects are written through memory (libostree writes an archive repository's
     /// content objects from a stream only).
     archive: bool,
@@ -815,6 +819,37 @@ struct Reader<'a> {
     bytes: u64,
     objects: u64,
     out: Unencapsulated,
+}
+
+/// A regular file object for a writer thread.
+struct FileJob {
+    path: String,
+    checksum: String,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    xattrs: glib::Variant,
+    data: Vec<u8>,
+}
+
+/// Write `job` through libostree, which checks its checksum.
+fn write_job(repo: &ostree::Repo, job: &FileJob) -> anyhow::Result<()> {
+    let written = repo
+        .write_regfile_inline(
+            Some(&job.checksum),
+            job.uid,
+            job.gid,
+            job.mode,
+            Some(&job.xattrs),
+            &job.data,
+            gio::Cancellable::NONE,
+        )
+        .map_err(glib_err)
+        .with_context(|| format!("`{}`", job.path))?;
+    if written.as_str() != job.checksum {
+        bail!("`{}`: its content, owner, mode and xattrs have checksum {written}", job.path);
+    }
+    Ok(())
 }
 
 /// The `.file-xattrs` objects of one layer kept at once, in bytes.
@@ -1003,20 +1038,15 @@ impl Reader<'_> {
                         .to_string()
                 } else if regular {
                     let mode = mode | nix::libc::S_IFREG;
-                    if size <= INLINE_MAX || self.archive {
-                        let bytes = read_small(entry, size, size, "the object")?;
-                        self.repo
-                            .write_regfile_inline(
-                                Some(&checksum),
-                                uid,
-                                gid,
-                                mode,
-                                Some(&xattrs),
-                                &bytes,
-                                gio::Cancellable::NONE,
-                            )
-                            .map_err(glib_err)?
-                            .to_string()
+                    if size <= PARALLEL_MAX || self.archive {
+                        // Written (and for an archive repository, compressed) by the workers.
+                        let data = read_small(entry, size, size, "the object")?;
+                        let path = String::from_utf8_lossy(&path).into_owned();
+                        let job = FileJob { path, checksum, uid, gid, mode, xattrs, data };
+                        if self.jobs.send(job).is_err() {
+                            bail!("the writers stopped");
+                        }
+                        return Ok(());
                     } else {
                         let w = self
                             .repo
@@ -1058,51 +1088,89 @@ pub fn unencapsulate(
 ) -> anyhow::Result<(Unencapsulated, Vec<(usize, Descriptor)>)> {
     let split = split(dir, desc, manifest)?;
     repo.prepare_transaction(gio::Cancellable::NONE).map_err(glib_err)?;
-    let mut reader = Reader {
-        repo,
-        archive: repo.mode() == ostree::RepoMode::Archive,
-        expected: split.commit.clone(),
-        commit: None,
-        xattrs: HashMap::new(),
-        xattrs_bytes: 0,
-        next: None,
-        limits,
-        bytes: 0,
-        objects: 0,
-        out: Unencapsulated::default(),
-    };
-    let result = (|| -> anyhow::Result<()> {
-        for (i, layer) in &split.ostree {
-            oci_import::read_layer(dir, *i, layer, |r| {
-                let mut archive = tar::Archive::new(r);
-                for entry in archive.entries()? {
-                    let mut entry = entry?;
-                    let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                    reader.entry(*i, &mut entry).with_context(|| format!("`{path}`"))?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<FileJob>(4 * threads);
+    let rx = std::sync::Mutex::new(rx);
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let first_error: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+    let (result, out, commit) = std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (repo, rx, written, first_error) = (repo.clone(), &rx, &written, &first_error);
+            s.spawn(move || loop {
+                let job = rx.lock().expect("job queue lock").recv();
+                let Ok(job) = job else { break };
+                match write_job(&repo, &job) {
+                    Ok(()) => {
+                        written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        // The writers go on taking jobs, so that the reader, which stops at
+                        // its next entry on seeing the error, is never left blocked.
+                        first_error.lock().expect("error lock").get_or_insert(e);
+                    }
                 }
-                if let Some((sum, _)) = &reader.next {
-                    bail!("the xattrs of {sum} end the layer, without its content object");
-                }
-                Ok(())
-            })?;
-            reader.xattrs.clear();
-            reader.xattrs_bytes = 0;
+            });
         }
-        Ok(())
-    })();
+        let mut reader = Reader {
+            repo,
+            jobs: tx,
+            archive: repo.mode() == ostree::RepoMode::Archive,
+            expected: split.commit.clone(),
+            commit: None,
+            xattrs: HashMap::new(),
+            xattrs_bytes: 0,
+            next: None,
+            limits,
+            bytes: 0,
+            objects: 0,
+            out: Unencapsulated::default(),
+        };
+        let result = (|| -> anyhow::Result<()> {
+            for (i, layer) in &split.ostree {
+                oci_import::read_layer(dir, *i, layer, |r| {
+                    let mut archive = tar::Archive::new(r);
+                    for entry in archive.entries()? {
+                        if first_error.lock().expect("error lock").is_some() {
+                            bail!("a writer failed");
+                        }
+                        let mut entry = entry?;
+                        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                        reader.entry(*i, &mut entry).with_context(|| format!("`{path}`"))?;
+                    }
+                    if let Some((sum, _)) = &reader.next {
+                        bail!("the xattrs of {sum} end the layer, without its content object");
+                    }
+                    Ok(())
+                })?;
+                reader.xattrs.clear();
+                reader.xattrs_bytes = 0;
+            }
+            Ok(())
+        })();
+        // Closing the queue ends the writers once they wrote what is in it.
+        let Reader { out, commit, jobs, .. } = reader;
+        drop(jobs);
+        (result, out, commit)
+    });
+    // A writer's error is the cause of a reader's "a writer failed".
+    let result = match first_error.into_inner().expect("error lock") {
+        Some(e) => Err(e),
+        None => result,
+    };
     if let Err(e) = result {
         let _ = repo.abort_transaction(gio::Cancellable::NONE);
         return Err(e);
     }
+    let mut reader_out = out;
+    reader_out.objects_written += written.into_inner();
     repo.commit_transaction(gio::Cancellable::NONE).map_err(glib_err)?;
-    let Some(commit) = reader.commit.clone() else {
+    let Some(commit) = commit else {
         bail!("layer 0 carries no commit object (sysroot/ostree/repo/objects/XX/REST.commit)");
     };
     complete(repo, &commit, limits)?;
     repo.mark_commit_partial(&commit, false).map_err(glib_err)?;
-    let mut out = reader.out;
-    out.commit = commit;
-    Ok((out, split.derived))
+    reader_out.commit = commit;
+    Ok((reader_out, split.derived))
 }
 
 /// Check that every object `commit` reaches is in `repo`, naming the first missing one and its
