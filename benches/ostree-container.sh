@@ -71,7 +71,7 @@ grep -q '<package name="file"/>' "$P/appliance.kiwi"
 sed -i 's|name="debian-base"|name="debian-plus"|' "$P/appliance.kiwi"
 $strata --store "$S" -q build "$P" >/dev/null
 $strata --store "$S" -q export images/debian-plus --format ostree-container --output "oci:$work/warm:plus" >/dev/null
-plus_setup() { rm -rf --one-file-system "$L"; $strata --store "$S" -q export images/debian-base --format ostree-container --output "oci:$L:base" >/dev/null; python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute("DELETE FROM ostree_container_layers WHERE commit_checksum != ?", (sys.argv[2],)); c.commit()' "$S/db.sqlite" "$commit"; }
+plus_setup() { rm -rf --one-file-system "$L"; forget; $strata --store "$S" -q export images/debian-base --format ostree-container --output "oci:$L:base" >/dev/null; }
 measure oc_plus plus_setup $strata --store "$S" -q export images/debian-plus --format ostree-container --output "oci:$L:plus"
 plus_setup
 plus=$($strata --store "$S" --json export images/debian-plus --format ostree-container --output "oci:$L:plus" | python3 -c '

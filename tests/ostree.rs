@@ -932,6 +932,20 @@ fn an_image_travels_as_an_ostree_native_container_and_comes_back_the_same_commit
     let derived = export(&env, plus.to_str().unwrap(), &repo, &["--ref", "plus/x86_64"]);
     let diff = ostree(&repo, &format!("diff {commit} {}", derived["commit"].as_str().unwrap()));
     assert_eq!(diff.trim(), "A    /usr/etc/motd", "{diff}");
+    // As an ostree container next to the image it derives from: the commit layer and the layer
+    // of files no package owns (where /etc/motd goes) are new; every other layer is the base's.
+    let out = env.json(&[
+        "export",
+        plus.to_str().unwrap(),
+        "--format",
+        "ostree-container",
+        "--output",
+        &format!("oci:{}:plus", layout.display()),
+    ]);
+    let written: Vec<bool> =
+        out["report"]["layers"].as_array().unwrap().iter().map(|l| l["written"].as_bool().unwrap()).collect();
+    assert_eq!(written.iter().filter(|w| **w).count(), 2, "{out}");
+    assert!(written[0], "{out}");
     // As a plain OCI image it keeps the base's labels but those of the ostree commit.
     let plain = env.path("plain");
     env.ok(&["export", plus.to_str().unwrap(), "--format", "oci", "--output", &format!("oci:{}:1", plain.display())]);

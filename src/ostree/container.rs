@@ -520,18 +520,13 @@ pub fn encapsulate(
 ) -> anyhow::Result<OciReport> {
     let plan = plan(repo, commit)?;
     let count = plan.components.len() + 1;
-    // Layer 0 holds the detached metadata too (signatures added later change it).
-    let detached = repo.read_commit_detached_metadata(commit, gio::Cancellable::NONE).map_err(glib_err)?;
-    let key0 = match &detached {
-        Some(m) => format!("{commit}/{}", sha256_hex(&m.data_as_bytes())),
-        None => commit.to_string(),
-    };
+    let keys = layer_keys(repo, &plan)?;
     let bar = progress.items(count as u64, "layers");
     let mut layers: Vec<LayerReport> = Vec::with_capacity(count);
     let mut bytes_written = 0;
     for n in 0..count {
-        let key = if n == 0 { key0.as_str() } else { commit };
-        let known = recorded(store, key, n, to)?;
+        let key = keys[n].as_str();
+        let known = recorded(store, key, to)?;
         let placed = oci_image::place_layer(target, known, &mut |layout| {
             oci_image::write_compressed(layout, to.compression, &mut |w| {
                 write_layer(repo, &plan, n, w)?;
@@ -539,7 +534,7 @@ pub fn encapsulate(
             })
         })?;
         if placed.made {
-            record(store, key, n, to, &placed.diff_id, &placed.digest, placed.size)?;
+            record(store, key, to, &placed.diff_id, &placed.digest, placed.size)?;
         }
         if placed.sent {
             bytes_written += placed.size;
@@ -578,35 +573,54 @@ pub fn encapsulate(
     oci_image::write_image(store, &image, to, target, layers, bytes_written)
 }
 
-/// The digests of layer `n` made before of `commit` (for layer 0, the commit and its detached
-/// metadata: `COMMIT/SHA256`).
-fn recorded(store: &Store, commit: &str, n: usize, to: &OciTo<'_>) -> anyhow::Result<Option<(String, String, u64)>> {
+/// What each layer's bytes depend on, as a key its digests are recorded under: for layer 0 the
+/// commit and its detached metadata (`0/COMMIT[/SHA256]`: signatures added later change it); for
+/// a layer of packages the sha256 of its objects (checksums, which cover content, owners, modes
+/// and extended attributes) with their paths, so that a bucket no package of which changed is a
+/// lookup in the next commit too.
+fn layer_keys(repo: &ostree::Repo, plan: &Plan) -> anyhow::Result<Vec<String>> {
+    use sha2::Digest as _;
+    let detached = repo.read_commit_detached_metadata(&plan.commit, gio::Cancellable::NONE).map_err(glib_err)?;
+    let mut keys = vec![match &detached {
+        Some(m) => format!("0/{}/{}", plan.commit, sha256_hex(&m.data_as_bytes())),
+        None => format!("0/{}", plan.commit),
+    }];
+    let mut hashes: Vec<sha2::Sha256> = (0..plan.components.len()).map(|_| sha2::Sha256::new()).collect();
+    let mut mine: Vec<&FileObject> = plan.objects.iter().filter(|o| o.layer > 0).collect();
+    mine.sort_by(|a, b| a.checksum.cmp(&b.checksum));
+    for o in mine {
+        let h = &mut hashes[o.layer - 1];
+        h.update(o.checksum.as_bytes());
+        for p in &o.paths {
+            h.update(b"\0");
+            h.update(p.as_bytes());
+        }
+        h.update(b"\n");
+    }
+    keys.extend(hashes.into_iter().map(|h| format!("objects/{}", hex::encode(h.finalize()))));
+    Ok(keys)
+}
+
+/// The digests of the layer recorded under `key` ([`layer_keys`]).
+fn recorded(store: &Store, key: &str, to: &OciTo<'_>) -> anyhow::Result<Option<(String, String, u64)>> {
     Ok(store
         .db()
         .sql()
         .query_row(
             "SELECT diff_id, digest, size FROM ostree_container_layers \
-             WHERE commit_checksum = ?1 AND n = ?2 AND compression = ?3 AND format = ?4",
-            params![commit, n as i64, to.compression.as_str(), FORMAT],
+             WHERE layer_key = ?1 AND compression = ?2 AND format = ?3",
+            params![key, to.compression.as_str(), FORMAT],
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64)),
         )
         .optional()?)
 }
 
-fn record(
-    store: &mut Store,
-    commit: &str,
-    n: usize,
-    to: &OciTo<'_>,
-    diff_id: &str,
-    digest: &str,
-    size: u64,
-) -> anyhow::Result<()> {
+fn record(store: &mut Store, key: &str, to: &OciTo<'_>, diff_id: &str, digest: &str, size: u64) -> anyhow::Result<()> {
     let tx = store.db_mut().transaction()?;
     tx.sql().execute(
-        "INSERT OR REPLACE INTO ostree_container_layers (commit_checksum, n, compression, format, diff_id, digest, size) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![commit, n as i64, to.compression.as_str(), FORMAT, diff_id, digest, size as i64],
+        "INSERT OR REPLACE INTO ostree_container_layers (layer_key, compression, format, diff_id, digest, size) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![key, to.compression.as_str(), FORMAT, diff_id, digest, size as i64],
     )?;
     tx.commit()
 }
