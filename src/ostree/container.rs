@@ -524,8 +524,8 @@ pub fn encapsulate(
     let bar = progress.items(count as u64, "layers");
     let mut layers: Vec<LayerReport> = Vec::with_capacity(count);
     let mut bytes_written = 0;
-    for n in 0..count {
-        let key = keys[n].as_str();
+    for (n, key) in keys.iter().enumerate() {
+        let key = key.as_str();
         let known = recorded(store, key, to)?;
         let placed = oci_image::place_layer(target, known, &mut |layout| {
             oci_image::write_compressed(layout, to.compression, &mut |w| {
