@@ -2,12 +2,30 @@
 //! they change as a layer.
 //!
 //! The tree is checked out by hardlinks (kept between runs, see [`crate::store::lowers`]) and used
-//! read-only as the lower directories of an overlayfs; the script runs in new mount, PID and network namespaces
-//! (`unshare`), chrooted into the overlay, with `/proc`, a minimal `/dev`, `/run` and `/tmp`
-//! mounted over it (so they never reach the layer). The network namespace has no interfaces but
-//! a down loopback: no network. When the script ends, the PID namespace ends and every process it
-//! left behind is killed; a script running longer than its timeout is killed too. The overlay's
-//! upper directory is then stored as the layer tree.
+//! read-only as the lower directories of an overlayfs; the script runs in new mount, PID, IPC,
+//! UTS and network namespaces (`unshare`), with `/proc`, a minimal `/dev`, `/run` and `/tmp`
+//! mounted over the overlay (so they never reach the layer). The network namespace has no
+//! interfaces but a down loopback: no network. When the script ends, the PID namespace ends and
+//! every process it left behind is killed; a script running longer than its timeout is killed
+//! too. The overlay's upper directory is then stored as the layer tree.
+//!
+//! What keeps a hostile script off the host ([`enter`], the sandbox's last step):
+//! - the overlay becomes the root by `pivot_root`, and the host's root is detached from the
+//!   mount namespace: there is no host tree left to escape to (a `chroot` escape ends in the
+//!   image), and `/proc/1/root` is the sandbox's own;
+//! - capabilities are dropped from the bounding set but those that package scripts need on
+//!   files ([`KEPT_CAPS`]: owners, modes, file capabilities, device nodes, switching users):
+//!   no mounts, modules, raw I/O, ptrace, clock, reboot, BPF, audit or MAC control, and
+//!   `no_new_privs` keeps a setuid program or file capability from bringing any back;
+//! - the overlay is mounted `nodev`: a script may make device nodes for the image, but not open
+//!   them (a node of the host's disk reads nothing); `/dev` holds null, zero, full, random,
+//!   urandom and tty;
+//! - `/proc/sys`, `/proc/sysrq-trigger`, `/proc/irq`, `/proc/bus` and `/proc/fs` are read-only,
+//!   and `/proc/kcore`, `/proc/keys`, `/proc/timer_list` and `/proc/kmsg` read as empty.
+//!
+//! Scripts still run as root over the image's files (user ids are the image's): that is what
+//! lets the layer keep owners exactly. What this does not bound yet: the number of processes,
+//! the bytes a script writes (the store's disk), and system calls beyond the capabilities.
 //!
 //! What the script prints (stdout and stderr interleaved line by line as they come, the last
 //! [`LOG_LIMIT`] bytes) is returned for the step to keep with its entry; `build -v` also prints it as it comes.
@@ -69,9 +87,12 @@ pub fn run(
     fs_err::write(&script_file, script)?;
     let setup = format!(
         r#"set -e
-mount -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off,index=off,xino=off {root}
+mount -t overlay overlay -o nodev,lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off,index=off,xino=off {root}
 for d in proc dev run tmp; do [ -d {root}/$d ] || {{ echo "the image has no /$d directory" >&2; exit 1; }}; done
 mount -t proc proc {root}/proc
+for p in sys sysrq-trigger irq bus fs; do
+  [ ! -e {root}/proc/$p ] || mount --bind -o ro {root}/proc/$p {root}/proc/$p
+done
 mount -t tmpfs -o mode=0755,nosuid dev {root}/dev
 for n in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
   set -- $n
@@ -80,14 +101,18 @@ done
 ln -s /proc/self/fd {root}/dev/fd; mkdir {root}/dev/pts {root}/dev/shm
 mount -t tmpfs -o mode=0755,nosuid run {root}/run
 mount -t tmpfs -o mode=1777,nosuid tmp {root}/tmp
+for p in kcore keys timer_list kmsg; do
+  [ ! -e {root}/proc/$p ] || mount --bind {root}/dev/null {root}/proc/$p
+done
 cp {script} {root}/tmp/.strata-script
-exec chroot {root} /bin/sh -e /tmp/.strata-script
+exec {exe} sandbox-exec {root}
 "#,
         lower = lower,
         upper = shell_path(&upper)?,
         work = shell_path(&ovl_work)?,
         root = shell_path(&merged)?,
         script = shell_path(&script_file)?,
+        exe = shell_path(&std::env::current_exe().context("cannot find strata's own executable")?)?,
     );
     let spinner = progress.spinner("running scripts");
     let mut cmd = Command::new("timeout");
@@ -145,6 +170,49 @@ exec chroot {root} /bin/sh -e /tmp/.strata-script
     crate::store::local::make_writable(work.path());
     drop(work);
     Ok(RunOutput { layer, log: text })
+}
+
+/// The capabilities a script keeps (bounding set): what package scripts need on the image's
+/// files. Every other one is dropped before the script starts.
+pub const KEPT_CAPS: &[caps::Capability] = &[
+    caps::Capability::CAP_CHOWN,
+    caps::Capability::CAP_DAC_OVERRIDE,
+    caps::Capability::CAP_DAC_READ_SEARCH,
+    caps::Capability::CAP_FOWNER,
+    caps::Capability::CAP_FSETID,
+    caps::Capability::CAP_KILL,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETPCAP,
+    caps::Capability::CAP_SETFCAP,
+    caps::Capability::CAP_NET_BIND_SERVICE,
+    caps::Capability::CAP_SYS_CHROOT,
+    caps::Capability::CAP_MKNOD,
+    caps::Capability::CAP_AUDIT_WRITE,
+];
+
+/// The sandbox's last step (`strata sandbox-exec ROOT`, run by the setup inside the new
+/// namespaces): make `root` the root and detach the host's, drop capabilities, set
+/// `no_new_privs`, and run the script (`/tmp/.strata-script`) with `/bin/sh -e`.
+pub fn enter(root: &Path) -> anyhow::Result<std::convert::Infallible> {
+    use nix::mount::{umount2, MntFlags};
+    use std::os::unix::process::CommandExt;
+    nix::unistd::chdir(root).with_context(|| format!("cannot enter `{}`", root.display()))?;
+    nix::unistd::pivot_root(".", ".").context("cannot make the image the root (pivot_root)")?;
+    umount2(".", MntFlags::MNT_DETACH).context("cannot detach the host's root")?;
+    nix::unistd::chdir("/")?;
+    let supported = caps::runtime::thread_all_supported();
+    for cap in supported {
+        if !KEPT_CAPS.contains(&cap) {
+            caps::drop(None, caps::CapSet::Bounding, cap).with_context(|| format!("cannot drop {cap}"))?;
+        }
+    }
+    for set in [caps::CapSet::Inheritable, caps::CapSet::Ambient] {
+        caps::clear(None, set).context("cannot clear capabilities")?;
+    }
+    nix::sys::prctl::set_no_new_privs().context("cannot set no_new_privs")?;
+    let err = std::process::Command::new("/bin/sh").args(["-e", "/tmp/.strata-script"]).exec();
+    Err(anyhow::Error::new(err).context("cannot run /bin/sh in the image"))
 }
 
 /// The most of a script's output a log keeps: past this, its beginning is cut (the end is what

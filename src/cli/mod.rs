@@ -70,6 +70,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// (internal) The last step of the script sandbox, run inside its namespaces
+    #[command(hide = true)]
+    SandboxExec {
+        /// The prepared root
+        root: PathBuf,
+    },
     /// Build an image from its description: only steps whose inputs changed run
     ///
     /// Resolves the description (KIWI XML or TOML) and the descriptions it derives from, then
@@ -306,6 +312,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         progress: Progress::new(cli.quiet).streaming(cli.verbose > 0),
     };
     match cli.command {
+        Command::SandboxExec { root } => match crate::sandbox::enter(&root)? {},
         Command::Build(args) => image::build(&ctx, args),
         Command::Plan(args) => image::plan(&ctx, args),
         Command::Why(args) => image::why(&ctx, args),
