@@ -13,6 +13,20 @@ elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.3f}')" "$@"; }
 ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
 
+# measure NAME SETUP COMMAND...: run the function SETUP (untimed) then COMMAND, $runs times, and
+# keep the median in t[NAME] (the script declares `declare -A t`); each time goes to stderr.
+measure() {
+  local name=$1 setup=$2; shift 2
+  local times=()
+  for i in $(seq "$runs"); do
+    $setup; sync
+    t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
+    times+=("$(elapsed "$t0" "$t1")")
+  done
+  t[$name]=$(median "${times[@]}")
+  echo "$name: ${times[*]} -> median ${t[$name]}" >&2
+}
+
 # A KIWI description directory at $1 equivalent to descriptions/debian-base: its root/ and
 # config.sh, and `strata describe --format xml` with the mirror $2 as an explicit signed apt
 # repository (KIWI cannot read the host's sources), the image types replaced by the XML $3, and

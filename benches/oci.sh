@@ -25,17 +25,6 @@ echo "debian-base: $(du -sh "$work/base-tree" | cut -f1), $(find "$work/base-tre
 
 forget() { python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute("DELETE FROM oci_layers"); c.commit()' "$S/db.sqlite"; }
 declare -A t
-measure() { # name, setup function, command...
-  local name=$1 setup=$2; shift 2
-  local times=()
-  for i in $(seq "$runs"); do
-    $setup; sync
-    t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
-    times+=("$(elapsed "$t0" "$t1")")
-  done
-  t[$name]=$(median "${times[@]}")
-  echo "$name: ${times[*]} -> median ${t[$name]}" >&2
-}
 L=$work/layout U=$work/umoci B=$work/bundle
 strata_cold() { rm -rf --one-file-system "$L"; forget; }
 strata_same() { :; }

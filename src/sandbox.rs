@@ -12,20 +12,24 @@
 //! What keeps a hostile script off the host ([`enter`], the sandbox's last step):
 //! - the overlay becomes the root by `pivot_root`, and the host's root is detached from the
 //!   mount namespace: there is no host tree left to escape to (a `chroot` escape ends in the
-//!   image), and `/proc/1/root` is the sandbox's own;
+//!   image), and `/proc/1/root` is the sandbox's own; every file descriptor the caller left
+//!   open is closed and standard input is the image's `/dev/null`, so none leads back;
 //! - capabilities are dropped from the bounding set but those that package scripts need on
 //!   files ([`KEPT_CAPS`]: owners, modes, file capabilities, device nodes, switching users):
 //!   no mounts, modules, raw I/O, ptrace, clock, reboot, BPF, audit or MAC control, and
 //!   `no_new_privs` keeps a setuid program or file capability from bringing any back;
-//! - the overlay is mounted `nodev`: a script may make device nodes for the image, but not open
-//!   them (a node of the host's disk reads nothing); `/dev` holds null, zero, full, random,
-//!   urandom and tty;
-//! - `/proc/sys`, `/proc/sysrq-trigger`, `/proc/irq`, `/proc/bus` and `/proc/fs` are read-only,
-//!   and `/proc/kcore`, `/proc/keys`, `/proc/timer_list` and `/proc/kmsg` read as empty.
+//! - every writable mount (the overlay, `/tmp`, `/run`, `/dev/shm`) is `nodev`: a script may
+//!   make device nodes for the image, but not open them (a node of the host's disk reads
+//!   nothing); `/dev` is read-only and holds null, zero, full, random, urandom and tty;
+//! - `/proc/sys`, `/proc/sysrq-trigger`, `/proc/irq`, `/proc/bus` and `/proc/fs` are read-only;
+//!   `/proc/kcore`, `/proc/keys`, `/proc/kmsg` and the kernel's debugging files read as empty,
+//!   `/proc/acpi`, `/proc/scsi` and `/proc/asound` as empty directories.
 //!
 //! Scripts still run as root over the image's files (user ids are the image's): that is what
 //! lets the layer keep owners exactly. What this does not bound yet: the number of processes,
-//! the bytes a script writes (the store's disk), and system calls beyond the capabilities.
+//! the bytes a script writes (the store's disk), system calls beyond the capabilities (the
+//! kernel keyring of the host's root, for one), and what a script does in a user namespace it
+//! makes for itself (mounts there are confined to it).
 //!
 //! What the script prints (stdout and stderr interleaved line by line as they come, the last
 //! [`LOG_LIMIT`] bytes) is returned for the step to keep with its entry; `build -v` also prints it as it comes.
@@ -99,11 +103,18 @@ for n in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; 
   mknod -m 666 {root}/dev/$1 c $2 $3
 done
 ln -s /proc/self/fd {root}/dev/fd; mkdir {root}/dev/pts {root}/dev/shm
-mount -t tmpfs -o mode=0755,nosuid run {root}/run
-mount -t tmpfs -o mode=1777,nosuid tmp {root}/tmp
-for p in kcore keys timer_list kmsg; do
-  [ ! -e {root}/proc/$p ] || mount --bind {root}/dev/null {root}/proc/$p
+mount -t tmpfs -o mode=1777,nosuid,nodev shm {root}/dev/shm
+mount -t tmpfs -o mode=0755,nosuid,nodev run {root}/run
+mount -t tmpfs -o mode=1777,nosuid,nodev tmp {root}/tmp
+for p in kcore keys timer_list timer_stats latency_stats sched_debug kmsg; do
+  [ ! -f {root}/proc/$p ] || mount --bind {root}/dev/null {root}/proc/$p
 done
+for d in acpi scsi asound; do
+  [ ! -d {root}/proc/$d ] || mount -t tmpfs -o ro,nosuid,nodev,noexec,size=0 masked {root}/proc/$d
+done
+# /dev read-only: its nodes work (a device file is not written through its file system), but no
+# node can be added; every writable mount is nodev.
+mount -o remount,bind,ro,nosuid,noexec {root}/dev
 cp {script} {root}/tmp/.strata-script
 exec {exe} sandbox-exec {root}
 "#,
@@ -177,7 +188,6 @@ exec {exe} sandbox-exec {root}
 pub const KEPT_CAPS: &[caps::Capability] = &[
     caps::Capability::CAP_CHOWN,
     caps::Capability::CAP_DAC_OVERRIDE,
-    caps::Capability::CAP_DAC_READ_SEARCH,
     caps::Capability::CAP_FOWNER,
     caps::Capability::CAP_FSETID,
     caps::Capability::CAP_KILL,
@@ -188,12 +198,13 @@ pub const KEPT_CAPS: &[caps::Capability] = &[
     caps::Capability::CAP_NET_BIND_SERVICE,
     caps::Capability::CAP_SYS_CHROOT,
     caps::Capability::CAP_MKNOD,
-    caps::Capability::CAP_AUDIT_WRITE,
 ];
 
 /// The sandbox's last step (`strata sandbox-exec ROOT`, run by the setup inside the new
-/// namespaces): make `root` the root and detach the host's, drop capabilities, set
-/// `no_new_privs`, and run the script (`/tmp/.strata-script`) with `/bin/sh -e`.
+/// namespaces): make `root` the root and detach the host's, close every file descriptor but
+/// the output pipes (standard input becomes the image's `/dev/null`: nothing the caller left
+/// open leads back to the host), drop capabilities, set `no_new_privs`, and run the script
+/// (`/tmp/.strata-script`) with `/bin/sh -e`.
 pub fn enter(root: &Path) -> anyhow::Result<std::convert::Infallible> {
     use nix::mount::{umount2, MntFlags};
     use std::os::unix::process::CommandExt;
@@ -201,6 +212,17 @@ pub fn enter(root: &Path) -> anyhow::Result<std::convert::Infallible> {
     nix::unistd::pivot_root(".", ".").context("cannot make the image the root (pivot_root)")?;
     umount2(".", MntFlags::MNT_DETACH).context("cannot detach the host's root")?;
     nix::unistd::chdir("/")?;
+    let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
+        .context("cannot open the image's /dev/null")?;
+    nix::unistd::dup2(null, 0).context("cannot make /dev/null standard input")?;
+    let open: Vec<i32> = fs_err::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in open {
+        // The directory listing's own descriptor is closed already: EBADF.
+        let _ = nix::unistd::close(fd);
+    }
     let supported = caps::runtime::thread_all_supported();
     for cap in supported {
         if !KEPT_CAPS.contains(&cap) {

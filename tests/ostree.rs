@@ -776,23 +776,15 @@ fn an_image_travels_as_an_ostree_native_container_and_comes_back_the_same_commit
     let spec = format!("oci:{}:1", layout.display());
 
     // The commit goes into --repo, then into the image.
-    let out = json_at_epoch(
-        &env,
-        &[
-            "export",
-            "tags/fixture",
-            "--format",
-            "ostree-container",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--ref",
-            "fixture/x86_64",
-            "--mode",
-            "bare",
-            "--output",
-            &spec,
-        ],
-    );
+    // `strata export tags/fixture --format ostree-container` into `repo` and `spec`, with `extra`.
+    let to_container = |extra: &[&str]| -> serde_json::Value {
+        let repo = repo.to_str().unwrap();
+        let mut args = vec!["export", "tags/fixture", "--format", "ostree-container", "--repo", repo];
+        args.extend_from_slice(&["--ref", "fixture/x86_64", "--output", &spec]);
+        args.extend_from_slice(extra);
+        json_at_epoch(&env, &args)
+    };
+    let out = to_container(&["--mode", "bare"]);
     let report = &out["report"];
     let commit = ostree(&repo, "rev-parse fixture/x86_64").trim().to_string();
     let plain = export(&env, "tags/fixture", &repo, &["--mode", "bare"]);
@@ -852,43 +844,13 @@ fn an_image_travels_as_an_ostree_native_container_and_comes_back_the_same_commit
     assert_eq!(without_link_groups(manifest(&theirs)), without_link_groups(manifest(&ours)));
 
     // Unchanged: nothing is written again.
-    let again = json_at_epoch(
-        &env,
-        &[
-            "export",
-            "tags/fixture",
-            "--format",
-            "ostree-container",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--ref",
-            "fixture/x86_64",
-            "--output",
-            &spec,
-        ],
-    );
+    let again = to_container(&[]);
     assert_eq!(again["report"]["bytes_written"], 0, "{again}");
     assert_eq!(again["report"]["manifest"], report["manifest"]);
     // Signed afterwards: the same commit, its signature in layer 0, which alone is made again.
     let key = env.path("signing.key");
     env.ok(&["key", "generate", key.to_str().unwrap()]);
-    let signed = json_at_epoch(
-        &env,
-        &[
-            "export",
-            "tags/fixture",
-            "--format",
-            "ostree-container",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--ref",
-            "fixture/x86_64",
-            "--sign-key",
-            key.to_str().unwrap(),
-            "--output",
-            &spec,
-        ],
-    );
+    let signed = to_container(&["--sign-key", key.to_str().unwrap()]);
     assert_eq!(signed["commit"], commit.as_str());
     let written: Vec<bool> =
         signed["report"]["layers"].as_array().unwrap().iter().map(|l| l["written"].as_bool().unwrap()).collect();

@@ -160,6 +160,26 @@ fn xattrs_of(v: &glib::Variant) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
+/// The content object `checksum` of `repo` (at `path`, for errors): its stream (none for a
+/// symlink), file info, metadata and extended attributes as stored.
+fn load_content(
+    repo: &ostree::Repo,
+    checksum: &str,
+    path: &str,
+) -> anyhow::Result<(Option<gio::InputStream>, gio::FileInfo, Meta, glib::Variant)> {
+    let (stream, info, xattrs) = repo
+        .load_file(checksum, gio::Cancellable::NONE)
+        .map_err(glib_err)
+        .with_context(|| format!("content object {checksum} (/{path})"))?;
+    let meta = Meta {
+        mode: info.attribute_uint32("unix::mode") & 0o7777,
+        uid: info.attribute_uint32("unix::uid"),
+        gid: info.attribute_uint32("unix::gid"),
+        xattrs: xattrs_of(&xattrs),
+    };
+    Ok((stream, info, meta, xattrs))
+}
+
 /// The commit's root (dirtree, dirmeta) and metadata.
 fn commit_root(repo: &ostree::Repo, commit: &str) -> anyhow::Result<(String, String, glib::Variant)> {
     let v = repo.load_variant(ostree::ObjectType::Commit, commit).map_err(glib_err)?;
@@ -416,17 +436,9 @@ impl<W: Write> LayerWriter<'_, W> {
     /// The object's xattrs link and content (once per layer), then its entry at `path`.
     fn content(&mut self, plan: &Plan, object: usize, path: &str) -> anyhow::Result<()> {
         let checksum = &plan.objects[object].checksum;
-        let (stream, info, xattrs) = self
-            .repo
-            .load_file(checksum, gio::Cancellable::NONE)
-            .map_err(glib_err)
-            .with_context(|| format!("content object {checksum} (/{path})"))?;
-        let meta = Meta {
-            mode: info.attribute_uint32("unix::mode") & 0o7777,
-            uid: info.attribute_uint32("unix::uid"),
-            gid: info.attribute_uint32("unix::gid"),
-            xattrs: xattrs_of(&xattrs).into_iter().filter(|(n, _)| n.as_slice() != b"security.selinux").collect(),
-        };
+        let (stream, info, mut meta, xattrs) = load_content(self.repo, checksum, path)?;
+        // As the pax records carry them: a label belongs to the host's policy.
+        meta.xattrs.retain(|(n, _)| n.as_slice() != b"security.selinux");
         let symlink = info.file_type() == gio::FileType::SymbolicLink;
         let size = if symlink { 0 } else { info.size() as u64 };
         let object_at = object_path(checksum, "file");
@@ -1284,17 +1296,7 @@ fn commit_tree(
             if let Some(n) = self.files.get(checksum) {
                 return Ok(n.clone());
             }
-            let (stream, info, xattrs) = self
-                .repo
-                .load_file(checksum, gio::Cancellable::NONE)
-                .map_err(glib_err)
-                .with_context(|| format!("content object {checksum} (/{path})"))?;
-            let meta = Meta {
-                mode: info.attribute_uint32("unix::mode") & 0o7777,
-                uid: info.attribute_uint32("unix::uid"),
-                gid: info.attribute_uint32("unix::gid"),
-                xattrs: xattrs_of(&xattrs),
-            };
+            let (stream, info, meta, _) = load_content(self.repo, checksum, path)?;
             let node = if info.file_type() == gio::FileType::SymbolicLink {
                 let target = info.symlink_target().unwrap_or_default();
                 Node::Symlink { meta, target: target.as_os_str().as_encoded_bytes().to_vec() }
