@@ -13,6 +13,15 @@ elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.3f}')" "$@"; }
 ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
 
+# plus_description DIR: descriptions/debian-base copied to DIR as `debian-plus`, with one more
+# package (`file`, which brings libmagic1 and libmagic-mgc).
+plus_description() {
+  rm -rf --one-file-system "$1"; cp -a descriptions/debian-base "$1"
+  sed -i 's|    <package name="apt"/>|    <package name="apt"/>\n    <package name="file"/>|' "$1/appliance.kiwi"
+  grep -q '<package name="file"/>' "$1/appliance.kiwi"
+  sed -i 's|name="debian-base"|name="debian-plus"|' "$1/appliance.kiwi"
+}
+
 # measure NAME SETUP COMMAND...: run the function SETUP (untimed) then COMMAND, $runs times, and
 # keep the median in t[NAME] (the script declares `declare -A t`); each time goes to stderr.
 measure() {

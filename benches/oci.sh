@@ -62,10 +62,7 @@ read -r own_bytes own_layers all_layers <<< "$sent"
 # built, then exported into the layout that holds debian-base. umoci: the bundle of debian-base
 # changed into the new tree, repacked (its diff layer on the old image).
 P=$work/debian-plus
-rm -rf --one-file-system "$P"; cp -a descriptions/debian-base "$P"
-sed -i 's|    <package name="apt"/>|    <package name="apt"/>\n    <package name="file"/>|' "$P/appliance.kiwi"
-grep -q '<package name="file"/>' "$P/appliance.kiwi"
-sed -i 's|name="debian-base"|name="debian-plus"|' "$P/appliance.kiwi"
+plus_description "$P"
 $strata --store "$S" -q build "$P" >/dev/null
 rm -rf --one-file-system "$work/plus-tree"
 $strata --store "$S" -q store checkout images/debian-plus "$work/plus-tree" --link copy >/dev/null

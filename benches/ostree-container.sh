@@ -54,10 +54,7 @@ back_commit=$($strata --store "$S" --json export "ostree-container:oci:$L:base" 
 # One more package: debian-base's description with `file` added, exported into the layout that
 # holds debian-base.
 P=$work/debian-plus
-rm -rf --one-file-system "$P"; cp -a descriptions/debian-base "$P"
-sed -i 's|    <package name="apt"/>|    <package name="apt"/>\n    <package name="file"/>|' "$P/appliance.kiwi"
-grep -q '<package name="file"/>' "$P/appliance.kiwi"
-sed -i 's|name="debian-base"|name="debian-plus"|' "$P/appliance.kiwi"
+plus_description "$P"
 $strata --store "$S" -q build "$P" >/dev/null
 $strata --store "$S" -q export images/debian-plus --format ostree-container --output "oci:$work/warm:plus" >/dev/null
 plus_setup() { rm -rf --one-file-system "$L"; forget; $strata --store "$S" -q export images/debian-base --format ostree-container --output "oci:$L:base" >/dev/null; }
