@@ -403,12 +403,16 @@ pub fn boot(opts: &BootOptions) -> anyhow::Result<BootReport> {
     let mut at = at + rel;
     for command in &opts.commands {
         vm.send(&wrapped(command))?;
+        // The first line that starts with the marker and a number: the terminal's echo of the
+        // command may wrap right before `{RC}$__strata_s` and start a line with it too.
+        let marker = format!("\n{RC}");
         let found = vm.wait_for(deadline, at, |t| {
-            let i = t.find(&format!("\n{RC}"))?;
-            let rest = &t[i + 1 + RC.len()..];
-            let end = rest.find('\n')?;
-            let status: i32 = rest[..end].trim().parse().ok()?;
-            Some((i, status, i + 1 + RC.len() + end + 1))
+            t.match_indices(&marker).find_map(|(i, _)| {
+                let rest = &t[i + 1 + RC.len()..];
+                let end = rest.find('\n')?;
+                let status: i32 = rest[..end].trim().parse().ok()?;
+                Some((i, status, i + 1 + RC.len() + end + 1))
+            })
         });
         let Some((i, status, next)) = found else {
             return finish(report, &vm, Some(format!("`{command}` did not finish in time")));
