@@ -119,14 +119,7 @@ pub fn export(ctx: &Ctx, args: ExportArgs) -> anyhow::Result<ExitCode> {
         SpecialArg::Skip => SpecialFiles::Skip,
         SpecialArg::Fail => SpecialFiles::Fail,
     };
-    let mode = args
-        .mode
-        .map(|m| match m {
-            ModeArg::Archive => RepoMode::Archive,
-            ModeArg::Bare => RepoMode::Bare,
-            ModeArg::BareUser => RepoMode::BareUser,
-        })
-        .or(default_mode);
+    let mode = args.mode.map(repo_mode).or(default_mode);
     let source_date = args.build.source_date_epoch().unwrap_or(graph::DEFAULT_EPOCH);
     let to = CommitTo { repo: &repo_path, mode, reference: &reference, special, layout: !args.no_layout, source_date };
     let committed = pipeline::commit(&mut store, &src, &to, &ctx.progress, &note)?;
@@ -216,11 +209,7 @@ fn unencapsulate(ctx: &Ctx, args: &ExportArgs, source: &str, image: &str) -> any
     let base = crate::description::parse_base(image, Path::new("."))?;
     let options = args.build.options()?;
     let resolved = container::resolve(&store, &base, &options.arch, &options.registry)?;
-    let mode = args.mode.map(|m| match m {
-        ModeArg::Archive => RepoMode::Archive,
-        ModeArg::Bare => RepoMode::Bare,
-        ModeArg::BareUser => RepoMode::BareUser,
-    });
+    let mode = args.mode.map(repo_mode);
     let repo = export::open_repo(repo_path, mode)?;
     let (got, derived) = resolved
         .with_blobs(&mut store, &ctx.progress, |_, dir| {
@@ -274,6 +263,14 @@ fn unencapsulate(ctx: &Ctx, args: &ExportArgs, source: &str, image: &str) -> any
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn repo_mode(m: ModeArg) -> RepoMode {
+    match m {
+        ModeArg::Archive => RepoMode::Archive,
+        ModeArg::Bare => RepoMode::Bare,
+        ModeArg::BareUser => RepoMode::BareUser,
+    }
 }
 
 /// A remote's URL from the store, or the destination as given.
