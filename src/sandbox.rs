@@ -25,11 +25,14 @@
 //!   `/proc/kcore`, `/proc/keys`, `/proc/kmsg` and the kernel's debugging files read as empty,
 //!   `/proc/acpi`, `/proc/scsi` and `/proc/asound` as empty directories.
 //!
+//! - a system call filter ([`syscall_filter`]) refuses what no capability guards (the kernel
+//!   keyrings of the host's root, file handles, io_uring, …) and new user namespaces;
+//! - a pids cgroup per run bounds its tasks ([`Limits::tasks`]); a watch on the store's file
+//!   system stops it past [`Limits::write_bytes`] or near a full disk, and `RLIMIT_FSIZE`
+//!   bounds each file.
+//!
 //! Scripts still run as root over the image's files (user ids are the image's): that is what
-//! lets the layer keep owners exactly. What this does not bound yet: the number of processes,
-//! the bytes a script writes (the store's disk), system calls beyond the capabilities (the
-//! kernel keyring of the host's root, for one), and what a script does in a user namespace it
-//! makes for itself (mounts there are confined to it).
+//! lets the layer keep owners exactly.
 //!
 //! What the script prints (stdout and stderr interleaved line by line as they come, the last
 //! [`LOG_LIMIT`] bytes) is returned for the step to keep with its entry; `build -v` also prints it as it comes.
@@ -65,14 +68,44 @@ pub struct RunOutput {
     pub log: String,
 }
 
+/// What a script may use of the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// How long it may run before it is killed.
+    pub timeout: Duration,
+    /// How many bytes it may add to the store's file system while it runs; also the largest
+    /// file it may write (`RLIMIT_FSIZE`).
+    pub write_bytes: u64,
+    /// How many processes and threads it may run at once.
+    pub tasks: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { timeout: Duration::from_secs(1800), write_bytes: 32 << 30, tasks: 4096 }
+    }
+}
+
+impl Limits {
+    /// The default limits with this timeout.
+    pub fn with_timeout(timeout: Duration) -> Limits {
+        Limits { timeout, ..Limits::default() }
+    }
+}
+
+/// Below this much free space on the store's file system, a script that has written anything is
+/// stopped (whatever its limit): the host keeps room to work.
+pub const FREE_SPACE_RESERVE: u64 = 256 << 20;
+
 /// Run `script` (a `/bin/sh -e` script) chrooted in an overlay over `base`; capture the layer.
 pub fn run(
     store: &mut Store,
     base: &Digest,
     script: &str,
-    timeout: Duration,
+    limits: &Limits,
     progress: &Progress,
 ) -> anyhow::Result<RunOutput> {
+    let timeout = limits.timeout;
     let _span = tracing::debug_span!("sandbox", base = %base.short()).entered();
     let work = tempfile::Builder::new().prefix("run-").tempdir_in(store.tmp_dir())?;
     // Hardlinked checkouts (kept between runs, see `lowers`) as the read-only lower directories.
@@ -88,6 +121,7 @@ pub fn run(
     // The overlay's root takes the upper directory's metadata: make it the base root's.
     store.tree(base)?.meta.apply(&upper, false, store.privileged())?;
     let script_file = work.path().join("script.sh");
+    let cgroup = PidsCgroup::new(limits.tasks);
     fs_err::write(&script_file, script)?;
     let setup = format!(
         r#"set -e
@@ -116,7 +150,7 @@ done
 # node can be added; every writable mount is nodev.
 mount -o remount,bind,ro,nosuid,noexec {root}/dev
 cp {script} {root}/tmp/.strata-script
-exec {exe} sandbox-exec {root}
+exec {exe} sandbox-exec {root} --max-file-size {file_size}{cgroup}
 "#,
         lower = lower,
         upper = shell_path(&upper)?,
@@ -124,6 +158,11 @@ exec {exe} sandbox-exec {root}
         root = shell_path(&merged)?,
         script = shell_path(&script_file)?,
         exe = shell_path(&std::env::current_exe().context("cannot find strata's own executable")?)?,
+        file_size = limits.write_bytes,
+        cgroup = match &cgroup {
+            Some(c) => format!(" --cgroup {}", shell_path(&c.dir)?),
+            None => String::new(),
+        },
     );
     let spinner = progress.spinner("running scripts");
     let mut cmd = Command::new("timeout");
@@ -153,7 +192,15 @@ exec {exe} sandbox-exec {root}
     let script_span = tracing::debug_span!("sandbox script").entered();
     let mut child =
         cmd.spawn().context("failed to run the sandbox (unshare and timeout from util-linux and coreutils)")?;
-    let captured = capture(&mut child, progress.streams_output().then_some(&spinner));
+    let watch = DiskWatch::start(&upper, limits.write_bytes)?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (captured, stopped) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| watch.watch(group, &done));
+        let captured = capture(&mut child, progress.streams_output().then_some(&spinner));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (captured, watcher.join().unwrap_or_else(|_| Some("the disk watch panicked".into())))
+    });
     let status = child.wait()?;
     let captured = captured?;
     spinner.finish_and_clear();
@@ -161,9 +208,15 @@ exec {exe} sandbox-exec {root}
     let text = String::from_utf8_lossy(&captured.log).into_owned();
     let timed_out = started.elapsed() >= timeout;
     let failure = match status.code() {
+        _ if stopped.is_some() => stopped,
         Some(0) => None,
         Some(124 | 137) | None if timed_out => Some(format!("the script timed out after {} s", timeout.as_secs())),
         Some(137) | None => Some("the script was killed (out of memory?)".to_string()),
+        // 128 + SIGXFSZ: the shell's status when a command was killed for a file over RLIMIT_FSIZE.
+        Some(153) => Some(format!(
+            "the script failed with exit status 153: a file larger than its limit of {} (--script-write-limit)",
+            crate::util::text::bytes(limits.write_bytes)
+        )),
         Some(code) => Some(format!("the script failed with exit status {code}")),
     };
     if let Some(why) = failure {
@@ -181,6 +234,134 @@ exec {exe} sandbox-exec {root}
     crate::store::local::make_writable(work.path());
     drop(work);
     Ok(RunOutput { layer, log: text })
+}
+
+/// A pids cgroup of its own for one script run (`pids.max` = its task limit), removed when
+/// dropped. Root is exempt from `RLIMIT_NPROC`, so only a cgroup bounds a root script's
+/// processes. cgroup v1's pids hierarchy is used below strata's own pids cgroup; with v2, a
+/// child of the root cgroup when the pids controller is enabled there.
+struct PidsCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl PidsCgroup {
+    /// `None` (with a warning) where there is no writable pids controller.
+    fn new(tasks: u64) -> Option<PidsCgroup> {
+        let parent = pids_hierarchy()?;
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        remove_stale_cgroups(&parent);
+        let dir = parent.join(format!("strata-sandbox-{}-{n}", std::process::id()));
+        let made = fs_err::create_dir(&dir).and_then(|_| fs_err::write(dir.join("pids.max"), tasks.to_string()));
+        match made {
+            Ok(()) => Some(PidsCgroup { dir }),
+            Err(e) => {
+                let _ = fs_err::remove_dir(&dir);
+                tracing::warn!("scripts run without a process limit: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        // The tasks are gone once the sandbox's PID namespace is; their release can lag a little.
+        for _ in 0..50 {
+            if fs_err::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!("cannot remove the cgroup {}", self.dir.display());
+    }
+}
+
+/// The directory under which a pids cgroup can be made, if any.
+fn pids_hierarchy() -> Option<std::path::PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let own = fs_err::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    // cgroup v1: "N:pids:/path".
+    if let Some(path) = own.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers.split(',').any(|c| c == "pids").then(|| path.trim_start_matches('/').to_string())
+    }) {
+        let dir = root.join("pids").join(path);
+        if dir.join("cgroup.procs").exists() {
+            return Some(dir);
+        }
+    }
+    // cgroup v2 with the pids controller given to the root's children.
+    let enabled = fs_err::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
+    if enabled.split_whitespace().any(|c| c == "pids") {
+        return Some(root.to_path_buf());
+    }
+    tracing::warn!("scripts run without a process limit: no pids cgroup controller is mounted");
+    None
+}
+
+/// Remove the cgroups of sandboxes whose strata process is gone (killed before it could).
+fn remove_stale_cgroups(parent: &Path) {
+    let Ok(dir) = fs_err::read_dir(parent) else { return };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix("strata-sandbox-")?.split('-').next()?.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists()) {
+            let _ = fs_err::remove_dir(e.path());
+        }
+    }
+}
+
+/// Watches the file system of a script's overlay while it runs, and stops the script (the whole
+/// process group of its sandbox) when it has added more than its limit, or when the file system
+/// is about to fill up ([`FREE_SPACE_RESERVE`]).
+struct DiskWatch {
+    path: std::path::PathBuf,
+    limit: u64,
+    used_before: u64,
+}
+
+impl DiskWatch {
+    fn start(path: &Path, limit: u64) -> anyhow::Result<DiskWatch> {
+        let (used_before, _) = disk_usage(path)?;
+        Ok(DiskWatch { path: path.to_path_buf(), limit, used_before })
+    }
+
+    /// Poll until `done`; returns why the script was stopped, if it was.
+    fn watch(&self, group: nix::unistd::Pid, done: &std::sync::atomic::AtomicBool) -> Option<String> {
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            let Ok((used, free)) = disk_usage(&self.path) else { continue };
+            let added = used.saturating_sub(self.used_before);
+            let why = if added > self.limit {
+                format!(
+                    "the script wrote more than its limit of {} (--script-write-limit)",
+                    crate::util::text::bytes(self.limit)
+                )
+            } else if free < FREE_SPACE_RESERVE && added > 0 {
+                format!(
+                    "the script was filling the store's file system (less than {} left, {} written by the script)",
+                    crate::util::text::bytes(FREE_SPACE_RESERVE),
+                    crate::util::text::bytes(added)
+                )
+            } else {
+                continue;
+            };
+            // `timeout` leads its own process group: it, `unshare` and the sandbox's first process.
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            return Some(why);
+        }
+        None
+    }
+}
+
+/// Bytes used and bytes available to root on the file system of `path`.
+fn disk_usage(path: &Path) -> anyhow::Result<(u64, u64)> {
+    let st = nix::sys::statvfs::statvfs(path)
+        .with_context(|| format!("cannot read the free space of {}", path.display()))?;
+    let block = st.fragment_size();
+    Ok((st.blocks().saturating_sub(st.blocks_free()) * block, st.blocks_free() * block))
 }
 
 /// The capabilities a script keeps (bounding set): what package scripts need on the image's
@@ -203,11 +384,17 @@ pub const KEPT_CAPS: &[caps::Capability] = &[
 /// The sandbox's last step (`strata sandbox-exec ROOT`, run by the setup inside the new
 /// namespaces): make `root` the root and detach the host's, close every file descriptor but
 /// the output pipes (standard input becomes the image's `/dev/null`: nothing the caller left
-/// open leads back to the host), drop capabilities, set `no_new_privs`, and run the script
-/// (`/tmp/.strata-script`) with `/bin/sh -e`.
-pub fn enter(root: &Path) -> anyhow::Result<std::convert::Infallible> {
+/// open leads back to the host), drop capabilities, set `no_new_privs`, join the pids `cgroup`,
+/// limit files to `max_file_size` bytes, install the system call filter ([`syscall_filter`]),
+/// and run the script (`/tmp/.strata-script`) with `/bin/sh -e`.
+pub fn enter(root: &Path, cgroup: Option<&Path>, max_file_size: u64) -> anyhow::Result<std::convert::Infallible> {
     use nix::mount::{umount2, MntFlags};
+    use nix::sys::resource::{setrlimit, Resource};
     use std::os::unix::process::CommandExt;
+    if let Some(dir) = cgroup {
+        // "0": the writing process.
+        fs_err::write(dir.join("cgroup.procs"), "0").context("cannot join the sandbox's pids cgroup")?;
+    }
     nix::unistd::chdir(root).with_context(|| format!("cannot enter `{}`", root.display()))?;
     nix::unistd::pivot_root(".", ".").context("cannot make the image the root (pivot_root)")?;
     umount2(".", MntFlags::MNT_DETACH).context("cannot detach the host's root")?;
@@ -233,8 +420,98 @@ pub fn enter(root: &Path) -> anyhow::Result<std::convert::Infallible> {
         caps::clear(None, set).context("cannot clear capabilities")?;
     }
     nix::sys::prctl::set_no_new_privs().context("cannot set no_new_privs")?;
+    setrlimit(Resource::RLIMIT_FSIZE, max_file_size, max_file_size).context("cannot limit the size of files")?;
+    let filter = syscall_filter()?;
+    seccompiler::apply_filter(&filter).context("cannot install the system call filter (seccomp)")?;
     let err = std::process::Command::new("/bin/sh").args(["-e", "/tmp/.strata-script"]).exec();
     Err(anyhow::Error::new(err).context("cannot run /bin/sh in the image"))
+}
+
+/// System calls a script gets `EPERM` for, whatever its capabilities: kernel modules, kexec,
+/// reboot, the kernel keyrings (shared with the host's root), BPF, perf, mounts and the new mount
+/// API, swap, the kernel log, accounting, clocks, raw I/O ports, file handles (`open_by_handle_at`
+/// reaches files outside the root), userfaultfd, io_uring, quotas and `setns`.
+const DENIED_SYSCALLS: &[i64] = &[
+    nix::libc::SYS_init_module,
+    nix::libc::SYS_finit_module,
+    nix::libc::SYS_delete_module,
+    nix::libc::SYS_kexec_load,
+    nix::libc::SYS_kexec_file_load,
+    nix::libc::SYS_reboot,
+    nix::libc::SYS_add_key,
+    nix::libc::SYS_request_key,
+    nix::libc::SYS_keyctl,
+    nix::libc::SYS_bpf,
+    nix::libc::SYS_perf_event_open,
+    nix::libc::SYS_mount,
+    nix::libc::SYS_umount2,
+    nix::libc::SYS_pivot_root,
+    nix::libc::SYS_open_tree,
+    nix::libc::SYS_move_mount,
+    nix::libc::SYS_fsopen,
+    nix::libc::SYS_fsconfig,
+    nix::libc::SYS_fsmount,
+    nix::libc::SYS_fspick,
+    nix::libc::SYS_mount_setattr,
+    nix::libc::SYS_swapon,
+    nix::libc::SYS_swapoff,
+    nix::libc::SYS_syslog,
+    nix::libc::SYS_acct,
+    nix::libc::SYS_settimeofday,
+    nix::libc::SYS_clock_settime,
+    nix::libc::SYS_clock_adjtime,
+    nix::libc::SYS_adjtimex,
+    nix::libc::SYS_iopl,
+    nix::libc::SYS_ioperm,
+    nix::libc::SYS_open_by_handle_at,
+    nix::libc::SYS_name_to_handle_at,
+    nix::libc::SYS_userfaultfd,
+    nix::libc::SYS_io_uring_setup,
+    nix::libc::SYS_io_uring_enter,
+    nix::libc::SYS_io_uring_register,
+    nix::libc::SYS_quotactl,
+    nix::libc::SYS_lookup_dcookie,
+    nix::libc::SYS_vhangup,
+    nix::libc::SYS_setns,
+];
+
+/// The script's system call filter (seccomp): [`DENIED_SYSCALLS`] fail with `EPERM`; `clone` and
+/// `unshare` fail with `EPERM` when they ask for a new user namespace (where a script would hold
+/// every capability again, over a namespace of its own, which is the kernel's widest attack
+/// surface); `clone3`, whose flags a filter cannot read, fails with `ENOSYS`, so that the C
+/// libraries fall back to `clone`. Calls of another ABI (i386, x32) end the process.
+pub fn syscall_filter() -> anyhow::Result<seccompiler::BpfProgram> {
+    use seccompiler::{SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule};
+    let new_user = || -> anyhow::Result<Vec<SeccompRule>> {
+        let flags = nix::libc::CLONE_NEWUSER as u64;
+        let cond = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flags), flags)?;
+        Ok(vec![SeccompRule::new(vec![cond])?])
+    };
+    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED_SYSCALLS.iter().map(|&nr| (nr, vec![])).collect();
+    rules.insert(nix::libc::SYS_clone, new_user()?);
+    rules.insert(nix::libc::SYS_unshare, new_user()?);
+    let eperm = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(nix::libc::EPERM as u32),
+        std::env::consts::ARCH.try_into().context("no system call filter for this architecture")?,
+    )?;
+    let mut program: seccompiler::BpfProgram = eperm.try_into()?;
+    // clone3 first. The filter's prologue (3 instructions) sends any other architecture to
+    // "kill"; x32 calls (the x86-64 architecture, numbers with bit 30) end the process too.
+    let nr = |code: u16, k: u32, jt: u8, jf: u8| seccompiler::sock_filter { code, jt, jf, k };
+    let (ld, jeq, jge, ret) = (0x20u16, 0x15u16, 0x35u16, 0x06u16);
+    let extra = [
+        nr(ld, 0, 0, 0),
+        nr(jge, 0x4000_0000, 0, 1),
+        nr(ret, nix::libc::SECCOMP_RET_KILL_PROCESS, 0, 0),
+        nr(jeq, nix::libc::SYS_clone3 as u32, 0, 1),
+        nr(ret, nix::libc::SECCOMP_RET_ERRNO | nix::libc::ENOSYS as u32, 0, 0),
+    ];
+    anyhow::ensure!(program.len() > 3, "unexpected system call filter");
+    program.splice(3..3, extra);
+    Ok(program)
 }
 
 /// The most of a script's output a log keeps: past this, its beginning is cut (the end is what

@@ -18,7 +18,8 @@ fn busybox_root(env: &Env) {
     sh(&format!(
         "mkdir -p {r}/usr/bin {r}/proc {r}/dev {r}/run {r}/tmp {r}/etc {r}/sys && cp /bin/busybox {r}/usr/bin/ \
          && for a in $({r}/usr/bin/busybox --list); do [ -e {r}/usr/bin/$a ] || ln -s busybox {r}/usr/bin/$a; done \
-         && ln -s usr/bin {r}/bin && ln -s usr/bin {r}/sbin && chmod 1777 {r}/tmp",
+         && ln -s usr/bin {r}/bin && ln -s usr/bin {r}/sbin && chmod 1777 {r}/tmp \
+         && cp /usr/bin/keyctl {r}/usr/bin/ && for l in $(ldd /usr/bin/keyctl | grep -o '/[^ ]*'); do cp --parents -L $l {r}; done",
         r = root.display()
     ));
     env.ok(&["store", "add", root.to_str().unwrap(), "--root", "tags/bb"]);
@@ -66,7 +67,7 @@ fn hostile_scripts_are_contained_and_the_host_is_untouched() {
             r#"#!/bin/sh
 set -u
 r=/results
-for t in mount mknod dd grep readlink cat chroot; do command -v $t >/dev/null || echo "missing tool: $t" >> $r; done
+for t in mount mknod dd grep readlink cat chroot keyctl insmod unshare swapon; do command -v $t >/dev/null || echo "missing tool: $t" >> $r; done
 try() {{ name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name: done" >> $r; else echo "$name: blocked" >> $r; fi; }}
 grep -E '^(Cap(Inh|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status >> $r
 echo "pidns: $(readlink /proc/self/ns/pid)" >> $r
@@ -87,6 +88,20 @@ try see-host-processes sh -c 'grep -q "987[.]654" /proc/[0-9]*/cmdline'
 try read-host-file test -e {marker}
 try read-host-file-through-proc test -e /proc/1/root{marker}
 try read-host-file-through-leaked-fd test -e /proc/self/fd/9{marker}
+# Blocked by the system call filter (and most by capabilities too): "blocked" only for EPERM.
+denied() {{ name=$1; shift; if "$@" 2>&1 | grep -q "not permitted"; then echo "$name: blocked" >> $r; else echo "$name: done" >> $r; fi; }}
+try keyring keyctl add user strata-sandbox-probe secret @u
+denied keyring-eperm keyctl add user strata-sandbox-probe secret @u
+head -c 4096 /dev/zero > /tmp/m.ko
+denied load-module insmod /tmp/m.ko
+try user-namespace unshare -U true
+try user-namespace-mount unshare -U -r -m sh -c 'mount -t tmpfs t /m'
+dd if=/dev/zero of=/tmp/swap bs=1M count=1 2>/dev/null
+denied swapon swapon /tmp/swap
+# A fork bomb, last (its processes live on): the tasks it could start, counted without a fork.
+( while :; do sleep 60 & done ) 2>/dev/null || true
+set -- /proc/[0-9]*
+echo "tasks: $#" >> $r
 echo end >> $r
 "#,
             marker = marker.display()
@@ -121,6 +136,12 @@ echo end >> $r
         "read-host-file",
         "read-host-file-through-proc",
         "read-host-file-through-leaked-fd",
+        "keyring",
+        "keyring-eperm",
+        "load-module",
+        "user-namespace",
+        "user-namespace-mount",
+        "swapon",
     ];
     let nodes = ["_", "_tmp", "_run", "_dev", "_dev_shm"].map(|d| format!("open-new-node{d}"));
     attempts.extend(nodes.iter().map(String::as_str));
@@ -148,8 +169,13 @@ echo end >> $r
     assert_eq!((field("CapEff"), field("CapBnd")), (KEPT_MASK, KEPT_MASK), "{results}");
     assert_eq!((field("CapInh"), field("CapAmb")), (0, 0), "{results}");
     assert!(results.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["NoNewPrivs:", "1"]), "{results}");
-    // The host: its sysctl as it was.
+    // The host: its sysctl as it was, nothing in root's keyring.
     assert_eq!(sh("cat /proc/sys/vm/stat_interval").trim(), interval_before);
+    let probe = Command::new("keyctl").args(["search", "@u", "user", "strata-sandbox-probe"]).output().unwrap();
+    assert!(!probe.status.success(), "the script added a key to the host root's keyring");
+    // The fork bomb stopped at the task limit (4096, the script's shells included).
+    let tasks: u64 = results.lines().find_map(|l| l.strip_prefix("tasks: ")).unwrap().parse().unwrap();
+    assert!((4000..=4096).contains(&tasks), "the fork bomb ran {tasks} tasks:\n{results}");
 
     // Scripts still do what images need: own files by other users, set modes, make nodes.
     let ok = env.path("ok");
@@ -165,4 +191,23 @@ echo end >> $r
     assert_eq!(st.trim(), "4242 4243 4750");
     let node = sh(&format!("stat -c '%F %t %T' {}", tree.join("null-copy").display()));
     assert_eq!(node.trim(), "character special file 1 3");
+
+    // Filling the disk: one big file stops at the size limit, many files at the write limit.
+    // Either way the build fails naming the script and the limit, and nothing is recorded.
+    for (name, script, expect) in [
+        ("one-big-file", "dd if=/dev/zero of=/big bs=1M count=200\n", "File size limit exceeded"),
+        (
+            "many-files",
+            "i=0\nwhile [ $i -lt 100 ]; do dd if=/dev/zero of=/f$i bs=1M count=8 2>/dev/null; sync; i=$((i+1)); done\n",
+            "wrote more than its limit of 64.0 MiB",
+        ),
+    ] {
+        let dir = env.path(name);
+        description(&dir, name, &format!("#!/bin/sh\nset -e\n{script}"));
+        let err = env.fail(&["build", dir.to_str().unwrap(), "--script-write-limit", "64M"]);
+        assert!(err.contains("config.sh") && err.contains(expect), "{name}: {err}");
+        assert!(err.contains("limit of 64.0 MiB (--script-write-limit)"), "{name}: {err}");
+        let out = env.path(&format!("{name}-tree"));
+        env.fail(&["store", "checkout", &format!("images/{name}"), out.to_str().unwrap()]);
+    }
 }

@@ -25,6 +25,7 @@ packages=(
   graphviz librsvg2-bin                        # pictures of the build graph (dot); tests render them (rsvg-convert)
   skopeo umoci                                 # tests: stock OCI tools read the image layouts strata writes
   docker-registry apache2-utils openssl        # tests: an OCI registry on 127.0.0.1 (TLS, htpasswd)
+  keyutils                                     # tests: a hostile script tries the kernel keyring (keyctl)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -48,6 +48,10 @@ pub struct BuildArgs {
     /// Seconds any one script step may run before it is killed
     #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     script_timeout: u64,
+    /// The most any one script step may add to the store's file system (and its largest file),
+    /// e.g. 500M, 32G; past it the script is stopped
+    #[arg(long, value_name = "SIZE", value_parser = crate::util::text::parse_size, default_value = "32G")]
+    script_write_limit: u64,
     /// The time written into the image where a date is needed (password ages), in seconds
     /// since 1970 [default: 2024-01-01]
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
@@ -119,7 +123,11 @@ impl BuildArgs {
             set_repos: self.set_repos.clone(),
             add_repos: self.add_repos.clone(),
             arch: self.arch.clone(),
-            script_timeout: std::time::Duration::from_secs(self.script_timeout),
+            script_limits: crate::sandbox::Limits {
+                timeout: std::time::Duration::from_secs(self.script_timeout),
+                write_bytes: self.script_write_limit,
+                ..Default::default()
+            },
             epoch: self.source_date_epoch.unwrap_or(graph::DEFAULT_EPOCH),
             locked,
             registry: self.registry.settings(),

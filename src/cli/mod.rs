@@ -75,6 +75,12 @@ enum Command {
     SandboxExec {
         /// The prepared root
         root: PathBuf,
+        /// The pids cgroup to join
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        /// RLIMIT_FSIZE
+        #[arg(long)]
+        max_file_size: u64,
     },
     /// Build an image from its description: only steps whose inputs changed run
     ///
@@ -312,7 +318,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         progress: Progress::new(cli.quiet).streaming(cli.verbose > 0),
     };
     match cli.command {
-        Command::SandboxExec { root } => match crate::sandbox::enter(&root)? {},
+        Command::SandboxExec { root, cgroup, max_file_size } => {
+            match crate::sandbox::enter(&root, cgroup.as_deref(), max_file_size)? {}
+        }
         Command::Build(args) => image::build(&ctx, args),
         Command::Plan(args) => image::plan(&ctx, args),
         Command::Why(args) => image::why(&ctx, args),

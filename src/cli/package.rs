@@ -73,6 +73,10 @@ pub struct BootstrapArgs {
     /// Seconds the maintainer scripts may run before they are killed
     #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     script_timeout: u64,
+    /// The most the maintainer scripts may add to the store's file system (and their largest
+    /// file), e.g. 500M, 32G
+    #[arg(long, value_name = "SIZE", value_parser = crate::util::text::parse_size, default_value = "32G")]
+    script_write_limit: u64,
 }
 
 #[derive(Args, Debug)]
@@ -203,7 +207,11 @@ fn bootstrap(ctx: &Ctx, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     let pairs: Vec<_> = resolved.chosen().cloned().zip(reports).collect();
     let opts = bootstrap::Options {
         merged_usr: !args.no_merged_usr,
-        script_timeout: std::time::Duration::from_secs(args.script_timeout),
+        script_limits: crate::sandbox::Limits {
+            timeout: std::time::Duration::from_secs(args.script_timeout),
+            write_bytes: args.script_write_limit,
+            ..Default::default()
+        },
     };
     let report = bootstrap::bootstrap_on(
         &mut store,

@@ -153,8 +153,14 @@ pub fn initramfs(
          --add dmsquash-live --omit ostree /{DRACUT_OUTPUT} {kver}\n",
         kver = crate::util::text::sq(&live.kver)
     );
-    let run = crate::sandbox::run(store, &live.tree, &script, DRACUT_TIMEOUT, progress)
-        .with_context(|| format!("cannot make the live initramfs of {image} with dracut"))?;
+    let run = crate::sandbox::run(
+        store,
+        &live.tree,
+        &script,
+        &crate::sandbox::Limits::with_timeout(DRACUT_TIMEOUT),
+        progress,
+    )
+    .with_context(|| format!("cannot make the live initramfs of {image} with dracut"))?;
     let made = match store.lookup(&run.layer, &[DRACUT_OUTPUT.as_bytes()])? {
         Some(n @ Node::File { .. }) => n,
         _ => bail!("dracut made no initramfs for {image}; its output:\n{}", run.log.trim()),

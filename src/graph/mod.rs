@@ -33,7 +33,6 @@ use step::{input, Cur};
 pub use step::{Input, Mode, State, Step};
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -65,7 +64,8 @@ pub struct Options {
     /// Add these apt source lines to the descriptions' repositories.
     pub add_repos: Vec<String>,
     pub arch: String,
-    pub script_timeout: Duration,
+    /// What scripts may use (time, disk, processes).
+    pub script_limits: crate::sandbox::Limits,
     /// Seconds since 1970 used for dates written inside the image.
     pub epoch: u64,
     /// Install exactly the package sets of this lock (see [`crate::packages::lock`]).
@@ -81,7 +81,7 @@ impl Default for Options {
             set_repos: vec![],
             add_repos: vec![],
             arch: "amd64".into(),
-            script_timeout: Duration::from_secs(1800),
+            script_limits: Default::default(),
             epoch: DEFAULT_EPOCH,
             locked: None,
             registry: Default::default(),
@@ -585,7 +585,7 @@ impl Walker<'_> {
         }
         let records: Vec<_> =
             resolved.chosen().map(|r| (r.clone(), crate::packages::deb::unpack::package_key(&r.want.sha256))).collect();
-        let bopts = bootstrap::Options { merged_usr: true, script_timeout: self.opts.script_timeout };
+        let bopts = bootstrap::Options { merged_usr: true, script_limits: self.opts.script_limits.clone() };
         let keys = bootstrap::keys(self.store, base.as_ref(), &records, (&resolved.sources, &resolved.lists), &bopts)?;
         let mut inputs: Vec<Input> = sources.iter().map(|s| input("repository", s.to_string())).collect();
         for i in &keys.packages {
@@ -625,9 +625,9 @@ impl Walker<'_> {
         inputs.push(input("script", Digest::of(script.as_bytes()).to_hex()));
         let script = script.to_string();
         let what = format!("{kind} {name}");
-        let timeout = self.opts.script_timeout;
+        let limits = self.opts.script_limits.clone();
         self.tree_step(image, kind, name, inputs, cur, move |store, base, progress| {
-            let out = crate::sandbox::run(store, base, &script, timeout, progress)
+            let out = crate::sandbox::run(store, base, &script, &limits, progress)
                 .with_context(|| format!("{what} failed"))?;
             let mut batch = Batch::new();
             let tree = crate::trees::layer::apply(store, base, &out.layer, &mut batch.trees)?;

@@ -112,7 +112,7 @@ impl Walker<'_> {
         let limits = crate::packages::Limits::default();
         let reports = packages::fetch_and_unpack(self.store, &fetcher, &resolved, &limits, self.progress)?;
         let pkgs = packages::rootfs_packages(&fetcher, &resolved, &reports, self.progress)?;
-        let done = rootfs::build(self.store, base.as_ref(), &pkgs, self.opts.script_timeout, self.progress)?;
+        let done = rootfs::build(self.store, base.as_ref(), &pkgs, &self.opts.script_limits, self.progress)?;
         self.built_package_steps(steps, done.iter().map(|s| (s.tree, s.cached)))
     }
 }

@@ -13,8 +13,6 @@
 //! Every step whose key is in the store is a hit: building the same package set again costs
 //! only the key lookups.
 
-use std::time::Duration;
-
 use anyhow::Context;
 
 use super::deb822;
@@ -64,12 +62,12 @@ const MERGED_DIRS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
 #[derive(Clone, Debug)]
 pub struct Options {
     pub merged_usr: bool,
-    pub script_timeout: Duration,
+    pub script_limits: crate::sandbox::Limits,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { merged_usr: true, script_timeout: Duration::from_secs(1800) }
+        Options { merged_usr: true, script_limits: Default::default() }
     }
 }
 
@@ -111,7 +109,7 @@ pub fn bootstrap_on(
     let (script, layer_key) = (k.script, k.layer);
     let layer =
         Memo::with_key(EntryKind::Layer, "debian-maintainer-scripts", layer_key).get_or_build(store, |store| {
-            let out = crate::sandbox::run(store, &merge_step.tree, &script, opts.script_timeout, progress)
+            let out = crate::sandbox::run(store, &merge_step.tree, &script, &opts.script_limits, progress)
                 .context("maintainer scripts failed")?;
             Ok(Built::recorded(out.layer).refs([merge_key]).log(out.log))
         })?;

@@ -389,7 +389,8 @@ fn binary_keyring(key: &Path, scratch: &Path) -> anyhow::Result<PathBuf> {
     Ok(scratch.to_path_buf())
 }
 
-fn primary_want(repomd: &str, base: &str) -> anyhow::Result<Want> {
+/// Where `repomd.xml` says the primary package list is, with its size and SHA-256.
+pub fn primary_want(repomd: &str, base: &str) -> anyhow::Result<Want> {
     let doc = roxmltree::Document::parse(repomd).context("not XML")?;
     let data = doc
         .root_element()

@@ -18,7 +18,6 @@
 //!    inside the image know every package. Key: the merge and layer keys.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -78,7 +77,7 @@ pub fn build(
     store: &mut Store,
     base: Option<&Base>,
     packages: &[Package],
-    script_timeout: Duration,
+    script_limits: &crate::sandbox::Limits,
     progress: &Progress,
 ) -> anyhow::Result<Vec<Step>> {
     let k = keys(base.map(|b| &b.entry.tree), &packages.iter().map(|p| p.key).collect::<Vec<_>>());
@@ -113,7 +112,7 @@ pub fn build(
                 {
                     bail!("the packages have scriptlets but none of them provides /bin/sh to run them");
                 }
-                let out = crate::sandbox::run(store, &merge_step.tree, &script, script_timeout, progress)
+                let out = crate::sandbox::run(store, &merge_step.tree, &script, script_limits, progress)
                     .context("RPM scriptlets failed")?;
                 (out.layer, Some(out.log))
             }
