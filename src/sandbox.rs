@@ -41,7 +41,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -93,8 +93,9 @@ impl Limits {
     }
 }
 
-/// Below this much free space on the store's file system, a script that has written anything is
-/// stopped (whatever its limit): the host keeps room to work.
+/// Below this much free space on the store's file system (or a twentieth of its size, if that is
+/// less), a script that has written anything is stopped, whatever its limit: the host keeps room
+/// to work.
 pub const FREE_SPACE_RESERVE: u64 = 256 << 20;
 
 /// Run `script` (a `/bin/sh -e` script) chrooted in an overlay over `base`; capture the layer.
@@ -105,7 +106,6 @@ pub fn run(
     limits: &Limits,
     progress: &Progress,
 ) -> anyhow::Result<RunOutput> {
-    let timeout = limits.timeout;
     let _span = tracing::debug_span!("sandbox", base = %base.short()).entered();
     let work = tempfile::Builder::new().prefix("run-").tempdir_in(store.tmp_dir())?;
     // Hardlinked checkouts (kept between runs, see `lowers`) as the read-only lower directories.
@@ -165,21 +165,12 @@ exec {exe} sandbox-exec {root} --max-file-size {file_size}{cgroup}
         },
     );
     let spinner = progress.spinner("running scripts");
-    let mut cmd = Command::new("timeout");
-    cmd.arg("--kill-after=10")
-        .arg(format!("{}", timeout.as_secs().max(1)))
-        .args([
-            "unshare",
-            "--mount",
-            "--pid",
-            "--net",
-            "--ipc",
-            "--uts",
-            "--fork",
-            "--kill-child",
-            "--propagation",
-            "private",
-        ])
+    // Its own process group, which the watch kills; `--kill-child`: when unshare dies (killed by
+    // the watch, or with strata), so does the sandbox's first process, and with it the whole
+    // PID namespace.
+    let mut cmd = crate::util::process::command("unshare");
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.args(["--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kill-child", "--propagation", "private"])
         .args(["/bin/sh", "-c", &setup])
         .env_clear()
         .stdin(Stdio::null())
@@ -188,29 +179,25 @@ exec {exe} sandbox-exec {root} --max-file-size {file_size}{cgroup}
     for (k, v) in SCRIPT_ENV {
         cmd.env(k, v);
     }
-    let started = std::time::Instant::now();
     let script_span = tracing::debug_span!("sandbox script").entered();
-    let mut child =
-        cmd.spawn().context("failed to run the sandbox (unshare and timeout from util-linux and coreutils)")?;
-    let watch = DiskWatch::start(&upper, limits.write_bytes)?;
+    let mut child = cmd.spawn().context("failed to run the sandbox (unshare from util-linux)")?;
+    let watch = Watch::start(&upper, limits)?;
     let done = std::sync::atomic::AtomicBool::new(false);
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
     let (captured, stopped) = std::thread::scope(|s| {
         let watcher = s.spawn(|| watch.watch(group, &done));
         let captured = capture(&mut child, progress.streams_output().then_some(&spinner));
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        (captured, watcher.join().unwrap_or_else(|_| Some("the disk watch panicked".into())))
+        (captured, watcher.join().unwrap_or_else(|_| Some("the sandbox's watch panicked".into())))
     });
     let status = child.wait()?;
     let captured = captured?;
     spinner.finish_and_clear();
     drop(script_span);
     let text = String::from_utf8_lossy(&captured.log).into_owned();
-    let timed_out = started.elapsed() >= timeout;
     let failure = match status.code() {
         _ if stopped.is_some() => stopped,
         Some(0) => None,
-        Some(124 | 137) | None if timed_out => Some(format!("the script timed out after {} s", timeout.as_secs())),
         Some(137) | None => Some("the script was killed (out of memory?)".to_string()),
         // 128 + SIGXFSZ: the shell's status when a command was killed for a file over RLIMIT_FSIZE.
         Some(153) => Some(format!(
@@ -313,46 +300,68 @@ fn remove_stale_cgroups(parent: &Path) {
     }
 }
 
-/// Watches the file system of a script's overlay while it runs, and stops the script (the whole
-/// process group of its sandbox) when it has added more than its limit, or when the file system
-/// is about to fill up ([`FREE_SPACE_RESERVE`]).
-struct DiskWatch {
+/// Watches a script while it runs, and stops it (the whole process group of its sandbox) at its
+/// timeout, when it has added more than its limit to the file system of its overlay, or when that
+/// file system is about to fill up ([`FREE_SPACE_RESERVE`]).
+struct Watch {
     path: std::path::PathBuf,
     limit: u64,
     used_before: u64,
+    reserve: u64,
+    timeout: Duration,
+    started: std::time::Instant,
 }
 
-impl DiskWatch {
-    fn start(path: &Path, limit: u64) -> anyhow::Result<DiskWatch> {
-        let (used_before, _) = disk_usage(path)?;
-        Ok(DiskWatch { path: path.to_path_buf(), limit, used_before })
+impl Watch {
+    fn start(path: &Path, limits: &Limits) -> anyhow::Result<Watch> {
+        let (used_before, free) = disk_usage(path)?;
+        let reserve = FREE_SPACE_RESERVE.min((used_before + free) / 20);
+        Ok(Watch {
+            path: path.to_path_buf(),
+            limit: limits.write_bytes,
+            used_before,
+            reserve,
+            timeout: limits.timeout,
+            started: std::time::Instant::now(),
+        })
     }
 
     /// Poll until `done`; returns why the script was stopped, if it was.
     fn watch(&self, group: nix::unistd::Pid, done: &std::sync::atomic::AtomicBool) -> Option<String> {
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
-            let Ok((used, free)) = disk_usage(&self.path) else { continue };
-            let added = used.saturating_sub(self.used_before);
-            let why = if added > self.limit {
-                format!(
-                    "the script wrote more than its limit of {} (--script-write-limit)",
-                    crate::util::text::bytes(self.limit)
-                )
-            } else if free < FREE_SPACE_RESERVE && added > 0 {
-                format!(
-                    "the script was filling the store's file system (less than {} left, {} written by the script)",
-                    crate::util::text::bytes(FREE_SPACE_RESERVE),
-                    crate::util::text::bytes(added)
-                )
+            let usage = disk_usage(&self.path);
+            let why = if self.started.elapsed() >= self.timeout {
+                format!("the script timed out after {} s (--script-timeout)", self.timeout.as_secs())
+            } else if let Some(why) = usage.ok().and_then(|(used, free)| self.over(used, free)) {
+                why
             } else {
                 continue;
             };
-            // `timeout` leads its own process group: it, `unshare` and the sandbox's first process.
+            // unshare leads the sandbox's process group.
             let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
             return Some(why);
         }
         None
+    }
+
+    /// Why a script that brought the file system to `used` bytes, `free` left, must stop.
+    fn over(&self, used: u64, free: u64) -> Option<String> {
+        let added = used.saturating_sub(self.used_before);
+        Some(if added > self.limit {
+            format!(
+                "the script wrote more than its limit of {} (--script-write-limit)",
+                crate::util::text::bytes(self.limit)
+            )
+        } else if free < self.reserve && added > 0 {
+            format!(
+                "the script was filling the store's file system (less than {} left, {} written by the script)",
+                crate::util::text::bytes(self.reserve),
+                crate::util::text::bytes(added)
+            )
+        } else {
+            return None;
+        })
     }
 }
 

@@ -15,11 +15,9 @@ const KEPT_MASK: u64 = 0x8804_05fb;
 /// A root with a static busybox as every tool, as the root `tags/bb`.
 fn busybox_root(env: &Env) {
     let root = env.path("bb");
+    common::busybox_tree(&root);
     sh(&format!(
-        "mkdir -p {r}/usr/bin {r}/proc {r}/dev {r}/run {r}/tmp {r}/etc {r}/sys && cp /bin/busybox {r}/usr/bin/ \
-         && for a in $({r}/usr/bin/busybox --list); do [ -e {r}/usr/bin/$a ] || ln -s busybox {r}/usr/bin/$a; done \
-         && ln -s usr/bin {r}/bin && ln -s usr/bin {r}/sbin && chmod 1777 {r}/tmp \
-         && cp /usr/bin/keyctl {r}/usr/bin/ && for l in $(ldd /usr/bin/keyctl | grep -o '/[^ ]*'); do cp --parents -L $l {r}; done",
+        "cp /usr/bin/keyctl {r}/usr/bin/ && for l in $(ldd /usr/bin/keyctl | grep -o '/[^ ]*'); do cp --parents -L $l {r}; done",
         r = root.display()
     ));
     env.ok(&["store", "add", root.to_str().unwrap(), "--root", "tags/bb"]);

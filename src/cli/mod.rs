@@ -300,12 +300,41 @@ pub fn main() -> ExitCode {
     } else {
         logger.without_time().init();
     }
+    let store = cli.store.clone().unwrap_or_else(default_store);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {:#}", explain(e, &store));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Say what to do about errors that come from the store's state rather than the command: a
+/// damaged database, a store that cannot be written.
+fn explain(e: anyhow::Error, store: &std::path::Path) -> anyhow::Error {
+    use rusqlite::ErrorCode;
+    let sqlite = e.chain().find_map(|c| match c.downcast_ref::<rusqlite::Error>() {
+        Some(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
+        _ => None,
+    });
+    let read_only = sqlite == Some(ErrorCode::ReadOnly)
+        || e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
+        }) && format!("{e:#}").contains(&store.display().to_string());
+    let db = store.join("db.sqlite");
+    match sqlite {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => e.context(format!(
+            "the store's database {} is damaged: build into a new store (--store), or move this one aside \
+             and try `sqlite3 {} .recover`",
+            db.display(),
+            db.display()
+        )),
+        _ if read_only => e.context(format!(
+            "the store {} is read-only: strata writes to its store even for a cache hit (use a writable --store)",
+            store.display()
+        )),
+        _ => e,
     }
 }
 

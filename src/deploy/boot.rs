@@ -14,7 +14,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -179,7 +179,7 @@ fn start(opts: &BootOptions, kvm: bool) -> anyhow::Result<Vm> {
         _ => "raw",
     };
     let scratch = tempfile::Builder::new().prefix("strata-boot-").tempdir()?;
-    let mut cmd = Command::new("qemu-system-x86_64");
+    let mut cmd = crate::util::process::command("qemu-system-x86_64");
     cmd.args(["-accel", if kvm { "kvm" } else { "tcg" }]);
     cmd.args(["-machine", "q35", "-m", &opts.memory_mib.to_string(), "-smp", "2"]).args([
         "-nographic",

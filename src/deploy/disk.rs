@@ -137,7 +137,7 @@ pub(super) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
 /// `mke2fs -d`: an ext4 image of `size` bytes at `out` holding `dir`.
 fn mkfs_ext4(dir: &Path, label: &str, size: u64, out: &Path) -> anyhow::Result<()> {
     run(
-        Command::new("mkfs.ext4")
+        crate::util::process::command("mkfs.ext4")
             .args(["-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d"])
             .arg(dir)
             .arg(out)
@@ -153,11 +153,11 @@ fn mkfs_ext4(dir: &Path, label: &str, size: u64, out: &Path) -> anyhow::Result<(
 /// mounted in the store's scratch directory.
 fn mkfs_xfs(dir: &Path, label: &str, size: u64, out: &Path, work: &Path) -> anyhow::Result<()> {
     fs_err::File::create(out)?.set_len(size)?;
-    run(Command::new("mkfs.xfs").args(["-q", "-f", "-L", label]).arg(out), "mkfs.xfs (xfsprogs)")?;
+    run(crate::util::process::command("mkfs.xfs").args(["-q", "-f", "-L", label]).arg(out), "mkfs.xfs (xfsprogs)")?;
     let mnt = work.join("xfs-mount");
     fs_err::create_dir_all(&mnt)?;
     run(
-        Command::new("unshare")
+        crate::util::process::command("unshare")
             .args(["--mount", "--propagation", "private", "--fork", "--kill-child", "sh", "-ec"])
             .arg(r#"mount -t xfs -o loop "$1" "$2"; cp -a --sparse=always "$3/." "$2"; umount "$2""#)
             .arg("sh")
@@ -198,7 +198,7 @@ fn copy_at(src: &Path, dst: &fs_err::File, offset: u64) -> anyhow::Result<()> {
 fn esp(disk: &Path, offset: u64, efi: &Path) -> anyhow::Result<()> {
     let image = format!("{}@@{offset}", disk.display());
     run(
-        Command::new("mformat").args([
+        crate::util::process::command("mformat").args([
             "-i",
             &image,
             "-T",
@@ -214,8 +214,11 @@ fn esp(disk: &Path, offset: u64, efi: &Path) -> anyhow::Result<()> {
         ]),
         "mformat (mtools)",
     )?;
-    run(Command::new("mmd").args(["-i", &image, "::/EFI", "::/EFI/BOOT"]), "mmd (mtools)")?;
-    run(Command::new("mcopy").args(["-i", &image]).arg(efi).arg("::/EFI/BOOT/BOOTX64.EFI"), "mcopy (mtools)")
+    run(crate::util::process::command("mmd").args(["-i", &image, "::/EFI", "::/EFI/BOOT"]), "mmd (mtools)")?;
+    run(
+        crate::util::process::command("mcopy").args(["-i", &image]).arg(efi).arg("::/EFI/BOOT/BOOTX64.EFI"),
+        "mcopy (mtools)",
+    )
 }
 
 /// Turn the sysroot directory `sysroot` into the raw disk image `out`, using `work` for
@@ -250,7 +253,7 @@ pub fn build_raw(
     let _ = fs_err::remove_file(out);
     let disk = fs_err::OpenOptions::new().create_new(true).read(true).write(true).open(out)?;
     disk.set_len(layout.disk)?;
-    let mut sfdisk = Command::new("sfdisk")
+    let mut sfdisk = crate::util::process::command("sfdisk")
         .args(["--quiet", "--no-reread", "--no-tell-kernel"])
         .arg(out)
         .stdin(Stdio::piped())
@@ -280,7 +283,7 @@ pub fn build_raw(
 /// Convert a raw image to qcow2 with `qemu-img`.
 pub fn to_qcow2(raw: &Path, out: &Path) -> anyhow::Result<()> {
     run(
-        Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(raw).arg(out),
+        crate::util::process::command("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(raw).arg(out),
         "qemu-img convert (qemu-utils)",
     )
 }

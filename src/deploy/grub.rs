@@ -15,7 +15,6 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::bail;
 
@@ -63,7 +62,7 @@ fn mkimage(format: &str, extra: &[&str], out: &Path, work: &Path) -> anyhow::Res
     }
     let early = early_config(work)?;
     super::transcript::run(
-        Command::new("grub-mkimage")
+        crate::util::process::command("grub-mkimage")
             .args(["-O", format, "-d"])
             .arg(&dir)
             .args(["-p", "/grub", "-c"])

@@ -18,7 +18,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -223,7 +222,7 @@ pub fn build_iso(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let epoch = input.source_date.to_string();
     run(
-        Command::new("mksquashfs")
+        crate::util::process::command("mksquashfs")
             .arg(&root)
             .arg(&squashfs)
             .args(["-noappend", "-no-progress", "-quiet", "-comp", "zstd", "-Xcompression-level", "6", "-b", "1M"])
@@ -247,7 +246,7 @@ pub fn build_iso(
     }
     let out = work.join("live.iso");
     run(
-        Command::new("grub-mkrescue")
+        crate::util::process::command("grub-mkrescue")
             .arg("-o")
             .arg(&out)
             .arg(&iso)

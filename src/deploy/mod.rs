@@ -18,7 +18,6 @@ pub mod sysroot;
 pub mod transcript;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context};
 
@@ -207,7 +206,7 @@ pub fn deploy(
     let job = Job { work: work.path(), commit, opts, kargs: &kargs, key, refs, progress };
     let result = if iso { build_iso(store, &job) } else { build_disk(store, &job) };
     // libostree marks deployment directories immutable; clear that so the scratch can go.
-    let _ = Command::new("chattr").args(["-R", "-i"]).arg(work.path()).output();
+    let _ = crate::util::process::command("chattr").args(["-R", "-i"]).arg(work.path()).output();
     result
 }
 

@@ -83,14 +83,15 @@ mod tests {
 
     #[test]
     fn tools_run_while_recording_are_in_the_transcript_and_only_then() {
-        run(Command::new("echo").arg("before"), "echo").unwrap();
+        run(crate::util::process::command("echo").arg("before"), "echo").unwrap();
         let rec = Recording::start();
-        run(Command::new("echo").arg("it's here"), "echo").unwrap();
-        let err = run(Command::new("sh").args(["-c", "echo oops >&2; exit 3"]), "the check").unwrap_err();
+        run(crate::util::process::command("echo").arg("it's here"), "echo").unwrap();
+        let err =
+            run(crate::util::process::command("sh").args(["-c", "echo oops >&2; exit 3"]), "the check").unwrap_err();
         assert_eq!(err.to_string(), "the check failed: oops");
         let log = rec.finish();
         assert_eq!(log, "$ echo 'it'\\''s here'\nit's here\n$ sh -c 'echo oops >&2; exit 3'\noops\n[exit status: 3]\n");
-        run(Command::new("echo").arg("after"), "echo").unwrap();
+        run(crate::util::process::command("echo").arg("after"), "echo").unwrap();
         assert_eq!(Recording::start().finish(), "");
     }
 }

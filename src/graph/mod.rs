@@ -230,7 +230,7 @@ impl Walker<'_> {
                 Ok(Cur::Known(entry))
             }
             Some(Base::Ostree { repo, reference }) => {
-                let out = std::process::Command::new("ostree")
+                let out = crate::util::process::command("ostree")
                     .arg(format!("--repo={}", repo.display()))
                     .args(["rev-parse", reference])
                     .output()

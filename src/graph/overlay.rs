@@ -46,10 +46,10 @@ pub fn import_overlay(
     let work = tempfile::Builder::new().prefix("overlay-").tempdir_in(store.tmp_dir())?;
     let copy = work.path().join("tree");
     run(
-        Command::new("cp").arg("-a").arg("--no-target-directory").arg(dir).arg(&copy),
+        crate::util::process::command("cp").arg("-a").arg("--no-target-directory").arg(dir).arg(&copy),
         &format!("copying `{}`", dir.display()),
     )?;
-    run(Command::new("chown").args(["-hR", "0:0"]).arg(&copy), "chown of the overlay copy")?;
+    run(crate::util::process::command("chown").args(["-hR", "0:0"]).arg(&copy), "chown of the overlay copy")?;
     let (batch, tree, _) = crate::store::import::import_tree(store, &copy, false, progress)
         .with_context(|| format!("importing `{}`", dir.display()))?;
     batch.commit(store, None)?;
@@ -78,7 +78,7 @@ pub fn import_archive(store: &mut Store, path: &Path, progress: &Progress) -> an
     let dest = work.path().join("tree");
     fs_err::create_dir(&dest)?;
     run(
-        Command::new("tar")
+        crate::util::process::command("tar")
             .args(["--numeric-owner", "--same-permissions", "--xattrs", "--xattrs-include=*", "-x", "-f"])
             .arg(path)
             .arg("-C")
@@ -121,7 +121,10 @@ pub fn import_ostree(
     let work = tempfile::Builder::new().prefix("ostree-").tempdir_in(store.tmp_dir())?;
     let dest = work.path().join("tree");
     run(
-        Command::new("ostree").arg(format!("--repo={}", repo.display())).args(["checkout", commit]).arg(&dest),
+        crate::util::process::command("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["checkout", commit])
+            .arg(&dest),
         &format!("ostree checkout of {commit}"),
     )?;
     let (batch, tree, stats) = crate::store::import::import_tree(store, &dest, false, progress)?;

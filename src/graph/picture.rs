@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{bail, Context};
 
@@ -207,7 +207,7 @@ pub fn images(store: &Store) -> anyhow::Result<String> {
 
 /// Render `dot` text as SVG with Graphviz's `dot`.
 pub fn svg(dot: &str) -> anyhow::Result<String> {
-    let mut child = Command::new("dot")
+    let mut child = crate::util::process::command("dot")
         .arg("-Tsvg")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

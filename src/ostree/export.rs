@@ -193,6 +193,9 @@ pub fn export(
         }
     };
     let stats = repo.commit_transaction(gio::Cancellable::NONE).context("cannot commit the repository transaction")?;
+    if new_commit {
+        repo.mark_commit_partial(&commit, false)?;
+    }
 
     // Only now does the repository hold the objects: remember them.
     let tx = store.db_mut().transaction()?;
@@ -275,6 +278,11 @@ fn write_commit(
         )
         .context("cannot write the commit")?
         .to_string();
+    // Partial until the transaction is committed: libostree moves the staged objects into place
+    // in no particular order, so a process killed half-way can leave the commit without some of
+    // its dirtrees. A partial commit is what fsck and pulls know to be incomplete; the next
+    // export writes what is missing.
+    repo.mark_commit_partial(&commit, true)?;
     repo.transaction_set_ref(None, reference, Some(&commit));
     Ok((commit, parent, true, built))
 }

@@ -15,7 +15,6 @@
 //!    file, nor a commit before its objects.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context};
 
@@ -80,7 +79,7 @@ impl Ssh {
 
     /// Run `rsync ARGS` with this ssh; `what` names the step in errors.
     fn rsync(&self, url: &SshUrl, what: &str, args: &[&str]) -> anyhow::Result<()> {
-        let out = Command::new("rsync")
+        let out = crate::util::process::command("rsync")
             .arg("-e")
             .arg(self.rsh(url))
             .args(args)
@@ -298,7 +297,7 @@ impl FarSide<'_> {
         args.extend_from_slice(&skeleton);
         let root = format!("{}/", self.mirror.display());
         let dest_root = format!("{}:{}/", parsed.host, parsed.path);
-        let mkdir = Command::new("sh")
+        let mkdir = crate::util::process::command("sh")
             .arg("-c")
             .arg(format!("{} {} mkdir -p '{}'", ssh.rsh(parsed), parsed.host, parsed.path))
             .output()?;
@@ -352,7 +351,7 @@ impl FarSide<'_> {
             // An unsigned push: a signature of an earlier summary would not match the new one
             // (and clients cache the summary by its signature).
             let (ssh, parsed) = (self.ssh, self.url);
-            let rm = Command::new("sh")
+            let rm = crate::util::process::command("sh")
                 .arg("-c")
                 .arg(format!("{} {} rm -f '{}/summary.sig'", ssh.rsh(parsed), parsed.host, parsed.path))
                 .output()?;

@@ -345,3 +345,14 @@ pub fn rendered(env: &Env, svg: &str, name: &str, min_bytes: usize) {
     let bytes = fs_err::read(&png).unwrap();
     assert!(bytes.starts_with(b"\x89PNG") && bytes.len() >= min_bytes, "{name}: {} bytes of PNG", bytes.len());
 }
+
+/// A root whose every tool is a static busybox (`tests/sandbox.rs`, `tests/faults.rs`), made at
+/// `root`: scripts run without network or a distribution.
+pub fn busybox_tree(root: &Path) {
+    sh(&format!(
+        "mkdir -p {r}/usr/bin {r}/proc {r}/dev {r}/run {r}/tmp {r}/etc {r}/sys {r}/var/lib && cp /bin/busybox {r}/usr/bin/ \
+         && for a in $({r}/usr/bin/busybox --list); do [ -e {r}/usr/bin/$a ] || ln -s busybox {r}/usr/bin/$a; done \
+         && ln -s usr/bin {r}/bin && ln -s usr/bin {r}/sbin && chmod 1777 {r}/tmp",
+        r = root.display()
+    ));
+}

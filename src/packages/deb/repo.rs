@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context};
 
@@ -405,7 +404,7 @@ fn now() -> i64 {
 
 /// Verify with `gpgv` and return the signed text (for a detached signature, the data file).
 pub(crate) fn gpgv(keyrings: &[PathBuf], args: &[&Path], what: &str) -> anyhow::Result<String> {
-    let mut cmd = Command::new("gpgv");
+    let mut cmd = crate::util::process::command("gpgv");
     cmd.arg("--quiet");
     for k in keyrings {
         cmd.arg("--keyring").arg(k);

@@ -377,7 +377,7 @@ fn binary_keyring(key: &Path, scratch: &Path) -> anyhow::Result<PathBuf> {
     if !bytes.starts_with(b"-----BEGIN PGP") {
         return Ok(key.to_path_buf());
     }
-    let out = std::process::Command::new("gpg")
+    let out = crate::util::process::command("gpg")
         .args(["--batch", "--dearmor", "--output"])
         .arg(scratch)
         .arg(key)

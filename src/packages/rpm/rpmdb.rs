@@ -3,7 +3,6 @@
 //! when packages are added to a base image.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{bail, Context};
 
@@ -91,7 +90,7 @@ pub fn write(
             fs_err::write(dbdir.join(name), store.read_file(&node)?)?;
         }
     }
-    let out = Command::new("rpm")
+    let out = crate::util::process::command("rpm")
         .arg("--root")
         .arg(&root)
         .args(["--dbpath", dbpath, "--define", "_db_backend sqlite", "--define", "_pkgverify_level none"])
