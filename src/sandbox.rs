@@ -23,8 +23,7 @@
 //!   nothing); `/dev` is read-only and holds null, zero, full, random, urandom and tty;
 //! - `/proc/sys`, `/proc/sysrq-trigger`, `/proc/irq`, `/proc/bus` and `/proc/fs` are read-only;
 //!   `/proc/kcore`, `/proc/keys`, `/proc/kmsg` and the kernel's debugging files read as empty,
-//!   `/proc/acpi`, `/proc/scsi` and `/proc/asound` as empty directories.
-//!
+//!   `/proc/acpi`, `/proc/scsi` and `/proc/asound` as empty directories;
 //! - a system call filter ([`syscall_filter`]) refuses what no capability guards (the kernel
 //!   keyrings of the host's root, file handles, io_uring, …) and new user namespaces;
 //! - a pids cgroup per run bounds its tasks ([`Limits::tasks`]); a watch on the store's file
@@ -284,7 +283,8 @@ fn pids_hierarchy() -> Option<std::path::PathBuf> {
     if enabled.split_whitespace().any(|c| c == "pids") {
         return Some(root.to_path_buf());
     }
-    tracing::warn!("scripts run without a process limit: no pids cgroup controller is mounted");
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| tracing::warn!("scripts run without a process limit: no pids cgroup controller is mounted"));
     None
 }
 

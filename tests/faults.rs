@@ -26,16 +26,16 @@ fn description(dir: &Path) {
     );
     write(
         &dir.join("config.sh"),
-        "#!/bin/sh\nset -e\nmkdir -p /var/lib/work\ni=0\nwhile [ $i -lt 1000 ]; do echo \"script file $i\" > /var/lib/work/f$i; i=$((i+1)); done\n\
-         head -c 4000000 /dev/zero | tr '\\0' s > /var/lib/work/big\n",
+        "#!/bin/sh\nset -e\nmkdir -p /var/lib/work\ni=0\nwhile [ $i -lt 600 ]; do echo \"script file $i\" > /var/lib/work/f$i; i=$((i+1)); done\n\
+         head -c 3000000 /dev/zero | tr '\\0' s > /var/lib/work/big\n",
     );
     write(&dir.join("root/etc/work.conf"), "work = 1\n");
     let data = dir.join("data");
-    for i in 0..1000 {
+    for i in 0..600 {
         write(&data.join(format!("opt/data/d{}/f{i}", i % 40)), &format!("archive file {i}\n").repeat(1 + i % 30));
     }
-    for i in 0..3 {
-        let body: Vec<u8> = (0..(2 << 20)).map(|j: usize| ((j * 31 + i * 7) % 251) as u8).collect();
+    for i in 0..2 {
+        let body: Vec<u8> = (0..(3 << 19)).map(|j: usize| ((j * 31 + i * 7) % 251) as u8).collect();
         fs_err::write(data.join(format!("opt/data/big{i}")), body).unwrap();
     }
     sh(&format!(
@@ -256,10 +256,10 @@ fn a_full_disk_a_damaged_database_and_a_read_only_store_get_one_clear_error() {
     let bb = work.path("bb");
     common::busybox_tree(&bb);
 
-    // The store on a file system too small for the image (busybox, the archive's 6 MB and the
-    // script's 4 MB, in 12 MB): the build fails with one clear error, the store verifies,
+    // The store on a file system too small for the image (busybox's 2 MB, the archive's 4 MB
+    // and the script's 3 MB, in 8 MB): the build fails with one clear error, the store verifies,
     // and nothing of the image is recorded.
-    let small = SmallFs::new(&work, "small", 12);
+    let small = SmallFs::new(&work, "small", 8);
     let store = small.dir.join("store");
     let on_small = |args: &[&str]| {
         let mut c = Command::new(common::bin());
@@ -269,7 +269,7 @@ fn a_full_disk_a_damaged_database_and_a_read_only_store_get_one_clear_error() {
     assert!(on_small(&["store", "add", bb.to_str().unwrap(), "--root", "tags/bb"]).status.success());
     let out = on_small(&["build", d]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the build fit in 12 MB");
+    assert!(!out.status.success(), "the build fit in 8 MB");
     assert!(
         err.contains("No space left on device") || err.contains("filling the store's file system"),
         "not a clear error: {err}"
