@@ -136,9 +136,9 @@ for n in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; 
   mknod -m 666 {root}/dev/$1 c $2 $3
 done
 ln -s /proc/self/fd {root}/dev/fd; mkdir {root}/dev/pts {root}/dev/shm
-mount -t tmpfs -o mode=1777,nosuid,nodev shm {root}/dev/shm
-mount -t tmpfs -o mode=0755,nosuid,nodev run {root}/run
-mount -t tmpfs -o mode=1777,nosuid,nodev tmp {root}/tmp
+mount -t tmpfs -o mode=1777,nosuid,nodev,size=10% shm {root}/dev/shm
+mount -t tmpfs -o mode=0755,nosuid,nodev,size=10% run {root}/run
+mount -t tmpfs -o mode=1777,nosuid,nodev,size=25% tmp {root}/tmp
 for p in kcore keys timer_list timer_stats latency_stats sched_debug kmsg; do
   [ ! -f {root}/proc/$p ] || mount --bind {root}/dev/null {root}/proc/$p
 done
@@ -179,18 +179,24 @@ exec {exe} sandbox-exec {root} --max-file-size {file_size}{cgroup}
         cmd.env(k, v);
     }
     let script_span = tracing::debug_span!("sandbox script").entered();
-    let mut child = cmd.spawn().context("failed to run the sandbox (unshare from util-linux)")?;
     let watch = Watch::start(&upper, limits)?;
+    let mut child = cmd.spawn().context("failed to run the sandbox (unshare from util-linux)")?;
     let done = std::sync::atomic::AtomicBool::new(false);
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
     let (captured, stopped) = std::thread::scope(|s| {
         let watcher = s.spawn(|| watch.watch(group, &done));
         let captured = capture(&mut child, progress.streams_output().then_some(&spinner));
+        if captured.is_err() {
+            // Nobody reads its output any more: end it rather than wait for it.
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         (captured, watcher.join().unwrap_or_else(|_| Some("the sandbox's watch panicked".into())))
     });
     let status = child.wait()?;
     let captured = captured?;
+    // What it wrote in its last moments, after the watch's last look, counts too.
+    let stopped = stopped.or_else(|| disk_usage(&upper).ok().and_then(|(used, free)| watch.over(used, free)));
     spinner.finish_and_clear();
     drop(script_span);
     let text = String::from_utf8_lossy(&captured.log).into_owned();
@@ -203,6 +209,12 @@ exec {exe} sandbox-exec {root} --max-file-size {file_size}{cgroup}
             "the script failed with exit status 153: a file larger than its limit of {} (--script-write-limit)",
             crate::util::text::bytes(limits.write_bytes)
         )),
+        // 128 + SIGSYS: the system call filter killed a program of another ABI.
+        Some(159) => Some(
+            "the script failed with exit status 159: a program made a system call of another ABI (i386 or x32), \
+             which the sandbox does not run"
+                .to_string(),
+        ),
         Some(code) => Some(format!("the script failed with exit status {code}")),
     };
     if let Some(why) = failure {
@@ -224,8 +236,8 @@ exec {exe} sandbox-exec {root} --max-file-size {file_size}{cgroup}
 
 /// A pids cgroup of its own for one script run (`pids.max` = its task limit), removed when
 /// dropped. Root is exempt from `RLIMIT_NPROC`, so only a cgroup bounds a root script's
-/// processes. cgroup v1's pids hierarchy is used below strata's own pids cgroup; with v2, a
-/// child of the root cgroup when the pids controller is enabled there.
+/// processes. cgroup v1's pids hierarchy is used below strata's own pids cgroup; with v2, below
+/// strata's own cgroup when it delegates the pids controller, else below the root cgroup.
 struct PidsCgroup {
     dir: std::path::PathBuf,
 }
@@ -237,7 +249,7 @@ impl PidsCgroup {
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         remove_stale_cgroups(&parent);
-        let dir = parent.join(format!("strata-sandbox-{}-{n}", std::process::id()));
+        let dir = parent.join(format!("strata-sandbox-{}-{}-{n}", pid_namespace(), std::process::id()));
         let made = fs_err::create_dir(&dir).and_then(|_| fs_err::write(dir.join("pids.max"), tasks.to_string()));
         match made {
             Ok(()) => Some(PidsCgroup { dir }),
@@ -278,9 +290,17 @@ fn pids_hierarchy() -> Option<std::path::PathBuf> {
             return Some(dir);
         }
     }
-    // cgroup v2 with the pids controller given to the root's children.
-    let enabled = fs_err::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
-    if enabled.split_whitespace().any(|c| c == "pids") {
+    // cgroup v2 ("0::/path"): below strata's own cgroup when it gives the pids controller to its
+    // children (its limits and accounting then hold for scripts too), else below the root's.
+    let gives_pids = |dir: &Path| {
+        fs_err::read_to_string(dir.join("cgroup.subtree_control"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"))
+    };
+    let own_v2 = own.lines().find_map(|l| l.strip_prefix("0::")).map(|p| root.join(p.trim_start_matches('/')));
+    if let Some(dir) = own_v2.filter(|d| gives_pids(d)) {
+        return Some(dir);
+    }
+    if gives_pids(root) {
         return Some(root.to_path_buf());
     }
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -288,12 +308,20 @@ fn pids_hierarchy() -> Option<std::path::PathBuf> {
     None
 }
 
-/// Remove the cgroups of sandboxes whose strata process is gone (killed before it could).
+/// The inode of strata's PID namespace: process ids name processes only within it.
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs_err::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
+
+/// Remove the cgroups of sandboxes whose strata process (of this PID namespace) is gone, killed
+/// before it could.
 fn remove_stale_cgroups(parent: &Path) {
     let Ok(dir) = fs_err::read_dir(parent) else { return };
+    let ours = format!("strata-sandbox-{}-", pid_namespace());
     for e in dir.flatten() {
         let name = e.file_name();
-        let pid = name.to_str().and_then(|n| n.strip_prefix("strata-sandbox-")?.split('-').next()?.parse::<u32>().ok());
+        let pid = name.to_str().and_then(|n| n.strip_prefix(&ours)?.split('-').next()?.parse::<u32>().ok());
         if pid.is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists()) {
             let _ = fs_err::remove_dir(e.path());
         }
@@ -331,7 +359,9 @@ impl Watch {
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
             let usage = disk_usage(&self.path);
-            let why = if self.started.elapsed() >= self.timeout {
+            let why = if done.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            } else if self.started.elapsed() >= self.timeout {
                 format!("the script timed out after {} s (--script-timeout)", self.timeout.as_secs())
             } else if let Some(why) = usage.ok().and_then(|(used, free)| self.over(used, free)) {
                 why
@@ -438,8 +468,8 @@ pub fn enter(root: &Path, cgroup: Option<&Path>, max_file_size: u64) -> anyhow::
 
 /// System calls a script gets `EPERM` for, whatever its capabilities: kernel modules, kexec,
 /// reboot, the kernel keyrings (shared with the host's root), BPF, perf, mounts and the new mount
-/// API, swap, the kernel log, accounting, clocks, raw I/O ports, file handles (`open_by_handle_at`
-/// reaches files outside the root), userfaultfd, io_uring, quotas and `setns`.
+/// API, swap, the kernel log, accounting, clocks, raw I/O ports, `open_by_handle_at` (it reaches
+/// files outside the root), userfaultfd, io_uring, quotas and `setns`.
 const DENIED_SYSCALLS: &[i64] = &[
     nix::libc::SYS_init_module,
     nix::libc::SYS_finit_module,
@@ -470,10 +500,11 @@ const DENIED_SYSCALLS: &[i64] = &[
     nix::libc::SYS_clock_settime,
     nix::libc::SYS_clock_adjtime,
     nix::libc::SYS_adjtimex,
+    #[cfg(target_arch = "x86_64")]
     nix::libc::SYS_iopl,
+    #[cfg(target_arch = "x86_64")]
     nix::libc::SYS_ioperm,
     nix::libc::SYS_open_by_handle_at,
-    nix::libc::SYS_name_to_handle_at,
     nix::libc::SYS_userfaultfd,
     nix::libc::SYS_io_uring_setup,
     nix::libc::SYS_io_uring_enter,
@@ -513,6 +544,8 @@ pub fn syscall_filter() -> anyhow::Result<seccompiler::BpfProgram> {
     let (ld, jeq, jge, ret) = (0x20u16, 0x15u16, 0x35u16, 0x06u16);
     let extra = [
         nr(ld, 0, 0, 0),
+        // -1, which debuggers use to skip a call, is no x32 call.
+        nr(jeq, u32::MAX, 2, 0),
         nr(jge, 0x4000_0000, 0, 1),
         nr(ret, nix::libc::SECCOMP_RET_KILL_PROCESS, 0, 0),
         nr(jeq, nix::libc::SYS_clone3 as u32, 0, 1),

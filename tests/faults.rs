@@ -96,6 +96,16 @@ fn fsck(repo: &Path, what: &str) {
     assert!(out.status.success(), "{what}: ostree fsck: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// After a run that completed: no commit is left marked partial (fsck skips partial commits).
+fn no_partial_commit(repo: &Path, what: &str) {
+    let partial: Vec<_> = fs_err::read_dir(repo.join("state"))
+        .map(|d| {
+            d.flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().ends_with(".commitpartial")).collect()
+        })
+        .unwrap_or_default();
+    assert!(partial.is_empty(), "{what}: commits left partial: {partial:?}");
+}
+
 fn manifest_digest(layout: &Path) -> String {
     let index: serde_json::Value =
         serde_json::from_str(&fs_err::read_to_string(layout.join("index.json")).unwrap()).unwrap();
@@ -183,8 +193,9 @@ fn builds_exports_and_gc_killed_at_many_points_leave_a_sound_store_and_finish_th
         env.ok(&strs(&ostree_args(&repo)));
         assert_eq!(rev(&repo, "work"), commit, "{what}: another commit");
         fsck(&repo, &what);
+        no_partial_commit(&repo, &what);
     }
-    assert!(interrupted >= POINTS, "only {interrupted} of {} exports were interrupted", 2 * POINTS);
+    assert!(interrupted >= POINTS / 2, "only {interrupted} of {} exports were interrupted", 2 * POINTS);
     // A stock client reads the last layout whole (every blob against its digest).
     let last = env.path(&format!("layout-{}", POINTS - 1));
     let copy = env.path("copied");
@@ -211,6 +222,8 @@ fn builds_exports_and_gc_killed_at_many_points_leave_a_sound_store_and_finish_th
         let what = format!("gc killed after {delay:?}");
         verify(&env, &what);
         fsck(&repo, &what);
+        env.ok(&strs(&ostree_args(&repo)));
+        no_partial_commit(&repo, &what);
         let again = env.json(&["build", d]);
         assert_eq!(again["steps"]["built"], 0, "{what}: the newest generation lost a step: {again}");
     }
@@ -316,7 +329,10 @@ fn a_full_disk_a_damaged_database_and_a_read_only_store_get_one_clear_error() {
     let saved = fs_err::read(&db).unwrap();
     fs_err::write(&db, &bytes).unwrap();
     let err = env.fail(&["build", d]);
-    assert!(err.contains("db.sqlite") && (err.contains("damaged") || err.contains("malformed")), "{err}");
+    assert!(
+        err.contains("the store's database") && err.contains("db.sqlite is damaged") && err.contains(".recover"),
+        "{err}"
+    );
     fs_err::write(&db, &saved).unwrap();
     env.ok(&["store", "verify"]);
 
@@ -326,7 +342,7 @@ fn a_full_disk_a_damaged_database_and_a_read_only_store_get_one_clear_error() {
     sh(&format!("mount --bind {0} {0} && mount -o remount,bind,ro {0}", s.display()));
     let err = env.fail(&["build", d]);
     sh(&format!("umount {}", s.display()));
-    assert!(err.contains(s.to_str().unwrap()) && err.contains("read-only"), "{err}");
+    assert!(err.contains(&format!("the store {} is on a read-only file system", s.display())), "{err}");
     assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
     verify(&env, "a read-only store");
 }

@@ -311,27 +311,37 @@ pub fn main() -> ExitCode {
 }
 
 /// Say what to do about errors that come from the store's state rather than the command: a
-/// damaged database, a store that cannot be written.
+/// damaged database, a store that cannot be written. Each hint is given only when the store
+/// itself is found so (the error may come from another database, say an image's rpmdb).
 fn explain(e: anyhow::Error, store: &std::path::Path) -> anyhow::Error {
     use rusqlite::ErrorCode;
     let sqlite = e.chain().find_map(|c| match c.downcast_ref::<rusqlite::Error>() {
         Some(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
         _ => None,
     });
-    let read_only = sqlite == Some(ErrorCode::ReadOnly)
+    let read_only_error = sqlite == Some(ErrorCode::ReadOnly)
         || e.chain().any(|c| {
             c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
-        }) && format!("{e:#}").contains(&store.display().to_string());
+        });
     let db = store.join("db.sqlite");
+    let damaged = || {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let check = rusqlite::Connection::open_with_flags(&db, flags)
+            .and_then(|c| c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)));
+        !matches!(check.as_deref(), Ok("ok"))
+    };
+    let store_read_only =
+        || nix::sys::statvfs::statvfs(store).is_ok_and(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
     match sqlite {
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => e.context(format!(
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) if damaged() => e.context(format!(
             "the store's database {} is damaged: build into a new store (--store), or move this one aside \
              and try `sqlite3 {} .recover`",
             db.display(),
             db.display()
         )),
-        _ if read_only => e.context(format!(
-            "the store {} is read-only: strata writes to its store even for a cache hit (use a writable --store)",
+        _ if read_only_error && store_read_only() => e.context(format!(
+            "the store {} is on a read-only file system: strata writes to its store even for a cache hit \
+             (use a writable --store)",
             store.display()
         )),
         _ => e,

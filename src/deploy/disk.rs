@@ -150,7 +150,7 @@ fn mkfs_ext4(dir: &Path, label: &str, size: u64, out: &Path) -> anyhow::Result<(
 /// scratch directory, filled with `cp -a` (hardlinks, xattrs, owners), unmounted. The mount
 /// lives in a private mount namespace, so whatever happens to this process (an error, a kill)
 /// it goes away with the namespace and its loop device is freed (autoclear): nothing is left
-/// mounted in the store's scratch directory.
+/// mounted in the store's scratch directory. The PID namespace ends `cp` with it.
 fn mkfs_xfs(dir: &Path, label: &str, size: u64, out: &Path, work: &Path) -> anyhow::Result<()> {
     fs_err::File::create(out)?.set_len(size)?;
     run(crate::util::process::command("mkfs.xfs").args(["-q", "-f", "-L", label]).arg(out), "mkfs.xfs (xfsprogs)")?;
@@ -158,7 +158,7 @@ fn mkfs_xfs(dir: &Path, label: &str, size: u64, out: &Path, work: &Path) -> anyh
     fs_err::create_dir_all(&mnt)?;
     run(
         crate::util::process::command("unshare")
-            .args(["--mount", "--propagation", "private", "--fork", "--kill-child", "sh", "-ec"])
+            .args(["--mount", "--pid", "--propagation", "private", "--fork", "--kill-child", "sh", "-ec"])
             .arg(r#"mount -t xfs -o loop "$1" "$2"; cp -a --sparse=always "$3/." "$2"; umount "$2""#)
             .arg("sh")
             .args([out, &mnt, dir]),

@@ -193,8 +193,10 @@ pub fn export(
         }
     };
     let stats = repo.commit_transaction(gio::Cancellable::NONE).context("cannot commit the repository transaction")?;
-    if new_commit {
-        repo.mark_commit_partial(&commit, false)?;
+    // Complete now, whether new or the ref's commit again (which an export killed before this
+    // line left partial).
+    if let Err(e) = repo.mark_commit_partial(&commit, false) {
+        tracing::warn!("commit {commit} stays marked partial: {e}");
     }
 
     // Only now does the repository hold the objects: remember them.
