@@ -44,6 +44,16 @@ fn description(dir: &Path) {
     ));
 }
 
+/// A scratch directory with the description (`work/work`) and the busybox root (`work/bb`).
+fn setup() -> (Env, PathBuf, PathBuf) {
+    common::require_root();
+    let work = Env::new();
+    let (desc, bb) = (work.path("work"), work.path("bb"));
+    description(&desc);
+    common::busybox_tree(&bb);
+    (work, desc, bb)
+}
+
 /// A new store holding the busybox root `bb` as `tags/bb`.
 fn store_with_base(bb: &Path) -> Env {
     let env = Env::new();
@@ -138,13 +148,8 @@ fn strs(v: &[String]) -> Vec<&str> {
 
 #[test]
 fn builds_exports_and_gc_killed_at_many_points_leave_a_sound_store_and_finish_the_same() {
-    common::require_root();
-    let work = Env::new();
-    let desc = work.path("work");
-    description(&desc);
+    let (_work, desc, bb) = setup();
     let d = desc.to_str().unwrap();
-    let bb = work.path("bb");
-    common::busybox_tree(&bb);
 
     // A run nothing disturbs: its tree, manifest and commit, and how long each command takes.
     let reference = store_with_base(&bb);
@@ -261,13 +266,8 @@ impl Drop for SmallFs {
 
 #[test]
 fn a_full_disk_a_damaged_database_and_a_read_only_store_get_one_clear_error() {
-    common::require_root();
-    let work = Env::new();
-    let desc = work.path("work");
-    description(&desc);
+    let (work, desc, bb) = setup();
     let d = desc.to_str().unwrap();
-    let bb = work.path("bb");
-    common::busybox_tree(&bb);
 
     // The store on a file system too small for the image (busybox's 2 MB, the archive's 4 MB
     // and the script's 3 MB, in 8 MB): the build fails with one clear error, the store verifies,
