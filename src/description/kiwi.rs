@@ -836,7 +836,7 @@ pub fn write(d: &Description) -> anyhow::Result<String> {
     if let Some(from) = &d.derived_from {
         let _ = writeln!(s, "  <derived from=\"{}\"/>", esc(from));
     }
-    write_description(&mut s, &d.info);
+    write_description(&mut s, &d.info, d.derived_from.is_none());
     write_preferences(&mut s, &d.preferences, d.container.as_ref());
     write_users(&mut s, &d.users);
     for r in &d.repositories {
@@ -872,9 +872,10 @@ fn check_scripts_have_kiwi_form(d: &Description) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Write `<description type="system">`, when any of its fields is set.
-fn write_description(s: &mut String, info: &Info) {
-    if info.author.is_some() || info.contact.is_some() || info.specification.is_some() {
+/// Write `<description type="system">`, when any of its fields is set, and always for an image
+/// that derives from nothing (the parser requires the element there, empty or not).
+fn write_description(s: &mut String, info: &Info, required: bool) {
+    if required || info.author.is_some() || info.contact.is_some() || info.specification.is_some() {
         s.push_str("  <description type=\"system\">\n");
         for (tag, v) in [("author", &info.author), ("contact", &info.contact), ("specification", &info.specification)] {
             if let Some(v) = v {
