@@ -1,6 +1,6 @@
-//! What the targets share: a scratch store (opened once per process, removed at exit by the
-//! temporary directory's owner, the operating system's tmp cleaning aside) and small limits, so
-//! that a compression bomb costs megabytes, not the disk.
+//! What the targets share: a scratch store under the system's temporary directory (opened once
+//! per process and left there at exit: statics are not dropped) and small limits, so that a
+//! compression bomb costs megabytes, not the disk.
 #![allow(dead_code)]
 
 use std::sync::{Mutex, OnceLock};
